@@ -1,0 +1,239 @@
+//! Reading configuration from disk: a file, or a directory read as conf.d
+//! (every `*.yaml` / `*.yml`, in name order, multi-document files allowed),
+//! then the checks across routes and documents, producing the [`Config`].
+
+use super::decode::{ConfigError, ConfigErrors, Decoder};
+use super::model::{Config, Listener, PathPattern, Route, ServerSettings};
+use super::schema::{decode_document, GatewayDoc};
+use super::yaml::{parse_documents, Pos};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Load and validate everything under `path`; on failure, every problem found.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let files = list_files(path)?;
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for file in &files {
+        let shown = file.display().to_string();
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let (d, e) = decode_source(&shown, &text);
+                docs.extend(d);
+                errors.extend(e);
+            }
+            Err(e) => errors.push(file_error(&shown, format!("cannot read: {e}"))),
+        }
+    }
+    let config = assemble(&docs, &mut errors);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Load from in-memory text, for tests and tools; `name` is shown in errors.
+pub fn load_str(name: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let (docs, mut errors) = decode_source(name, text);
+    let config = assemble(&docs, &mut errors);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn file_error(file: &str, message: String) -> ConfigError {
+    ConfigError {
+        file: file.to_string(),
+        pos: Pos::default(),
+        path: String::new(),
+        message,
+    }
+}
+
+fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigErrors(vec![file_error(&shown, format!("cannot read: {e}"))]))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| ConfigErrors(vec![file_error(&shown, format!("cannot list: {e}"))]))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ConfigErrors(vec![file_error(
+            &shown,
+            "no *.yaml or *.yml files in this directory".into(),
+        )]));
+    }
+    Ok(files)
+}
+
+fn decode_source(file: &str, text: &str) -> (Vec<GatewayDoc>, Vec<ConfigError>) {
+    let mut d = Decoder::new(file);
+    let nodes = match parse_documents(text) {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            let mut message = format!("invalid YAML: {}", e.message);
+            if text.contains(['\u{201C}', '\u{201D}']) {
+                message.push_str(
+                    " (the file contains typographic quotes \u{201C} \u{201D}, probably pasted from a web page: replace them with straight quotes \")",
+                );
+            }
+            d.error(e.pos, "", message);
+            return (Vec::new(), d.errors);
+        }
+    };
+    if nodes.is_empty() {
+        d.error(Pos::default(), "", "no YAML document in this file");
+    }
+    let docs = nodes
+        .iter()
+        .filter_map(|n| decode_document(&mut d, n))
+        .collect();
+    (docs, d.errors)
+}
+
+/// Checks across documents, then the model: listeners merged by port, every
+/// route attached to each listener of its document.
+fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
+    let mut err = |file: &str, pos: Pos, path: &str, message: String| {
+        errors.push(ConfigError {
+            file: file.to_string(),
+            pos,
+            path: path.to_string(),
+            message,
+        })
+    };
+    let at = |doc: &GatewayDoc, pos: Pos| format!("{}:{}:{}", doc.file, pos.line, pos.col);
+
+    // server settings: at most one document may set them
+    let mut server: Option<(ServerSettings, String)> = None;
+    for doc in docs {
+        if let Some((s, pos)) = &doc.server {
+            match &server {
+                Some((_, first)) => err(&doc.file, *pos, "spec.server", format!("server settings are already given at {first}; set them in one document only")),
+                None => server = Some((s.clone(), at(doc, *pos))),
+            }
+        }
+    }
+
+    // gateway names and route ids are unique across all files
+    let mut names: HashMap<&str, String> = HashMap::new();
+    let mut ids: HashMap<&str, String> = HashMap::new();
+    for doc in docs {
+        if !doc.name.is_empty() {
+            if let Some(first) = names.get(doc.name.as_str()) {
+                err(&doc.file, doc.pos, "metadata.name", format!("gateway name {:?} is already used at {first}", doc.name));
+            } else {
+                names.insert(&doc.name, at(doc, doc.pos));
+            }
+        }
+        for r in &doc.routes {
+            if let Some(first) = ids.get(r.id.as_str()) {
+                err(&doc.file, r.pos, &format!("{}.id", r.path), format!("duplicate route id {:?} (first defined at {first})", r.id));
+            } else {
+                ids.insert(&r.id, at(doc, r.pos));
+            }
+        }
+    }
+
+    // listeners merged by port; the same port must mean the same address
+    let mut listeners: Vec<(Listener, String)> = Vec::new();
+    let mut by_port: HashMap<u16, usize> = HashMap::new();
+    // (listener index, host, pattern) -> (methods, where, route id) for clash detection
+    type Claim = (Option<Vec<http::Method>>, String, String);
+    let mut claims: HashMap<(usize, Option<String>, PathPattern), Vec<Claim>> = HashMap::new();
+    for doc in docs {
+        let mut mine = Vec::new();
+        for l in &doc.listeners {
+            let addr = SocketAddr::new(l.host, l.port);
+            match by_port.get(&l.port) {
+                Some(&i) => {
+                    let (existing, first) = &listeners[i];
+                    if existing.addr != addr {
+                        err(&doc.file, l.pos, &l.path, format!(
+                            "port {} is already declared for host {} at {first}; documents sharing a port must use the same host",
+                            l.port, existing.addr.ip()
+                        ));
+                        continue;
+                    }
+                    if !mine.contains(&i) {
+                        mine.push(i);
+                    }
+                }
+                None => {
+                    by_port.insert(l.port, listeners.len());
+                    mine.push(listeners.len());
+                    listeners.push((
+                        Listener {
+                            name: l.name.clone(),
+                            addr,
+                            routes: Vec::new(),
+                        },
+                        at(doc, l.pos),
+                    ));
+                }
+            }
+        }
+        for r in &doc.routes {
+            let route = Arc::new(Route {
+                id: r.id.clone(),
+                gateway: doc.name.clone(),
+                paths: r.paths.iter().map(|(p, _)| p.clone()).collect(),
+                methods: r.methods.clone(),
+                host: r.host.clone(),
+                upstream: r.upstream.clone(),
+                policies: r.policies.clone(),
+            });
+            for &i in &mine {
+                for (k, (pattern, pos)) in r.paths.iter().enumerate() {
+                    let key = (i, r.host.clone(), pattern.clone());
+                    let here = at(doc, *pos);
+                    let list = claims.entry(key).or_default();
+                    for (methods, first, other) in list.iter() {
+                        if overlap(methods, &r.methods) {
+                            err(&doc.file, *pos, &format!("{}.path[{k}]", r.path), format!(
+                                "path {pattern} clashes with route {other:?} at {first} on listener port {} (same path and host, overlapping methods)",
+                                listeners[i].0.addr.port()
+                            ));
+                        }
+                    }
+                    list.push((r.methods.clone(), here, r.id.clone()));
+                }
+                listeners[i].0.routes.push(route.clone());
+            }
+        }
+    }
+    Config {
+        server: server.map(|(s, _)| s).unwrap_or_default(),
+        listeners: listeners.into_iter().map(|(l, _)| l).collect(),
+        gateways: docs.iter().map(|d| d.name.clone()).collect(),
+    }
+}
+
+fn overlap(a: &Option<Vec<http::Method>>, b: &Option<Vec<http::Method>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,14 @@
+//! Configuration: the YAML users write (`schema.rs`, decoded from the
+//! position-carrying tree of `yaml.rs` with the helpers of `decode.rs`),
+//! loading files and directories with checks across documents (`load.rs`),
+//! and the validated runtime model the proxy uses (`model.rs`).
+
+pub mod decode;
+pub mod load;
+pub mod model;
+pub mod schema;
+pub mod yaml;
+
+pub use decode::{ConfigError, ConfigErrors};
+pub use load::{load, load_str};
+pub use model::Config;

@@ -1,0 +1,131 @@
+//! The validated, typed runtime model. Everything a request needs from the
+//! configuration is already parsed here (addresses, durations, methods,
+//! path patterns); nothing is re-parsed per request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const API_VERSION: &str = "gateway.mulesoft.com/v1alpha1";
+
+/// The whole effective configuration: every listener with the routes it serves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub listeners: Vec<Listener>,
+    /// Names of the Gateway documents that contributed, for logs.
+    pub gateways: Vec<String>,
+}
+
+/// A listening socket and the routes served on it (from every Gateway
+/// document that declares this port).
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub routes: Vec<Arc<Route>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PathPattern {
+    /// `/api/products`: this path only.
+    Exact(String),
+    /// `/api/products/*`: stored as `/api/products`; matches `/api/products/...`.
+    /// `/*` is stored as the empty prefix and matches every path.
+    Prefix(String),
+}
+
+impl std::fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathPattern::Exact(p) => write!(f, "{p}"),
+            PathPattern::Prefix(p) => write!(f, "{p}/*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub id: String,
+    /// Name of the Gateway document that declared it.
+    pub gateway: String,
+    pub paths: Vec<PathPattern>,
+    /// `None`: every method.
+    pub methods: Option<Vec<http::Method>>,
+    /// Lower-case host name to match (`*.example.com` allowed); `None`: any host.
+    pub host: Option<String>,
+    pub upstream: Upstream,
+    pub policies: Vec<PolicyConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    /// Host name or IP literal, resolved at request time.
+    pub host: String,
+    pub port: u16,
+    /// `host[:port]` as sent in the Host header.
+    pub authority: String,
+    /// Path prefix from the URL (`http://h/v1` gives `/v1`), empty for none.
+    pub base_path: String,
+    /// Connect, read and write timeout; exceeded gives 504.
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyConfig {
+    RateLimit(RateLimitConfig),
+}
+
+impl PolicyConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PolicyConfig::RateLimit(_) => "rate-limiting",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub max_requests: u64,
+    pub period: Duration,
+}
+
+/// Process settings: defaults fit a systemd service; `spec.server` overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Worker threads per listener service.
+    pub threads: usize,
+    pub pid_file: PathBuf,
+    pub upgrade_socket: PathBuf,
+    /// After SIGTERM (or a handover to an upgraded process) listeners stop
+    /// accepting and in-flight requests get this long to finish (Pingora's
+    /// `grace_period_seconds`; whole seconds)...
+    pub grace_period: Duration,
+    /// ...then runtimes get at most this long to wind down
+    /// (`graceful_shutdown_timeout_seconds`).
+    pub shutdown_timeout: Duration,
+    /// Pingora's error log file; `None`: stderr (journald under systemd).
+    pub error_log: Option<PathBuf>,
+    /// One JSON line per request on the `access` log target.
+    pub access_log: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            pid_file: PathBuf::from("/run/flex-gateway/flex-gateway.pid"),
+            upgrade_socket: PathBuf::from("/run/flex-gateway/upgrade.sock"),
+            grace_period: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
+            error_log: None,
+            access_log: true,
+        }
+    }
+}

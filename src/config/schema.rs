@@ -1,0 +1,504 @@
+//! The YAML as users write it: `kind: Gateway` documents, decoded field by
+//! field from the position-carrying tree, with every problem reported.
+//!
+//! Field-level checks (types, ranges, URL syntax, durations, unknown fields)
+//! live here; checks across routes and documents live in `load.rs`.
+
+use super::decode::{join, Decoder, Fields};
+use super::model::{
+    PathPattern, PolicyConfig, RateLimitConfig, ServerSettings, Upstream, API_VERSION,
+    DEFAULT_UPSTREAM_TIMEOUT,
+};
+use super::yaml::{Node, Pos};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One `kind: Gateway` document, decoded (fields that failed are left out).
+#[derive(Debug, Clone)]
+pub struct GatewayDoc {
+    pub file: String,
+    pub pos: Pos,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub listeners: Vec<ListenerSpec>,
+    pub routes: Vec<RouteSpec>,
+    pub server: Option<(ServerSettings, Pos)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub host: IpAddr,
+    pub port: u16,
+    pub pos: Pos,
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub id: String,
+    pub pos: Pos,
+    pub path: String,
+    pub paths: Vec<(PathPattern, Pos)>,
+    pub methods: Option<Vec<http::Method>>,
+    pub host: Option<String>,
+    pub upstream: Upstream,
+    pub policies: Vec<PolicyConfig>,
+}
+
+const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+const METADATA_FIELDS: &[&str] = &["name", "labels"];
+const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server"];
+const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host"];
+const ROUTE_FIELDS: &[&str] = &["id", "path", "methods", "host", "upstream", "policies"];
+const UPSTREAM_FIELDS: &[&str] = &["url", "timeout"];
+const SERVER_FIELDS: &[&str] = &[
+    "threads",
+    "pidFile",
+    "upgradeSocket",
+    "gracePeriod",
+    "shutdownTimeout",
+    "errorLog",
+    "accessLog",
+];
+/// Policy names, in the one place that registers them.
+pub const POLICIES: &[&str] = &["rate-limiting"];
+const RATE_LIMIT_FIELDS: &[&str] = &["maxRequests", "period"];
+
+pub const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// Decode one document. Returns `None` when it is not usable at all
+/// (errors are in the decoder either way).
+pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
+    let fields = d.map(doc, "", DOC_FIELDS)?;
+    if let Some(v) = d.required(&fields, "apiVersion", "") {
+        if let Some(text) = d.scalar(v, "apiVersion", "a string") {
+            if text != API_VERSION {
+                d.error(
+                    v.pos,
+                    "apiVersion",
+                    format!("unsupported apiVersion {text:?} (expected {API_VERSION})"),
+                );
+            }
+        }
+    }
+    if let Some(v) = d.required(&fields, "kind", "") {
+        if let Some(text) = d.scalar(v, "kind", "a string") {
+            if text != "Gateway" {
+                d.error(
+                    v.pos,
+                    "kind",
+                    format!("unsupported kind {text:?} (supported: Gateway)"),
+                );
+                return None;
+            }
+        }
+    }
+    let mut out = GatewayDoc {
+        file: d.file.clone(),
+        pos: doc.pos,
+        name: String::new(),
+        labels: BTreeMap::new(),
+        listeners: Vec::new(),
+        routes: Vec::new(),
+        server: None,
+    };
+    if let Some(meta) = d.required(&fields, "metadata", "") {
+        decode_metadata(d, meta, &mut out);
+    }
+    let spec = d.required(&fields, "spec", "")?;
+    let spec = d.map(spec, "spec", SPEC_FIELDS)?;
+    match spec.get("listeners") {
+        Some(list) => {
+            for (i, item) in d.list(list, "spec.listeners", false)?.into_iter().enumerate() {
+                if let Some(l) = decode_listener(d, item, &format!("spec.listeners[{i}]")) {
+                    out.listeners.push(l);
+                }
+            }
+            if out.listeners.is_empty() && d.errors.is_empty() {
+                d.error(list.pos, "spec.listeners", "at least one listener is required");
+            }
+        }
+        None => d.error(spec.pos, "spec", "missing required field `listeners`"),
+    }
+    if let Some(list) = spec.get("routes") {
+        if let Some(items) = d.list(list, "spec.routes", false) {
+            for (i, item) in items.into_iter().enumerate() {
+                if let Some(r) = decode_route(d, item, &format!("spec.routes[{i}]")) {
+                    out.routes.push(r);
+                }
+            }
+        }
+    }
+    if let Some(server) = spec.get("server") {
+        out.server = decode_server(d, server, "spec.server").map(|s| (s, server.pos));
+    }
+    Some(out)
+}
+
+fn decode_metadata(d: &mut Decoder, node: &Node, out: &mut GatewayDoc) {
+    let Some(meta) = d.map(node, "metadata", METADATA_FIELDS) else {
+        return;
+    };
+    if let Some(name) = d.required(&meta, "name", "metadata") {
+        if let Some(name) = d.string(name, "metadata.name") {
+            out.name = name;
+        }
+    }
+    if let Some(labels) = meta.get("labels") {
+        let Some(labels) = d.map_any(labels, "metadata.labels") else {
+            return;
+        };
+        for (k, v) in labels.keys() {
+            if let Some(v) = d.scalar(v, &join("metadata.labels", k), "a string") {
+                out.labels.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+}
+
+fn decode_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerSpec> {
+    let f = d.map(node, path, LISTENER_FIELDS)?;
+    let name = d
+        .required(&f, "name", path)
+        .and_then(|n| d.string(n, &join(path, "name")));
+    let port = d
+        .required(&f, "port", path)
+        .and_then(|n| d.port(n, &join(path, "port")));
+    if let Some(p) = f.get("protocol") {
+        let field = join(path, "protocol");
+        if let Some(text) = d.scalar(p, &field, "a protocol") {
+            if !text.eq_ignore_ascii_case("HTTP") {
+                d.error(
+                    p.pos,
+                    &field,
+                    format!("unsupported protocol {text:?} (supported: HTTP)"),
+                );
+            }
+        }
+    }
+    let host = match f.get("host") {
+        None => Some(IpAddr::from([0, 0, 0, 0])),
+        Some(h) => {
+            let field = join(path, "host");
+            let text = d.scalar(h, &field, "an IP address")?;
+            match text {
+                "localhost" => Some(IpAddr::from([127, 0, 0, 1])),
+                _ => match text.parse::<IpAddr>() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => {
+                        d.error(
+                            h.pos,
+                            &field,
+                            format!("{text:?} is not an IP address to listen on (try \"0.0.0.0\" or \"127.0.0.1\")"),
+                        );
+                        None
+                    }
+                },
+            }
+        }
+    };
+    Some(ListenerSpec {
+        name: name?,
+        host: host?,
+        port: port?,
+        pos: node.pos,
+        path: path.to_string(),
+    })
+}
+
+fn decode_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteSpec> {
+    let f = d.map(node, path, ROUTE_FIELDS)?;
+    let errors_before = d.errors.len();
+    let id = d
+        .required(&f, "id", path)
+        .and_then(|n| d.string(n, &join(path, "id")));
+    let mut paths = Vec::new();
+    if let Some(list) = d.required(&f, "path", path) {
+        let field = join(path, "path");
+        for (i, item) in d.list(list, &field, true).unwrap_or_default().into_iter().enumerate() {
+            let item_path = format!("{field}[{i}]");
+            if let Some(text) = d.scalar(item, &item_path, "a path") {
+                match parse_path_pattern(text) {
+                    Ok(p) => {
+                        if paths.iter().any(|(q, _)| *q == p) {
+                            d.error(item.pos, &item_path, format!("duplicate path {text:?}"));
+                        } else {
+                            paths.push((p, item.pos));
+                        }
+                    }
+                    Err(why) => d.error(item.pos, &item_path, why),
+                }
+            }
+        }
+        if paths.is_empty() && d.errors.len() == errors_before {
+            d.error(list.pos, &field, "at least one path is required");
+        }
+    }
+    let methods = f.get("methods").and_then(|m| decode_methods(d, m, &join(path, "methods")));
+    let host = f.get("host").and_then(|h| {
+        let field = join(path, "host");
+        let text = d.string(h, &field)?;
+        let host = text.to_ascii_lowercase();
+        let bare = host.strip_prefix("*.").unwrap_or(&host);
+        if bare.is_empty()
+            || !bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            d.error(h.pos, &field, format!("{text:?} is not a host name (example: api.example.com or *.example.com)"));
+            return None;
+        }
+        Some(host)
+    });
+    let upstream = d
+        .required(&f, "upstream", path)
+        .and_then(|u| decode_upstream(d, u, &join(path, "upstream")));
+    let mut policies = Vec::new();
+    if let Some(list) = f.get("policies") {
+        let field = join(path, "policies");
+        for (i, item) in d.list(list, &field, false).unwrap_or_default().into_iter().enumerate() {
+            if let Some(p) = decode_policy(d, item, &format!("{field}[{i}]")) {
+                if policies.iter().any(|q: &PolicyConfig| q.name() == p.name()) {
+                    d.error(item.pos, &format!("{field}[{i}]"), format!("policy {} is listed twice", p.name()));
+                } else {
+                    policies.push(p);
+                }
+            }
+        }
+    }
+    if d.errors.len() > errors_before {
+        return None;
+    }
+    Some(RouteSpec {
+        id: id?,
+        pos: node.pos,
+        path: path.to_string(),
+        paths,
+        methods,
+        host,
+        upstream: upstream?,
+        policies,
+    })
+}
+
+/// `/exact/path` or `/prefix/*`; must already be in normal form, since
+/// requests are normalised before matching.
+pub fn parse_path_pattern(text: &str) -> Result<PathPattern, String> {
+    if !text.starts_with('/') {
+        return Err(format!("{text:?} must start with /"));
+    }
+    if text.contains(['?', '#']) {
+        return Err(format!("{text:?}: a route path has no query or fragment"));
+    }
+    let (base, wildcard) = match text.strip_suffix("/*") {
+        Some(base) => (base, true),
+        None => (text, false),
+    };
+    if base.contains('*') {
+        return Err(format!("{text:?}: `*` is only allowed as a final `/*` segment"));
+    }
+    match crate::path::normalize(if base.is_empty() { "/" } else { base }) {
+        Ok(n) if n == base || (base.is_empty() && n == "/") => {}
+        _ => {
+            return Err(format!(
+                "{text:?} is not in normal form (no `//`, `.` or `..` segments, percent-encoding only where needed)"
+            ))
+        }
+    }
+    Ok(if wildcard {
+        PathPattern::Prefix(base.to_string())
+    } else {
+        PathPattern::Exact(text.to_string())
+    })
+}
+
+fn decode_methods(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<http::Method>> {
+    let items = d.list(node, path, true)?;
+    let mut out: Vec<http::Method> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let field = format!("{path}[{i}]");
+        let Some(text) = d.scalar(item, &field, "an HTTP method") else {
+            continue;
+        };
+        let upper = text.to_ascii_uppercase();
+        if !METHODS.contains(&upper.as_str()) {
+            d.error(
+                item.pos,
+                &field,
+                format!("{text:?} is not an HTTP method (expected one of: {})", METHODS.join(", ")),
+            );
+            continue;
+        }
+        match http::Method::from_bytes(upper.as_bytes()) {
+            Ok(m) if !out.contains(&m) => out.push(m),
+            Ok(_) => d.error(item.pos, &field, format!("duplicate method {upper}")),
+            Err(_) => d.error(item.pos, &field, format!("{text:?} is not an HTTP method")),
+        }
+    }
+    if out.is_empty() {
+        d.error(node.pos, path, "at least one method is required (leave `methods` out to allow every method)");
+        return None;
+    }
+    Some(out)
+}
+
+fn decode_upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<Upstream> {
+    let f = d.map(node, path, UPSTREAM_FIELDS)?;
+    let timeout = match f.get("timeout") {
+        Some(t) => d.duration(t, &join(path, "timeout"), false),
+        None => Some(DEFAULT_UPSTREAM_TIMEOUT),
+    };
+    let url_node = d.required(&f, "url", path)?;
+    let field = join(path, "url");
+    let text = d.scalar(url_node, &field, "a URL")?;
+    match parse_upstream_url(text) {
+        Ok(mut up) => {
+            up.timeout = timeout?;
+            Some(up)
+        }
+        Err(why) => {
+            d.error(url_node.pos, &field, why);
+            None
+        }
+    }
+}
+
+/// `http://host[:port][/base]` or `https://...`.
+pub fn parse_upstream_url(text: &str) -> Result<Upstream, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a URL ({e}); example: http://127.0.0.1:3000"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        Some(other) => {
+            return Err(format!(
+                "unsupported scheme {other:?} in {text:?} (expected http or https)"
+            ))
+        }
+        None => return Err(format!("{text:?} has no scheme (example: http://127.0.0.1:3000)")),
+    };
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{text:?} has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("{text:?}: credentials in the upstream URL are not supported"));
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{text:?}: an upstream URL has no query"));
+    }
+    let port = match authority.port_u16() {
+        Some(0) => return Err(format!("{text:?}: port 0 is not a valid upstream port")),
+        Some(p) => p,
+        None if authority.as_str().ends_with(':') => {
+            return Err(format!("{text:?}: empty port"))
+        }
+        None => {
+            if tls {
+                443
+            } else {
+                80
+            }
+        }
+    };
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(Upstream {
+        tls,
+        host: host.to_ascii_lowercase(),
+        port,
+        authority: authority.as_str().to_ascii_lowercase(),
+        base_path,
+        timeout: Duration::ZERO,
+    })
+}
+
+fn decode_policy(d: &mut Decoder, node: &Node, path: &str) -> Option<PolicyConfig> {
+    let f = d.map(node, path, POLICIES)?;
+    let mut entries = f.keys();
+    let Some((name, body)) = entries.next() else {
+        d.error(node.pos, path, format!("expected one policy (one of: {})", POLICIES.join(", ")));
+        return None;
+    };
+    if entries.next().is_some() {
+        d.error(node.pos, path, "one policy per list item (start another item with `- `)");
+        return None;
+    }
+    let field = join(path, name);
+    match name {
+        "rate-limiting" => decode_rate_limit(d, body, &field).map(PolicyConfig::RateLimit),
+        _ => None, // unknown names were reported by `map`
+    }
+}
+
+fn decode_rate_limit(d: &mut Decoder, node: &Node, path: &str) -> Option<RateLimitConfig> {
+    let f = d.map(node, path, RATE_LIMIT_FIELDS)?;
+    let max = d
+        .required(&f, "maxRequests", path)
+        .and_then(|n| d.positive_int(n, &join(path, "maxRequests")));
+    let period = d.required(&f, "period", path).and_then(|n| {
+        let field = join(path, "period");
+        let p = d.duration(n, &field, true)?;
+        if p < Duration::from_secs(1) || p.subsec_nanos() != 0 {
+            d.error(n.pos, &field, "the period must be a whole number of seconds, at least 1s");
+            return None;
+        }
+        Some(p)
+    });
+    Some(RateLimitConfig {
+        max_requests: max?,
+        period: period?,
+    })
+}
+
+fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerSettings> {
+    let f: Fields = d.map(node, path, SERVER_FIELDS)?;
+    let before = d.errors.len();
+    let mut s = ServerSettings::default();
+    if let Some(n) = f.get("threads") {
+        if let Some(t) = d.positive_int(n, &join(path, "threads")) {
+            s.threads = t.min(1024) as usize;
+        }
+    }
+    if let Some(n) = f.get("pidFile") {
+        if let Some(p) = d.string(n, &join(path, "pidFile")) {
+            s.pid_file = PathBuf::from(p);
+        }
+    }
+    if let Some(n) = f.get("upgradeSocket") {
+        if let Some(p) = d.string(n, &join(path, "upgradeSocket")) {
+            s.upgrade_socket = PathBuf::from(p);
+        }
+    }
+    for (key, slot) in [("gracePeriod", &mut s.grace_period), ("shutdownTimeout", &mut s.shutdown_timeout)] {
+        if let Some(n) = f.get(key) {
+            let field = join(path, key);
+            if let Some(v) = d.duration(n, &field, true) {
+                if v.subsec_nanos() != 0 {
+                    d.error(n.pos, &field, "must be a whole number of seconds");
+                } else {
+                    *slot = v;
+                }
+            }
+        }
+    }
+    if let Some(n) = f.get("errorLog") {
+        if let Some(p) = d.string(n, &join(path, "errorLog")) {
+            s.error_log = Some(PathBuf::from(p));
+        }
+    }
+    if let Some(n) = f.get("accessLog") {
+        if let Some(b) = d.bool(n, &join(path, "accessLog")) {
+            s.access_log = b;
+        }
+    }
+    (d.errors.len() == before).then_some(s)
+}

@@ -1,0 +1,43 @@
+//! Per-request state shared by the phases of `proxy.rs` and the policies.
+
+use crate::policy::rate_limit::RateLimitState;
+use crate::proxy::CompiledRoute;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Ctx {
+    pub start: Instant,
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+    /// Set once routing found a route.
+    pub route: Option<Arc<CompiledRoute>>,
+    /// The normalised path (what routing saw and the upstream receives).
+    pub path: String,
+    pub rate_limit: Option<RateLimitState>,
+    /// The peer address the request went to, once chosen.
+    pub upstream_addr: Option<SocketAddr>,
+    /// Status of a response the gateway wrote itself (routing, policy, error).
+    pub local_status: Option<u16>,
+}
+
+impl Ctx {
+    pub fn new() -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            request_id: String::new(),
+            client_ip: None,
+            route: None,
+            path: String::new(),
+            rate_limit: None,
+            upstream_addr: None,
+            local_status: None,
+        }
+    }
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx::new()
+    }
+}

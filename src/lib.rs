@@ -1,0 +1,17 @@
+//! flex-gateway: a declarative API gateway data plane on Cloudflare Pingora.
+//!
+//! `config` reads and validates the YAML; `router` maps a request to a
+//! route; `policy` holds per-route policies; `upstream` picks the peer;
+//! `proxy` wires them into Pingora's `ProxyHttp` phases; `server` builds the
+//! Pingora server; `ops` has logging and other operational helpers.
+
+pub mod config;
+pub mod ctx;
+pub mod ops;
+pub mod path;
+pub mod policy;
+pub mod proxy;
+pub mod response;
+pub mod router;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,32 @@
+//! One JSON line per request on the `access` log target.
+
+use super::logging::ACCESS_TARGET;
+use serde::Serialize;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLine<'a> {
+    pub time: String,
+    pub request_id: &'a str,
+    pub client_ip: Option<String>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub route_id: Option<&'a str>,
+    pub status: u16,
+    pub upstream: Option<String>,
+    pub duration_ms: f64,
+    pub bytes_sent: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn enabled() -> bool {
+    log::log_enabled!(target: ACCESS_TARGET, log::Level::Info)
+}
+
+pub fn write(line: &AccessLine<'_>) {
+    match serde_json::to_string(line) {
+        Ok(json) => log::info!(target: ACCESS_TARGET, "{json}"),
+        Err(e) => log::warn!("access log line not written: {e}"),
+    }
+}

@@ -1,0 +1,66 @@
+//! Request ids: a client's `X-Request-Id` is kept when it is sane, otherwise
+//! one is made: 32 hex digits from a per-process random seed and a counter
+//! mixed through splitmix64 (unique within the process, unguessable enough
+//! for correlation, no syscall per request).
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+
+static SEED: LazyLock<u64> = LazyLock::new(|| {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+});
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub fn generate() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let a = splitmix(*SEED ^ n);
+    let b = splitmix(a ^ n.rotate_left(32));
+    format!("{a:016x}{b:016x}")
+}
+
+/// A client-supplied id is kept if it is 1-128 visible ASCII characters.
+pub fn accept(value: &[u8]) -> Option<&str> {
+    if value.is_empty() || value.len() > 128 || !value.iter().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_and_shaped() {
+        let a = generate();
+        let b = generate();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn accepts_only_sane_ids() {
+        assert_eq!(accept(b"abc-123"), Some("abc-123"));
+        assert_eq!(accept(b""), None);
+        assert_eq!(accept(b"has space"), None);
+        assert_eq!(accept(&[b'a'; 129]), None);
+    }
+}

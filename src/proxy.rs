@@ -1,0 +1,319 @@
+//! The `ProxyHttp` implementation: wires router, policies and upstreams
+//! together, phase by phase. It implements no policy itself.
+//!
+//! ```text
+//! request_filter          request id, client ip, normalise path (400),
+//!                         route (404 / 405), policies (e.g. 429)
+//! upstream_peer           resolve the route's upstream (502 when it cannot)
+//! upstream_request_filter base path + normalised path, Host, X-Forwarded-*, X-Request-Id
+//! response_filter         X-Request-Id, policy headers (X-RateLimit-*)
+//! fail_to_proxy           JSON 502 / 504 / 400 / 500
+//! logging                 one JSON access-log line
+//! ```
+
+use crate::config::model::{Listener, Route};
+use crate::ctx::Ctx;
+use crate::ops::{access_log, request_id};
+use crate::path::normalize;
+use crate::policy::{self, Decision, LocalResponse, Policy};
+use crate::response::{error_body, message_for};
+use crate::router::{Match, Router};
+use crate::upstream::Target;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::sync::Arc;
+
+/// A route ready to serve: its config, built policies and upstream target.
+pub struct CompiledRoute {
+    pub config: Arc<Route>,
+    pub policies: Vec<Policy>,
+    pub target: Target,
+}
+
+impl CompiledRoute {
+    pub fn new(config: &Arc<Route>) -> CompiledRoute {
+        CompiledRoute {
+            config: config.clone(),
+            policies: config.policies.iter().map(Policy::build).collect(),
+            target: Target::new(&config.upstream),
+        }
+    }
+}
+
+/// Everything one listener needs, built once from config and shared.
+pub struct ListenerRuntime {
+    pub router: Router<Arc<CompiledRoute>>,
+    pub access_log: bool,
+}
+
+impl ListenerRuntime {
+    pub fn new(listener: &Listener, access_log: bool) -> ListenerRuntime {
+        let routes: Vec<(Arc<Route>, Arc<CompiledRoute>)> = listener
+            .routes
+            .iter()
+            .map(|r| (r.clone(), Arc::new(CompiledRoute::new(r))))
+            .collect();
+        ListenerRuntime {
+            router: Router::new(routes.iter().map(|(r, c)| (r.as_ref(), c.clone()))),
+            access_log,
+        }
+    }
+}
+
+pub struct Gateway {
+    runtime: Arc<ListenerRuntime>,
+}
+
+impl Gateway {
+    pub fn new(runtime: Arc<ListenerRuntime>) -> Gateway {
+        Gateway { runtime }
+    }
+}
+
+/// The request's host name without port, from `Host` or the URI authority.
+fn request_host(req: &RequestHeader) -> &str {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or("");
+    }
+    raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+}
+
+/// Write a JSON response of the gateway's own, keeping the connection alive.
+async fn respond(session: &mut Session, ctx: &mut Ctx, local: LocalResponse) -> Result<bool> {
+    let body = error_body(local.status, &local.message, &ctx.request_id);
+    let mut resp = ResponseHeader::build(local.status, Some(4 + local.headers.len()))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (name, value) in local.headers {
+        resp.insert_header(name, value)?;
+    }
+    policy::apply_response_headers(ctx, &mut resp)?;
+    ctx.local_status = Some(local.status);
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(true)
+}
+
+fn local(status: u16, message: impl Into<String>) -> LocalResponse {
+    LocalResponse {
+        status,
+        message: message.into(),
+        headers: Vec::new(),
+    }
+}
+
+/// The status for a failure to proxy: timeouts are 504, other upstream
+/// failures 502; 0 means the client is gone and nothing can be written.
+fn failure_status(e: &Error) -> u16 {
+    use ErrorType::*;
+    match e.etype() {
+        HTTPStatus(code) => *code,
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => 504,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = req
+            .headers
+            .get("x-request-id")
+            .and_then(|v| request_id::accept(v.as_bytes()))
+            .map_or_else(request_id::generate, str::to_string);
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+
+        let found = match normalize(req.uri.path()) {
+            Err(e) => Err(local(400, e.message())),
+            Ok(path) => {
+                let found = match self.runtime.router.find(request_host(req), &req.method, &path) {
+                    Match::Found(route) => Ok(route.clone()),
+                    Match::MethodNotAllowed(allow) => Err(LocalResponse {
+                        status: 405,
+                        message: format!("method {} is not allowed on this route", req.method),
+                        headers: vec![("allow", allow)],
+                    }),
+                    Match::NotFound => Err(local(404, message_for(404))),
+                };
+                ctx.path = path.into_owned();
+                found
+            }
+        };
+        let route = match found {
+            Ok(route) => route,
+            Err(resp) => return respond(session, ctx, resp).await,
+        };
+        for p in &route.policies {
+            if let Decision::Respond(resp) = p.on_request(ctx) {
+                ctx.route = Some(route.clone());
+                return respond(session, ctx, resp).await;
+            }
+        }
+        ctx.route = Some(route);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        let (peer, addr) = route.target.peer().await?;
+        ctx.upstream_addr = Some(addr);
+        Ok(peer)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        let up = &route.target.config;
+        let original = session.req_header();
+        if !up.base_path.is_empty() || original.uri.path() != ctx.path {
+            let uri = match original.uri.query() {
+                Some(q) => format!("{}{}?{q}", up.base_path, ctx.path),
+                None => format!("{}{}", up.base_path, ctx.path),
+            };
+            let uri = uri
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream path", e))?;
+            upstream.set_uri(uri);
+        }
+        if let Some(host) = original.headers.get(http::header::HOST).cloned() {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        upstream.insert_header(http::header::HOST, up.authority.as_str())?;
+        if let Some(ip) = ctx.client_ip {
+            let xff = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.to_string(),
+            };
+            upstream.insert_header("x-forwarded-for", xff)?;
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        policy::apply_response_headers(ctx, resp)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let status = match session.response_written() {
+            // the response already started: nothing more can be said
+            Some(resp) => resp.status.as_u16(),
+            None => {
+                let status = failure_status(e);
+                if status > 0 {
+                    if ctx.request_id.is_empty() {
+                        ctx.request_id = request_id::generate();
+                    }
+                    if let Err(we) = respond(session, ctx, local(status, message_for(status))).await {
+                        log::debug!("could not send the {status} response: {we}");
+                    }
+                }
+                status
+            }
+        };
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if !self.runtime.access_log || !access_log::enabled() {
+            return;
+        }
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.local_status)
+            .unwrap_or(0);
+        let path = if ctx.path.is_empty() {
+            req.uri.path()
+        } else {
+            ctx.path.as_str()
+        };
+        access_log::write(&access_log::AccessLine {
+            time: crate::ops::time::now(),
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+            method: req.method.as_str(),
+            path,
+            route_id: ctx.route.as_ref().map(|r| r.config.id.as_str()),
+            status,
+            upstream: ctx.upstream_addr.map(|a| a.to_string()),
+            duration_ms: (ctx.start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            bytes_sent: session.body_bytes_sent(),
+            error: e.map(|e| e.to_string()),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_without_port() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("host", "example.com:8081").unwrap();
+        assert_eq!(request_host(&req), "example.com");
+        req.insert_header("host", "[::1]:8081").unwrap();
+        assert_eq!(request_host(&req), "::1");
+        req.insert_header("host", "example.com").unwrap();
+        assert_eq!(request_host(&req), "example.com");
+    }
+
+    #[test]
+    fn failure_statuses() {
+        assert_eq!(failure_status(&Error::new(ErrorType::ConnectTimedout)), 504);
+        assert_eq!(failure_status(&Error::new(ErrorType::ReadTimedout)), 504);
+        assert_eq!(failure_status(&Error::new_up(ErrorType::ConnectRefused)), 502);
+        assert_eq!(failure_status(&Error::new(ErrorType::HTTPStatus(413))), 413);
+    }
+}
