@@ -319,6 +319,7 @@ pub fn parse_path_pattern(text: &str) -> Result<PathPattern, String> {
 
 fn decode_methods(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<http::Method>> {
     let items = d.list(node, path, true)?;
+    let before = d.errors.len();
     let mut out: Vec<http::Method> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let field = format!("{path}[{i}]");
@@ -340,7 +341,7 @@ fn decode_methods(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<http::
             Err(_) => d.error(item.pos, &field, format!("{text:?} is not an HTTP method")),
         }
     }
-    if out.is_empty() {
+    if out.is_empty() && d.errors.len() == before {
         d.error(node.pos, path, "at least one method is required (leave `methods` out to allow every method)");
         return None;
     }
