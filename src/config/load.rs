@@ -147,9 +147,9 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
         }
         for r in &doc.routes {
             if let Some(first) = ids.get(r.id.as_str()) {
-                err(&doc.file, r.pos, &format!("{}.id", r.path), format!("duplicate route id {:?} (first defined at {first})", r.id));
+                err(&doc.file, r.id_pos, &format!("{}.id", r.path), format!("duplicate route id {:?} (first defined at {first})", r.id));
             } else {
-                ids.insert(&r.id, at(doc, r.pos));
+                ids.insert(&r.id, at(doc, r.id_pos));
             }
         }
     }

@@ -39,6 +39,8 @@ pub struct ListenerSpec {
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
     pub id: String,
+    /// Where the id is written (for duplicate-id errors).
+    pub id_pos: Pos,
     pub pos: Pos,
     pub path: String,
     pub paths: Vec<(PathPattern, Pos)>,
@@ -214,9 +216,8 @@ fn decode_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerS
 fn decode_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteSpec> {
     let f = d.map(node, path, ROUTE_FIELDS)?;
     let errors_before = d.errors.len();
-    let id = d
-        .required(&f, "id", path)
-        .and_then(|n| d.string(n, &join(path, "id")));
+    let id_node = d.required(&f, "id", path);
+    let id = id_node.and_then(|n| d.string(n, &join(path, "id")));
     let mut paths = Vec::new();
     if let Some(list) = d.required(&f, "path", path) {
         let field = join(path, "path");
@@ -276,6 +277,7 @@ fn decode_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteSpec> {
     }
     Some(RouteSpec {
         id: id?,
+        id_pos: id_node.map_or(node.pos, |n| n.pos),
         pos: node.pos,
         path: path.to_string(),
         paths,

@@ -32,6 +32,17 @@ impl Target {
         if let Some(addr) = self.literal {
             return Ok(addr);
         }
+        let name = self.config.host.trim_end_matches('.');
+        // RFC 6761: `.invalid` never resolves; `localhost` is always loopback
+        if name == "invalid" || name.ends_with(".invalid") {
+            return Error::e_explain(
+                RESOLVE_ERROR,
+                format!("{name}: the .invalid domain never resolves (RFC 6761)"),
+            );
+        }
+        if name == "localhost" || name.ends_with(".localhost") {
+            return Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), self.config.port));
+        }
         let host = (self.config.host.as_str(), self.config.port);
         match tokio::net::lookup_host(host).await {
             Ok(mut addrs) => addrs.next().ok_or_else(|| {

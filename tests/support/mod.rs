@@ -1,0 +1,565 @@
+//! Test support: start the real `flex-gateway` binary and real backends on
+//! loopback, on free ports; a small blocking HTTP/1.1 client that keeps its
+//! connection alive. Readiness is polled; processes are stopped on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const GATEWAY: &str = env!("CARGO_BIN_EXE_flex-gateway");
+pub const CATALOG: &str = env!("CARGO_BIN_EXE_catalog-backend");
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A fresh private directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "flexgw-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Poll until `f` is true, or panic after `timeout` with `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+/// Send SIGINT (Pingora stops at once) and reap.
+fn stop(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    /// Start with a config template: `{port}` is replaced by a free port,
+    /// `{dir}` by the test's temp dir. Retries with another port if the
+    /// chosen one was taken in the meantime.
+    pub fn start(template: &str) -> Gateway {
+        Self::start_with_env(template, &[])
+    }
+
+    pub fn start_with_env(template: &str, env: &[(&str, &str)]) -> Gateway {
+        for _attempt in 0..3 {
+            let dir = temp_dir("gw");
+            let port = free_port();
+            let config = template
+                .replace("{port}", &port.to_string())
+                .replace("{dir}", &dir.display().to_string());
+            let file = dir.join("gateway.yaml");
+            std::fs::write(&file, config).expect("write config");
+            let log = dir.join("gateway.log");
+            let mut cmd = Command::new(GATEWAY);
+            cmd.args(["run", "-c"])
+                .arg(&file)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(std::fs::File::create(dir.join("stdout.log")).expect("log")))
+                .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().expect("spawn flex-gateway");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if port_open(port) {
+                    return Gateway {
+                        child,
+                        port,
+                        dir,
+                        log,
+                    };
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains("Address already in use") {
+                        break; // port race: try another one
+                    }
+                    panic!("flex-gateway exited with {status} before listening:\n{text}");
+                }
+                assert!(Instant::now() < deadline, "flex-gateway did not listen on {port}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop(&mut child);
+        }
+        panic!("could not start flex-gateway on a free port");
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Peak resident memory of the gateway process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The demo catalog backend binary on a free port.
+pub struct Catalog {
+    child: Child,
+    pub port: u16,
+}
+
+impl Catalog {
+    pub fn start() -> Catalog {
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(CATALOG)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn catalog-backend");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if port_open(port) {
+                    return Catalog { child, port };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "catalog-backend did not listen");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop(&mut child);
+        }
+        panic!("could not start catalog-backend");
+    }
+}
+
+impl Drop for Catalog {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+// ─── HTTP client ────────────────────────────────────────────────────────
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Body length, also when the body was counted, not kept.
+    pub body_len: u64,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        stream.set_nodelay(true).ok();
+        Client {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+        }
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        self.send_head(method, path, headers, body.len() as u64);
+        self.reader.get_mut().write_all(body).expect("send body");
+        self.read_response(method == "HEAD", true)
+    }
+
+    pub fn send_head(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body_len: u64) {
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            head.push_str("host: localhost\r\n");
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if body_len > 0 || !matches!(method, "GET" | "HEAD") {
+            head.push_str(&format!("content-length: {body_len}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.reader.get_mut().write_all(head.as_bytes()).expect("send head");
+    }
+
+    /// Stream `len` bytes of body in 64 KiB chunks without holding them.
+    pub fn send_body_stream(&mut self, len: u64) {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            self.reader.get_mut().write_all(&chunk[..n]).expect("send body chunk");
+            left -= n as u64;
+        }
+    }
+
+    /// Read one response; `keep` false counts the body instead of storing it.
+    pub fn read_response(&mut self, head_request: bool, keep: bool) -> Response {
+        let (status, headers) = read_head(&mut self.reader).expect("response head");
+        let mut resp = Response {
+            status,
+            headers,
+            body: Vec::new(),
+            body_len: 0,
+        };
+        if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+            return resp;
+        }
+        let (body, len) = read_body(&mut self.reader, &resp.headers, keep).expect("response body");
+        resp.body = body;
+        resp.body_len = len;
+        resp
+    }
+
+    pub fn close(self) {
+        let _ = self.reader.get_ref().shutdown(Shutdown::Both);
+    }
+}
+
+fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Read a message head: the first line's status or method+target, and headers.
+fn read_head_lines<R: BufRead>(r: &mut R) -> std::io::Result<Option<(String, Vec<(String, String)>)>> {
+    let mut first = String::new();
+    if r.read_line(&mut first)? == 0 {
+        return Ok(None);
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof in head"));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok(Some((first.trim_end().to_string(), headers)))
+}
+
+fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<(u16, Vec<(String, String)>)> {
+    let (first, headers) = read_head_lines(r)?
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"))?;
+    let status = first
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, first.clone()))?;
+    Ok((status, headers))
+}
+
+/// Read a body framed by content-length, chunked encoding, or close.
+fn read_body<R: BufRead>(r: &mut R, headers: &[(String, String)], keep: bool) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut body = Vec::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut take = |r: &mut R, mut n: u64, body: &mut Vec<u8>, total: &mut u64| -> std::io::Result<()> {
+        while n > 0 {
+            let want = n.min(buf.len() as u64) as usize;
+            let got = r.read(&mut buf[..want])?;
+            if got == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof in body"));
+            }
+            if keep {
+                body.extend_from_slice(&buf[..got]);
+            }
+            *total += got as u64;
+            n -= got as u64;
+        }
+        Ok(())
+    };
+    if header_value(headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line)?;
+            let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("chunk size {line:?}")))?;
+            if size == 0 {
+                // trailers until the empty line
+                loop {
+                    let mut t = String::new();
+                    if r.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            take(r, size, &mut body, &mut total)?;
+            let mut crlf = String::new();
+            r.read_line(&mut crlf)?;
+        }
+    } else if let Some(len) = header_value(headers, "content-length") {
+        let len: u64 = len.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "content-length"))?;
+        take(r, len, &mut body, &mut total)?;
+    } else {
+        loop {
+            let got = r.read(&mut buf)?;
+            if got == 0 {
+                break;
+            }
+            if keep {
+                body.extend_from_slice(&buf[..got]);
+            }
+            total += got as u64;
+        }
+    }
+    Ok((body, total))
+}
+
+// ─── In-process backend ─────────────────────────────────────────────────
+
+/// A request as the backend received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: u64,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_value(&self.headers, name)
+    }
+}
+
+/// What the backend answers.
+pub enum Reply {
+    /// Status and JSON body.
+    Json(u16, String),
+    /// Answer after a delay.
+    Delayed(Duration, Box<Reply>),
+    /// A body of `n` bytes, streamed in chunks (never held whole).
+    Bytes(u64),
+}
+
+pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+/// A real HTTP/1.1 server on loopback, thread per connection, that records
+/// what it receives and counts accepted connections.
+pub struct Backend {
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Backend {
+    pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handler: Handler = Arc::new(handler);
+        let (c, s) = (connections.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (s, h) = (s.clone(), handler.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &s, &h);
+                });
+            }
+        });
+        Backend {
+            port,
+            connections,
+            seen,
+        }
+    }
+
+    /// Answers every request with `{"ok":true,"path":...}`.
+    pub fn echo() -> Backend {
+        Backend::start(|seen| {
+            Reply::Json(200, serde_json::json!({"ok": true, "path": seen.target}).to_string())
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen.lock().expect("lock").last().cloned().expect("backend saw a request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+}
+
+fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) -> std::io::Result<()> {
+    stream.set_nodelay(true).ok();
+    let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let Some((first, headers)) = read_head_lines(&mut reader)? else {
+            return Ok(());
+        };
+        let mut parts = first.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("").to_string();
+        // a request without framing headers has no body
+        let framed = header_value(&headers, "content-length").is_some()
+            || header_value(&headers, "transfer-encoding").is_some();
+        let body_len = if framed {
+            read_body(&mut reader, &headers, false)?.1
+        } else {
+            0
+        };
+        let request = Seen {
+            method,
+            target,
+            headers,
+            body_len,
+        };
+        seen.lock().expect("lock").push(request.clone());
+        let mut reply = handler(&request);
+        while let Reply::Delayed(d, inner) = reply {
+            std::thread::sleep(d);
+            reply = *inner;
+        }
+        match reply {
+            Reply::Json(status, body) => {
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                writer.write_all(head.as_bytes())?;
+                writer.write_all(body.as_bytes())?;
+            }
+            Reply::Bytes(n) => {
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {n}\r\n\r\n");
+                writer.write_all(head.as_bytes())?;
+                let chunk = vec![b'y'; 64 * 1024];
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(chunk.len() as u64) as usize;
+                    writer.write_all(&chunk[..k])?;
+                    left -= k as u64;
+                }
+            }
+            Reply::Delayed(..) => unreachable!("unwrapped above"),
+        }
+        writer.flush()?;
+    }
+}
+
+/// A minimal gateway config: one listener on `{port}`, the given routes YAML
+/// (indented under `routes:`), test-friendly server settings.
+pub fn config_with_routes(routes: &str) -> String {
+    format!(
+        r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata:
+  name: test
+spec:
+  listeners:
+    - name: http
+      port: {{port}}
+      host: "127.0.0.1"
+  routes:
+{routes}
+  server:
+    threads: 2
+    pidFile: "{{dir}}/gw.pid"
+    upgradeSocket: "{{dir}}/upgrade.sock"
+    gracePeriod: 1s
+    shutdownTimeout: 1s
+"#
+    )
+}

@@ -1,0 +1,156 @@
+//! `flex-gateway validate`: exit codes and the errors users read.
+
+mod support;
+use std::process::Command;
+use support::*;
+
+fn validate(path: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(GATEWAY)
+        .args(["validate", "-c"])
+        .arg(path)
+        .output()
+        .expect("run validate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn validate_text(text: &str) -> (bool, String) {
+    let dir = temp_dir("validate");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, text).expect("write");
+    let (ok, _, err) = validate(&file);
+    let _ = std::fs::remove_dir_all(&dir);
+    (ok, err.replace(&file.display().to_string(), "gateway.yaml"))
+}
+
+#[test]
+fn the_users_seed_file_validates_unchanged() {
+    let (ok, out, err) = validate(&repo_path("tests/fixtures/seed-gateway-config.yaml"));
+    assert!(ok, "{err}");
+    assert!(out.contains("OK"), "{out}");
+    // and the original in shared/, when the checkout has it beside it
+    let shared = repo_path("../shared/seed/gateway-config.yaml");
+    if shared.exists() {
+        let (ok, _, err) = validate(&shared);
+        assert!(ok, "{err}");
+    }
+}
+
+#[test]
+fn every_file_under_conf_validates() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo_path("conf")).expect("conf/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let (ok, _, err) = validate(&path);
+            assert!(ok, "{}: {err}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n > 0);
+}
+
+#[test]
+fn every_problem_is_listed_with_line_column_and_field() {
+    let seed = std::fs::read_to_string(repo_path("tests/fixtures/seed-gateway-config.yaml")).expect("seed");
+    let broken = seed
+        .replace("maxRequests: 100", "maxRequests: \"lots\"")
+        .replace("timeout: 30s", "timeout: 30 s")
+        .replace("port: 8081", "port: 70000")
+        .replace("      methods: [\"GET\"]\n      upstream:\n        url: \"http://host.docker.internal:3000\"\n      policies:",
+                 "      methods: [\"GET\"]\n      upstream:\n        url: \"ftp://host.docker.internal:3000\"\n      policies:")
+        .replace("protocol: HTTP", "protocol: HTTP\n      tls: true");
+    let (ok, err) = validate_text(&broken);
+    assert!(!ok);
+    let expected = [
+        "gateway.yaml:12:13: spec.listeners[0].port: port 70000 is out of range (1-65535)",
+        "gateway.yaml:14:7: spec.listeners[0].tls: unknown field",
+        "gateway.yaml:27:18: spec.routes[0].upstream.timeout: \"30 s\" is not a duration (try 30s, 1500ms or 2m)",
+        "gateway.yaml:36:14: spec.routes[1].upstream.url: unsupported scheme \"ftp\"",
+        "gateway.yaml:39:26: spec.routes[1].policies[0].rate-limiting.maxRequests: expected a positive integer, found \"lots\"",
+    ];
+    for line in expected {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+    assert!(err.contains("5 problem(s) found"), "{err}");
+}
+
+#[test]
+fn typographic_quotes_get_a_hint() {
+    let seed = std::fs::read_to_string(repo_path("tests/fixtures/seed-gateway-config.yaml")).expect("seed");
+    let pasted = seed.replace("\"0.0.0.0\"", "\u{201C}0.0.0.0\u{201D}").replace("[\"GET\"]", "[\u{201C}GET\u{201D}]");
+    let (ok, err) = validate_text(&pasted);
+    assert!(!ok);
+    assert!(err.contains("gateway.yaml:14:13: spec.listeners[0].host:"), "{err}");
+    assert!(err.contains("typographic quotes"), "{err}");
+    assert!(err.contains("spec.routes[0].methods[0]"), "{err}");
+}
+
+#[test]
+fn syntax_errors_point_at_the_line() {
+    let (ok, err) = validate_text("apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nspec: [unclosed\n");
+    assert!(!ok);
+    assert!(err.contains("gateway.yaml:"), "{err}");
+    assert!(err.contains("invalid YAML"), "{err}");
+}
+
+#[test]
+fn clashes_and_duplicates_across_documents() {
+    let doc = |name: &str, id: &str, path: &str| {
+        format!(
+            "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata:\n  name: {name}\nspec:\n  listeners:\n    - name: l\n      port: 9000\n  routes:\n    - id: {id}\n      path: [\"{path}\"]\n      upstream:\n        url: http://127.0.0.1:1\n"
+        )
+    };
+    // a conf.d directory: two files share port 9000 without clashing
+    let dir = temp_dir("confd");
+    std::fs::write(dir.join("a.yaml"), doc("a", "one", "/a")).expect("write");
+    std::fs::write(dir.join("b.yml"), format!("{}---\n{}", doc("b", "two", "/b"), doc("c", "three", "/c/*"))).expect("write");
+    std::fs::write(dir.join("notes.txt"), "not config").expect("write");
+    let (ok, out, err) = validate(&dir);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 gateway(s), 1 listener(s)"), "{out}");
+
+    // a duplicate id and a clashing path are errors naming both places
+    std::fs::write(dir.join("c.yaml"), doc("d", "one", "/a")).expect("write");
+    let (ok, _, err) = validate(&dir);
+    assert!(!ok);
+    assert!(err.contains("c.yaml:10:11: spec.routes[0].id: duplicate route id \"one\" (first defined at"), "{err}");
+    assert!(err.contains("c.yaml:11:14: spec.routes[0].path[0]: path /a clashes with route \"one\""), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn field_rules() {
+    let base = |route: &str| {
+        format!("apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata:\n  name: x\nspec:\n  listeners:\n    - name: l\n      port: 9000\n  routes:\n{route}")
+    };
+    let cases = [
+        ("    - id: r\n      path: api\n      upstream: {url: http://h}\n", "must start with /"),
+        ("    - id: r\n      path: /a/*/b\n      upstream: {url: http://h}\n", "only allowed as a final"),
+        ("    - id: r\n      path: /a/../b\n      upstream: {url: http://h}\n", "not in normal form"),
+        ("    - id: r\n      path: /a\n      methods: [FETCH]\n      upstream: {url: http://h}\n", "is not an HTTP method"),
+        ("    - id: r\n      path: /a\n      upstream: {url: http://h, timeout: 0s}\n", "greater than zero"),
+        ("    - id: r\n      path: /a\n      upstream: {url: \"http://\"}\n", "upstream.url"),
+        ("    - id: r\n      path: /a\n      upstream: {url: http://h}\n      policies:\n        - rate-limiting: {maxRequests: 0, period: 60}\n", "expected a positive integer, found \"0\""),
+        ("    - id: r\n      path: /a\n      upstream: {url: http://h}\n      policies:\n        - rate-limiting: {maxRequests: -5, period: 60}\n", "expected a positive integer, found \"-5\""),
+        ("    - id: r\n      path: /a\n      upstream: {url: http://h}\n      policies:\n        - rate-limitting: {maxRequests: 5, period: 60}\n", "did you mean `rate-limiting`"),
+        ("    - id: r\n      path: /a\n      upstream: {url: http://h}\n      policies:\n        - rate-limiting: {maxRequests: 5}\n", "missing required field `period`"),
+        ("    - id: r\n      path: [/a, /a]\n      upstream: {url: http://h}\n", "duplicate path"),
+        ("    - path: /a\n      upstream: {url: http://h}\n", "missing required field `id`"),
+    ];
+    for (route, expected) in cases {
+        let (ok, err) = validate_text(&base(route));
+        assert!(!ok, "accepted:\n{route}");
+        assert!(err.contains(expected), "expected {expected:?} for:\n{route}\ngot:\n{err}");
+    }
+}
+
+#[test]
+fn missing_config_is_a_clear_error() {
+    let (ok, _, err) = validate(std::path::Path::new("/nonexistent/flex-gateway.yaml"));
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/flex-gateway.yaml: cannot read"), "{err}");
+}
