@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "flex-gateway", version, about = "A declarative API gateway on Cloudflare Pingora")]
+#[command(
+    name = "flex-gateway",
+    version,
+    about = "A declarative API gateway on Cloudflare Pingora"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,7 +19,11 @@ struct Cli {
 #[derive(Args)]
 struct ConfigArg {
     /// A YAML file, or a directory read as conf.d (every *.yaml / *.yml)
-    #[arg(short = 'c', long = "config", default_value = "/etc/flex-gateway/conf.d")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "/etc/flex-gateway/conf.d"
+    )]
     config: PathBuf,
 }
 
@@ -42,11 +50,7 @@ enum Command {
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|errors| {
         eprintln!("{errors}");
-        eprintln!(
-            "{}: {} problem(s) found",
-            path.display(),
-            errors.0.len()
-        );
+        eprintln!("{}: {} problem(s) found", path.display(), errors.0.len());
         ExitCode::from(1)
     })
 }

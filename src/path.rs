@@ -93,9 +93,7 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
     let decoded = decode_unreserved(path)?;
     let mut segments: Vec<&str> = Vec::new();
-    let trailing = decoded.ends_with('/')
-        || decoded.ends_with("/.")
-        || decoded.ends_with("/..");
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     for seg in decoded.split('/') {
         match seg {
             "" | "." => {}

@@ -88,8 +88,25 @@ fn request_host(req: &RequestHeader) -> &str {
     raw.rsplit_once(':').map_or(raw, |(h, _)| h)
 }
 
+/// Request bodies up to this size are read and dropped before a local
+/// response, so the client connection stays usable; a larger (or unframed)
+/// body makes Pingora close the connection after the response instead.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
 /// Write a JSON response of the gateway's own, keeping the connection alive.
 async fn respond(session: &mut Session, ctx: &mut Ctx, local: LocalResponse) -> Result<bool> {
+    if !session.is_body_done() {
+        let small = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n <= DRAIN_LIMIT);
+        if small {
+            session.drain_request_body().await?;
+        }
+    }
     let body = error_body(local.status, &local.message, &ctx.request_id);
     let mut resp = ResponseHeader::build(local.status, Some(4 + local.headers.len()))?;
     resp.insert_header("content-type", "application/json")?;
@@ -101,7 +118,9 @@ async fn respond(session: &mut Session, ctx: &mut Ctx, local: LocalResponse) -> 
     policy::apply_response_headers(ctx, &mut resp)?;
     ctx.local_status = Some(local.status);
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head_only).await?;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }
@@ -157,7 +176,11 @@ impl ProxyHttp for Gateway {
         let found = match normalize(req.uri.path()) {
             Err(e) => Err(local(400, e.message())),
             Ok(path) => {
-                let found = match self.runtime.router.find(request_host(req), &req.method, &path) {
+                let found = match self
+                    .runtime
+                    .router
+                    .find(request_host(req), &req.method, &path)
+                {
                     Match::Found(route) => Ok(route.clone()),
                     Match::MethodNotAllowed(allow) => Err(LocalResponse {
                         status: 405,
@@ -219,7 +242,11 @@ impl ProxyHttp for Gateway {
         }
         upstream.insert_header(http::header::HOST, up.authority.as_str())?;
         if let Some(ip) = ctx.client_ip {
-            let xff = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let xff = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) => format!("{prev}, {ip}"),
                 None => ip.to_string(),
             };
@@ -250,7 +277,8 @@ impl ProxyHttp for Gateway {
                     if ctx.request_id.is_empty() {
                         ctx.request_id = request_id::generate();
                     }
-                    if let Err(we) = respond(session, ctx, local(status, message_for(status))).await {
+                    if let Err(we) = respond(session, ctx, local(status, message_for(status))).await
+                    {
                         log::debug!("could not send the {status} response: {we}");
                     }
                 }
@@ -313,7 +341,10 @@ mod tests {
     fn failure_statuses() {
         assert_eq!(failure_status(&Error::new(ErrorType::ConnectTimedout)), 504);
         assert_eq!(failure_status(&Error::new(ErrorType::ReadTimedout)), 504);
-        assert_eq!(failure_status(&Error::new_up(ErrorType::ConnectRefused)), 502);
+        assert_eq!(
+            failure_status(&Error::new_up(ErrorType::ConnectRefused)),
+            502
+        );
         assert_eq!(failure_status(&Error::new(ErrorType::HTTPStatus(413))), 413);
     }
 }

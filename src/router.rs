@@ -126,7 +126,13 @@ impl<T: Clone> Router<T> {
         let bit = method_bit(method);
         let mut allowed: u16 = 0;
         let mut path_known = false;
-        if let Some(r) = check(self.exact.get(path), host, bit, &mut allowed, &mut path_known) {
+        if let Some(r) = check(
+            self.exact.get(path),
+            host,
+            bit,
+            &mut allowed,
+            &mut path_known,
+        ) {
             return Match::Found(r);
         }
         if !self.prefix.is_empty() {
@@ -186,7 +192,12 @@ mod tests {
         }
     }
 
-    fn route(id: &str, paths: &[&str], methods: Option<&[Method]>, host: Option<&str>) -> Arc<Route> {
+    fn route(
+        id: &str,
+        paths: &[&str],
+        methods: Option<&[Method]>,
+        host: Option<&str>,
+    ) -> Arc<Route> {
         Arc::new(Route {
             id: id.into(),
             gateway: "g".into(),
@@ -220,7 +231,12 @@ mod tests {
     fn seed_routes() {
         let get = Some(&[Method::GET][..]);
         let r = Router::of(&[
-            route("public-products", &["/api/products", "/api/products/*"], get, None),
+            route(
+                "public-products",
+                &["/api/products", "/api/products/*"],
+                get,
+                None,
+            ),
             route("health-check", &["/health", "/status"], get, None),
         ]);
         let f = |m: &Method, p: &str| id(r.find("localhost", m, p));
@@ -257,11 +273,19 @@ mod tests {
     #[test]
     fn method_falls_through_to_a_less_specific_route() {
         let r = Router::of(&[
-            route("read", &["/items/*"], Some(&[Method::GET, Method::HEAD]), None),
+            route(
+                "read",
+                &["/items/*"],
+                Some(&[Method::GET, Method::HEAD]),
+                None,
+            ),
             route("write", &["/*"], Some(&[Method::POST]), None),
         ]);
         assert_eq!(id(r.find("h", &Method::POST, "/items/1")), "write");
-        assert_eq!(id(r.find("h", &Method::DELETE, "/items/1")), "405 GET, HEAD, POST");
+        assert_eq!(
+            id(r.find("h", &Method::DELETE, "/items/1")),
+            "405 GET, HEAD, POST"
+        );
     }
 
     #[test]

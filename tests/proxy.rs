@@ -27,11 +27,19 @@ fn forwarded_headers_and_request_id() {
     let gw = Gateway::start(&one_route(&backend.url(), ""));
     let mut c = gw.connect();
 
-    let r = c.request("GET", "/api/items?x=1&y=2", &[("host", "shop.example:8081")], b"");
+    let r = c.request(
+        "GET",
+        "/api/items?x=1&y=2",
+        &[("host", "shop.example:8081")],
+        b"",
+    );
     assert_eq!(r.status, 200);
     let seen = backend.last();
     assert_eq!(seen.target, "/api/items?x=1&y=2");
-    assert_eq!(seen.header("host"), Some(format!("127.0.0.1:{}", backend.port).as_str()));
+    assert_eq!(
+        seen.header("host"),
+        Some(format!("127.0.0.1:{}", backend.port).as_str())
+    );
     assert_eq!(seen.header("x-forwarded-host"), Some("shop.example:8081"));
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
@@ -40,11 +48,22 @@ fn forwarded_headers_and_request_id() {
     assert_eq!(seen.header("x-request-id"), Some(id));
 
     // a client's id and forwarding chain are kept and extended
-    let r = c.request("GET", "/api", &[("x-request-id", "trace-abc-123"), ("x-forwarded-for", "203.0.113.7")], b"");
+    let r = c.request(
+        "GET",
+        "/api",
+        &[
+            ("x-request-id", "trace-abc-123"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ],
+        b"",
+    );
     assert_eq!(r.header("x-request-id"), Some("trace-abc-123"));
     let seen = backend.last();
     assert_eq!(seen.header("x-request-id"), Some("trace-abc-123"));
-    assert_eq!(seen.header("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
 
     // ids differ per request
     let a = c.get("/api").header("x-request-id").map(String::from);
@@ -70,7 +89,11 @@ fn paths_are_normalised_before_routing_and_forwarding() {
     // climbing out of /api lands on /health: routed (and counted) as /health
     let r = c.get("/api/products/../../health");
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-ratelimit-remaining"), Some("999"), "counted on the health route");
+    assert_eq!(
+        r.header("x-ratelimit-remaining"),
+        Some("999"),
+        "counted on the health route"
+    );
     assert_eq!(backend.last().target, "/health");
 
     for (raw, upstream) in [
@@ -99,7 +122,11 @@ fn paths_are_normalised_before_routing_and_forwarding() {
     }
     let r = c.get("/api/bad%zzescape");
     assert_eq!(r.status, 400);
-    assert_eq!(backend.count(), before, "rejected paths never reach the backend");
+    assert_eq!(
+        backend.count(),
+        before,
+        "rejected paths never reach the backend"
+    );
     assert_eq!(c.get("/api").status, 200);
 }
 
@@ -114,7 +141,9 @@ fn upstream_connections_are_reused() {
     }
     assert_eq!(backend.count(), 100);
     assert_eq!(
-        backend.connections.load(std::sync::atomic::Ordering::SeqCst),
+        backend
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
         1,
         "100 sequential requests should share one pooled upstream connection"
     );
@@ -123,7 +152,12 @@ fn upstream_connections_are_reused() {
 #[test]
 fn upstream_failures_are_json_502_and_504_and_the_gateway_keeps_serving() {
     let fast = Backend::echo();
-    let slow = Backend::start(|_| Reply::Delayed(Duration::from_secs(3), Box::new(Reply::Json(200, "{}".into()))));
+    let slow = Backend::start(|_| {
+        Reply::Delayed(
+            Duration::from_secs(3),
+            Box::new(Reply::Json(200, "{}".into())),
+        )
+    });
     let closed_port = free_port();
     let gw = Gateway::start(&config_with_routes(&format!(
         r#"    - id: unresolvable
@@ -156,7 +190,10 @@ fn upstream_failures_are_json_502_and_504_and_the_gateway_keeps_serving() {
     let took = started.elapsed();
     assert_eq!(r.status, 504);
     assert_eq!(r.json()["status"], 504);
-    assert!(took < Duration::from_millis(2500), "timed out after {took:?}, not the route's 500ms");
+    assert!(
+        took < Duration::from_millis(2500),
+        "timed out after {took:?}, not the route's 500ms"
+    );
 
     for _ in 0..3 {
         assert_eq!(gw.connect().get("/fast").status, 200);
@@ -177,7 +214,12 @@ fn large_bodies_stream_with_bounded_memory() {
 
     // upload 200 MB
     let mut c = gw.connect();
-    c.send_head("POST", "/api/upload", &[("content-type", "application/octet-stream")], SIZE);
+    c.send_head(
+        "POST",
+        "/api/upload",
+        &[("content-type", "application/octet-stream")],
+        SIZE,
+    );
     c.send_body_stream(SIZE);
     let r = c.read_response(false, true);
     assert_eq!(r.status, 200);
@@ -231,9 +273,16 @@ fn one_json_access_log_line_per_request() {
 #[test]
 fn access_log_can_be_switched_off() {
     let backend = Backend::echo();
-    let gw = Gateway::start_with_env(&one_route(&backend.url(), ""), &[("RUST_LOG", "info,access=off")]);
+    let gw = Gateway::start_with_env(
+        &one_route(&backend.url(), ""),
+        &[("RUST_LOG", "info,access=off")],
+    );
     assert_eq!(gw.connect().get("/api").status, 200);
     // the request is complete; a marker request on a fresh connection orders the check
     assert_eq!(gw.connect().get("/nowhere").status, 404);
-    assert!(!gw.log_text().lines().any(|l| l.starts_with('{')), "{}", gw.log_text());
+    assert!(
+        !gw.log_text().lines().any(|l| l.starts_with('{')),
+        "{}",
+        gw.log_text()
+    );
 }

@@ -35,17 +35,28 @@ fn exactly_max_requests_succeed_per_window() {
         let path = if i % 2 == 0 { "/health" } else { "/status" };
         let r = c.get(path);
         assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
-        let reset: u64 = r.header("x-ratelimit-reset").expect("reset").parse().expect("number");
+        let reset: u64 = r
+            .header("x-ratelimit-reset")
+            .expect("reset")
+            .parse()
+            .expect("number");
         assert!((1..=60).contains(&reset), "reset {reset}");
         match r.status {
             200 => {
                 ok += 1;
-                assert_eq!(r.header("x-ratelimit-remaining"), Some((100 - ok).to_string().as_str()));
+                assert_eq!(
+                    r.header("x-ratelimit-remaining"),
+                    Some((100 - ok).to_string().as_str())
+                );
             }
             429 => {
                 limited_count += 1;
                 assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
-                let retry: u64 = r.header("retry-after").expect("retry-after").parse().expect("number");
+                let retry: u64 = r
+                    .header("retry-after")
+                    .expect("retry-after")
+                    .parse()
+                    .expect("number");
                 assert!((1..=60).contains(&retry));
                 assert_eq!(r.header("content-type"), Some("application/json"));
                 let body = r.json();
@@ -56,7 +67,11 @@ fn exactly_max_requests_succeed_per_window() {
         }
     }
     assert_eq!((ok, limited_count), (100, 50));
-    assert_eq!(backend.count(), 100, "rejected requests never reach the backend");
+    assert_eq!(
+        backend.count(),
+        100,
+        "rejected requests never reach the backend"
+    );
 
     // a route without the policy is not limited and carries no headers
     let r = c.get("/open");

@@ -55,7 +55,8 @@ fn every_file_under_conf_validates() {
 
 #[test]
 fn every_problem_is_listed_with_line_column_and_field() {
-    let seed = std::fs::read_to_string(repo_path("tests/fixtures/seed-gateway-config.yaml")).expect("seed");
+    let seed = std::fs::read_to_string(repo_path("tests/fixtures/seed-gateway-config.yaml"))
+        .expect("seed");
     let broken = seed
         .replace("maxRequests: 100", "maxRequests: \"lots\"")
         .replace("timeout: 30s", "timeout: 30 s")
@@ -80,18 +81,26 @@ fn every_problem_is_listed_with_line_column_and_field() {
 
 #[test]
 fn typographic_quotes_get_a_hint() {
-    let seed = std::fs::read_to_string(repo_path("tests/fixtures/seed-gateway-config.yaml")).expect("seed");
-    let pasted = seed.replace("\"0.0.0.0\"", "\u{201C}0.0.0.0\u{201D}").replace("[\"GET\"]", "[\u{201C}GET\u{201D}]");
+    let seed = std::fs::read_to_string(repo_path("tests/fixtures/seed-gateway-config.yaml"))
+        .expect("seed");
+    let pasted = seed
+        .replace("\"0.0.0.0\"", "\u{201C}0.0.0.0\u{201D}")
+        .replace("[\"GET\"]", "[\u{201C}GET\u{201D}]");
     let (ok, err) = validate_text(&pasted);
     assert!(!ok);
-    assert!(err.contains("gateway.yaml:14:13: spec.listeners[0].host:"), "{err}");
+    assert!(
+        err.contains("gateway.yaml:14:13: spec.listeners[0].host:"),
+        "{err}"
+    );
     assert!(err.contains("typographic quotes"), "{err}");
     assert!(err.contains("spec.routes[0].methods[0]"), "{err}");
 }
 
 #[test]
 fn syntax_errors_point_at_the_line() {
-    let (ok, err) = validate_text("apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nspec: [unclosed\n");
+    let (ok, err) = validate_text(
+        "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nspec: [unclosed\n",
+    );
     assert!(!ok);
     assert!(err.contains("gateway.yaml:"), "{err}");
     assert!(err.contains("invalid YAML"), "{err}");
@@ -107,7 +116,15 @@ fn clashes_and_duplicates_across_documents() {
     // a conf.d directory: two files share port 9000 without clashing
     let dir = temp_dir("confd");
     std::fs::write(dir.join("a.yaml"), doc("a", "one", "/a")).expect("write");
-    std::fs::write(dir.join("b.yml"), format!("{}---\n{}", doc("b", "two", "/b"), doc("c", "three", "/c/*"))).expect("write");
+    std::fs::write(
+        dir.join("b.yml"),
+        format!(
+            "{}---\n{}",
+            doc("b", "two", "/b"),
+            doc("c", "three", "/c/*")
+        ),
+    )
+    .expect("write");
     std::fs::write(dir.join("notes.txt"), "not config").expect("write");
     let (ok, out, err) = validate(&dir);
     assert!(ok, "{err}");
@@ -117,8 +134,16 @@ fn clashes_and_duplicates_across_documents() {
     std::fs::write(dir.join("c.yaml"), doc("d", "one", "/a")).expect("write");
     let (ok, _, err) = validate(&dir);
     assert!(!ok);
-    assert!(err.contains("c.yaml:10:11: spec.routes[0].id: duplicate route id \"one\" (first defined at"), "{err}");
-    assert!(err.contains("c.yaml:11:14: spec.routes[0].path[0]: path /a clashes with route \"one\""), "{err}");
+    assert!(
+        err.contains(
+            "c.yaml:10:11: spec.routes[0].id: duplicate route id \"one\" (first defined at"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("c.yaml:11:14: spec.routes[0].path[0]: path /a clashes with route \"one\""),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -144,7 +169,10 @@ fn field_rules() {
     for (route, expected) in cases {
         let (ok, err) = validate_text(&base(route));
         assert!(!ok, "accepted:\n{route}");
-        assert!(err.contains(expected), "expected {expected:?} for:\n{route}\ngot:\n{err}");
+        assert!(
+            err.contains(expected),
+            "expected {expected:?} for:\n{route}\ngot:\n{err}"
+        );
     }
 }
 
@@ -152,5 +180,8 @@ fn field_rules() {
 fn missing_config_is_a_clear_error() {
     let (ok, _, err) = validate(std::path::Path::new("/nonexistent/flex-gateway.yaml"));
     assert!(!ok);
-    assert!(err.contains("/nonexistent/flex-gateway.yaml: cannot read"), "{err}");
+    assert!(
+        err.contains("/nonexistent/flex-gateway.yaml: cannot read"),
+        "{err}"
+    );
 }

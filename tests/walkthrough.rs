@@ -45,7 +45,9 @@ fn walkthrough_end_to_end() {
     let r = c.get("/health");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "UP");
-    assert!(r.json()["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(r.json()["timestamp"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
     assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
 
     // 4. headers pass through
@@ -67,10 +69,18 @@ fn walkthrough_end_to_end() {
     let r = c.get("/status");
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "Not found");
-    assert!(r.json().get("requestId").is_none(), "the backend's 404, not the gateway's");
+    assert!(
+        r.json().get("requestId").is_none(),
+        "the backend's 404, not the gateway's"
+    );
 
     // POST on a GET route: the gateway's 405 with Allow
-    let r = c.request("POST", "/api/products", &[("content-type", "application/json")], b"{}");
+    let r = c.request(
+        "POST",
+        "/api/products",
+        &[("content-type", "application/json")],
+        b"{}",
+    );
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET"));
     assert_eq!(r.header("content-type"), Some("application/json"));

@@ -7,37 +7,61 @@
 //! `catalog-backend [--listen 127.0.0.1:3000]`
 
 use flex_gateway::ops::time;
+use serde::Serialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn products() -> serde_json::Value {
-    json!([
-        {"id": 1, "name": "API Gateway", "category": "infrastructure", "status": "active"},
-        {"id": 2, "name": "Service Mesh", "category": "networking", "status": "active"},
-        {"id": 3, "name": "Event Bus", "category": "messaging", "status": "beta"}
-    ])
+#[derive(Serialize, Clone, Copy)]
+struct Product {
+    id: u32,
+    name: &'static str,
+    category: &'static str,
+    status: &'static str,
 }
 
-fn route(method: &str, path: &str) -> (u16, serde_json::Value) {
+const PRODUCTS: [Product; 3] = [
+    Product {
+        id: 1,
+        name: "API Gateway",
+        category: "infrastructure",
+        status: "active",
+    },
+    Product {
+        id: 2,
+        name: "Service Mesh",
+        category: "networking",
+        status: "active",
+    },
+    Product {
+        id: 3,
+        name: "Event Bus",
+        category: "messaging",
+        status: "beta",
+    },
+];
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
+}
+
+fn route(method: &str, path: &str) -> (u16, String) {
     let path = path.split('?').next().unwrap_or("");
     if method != "GET" && method != "HEAD" {
-        return (405, json!({"error": "Method not allowed"}));
+        return (405, to_json(&json!({"error": "Method not allowed"})));
     }
     match path {
-        "/api/products" => (200, products()),
-        "/health" => (200, json!({"status": "UP", "timestamp": time::now()})),
+        "/api/products" => (200, to_json(&PRODUCTS)),
+        "/health" => (
+            200,
+            to_json(&json!({"status": "UP", "timestamp": time::now()})),
+        ),
         _ => match path.strip_prefix("/api/products/") {
-            Some(id) => {
-                let found = products()
-                    .as_array()
-                    .and_then(|list| list.iter().find(|p| p["id"].to_string() == id).cloned());
-                match found {
-                    Some(p) => (200, p),
-                    None => (404, json!({"error": "Product not found"})),
-                }
-            }
-            None => (404, json!({"error": "Not found"})),
+            Some(id) => match PRODUCTS.iter().find(|p| p.id.to_string() == id) {
+                Some(p) => (200, to_json(p)),
+                None => (404, to_json(&json!({"error": "Product not found"}))),
+            },
+            None => (404, to_json(&json!({"error": "Not found"}))),
         },
     }
 }
@@ -104,7 +128,6 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
             skip -= n;
         }
         let (status, body) = route(&method, &path);
-        let body = body.to_string();
         let head = format!(
             "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
             reason(status),
@@ -130,7 +153,9 @@ async fn main() -> std::io::Result<()> {
         match a.as_str() {
             "--listen" | "-l" => listen = args.next().unwrap_or(listen),
             "--help" | "-h" => {
-                println!("catalog-backend [--listen 127.0.0.1:3000]: the walkthrough's product catalog");
+                println!(
+                    "catalog-backend [--listen 127.0.0.1:3000]: the walkthrough's product catalog"
+                );
                 return Ok(());
             }
             other => {

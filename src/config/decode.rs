@@ -134,7 +134,11 @@ impl Decoder {
     /// A mapping whose keys are free-form (labels): only duplicates are reported.
     pub fn map_any<'n>(&mut self, node: &'n Node, path: &str) -> Option<Fields<'n>> {
         let Value::Map(pairs) = &node.value else {
-            self.error(node.pos, path, format!("expected a mapping, found {}", node.kind()));
+            self.error(
+                node.pos,
+                path,
+                format!("expected a mapping, found {}", node.kind()),
+            );
             return None;
         };
         let keys: Vec<&str> = pairs
@@ -259,11 +263,18 @@ impl Decoder {
                 None
             }
             None => {
-                let also = if bare_seconds { ", or seconds as a number" } else { "" };
+                let also = if bare_seconds {
+                    ", or seconds as a number"
+                } else {
+                    ""
+                };
                 self.error(
                     node.pos,
                     path,
-                    format!("{} is not a duration (try 30s, 1500ms or 2m{also})", node.kind()),
+                    format!(
+                        "{} is not a duration (try 30s, 1500ms or 2m{also})",
+                        node.kind()
+                    ),
                 );
                 None
             }
@@ -271,12 +282,21 @@ impl Decoder {
     }
 
     /// A list; a single scalar is accepted as a list of one when `single_ok`.
-    pub fn list<'n>(&mut self, node: &'n Node, path: &str, single_ok: bool) -> Option<Vec<&'n Node>> {
+    pub fn list<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        single_ok: bool,
+    ) -> Option<Vec<&'n Node>> {
         match &node.value {
             Value::Seq(items) => Some(items.iter().collect()),
             Value::Scalar { .. } if single_ok => Some(vec![node]),
             _ => {
-                self.error(node.pos, path, format!("expected a list, found {}", node.kind()));
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected a list, found {}", node.kind()),
+                );
                 None
             }
         }
@@ -291,13 +311,17 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return None;
         }
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let part = match &rest[..unit_len] {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -361,7 +385,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("maxRequest", &["maxRequests", "period"]), Some("maxRequests"));
+        assert_eq!(
+            suggest("maxRequest", &["maxRequests", "period"]),
+            Some("maxRequests")
+        );
         assert_eq!(suggest("zzz", &["maxRequests", "period"]), None);
     }
 }

@@ -140,14 +140,24 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
     for doc in docs {
         if !doc.name.is_empty() {
             if let Some(first) = names.get(doc.name.as_str()) {
-                err(&doc.file, doc.pos, "metadata.name", format!("gateway name {:?} is already used at {first}", doc.name));
+                err(
+                    &doc.file,
+                    doc.pos,
+                    "metadata.name",
+                    format!("gateway name {:?} is already used at {first}", doc.name),
+                );
             } else {
                 names.insert(&doc.name, at(doc, doc.pos));
             }
         }
         for r in &doc.routes {
             if let Some(first) = ids.get(r.id.as_str()) {
-                err(&doc.file, r.id_pos, &format!("{}.id", r.path), format!("duplicate route id {:?} (first defined at {first})", r.id));
+                err(
+                    &doc.file,
+                    r.id_pos,
+                    &format!("{}.id", r.path),
+                    format!("duplicate route id {:?} (first defined at {first})", r.id),
+                );
             } else {
                 ids.insert(&r.id, at(doc, r.id_pos));
             }

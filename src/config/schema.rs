@@ -116,13 +116,21 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
     let spec = d.map(spec, "spec", SPEC_FIELDS)?;
     match spec.get("listeners") {
         Some(list) => {
-            for (i, item) in d.list(list, "spec.listeners", false)?.into_iter().enumerate() {
+            for (i, item) in d
+                .list(list, "spec.listeners", false)?
+                .into_iter()
+                .enumerate()
+            {
                 if let Some(l) = decode_listener(d, item, &format!("spec.listeners[{i}]")) {
                     out.listeners.push(l);
                 }
             }
             if out.listeners.is_empty() && d.errors.is_empty() {
-                d.error(list.pos, "spec.listeners", "at least one listener is required");
+                d.error(
+                    list.pos,
+                    "spec.listeners",
+                    "at least one listener is required",
+                );
             }
         }
         None => d.error(spec.pos, "spec", "missing required field `listeners`"),
@@ -221,7 +229,12 @@ fn decode_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteSpec> {
     let mut paths = Vec::new();
     if let Some(list) = d.required(&f, "path", path) {
         let field = join(path, "path");
-        for (i, item) in d.list(list, &field, true).unwrap_or_default().into_iter().enumerate() {
+        for (i, item) in d
+            .list(list, &field, true)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let item_path = format!("{field}[{i}]");
             if let Some(text) = d.scalar(item, &item_path, "a path") {
                 match parse_path_pattern(text) {
@@ -240,7 +253,9 @@ fn decode_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteSpec> {
             d.error(list.pos, &field, "at least one path is required");
         }
     }
-    let methods = f.get("methods").and_then(|m| decode_methods(d, m, &join(path, "methods")));
+    let methods = f
+        .get("methods")
+        .and_then(|m| decode_methods(d, m, &join(path, "methods")));
     let host = f.get("host").and_then(|h| {
         let field = join(path, "host");
         let text = d.string(h, &field)?;
@@ -251,7 +266,11 @@ fn decode_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteSpec> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         {
-            d.error(h.pos, &field, format!("{text:?} is not a host name (example: api.example.com or *.example.com)"));
+            d.error(
+                h.pos,
+                &field,
+                format!("{text:?} is not a host name (example: api.example.com or *.example.com)"),
+            );
             return None;
         }
         Some(host)
@@ -262,10 +281,19 @@ fn decode_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteSpec> {
     let mut policies = Vec::new();
     if let Some(list) = f.get("policies") {
         let field = join(path, "policies");
-        for (i, item) in d.list(list, &field, false).unwrap_or_default().into_iter().enumerate() {
+        for (i, item) in d
+            .list(list, &field, false)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             if let Some(p) = decode_policy(d, item, &format!("{field}[{i}]")) {
                 if policies.iter().any(|q: &PolicyConfig| q.name() == p.name()) {
-                    d.error(item.pos, &format!("{field}[{i}]"), format!("policy {} is listed twice", p.name()));
+                    d.error(
+                        item.pos,
+                        &format!("{field}[{i}]"),
+                        format!("policy {} is listed twice", p.name()),
+                    );
                 } else {
                     policies.push(p);
                 }
@@ -302,7 +330,9 @@ pub fn parse_path_pattern(text: &str) -> Result<PathPattern, String> {
         None => (text, false),
     };
     if base.contains('*') {
-        return Err(format!("{text:?}: `*` is only allowed as a final `/*` segment"));
+        return Err(format!(
+            "{text:?}: `*` is only allowed as a final `/*` segment"
+        ));
     }
     match crate::path::normalize(if base.is_empty() { "/" } else { base }) {
         Ok(n) if n == base || (base.is_empty() && n == "/") => {}
@@ -333,7 +363,10 @@ fn decode_methods(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<http::
             d.error(
                 item.pos,
                 &field,
-                format!("{text:?} is not an HTTP method (expected one of: {})", METHODS.join(", ")),
+                format!(
+                    "{text:?} is not an HTTP method (expected one of: {})",
+                    METHODS.join(", ")
+                ),
             );
             continue;
         }
@@ -344,7 +377,11 @@ fn decode_methods(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<http::
         }
     }
     if out.is_empty() && d.errors.len() == before {
-        d.error(node.pos, path, "at least one method is required (leave `methods` out to allow every method)");
+        d.error(
+            node.pos,
+            path,
+            "at least one method is required (leave `methods` out to allow every method)",
+        );
         return None;
     }
     Some(out)
@@ -384,15 +421,24 @@ pub fn parse_upstream_url(text: &str) -> Result<Upstream, String> {
                 "unsupported scheme {other:?} in {text:?} (expected http or https)"
             ))
         }
-        None => return Err(format!("{text:?} has no scheme (example: http://127.0.0.1:3000)")),
+        None => {
+            return Err(format!(
+                "{text:?} has no scheme (example: http://127.0.0.1:3000)"
+            ))
+        }
     };
     let Some(authority) = uri.authority() else {
         return Err(format!("{text:?} has no host"));
     };
     if authority.as_str().contains('@') {
-        return Err(format!("{text:?}: credentials in the upstream URL are not supported"));
+        return Err(format!(
+            "{text:?}: credentials in the upstream URL are not supported"
+        ));
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("{text:?} has no host"));
     }
@@ -402,9 +448,7 @@ pub fn parse_upstream_url(text: &str) -> Result<Upstream, String> {
     let port = match authority.port_u16() {
         Some(0) => return Err(format!("{text:?}: port 0 is not a valid upstream port")),
         Some(p) => p,
-        None if authority.as_str().ends_with(':') => {
-            return Err(format!("{text:?}: empty port"))
-        }
+        None if authority.as_str().ends_with(':') => return Err(format!("{text:?}: empty port")),
         None => {
             if tls {
                 443
@@ -428,11 +472,19 @@ fn decode_policy(d: &mut Decoder, node: &Node, path: &str) -> Option<PolicyConfi
     let f = d.map(node, path, POLICIES)?;
     let mut entries = f.keys();
     let Some((name, body)) = entries.next() else {
-        d.error(node.pos, path, format!("expected one policy (one of: {})", POLICIES.join(", ")));
+        d.error(
+            node.pos,
+            path,
+            format!("expected one policy (one of: {})", POLICIES.join(", ")),
+        );
         return None;
     };
     if entries.next().is_some() {
-        d.error(node.pos, path, "one policy per list item (start another item with `- `)");
+        d.error(
+            node.pos,
+            path,
+            "one policy per list item (start another item with `- `)",
+        );
         return None;
     }
     let field = join(path, name);
@@ -451,7 +503,11 @@ fn decode_rate_limit(d: &mut Decoder, node: &Node, path: &str) -> Option<RateLim
         let field = join(path, "period");
         let p = d.duration(n, &field, true)?;
         if p < Duration::from_secs(1) || p.subsec_nanos() != 0 {
-            d.error(n.pos, &field, "the period must be a whole number of seconds, at least 1s");
+            d.error(
+                n.pos,
+                &field,
+                "the period must be a whole number of seconds, at least 1s",
+            );
             return None;
         }
         Some(p)
@@ -481,7 +537,10 @@ fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerSetti
             s.upgrade_socket = PathBuf::from(p);
         }
     }
-    for (key, slot) in [("gracePeriod", &mut s.grace_period), ("shutdownTimeout", &mut s.shutdown_timeout)] {
+    for (key, slot) in [
+        ("gracePeriod", &mut s.grace_period),
+        ("shutdownTimeout", &mut s.shutdown_timeout),
+    ] {
         if let Some(n) = f.get(key) {
             let field = join(path, key);
             if let Some(v) = d.duration(n, &field, true) {

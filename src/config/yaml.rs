@@ -20,7 +20,10 @@ pub struct Pos {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// A scalar as written, and whether it was quoted (a quoted `"8081"` is a string, never a number).
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     /// Keys in document order; duplicates are kept so the decoder can report them.
     Map(Vec<(Node, Node)>),
@@ -115,6 +118,9 @@ impl MarkedEventReceiver for Builder {
                         anchor,
                     ),
                     Some(Frame::Map(p, anchor, items)) => {
+                        // a block mapping's start marker is imprecise; its
+                        // first key is where a reader looks for it
+                        let p = items.first().map_or(p, |k| k.pos);
                         let mut pairs = Vec::with_capacity(items.len() / 2);
                         let mut it = items.into_iter();
                         while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -193,7 +199,10 @@ mod tests {
         let Value::Map(pairs) = &docs[0].value else {
             panic!()
         };
-        assert!(matches!(&pairs[0].1.value, Value::Scalar { quoted: true, .. }));
+        assert!(matches!(
+            &pairs[0].1.value,
+            Value::Scalar { quoted: true, .. }
+        ));
     }
 
     #[test]

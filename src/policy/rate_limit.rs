@@ -97,7 +97,10 @@ mod tests {
                 (ok, s.remaining)
             })
             .collect();
-        assert_eq!(results, vec![(true, 2), (true, 1), (true, 0), (false, 0), (false, 0)]);
+        assert_eq!(
+            results,
+            vec![(true, 2), (true, 1), (true, 0), (false, 0), (false, 0)]
+        );
         let (_, s) = l.check();
         assert_eq!(s.limit, 3);
         assert!((1..=60).contains(&s.reset_secs), "{s:?}");

@@ -41,7 +41,10 @@ impl Target {
             );
         }
         if name == "localhost" || name.ends_with(".localhost") {
-            return Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), self.config.port));
+            return Ok(SocketAddr::new(
+                IpAddr::from([127, 0, 0, 1]),
+                self.config.port,
+            ));
         }
         let host = (self.config.host.as_str(), self.config.port);
         match tokio::net::lookup_host(host).await {

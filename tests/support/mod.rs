@@ -99,7 +99,9 @@ impl Gateway {
             cmd.args(["run", "-c"])
                 .arg(&file)
                 .stdin(Stdio::null())
-                .stdout(Stdio::from(std::fs::File::create(dir.join("stdout.log")).expect("log")))
+                .stdout(Stdio::from(
+                    std::fs::File::create(dir.join("stdout.log")).expect("log"),
+                ))
                 .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
             for (k, v) in env {
                 cmd.env(k, v);
@@ -122,7 +124,10 @@ impl Gateway {
                     }
                     panic!("flex-gateway exited with {status} before listening:\n{text}");
                 }
-                assert!(Instant::now() < deadline, "flex-gateway did not listen on {port}");
+                assert!(
+                    Instant::now() < deadline,
+                    "flex-gateway did not listen on {port}"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
             stop(&mut child);
@@ -219,7 +224,10 @@ impl Response {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -246,7 +254,13 @@ impl Client {
         self.request("GET", path, &[], b"")
     }
 
-    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         self.send_head(method, path, headers, body.len() as u64);
         self.reader.get_mut().write_all(body).expect("send body");
         self.read_response(method == "HEAD", true)
@@ -264,7 +278,10 @@ impl Client {
             head.push_str(&format!("content-length: {body_len}\r\n"));
         }
         head.push_str("\r\n");
-        self.reader.get_mut().write_all(head.as_bytes()).expect("send head");
+        self.reader
+            .get_mut()
+            .write_all(head.as_bytes())
+            .expect("send head");
     }
 
     /// Stream `len` bytes of body in 64 KiB chunks without holding them.
@@ -273,7 +290,10 @@ impl Client {
         let mut left = len;
         while left > 0 {
             let n = left.min(chunk.len() as u64) as usize;
-            self.reader.get_mut().write_all(&chunk[..n]).expect("send body chunk");
+            self.reader
+                .get_mut()
+                .write_all(&chunk[..n])
+                .expect("send body chunk");
             left -= n as u64;
         }
     }
@@ -308,8 +328,10 @@ fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a s
         .map(|(_, v)| v.as_str())
 }
 
+type Headers = Vec<(String, String)>;
+
 /// Read a message head: the first line's status or method+target, and headers.
-fn read_head_lines<R: BufRead>(r: &mut R) -> std::io::Result<Option<(String, Vec<(String, String)>)>> {
+fn read_head_lines<R: BufRead>(r: &mut R) -> std::io::Result<Option<(String, Headers)>> {
     let mut first = String::new();
     if r.read_line(&mut first)? == 0 {
         return Ok(None);
@@ -318,7 +340,10 @@ fn read_head_lines<R: BufRead>(r: &mut R) -> std::io::Result<Option<(String, Vec
     loop {
         let mut line = String::new();
         if r.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof in head"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "eof in head",
+            ));
         }
         let line = line.trim_end();
         if line.is_empty() {
@@ -332,8 +357,9 @@ fn read_head_lines<R: BufRead>(r: &mut R) -> std::io::Result<Option<(String, Vec
 }
 
 fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<(u16, Vec<(String, String)>)> {
-    let (first, headers) = read_head_lines(r)?
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"))?;
+    let (first, headers) = read_head_lines(r)?.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed")
+    })?;
     let status = first
         .split_whitespace()
         .nth(1)
@@ -343,31 +369,46 @@ fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<(u16, Vec<(String, String
 }
 
 /// Read a body framed by content-length, chunked encoding, or close.
-fn read_body<R: BufRead>(r: &mut R, headers: &[(String, String)], keep: bool) -> std::io::Result<(Vec<u8>, u64)> {
+fn read_body<R: BufRead>(
+    r: &mut R,
+    headers: &[(String, String)],
+    keep: bool,
+) -> std::io::Result<(Vec<u8>, u64)> {
     let mut body = Vec::new();
     let mut total = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut take = |r: &mut R, mut n: u64, body: &mut Vec<u8>, total: &mut u64| -> std::io::Result<()> {
-        while n > 0 {
-            let want = n.min(buf.len() as u64) as usize;
-            let got = r.read(&mut buf[..want])?;
-            if got == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof in body"));
+    let mut take =
+        |r: &mut R, mut n: u64, body: &mut Vec<u8>, total: &mut u64| -> std::io::Result<()> {
+            while n > 0 {
+                let want = n.min(buf.len() as u64) as usize;
+                let got = r.read(&mut buf[..want])?;
+                if got == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "eof in body",
+                    ));
+                }
+                if keep {
+                    body.extend_from_slice(&buf[..got]);
+                }
+                *total += got as u64;
+                n -= got as u64;
             }
-            if keep {
-                body.extend_from_slice(&buf[..got]);
-            }
-            *total += got as u64;
-            n -= got as u64;
-        }
-        Ok(())
-    };
-    if header_value(headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            Ok(())
+        };
+    if header_value(headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
         loop {
             let mut line = String::new();
             r.read_line(&mut line)?;
             let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("chunk size {line:?}")))?;
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("chunk size {line:?}"),
+                    )
+                })?;
             if size == 0 {
                 // trailers until the empty line
                 loop {
@@ -383,7 +424,9 @@ fn read_body<R: BufRead>(r: &mut R, headers: &[(String, String)], keep: bool) ->
             r.read_line(&mut crlf)?;
         }
     } else if let Some(len) = header_value(headers, "content-length") {
-        let len: u64 = len.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "content-length"))?;
+        let len: u64 = len
+            .parse()
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "content-length"))?;
         take(r, len, &mut body, &mut total)?;
     } else {
         loop {
@@ -465,7 +508,10 @@ impl Backend {
     /// Answers every request with `{"ok":true,"path":...}`.
     pub fn echo() -> Backend {
         Backend::start(|seen| {
-            Reply::Json(200, serde_json::json!({"ok": true, "path": seen.target}).to_string())
+            Reply::Json(
+                200,
+                serde_json::json!({"ok": true, "path": seen.target}).to_string(),
+            )
         })
     }
 
@@ -474,7 +520,12 @@ impl Backend {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().expect("lock").last().cloned().expect("backend saw a request")
+        self.seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("backend saw a request")
     }
 
     pub fn count(&self) -> usize {
