@@ -169,11 +169,19 @@ async fn main() -> std::io::Result<()> {
         e
     })?;
     eprintln!("catalog-backend listening on http://{listen}");
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let _ = serve(stream).await;
-        });
+    let accept = async {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let _ = serve(stream).await;
+            });
+        }
+    };
+    // Ctrl-C stops it even when started in the background of a script,
+    // where SIGINT would otherwise be ignored
+    tokio::select! {
+        r = accept => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
