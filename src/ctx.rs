@@ -1,7 +1,7 @@
 //! Per-request state shared by the phases of `proxy.rs` and the policies.
 
 use crate::policy::rate_limit::RateLimitState;
-use crate::proxy::CompiledRoute;
+use crate::runtime::CompiledRoute;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +19,10 @@ pub struct Ctx {
     pub upstream_addr: Option<SocketAddr>,
     /// Status of a response the gateway wrote itself (routing, policy, error).
     pub local_status: Option<u16>,
+    /// Counted in the in-flight gauge, not yet in the totals.
+    pub in_flight: bool,
+    /// Write the access-log line (from the snapshot the request began with).
+    pub access_log: bool,
 }
 
 impl Ctx {
@@ -32,6 +36,8 @@ impl Ctx {
             rate_limit: None,
             upstream_addr: None,
             local_status: None,
+            in_flight: false,
+            access_log: true,
         }
     }
 }

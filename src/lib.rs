@@ -13,5 +13,6 @@ pub mod policy;
 pub mod proxy;
 pub mod response;
 pub mod router;
+pub mod runtime;
 pub mod server;
 pub mod upstream;

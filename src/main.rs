@@ -89,7 +89,7 @@ fn main() -> ExitCode {
                 c.gateways.join(", ")
             );
             let flags = server::ProcessFlags { upgrade, daemon };
-            server::build(&c, flags).run_forever()
+            server::build(c, &config.config, flags).run_forever()
         }
     }
 }

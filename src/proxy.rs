@@ -11,65 +11,32 @@
 //! logging                 one JSON access-log line
 //! ```
 
-use crate::config::model::{Listener, Route};
 use crate::ctx::Ctx;
+use crate::ops::metrics::{UpstreamError, NO_ROUTE};
 use crate::ops::{access_log, request_id};
 use crate::path::normalize;
-use crate::policy::{self, Decision, LocalResponse, Policy};
+use crate::policy::{self, Decision, LocalResponse};
 use crate::response::{error_body, message_for};
-use crate::router::{Match, Router};
-use crate::upstream::Target;
+use crate::router::Match;
+use crate::runtime::Runtime;
+use crate::upstream::RESOLVE_ERROR;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// A route ready to serve: its config, built policies and upstream target.
-pub struct CompiledRoute {
-    pub config: Arc<Route>,
-    pub policies: Vec<Policy>,
-    pub target: Target,
-}
-
-impl CompiledRoute {
-    pub fn new(config: &Arc<Route>) -> CompiledRoute {
-        CompiledRoute {
-            config: config.clone(),
-            policies: config.policies.iter().map(Policy::build).collect(),
-            target: Target::new(&config.upstream),
-        }
-    }
-}
-
-/// Everything one listener needs, built once from config and shared.
-pub struct ListenerRuntime {
-    pub router: Router<Arc<CompiledRoute>>,
-    pub access_log: bool,
-}
-
-impl ListenerRuntime {
-    pub fn new(listener: &Listener, access_log: bool) -> ListenerRuntime {
-        let routes: Vec<(Arc<Route>, Arc<CompiledRoute>)> = listener
-            .routes
-            .iter()
-            .map(|r| (r.clone(), Arc::new(CompiledRoute::new(r))))
-            .collect();
-        ListenerRuntime {
-            router: Router::new(routes.iter().map(|(r, c)| (r.as_ref(), c.clone()))),
-            access_log,
-        }
-    }
-}
-
 pub struct Gateway {
-    runtime: Arc<ListenerRuntime>,
+    runtime: Arc<Runtime>,
+    /// The listener this service serves (its routes in each snapshot).
+    addr: SocketAddr,
 }
 
 impl Gateway {
-    pub fn new(runtime: Arc<ListenerRuntime>) -> Gateway {
-        Gateway { runtime }
+    pub fn new(runtime: Arc<Runtime>, addr: SocketAddr) -> Gateway {
+        Gateway { runtime, addr }
     }
 }
 
@@ -153,6 +120,24 @@ fn failure_status(e: &Error) -> u16 {
     }
 }
 
+/// The kind of an upstream failure, for the metrics; `None` when the
+/// upstream is not to blame.
+fn upstream_error_kind(e: &Error) -> Option<UpstreamError> {
+    use ErrorType::*;
+    if *e.esource() != ErrorSource::Upstream {
+        return None;
+    }
+    Some(match e.etype() {
+        t if *t == RESOLVE_ERROR => UpstreamError::Resolve,
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            UpstreamError::Timeout
+        }
+        ConnectError | ConnectRefused | ConnectNoRoute | ConnectProxyFailure
+        | TLSHandshakeFailure => UpstreamError::Connect,
+        _ => UpstreamError::Other,
+    })
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -162,6 +147,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        self.runtime.metrics.request_started();
+        ctx.in_flight = true;
+        let snapshot = self.runtime.snapshot();
+        ctx.access_log = snapshot.config.server.access_log;
         let req = session.req_header();
         ctx.request_id = req
             .headers
@@ -176,18 +165,17 @@ impl ProxyHttp for Gateway {
         let found = match normalize(req.uri.path()) {
             Err(e) => Err(local(400, e.message())),
             Ok(path) => {
-                let found = match self
-                    .runtime
-                    .router
-                    .find(request_host(req), &req.method, &path)
+                let found = match snapshot
+                    .listener(self.addr)
+                    .map(|l| l.router.find(request_host(req), &req.method, &path))
                 {
-                    Match::Found(route) => Ok(route.clone()),
-                    Match::MethodNotAllowed(allow) => Err(LocalResponse {
+                    Some(Match::Found(route)) => Ok(route.clone()),
+                    Some(Match::MethodNotAllowed(allow)) => Err(LocalResponse {
                         status: 405,
                         message: format!("method {} is not allowed on this route", req.method),
                         headers: vec![("allow", allow)],
                     }),
-                    Match::NotFound => Err(local(404, message_for(404))),
+                    Some(Match::NotFound) | None => Err(local(404, message_for(404))),
                 };
                 ctx.path = path.into_owned();
                 found
@@ -268,6 +256,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let (Some(kind), Some(route)) = (upstream_error_kind(e), ctx.route.as_ref()) {
+            self.runtime.metrics.upstream_error(&route.config.id, kind);
+        }
         let status = match session.response_written() {
             // the response already started: nothing more can be said
             Some(resp) => resp.status.as_u16(),
@@ -292,15 +283,25 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if !self.runtime.access_log || !access_log::enabled() {
-            return;
-        }
         let req = session.req_header();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .or(ctx.local_status)
             .unwrap_or(0);
+        let route_id = ctx.route.as_ref().map(|r| r.config.id.as_str());
+        if ctx.in_flight {
+            ctx.in_flight = false;
+            self.runtime.metrics.request_done(
+                route_id.unwrap_or(NO_ROUTE),
+                req.method.as_str(),
+                status,
+                ctx.start.elapsed().as_secs_f64(),
+            );
+        }
+        if !ctx.access_log || !access_log::enabled() {
+            return;
+        }
         let path = if ctx.path.is_empty() {
             req.uri.path()
         } else {
@@ -312,7 +313,7 @@ impl ProxyHttp for Gateway {
             client_ip: ctx.client_ip.map(|ip| ip.to_string()),
             method: req.method.as_str(),
             path,
-            route_id: ctx.route.as_ref().map(|r| r.config.id.as_str()),
+            route_id,
             status,
             upstream: ctx.upstream_addr.map(|a| a.to_string()),
             duration_ms: (ctx.start.elapsed().as_secs_f64() * 1e6).round() / 1e3,

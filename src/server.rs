@@ -1,12 +1,17 @@
-//! Builds the Pingora `Server` from the config: server settings, and one
-//! proxy service per listener.
+//! Builds the Pingora `Server` from the config: server settings, one proxy
+//! service per listener, the admin listener, and the lifecycle task.
 
 use crate::config::Config;
-use crate::proxy::{Gateway, ListenerRuntime};
+use crate::ops::admin::AdminApp;
+use crate::ops::lifecycle::Lifecycle;
+use crate::proxy::Gateway;
+use crate::runtime::Runtime;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
-use std::sync::Arc;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::path::Path;
 
 /// Pingora's own process flags, passed through our CLI.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,30 +36,43 @@ pub fn server_conf(config: &Config, flags: ProcessFlags) -> ServerConf {
     }
 }
 
-/// A bootstrapped server with every listener added, ready for `run_forever`.
-pub fn build(config: &Config, flags: ProcessFlags) -> Server {
+/// A bootstrapped server with every service added, ready for `run_forever`.
+pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server {
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(config, flags));
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, flags));
     server.bootstrap();
-    for listener in &config.listeners {
-        let runtime = Arc::new(ListenerRuntime::new(listener, config.server.access_log));
+
+    let listeners: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.addr, l.routes.len()))
+        .collect();
+    let admin = config.server.admin;
+    let runtime = Runtime::new(config, config_path);
+    let mut must_accept = Vec::new();
+    for (name, addr, routes) in listeners {
         let mut service = http_proxy_service_with_name(
             &server.configuration,
-            Gateway::new(runtime),
-            &format!("listener {} ({})", listener.name, listener.addr),
+            Gateway::new(runtime.clone(), addr),
+            &format!("listener {name} ({addr})"),
         );
-        service.add_tcp(&listener.addr.to_string());
-        log::info!(
-            "listener {} on http://{} with {} route(s)",
-            listener.name,
-            listener.addr,
-            listener.routes.len()
-        );
+        service.add_tcp(&addr.to_string());
+        log::info!("listener {name} on http://{addr} with {routes} route(s)");
         server.add_service(service);
+        must_accept.push(addr);
     }
+    if let Some(addr) = admin {
+        let mut service = Service::new(format!("admin ({addr})"), AdminApp::new(runtime.clone()));
+        service.add_tcp(&addr.to_string());
+        log::info!("admin on http://{addr} (/ready /live /metrics /config)");
+        server.add_service(service);
+        must_accept.push(addr);
+    }
+    let lifecycle = Lifecycle::new(runtime, server.watch_execution_phase(), must_accept);
+    server.add_service(background_service("lifecycle", lifecycle));
     server
 }

@@ -14,6 +14,7 @@ fn bundled_config(catalog_port: u16) -> String {
         .replace("127.0.0.1:3000", &format!("127.0.0.1:{catalog_port}"))
         .replace("/tmp/flex-gateway-demo.pid", "{dir}/gw.pid")
         .replace("/tmp/flex-gateway-demo-upgrade.sock", "{dir}/upgrade.sock")
+        .replace("127.0.0.1:9901", "127.0.0.1:{admin}")
 }
 
 #[test]

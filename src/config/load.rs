@@ -231,8 +231,27 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
             }
         }
     }
+    let settings = server.map(|(s, _)| s).unwrap_or_default();
+    if let Some(admin) = settings.admin {
+        let doc = docs.iter().find(|d| d.server.is_some());
+        if let Some((l, _)) = listeners
+            .iter()
+            .find(|(l, _)| l.addr.port() == admin.port())
+        {
+            let (file, pos) = doc.map_or(("", Pos::default()), |d| {
+                (
+                    d.file.as_str(),
+                    d.server.as_ref().map_or(d.pos, |(_, p)| *p),
+                )
+            });
+            err(file, pos, "spec.server.admin.address", format!(
+                "admin port {} is also the port of listener {}; pick another (or `admin: {{enabled: false}}`)",
+                admin.port(), l.name
+            ));
+        }
+    }
     Config {
-        server: server.map(|(s, _)| s).unwrap_or_default(),
+        server: settings,
         listeners: listeners.into_iter().map(|(l, _)| l).collect(),
         gateways: docs.iter().map(|d| d.name.clone()).collect(),
     }

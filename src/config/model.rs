@@ -112,7 +112,14 @@ pub struct ServerSettings {
     pub error_log: Option<PathBuf>,
     /// One JSON line per request on the `access` log target.
     pub access_log: bool,
+    /// Address of the admin listener (probes, metrics); `None`: off.
+    pub admin: Option<SocketAddr>,
+    /// Reload when files under the config path change.
+    pub watch_config: bool,
 }
+
+pub const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
 
 impl Default for ServerSettings {
     fn default() -> Self {
@@ -126,6 +133,8 @@ impl Default for ServerSettings {
             shutdown_timeout: Duration::from_secs(5),
             error_log: None,
             access_log: true,
+            admin: Some(DEFAULT_ADMIN),
+            watch_config: true,
         }
     }
 }

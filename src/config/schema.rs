@@ -64,7 +64,10 @@ const SERVER_FIELDS: &[&str] = &[
     "shutdownTimeout",
     "errorLog",
     "accessLog",
+    "admin",
+    "watchConfig",
 ];
+const ADMIN_FIELDS: &[&str] = &["address", "enabled"];
 /// Policy names, in the one place that registers them.
 pub const POLICIES: &[&str] = &["rate-limiting"];
 const RATE_LIMIT_FIELDS: &[&str] = &["maxRequests", "period"];
@@ -560,6 +563,34 @@ fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerSetti
     if let Some(n) = f.get("accessLog") {
         if let Some(b) = d.bool(n, &join(path, "accessLog")) {
             s.access_log = b;
+        }
+    }
+    if let Some(n) = f.get("watchConfig") {
+        if let Some(b) = d.bool(n, &join(path, "watchConfig")) {
+            s.watch_config = b;
+        }
+    }
+    if let Some(n) = f.get("admin") {
+        let apath = join(path, "admin");
+        if let Some(a) = d.map(n, &apath, ADMIN_FIELDS) {
+            if let Some(addr) = a.get("address") {
+                let field = join(&apath, "address");
+                if let Some(text) = d.scalar(addr, &field, "an address") {
+                    match text.parse::<std::net::SocketAddr>() {
+                        Ok(sa) if sa.port() != 0 => s.admin = Some(sa),
+                        _ => d.error(
+                            addr.pos,
+                            &field,
+                            format!("{text:?} is not an IP:port address (example: 127.0.0.1:9901)"),
+                        ),
+                    }
+                }
+            }
+            if let Some(en) = a.get("enabled") {
+                if d.bool(en, &join(&apath, "enabled")) == Some(false) {
+                    s.admin = None;
+                }
+            }
         }
     }
     (d.errors.len() == before).then_some(s)

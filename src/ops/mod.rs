@@ -1,6 +1,9 @@
 //! Operations helpers: logging set-up, the JSON access log, request ids, time.
 
 pub mod access_log;
+pub mod admin;
+pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod request_id;
 pub mod time;

@@ -10,6 +10,7 @@ pub mod rate_limit;
 use crate::config::model::PolicyConfig;
 use crate::ctx::Ctx;
 use pingora::http::ResponseHeader;
+use std::sync::Arc;
 
 /// A response the gateway makes itself, instead of proxying.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,15 +27,35 @@ pub enum Decision {
     Respond(LocalResponse),
 }
 
+/// A built policy. State that must outlive a config reload (counters) sits
+/// behind an `Arc`, so an unchanged policy is carried into the new snapshot.
+#[derive(Clone)]
 pub enum Policy {
-    RateLimit(rate_limit::RateLimiter),
+    RateLimit(Arc<rate_limit::RateLimiter>),
 }
 
 impl Policy {
     /// The one place where policy names meet their implementations.
     pub fn build(config: &PolicyConfig) -> Policy {
         match config {
-            PolicyConfig::RateLimit(c) => Policy::RateLimit(rate_limit::RateLimiter::new(c)),
+            PolicyConfig::RateLimit(c) => {
+                Policy::RateLimit(Arc::new(rate_limit::RateLimiter::new(c)))
+            }
+        }
+    }
+
+    /// The policy of `previous` with exactly this config, or a new one.
+    pub fn reuse_or_build(config: &PolicyConfig, previous: &[Policy]) -> Policy {
+        previous
+            .iter()
+            .find(|p| p.config() == *config)
+            .cloned()
+            .unwrap_or_else(|| Policy::build(config))
+    }
+
+    pub fn config(&self) -> PolicyConfig {
+        match self {
+            Policy::RateLimit(p) => PolicyConfig::RateLimit(p.config.clone()),
         }
     }
 

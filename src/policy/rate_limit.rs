@@ -13,6 +13,7 @@ use crate::policy::{Decision, LocalResponse};
 use pingora_limits::rate::Rate;
 
 pub struct RateLimiter {
+    pub config: RateLimitConfig,
     rate: Rate,
     max: u64,
     period_secs: u64,
@@ -42,6 +43,7 @@ const KEY: u8 = 0;
 impl RateLimiter {
     pub fn new(c: &RateLimitConfig) -> Self {
         RateLimiter {
+            config: c.clone(),
             // one hash row, one slot: exact for the single key we use
             rate: Rate::new_with_estimator_config(c.period, 1, 1),
             max: c.max_requests,

@@ -73,13 +73,15 @@ fn stop(child: &mut Child) {
 pub struct Gateway {
     pub child: Child,
     pub port: u16,
+    /// The admin listener's port (`{admin}` in the template).
+    pub admin_port: u16,
     pub dir: PathBuf,
     pub log: PathBuf,
 }
 
 impl Gateway {
-    /// Start with a config template: `{port}` is replaced by a free port,
-    /// `{dir}` by the test's temp dir. Retries with another port if the
+    /// Start with a config template: `{port}` and `{admin}` are replaced by
+    /// free ports, `{dir}` by the test's temp dir. Retries with another port if the
     /// chosen one was taken in the meantime.
     pub fn start(template: &str) -> Gateway {
         Self::start_with_env(template, &[])
@@ -89,8 +91,10 @@ impl Gateway {
         for _attempt in 0..3 {
             let dir = temp_dir("gw");
             let port = free_port();
+            let admin_port = free_port();
             let config = template
                 .replace("{port}", &port.to_string())
+                .replace("{admin}", &admin_port.to_string())
                 .replace("{dir}", &dir.display().to_string());
             let file = dir.join("gateway.yaml");
             std::fs::write(&file, config).expect("write config");
@@ -113,6 +117,7 @@ impl Gateway {
                     return Gateway {
                         child,
                         port,
+                        admin_port,
                         dir,
                         log,
                     };
@@ -137,6 +142,19 @@ impl Gateway {
 
     pub fn connect(&self) -> Client {
         Client::connect(self.port)
+    }
+
+    /// `GET` on the admin listener, on a fresh connection.
+    pub fn admin(&self, path: &str) -> Response {
+        Client::connect(self.admin_port).get(path)
+    }
+
+    /// Poll the admin `/ready` probe until it answers 200.
+    pub fn wait_ready(&self) {
+        wait_until(Duration::from_secs(15), "admin /ready", || {
+            TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
+                && self.admin("/ready").status == 200
+        });
     }
 
     pub fn log_text(&self) -> String {
@@ -611,6 +629,8 @@ spec:
     upgradeSocket: "{{dir}}/upgrade.sock"
     gracePeriod: 1s
     shutdownTimeout: 1s
+    admin:
+      address: "127.0.0.1:{{admin}}"
 "#
     )
 }
