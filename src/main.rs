@@ -45,6 +45,18 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Zero-downtime binary upgrade of the running gateway (what `systemctl reload` runs):
+    /// start the new binary, hand the listening sockets over, drain the old process
+    Upgrade {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The binary to start (default: this one)
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// How long the new process may take to become ready, in seconds
+        #[arg(long, default_value_t = 15)]
+        timeout: u64,
+    },
 }
 
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
@@ -72,6 +84,32 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Upgrade {
+            config,
+            binary,
+            timeout,
+        } => {
+            let upgrade = ops::upgrade::Upgrade {
+                config: config.config,
+                binary,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            match upgrade.run() {
+                Ok(r) => {
+                    println!(
+                        "upgraded: pid {} -> {} in {} ms (the old process drains in-flight requests)",
+                        r.old_pid,
+                        r.new_pid,
+                        r.took.as_millis()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("flex-gateway upgrade: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Run {
             config,
             upgrade,

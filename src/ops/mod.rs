@@ -7,3 +7,4 @@ pub mod logging;
 pub mod metrics;
 pub mod request_id;
 pub mod time;
+pub mod upgrade;

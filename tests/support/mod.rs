@@ -279,12 +279,35 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        self.send_head(method, path, headers, body.len() as u64);
-        self.reader.get_mut().write_all(body).expect("send body");
-        self.read_response(method == "HEAD", true)
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Like [`Client::request`], but I/O errors are returned, not panics.
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        self.try_send_head(method, path, headers, body.len() as u64)?;
+        self.reader.get_mut().write_all(body)?;
+        self.try_read_response(method == "HEAD", true)
     }
 
     pub fn send_head(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body_len: u64) {
+        self.try_send_head(method, path, headers, body_len)
+            .expect("send head");
+    }
+
+    fn try_send_head(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body_len: u64,
+    ) -> std::io::Result<()> {
         let mut head = format!("{method} {path} HTTP/1.1\r\n");
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             head.push_str("host: localhost\r\n");
@@ -296,10 +319,7 @@ impl Client {
             head.push_str(&format!("content-length: {body_len}\r\n"));
         }
         head.push_str("\r\n");
-        self.reader
-            .get_mut()
-            .write_all(head.as_bytes())
-            .expect("send head");
+        self.reader.get_mut().write_all(head.as_bytes())
     }
 
     /// Stream `len` bytes of body in 64 KiB chunks without holding them.
@@ -318,7 +338,16 @@ impl Client {
 
     /// Read one response; `keep` false counts the body instead of storing it.
     pub fn read_response(&mut self, head_request: bool, keep: bool) -> Response {
-        let (status, headers) = read_head(&mut self.reader).expect("response head");
+        self.try_read_response(head_request, keep)
+            .expect("read response")
+    }
+
+    pub fn try_read_response(
+        &mut self,
+        head_request: bool,
+        keep: bool,
+    ) -> std::io::Result<Response> {
+        let (status, headers) = read_head(&mut self.reader)?;
         let mut resp = Response {
             status,
             headers,
@@ -326,12 +355,21 @@ impl Client {
             body_len: 0,
         };
         if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
-            return resp;
+            return Ok(resp);
         }
-        let (body, len) = read_body(&mut self.reader, &resp.headers, keep).expect("response body");
+        let (body, len) = read_body(&mut self.reader, &resp.headers, keep)?;
         resp.body = body;
         resp.body_len = len;
-        resp
+        Ok(resp)
+    }
+
+    /// Did the server close the connection before sending anything? (The
+    /// one case where a client retries a request on a reused keep-alive
+    /// connection, RFC 9112 section 9.3.1.)
+    pub fn is_stale_close(e: &std::io::Error) -> bool {
+        use std::io::ErrorKind::*;
+        matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
+            || (e.kind() == UnexpectedEof && e.to_string() == "connection closed")
     }
 
     pub fn close(self) {

@@ -1,0 +1,386 @@
+//! Operations: admin probes and metrics, hot config reload (SIGHUP and file
+//! watch), and zero-downtime binary upgrades, under bounded load.
+
+mod support;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn routes(url: &str, extra: &str) -> String {
+    config_with_routes(&format!(
+        r#"    - id: api
+      path: ["/api", "/api/*"]
+      upstream:
+        url: "{url}"
+    - id: limited
+      path: "/limited"
+      upstream:
+        url: "{url}"
+      policies:
+        - rate-limiting: {{maxRequests: 5, period: 60}}
+{extra}"#
+    ))
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+fn metric(gw: &Gateway, line_start: &str) -> f64 {
+    gw.admin("/metrics")
+        .text()
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn config_file(gw: &Gateway) -> std::path::PathBuf {
+    gw.dir.join("gateway.yaml")
+}
+
+/// Rewrite the config file atomically, as a deploy tool would.
+fn rewrite(path: &Path, text: &str) {
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[test]
+fn admin_probes_metrics_and_config() {
+    let backend = Backend::echo();
+    let gw = Gateway::start(&routes(&backend.url(), ""));
+    gw.wait_ready();
+    let live = gw.admin("/live");
+    assert_eq!(live.status, 200);
+    let ready = gw.admin("/ready");
+    assert_eq!(
+        (ready.status, ready.json()["status"].as_str()),
+        (200, Some("ready"))
+    );
+
+    let mut c = gw.connect();
+    for _ in 0..3 {
+        assert_eq!(c.get("/api/x").status, 200);
+    }
+    for _ in 0..6 {
+        c.get("/limited");
+    }
+    assert_eq!(c.get("/nowhere").status, 404);
+
+    let m = gw.admin("/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .is_some_and(|t| t.contains("openmetrics")));
+    let text = m.text();
+    for expected in [
+        r#"flexgw_requests_total{route="api",method="GET",status="2xx"} 3"#,
+        r#"flexgw_requests_total{route="limited",method="GET",status="4xx"} 1"#,
+        r#"flexgw_rate_limited_total{route="limited"} 1"#,
+        r#"flexgw_requests_total{route="(none)",method="GET",status="4xx"} 1"#,
+        r#"flexgw_request_duration_seconds_count{route="api"} 3"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    assert!(!text.contains("/api/x"), "raw paths never become labels");
+
+    let config = gw.admin("/config").json();
+    let ids: Vec<&str> = config["listeners"][0]["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["api", "limited"]);
+    assert_eq!(
+        config["server"]["admin"],
+        format!("127.0.0.1:{}", gw.admin_port)
+    );
+    assert_eq!(
+        std::fs::read_to_string(gw.dir.join("gw.pid"))
+            .expect("pid file")
+            .trim(),
+        gw.child.id().to_string()
+    );
+}
+
+#[test]
+fn reload_by_file_change_and_sighup_keeps_counters_and_rejects_broken_config() {
+    let backend = Backend::echo();
+    let gw = Gateway::start(&routes(&backend.url(), ""));
+    gw.wait_ready();
+    let file = config_file(&gw);
+    let original = std::fs::read_to_string(&file).expect("config");
+    let mut c = gw.connect();
+    assert_eq!(c.get("/new").status, 404);
+    for _ in 0..3 {
+        assert_eq!(c.get("/limited").status, 200);
+    }
+
+    // a new route appears without a restart (file watch)
+    let with_new = original.replace(
+        "  server:\n",
+        &format!(
+            "    - id: new\n      path: /new\n      upstream: {{url: \"{}\"}}\n  server:\n",
+            backend.url()
+        ),
+    );
+    rewrite(&file, &with_new);
+    wait_until(Duration::from_secs(10), "the new route", || {
+        c.get("/new").status == 200
+    });
+    // the unchanged rate-limit policy kept its counter: 2 left of 5
+    assert_eq!(c.get("/limited").header("x-ratelimit-remaining"), Some("1"));
+
+    // a broken file is rejected whole; the old routes keep serving
+    let failures = metric(&gw, r#"flexgw_config_reloads_total{result="failure"}"#);
+    rewrite(
+        &file,
+        &with_new.replace("maxRequests: 5", "maxRequests: lots"),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the failed reload to be counted",
+        || metric(&gw, r#"flexgw_config_reloads_total{result="failure"}"#) > failures,
+    );
+    assert!(
+        gw.log_text()
+            .contains("rejected, the previous config keeps serving"),
+        "{}",
+        gw.log_text()
+    );
+    assert!(gw
+        .log_text()
+        .contains("maxRequests: expected a positive integer"));
+    assert_eq!(c.get("/new").status, 200);
+    assert_eq!(c.get("/api").status, 200);
+
+    // SIGHUP reloads too: restore the original (watch off would not matter)
+    rewrite(&file, &original);
+    signal(gw.child.id(), "HUP");
+    wait_until(Duration::from_secs(10), "the route to go away", || {
+        c.get("/new").status == 404
+    });
+    assert!(
+        gw.child.id() > 0 && gw.admin("/live").status == 200,
+        "same process"
+    );
+}
+
+/// Keep-alive load in `threads` threads until `stop`; returns (ok, failed, stale retries).
+fn load(
+    port: Arc<AtomicU64>,
+    threads: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u64, u64, u64)>> {
+    (0..threads)
+        .map(|_| {
+            let (port, stop) = (port.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed, mut stale) = (0u64, 0u64, 0u64);
+                let mut c = Client::connect(port.load(Ordering::Relaxed) as u16);
+                let mut reused = false;
+                while !stop.load(Ordering::Relaxed) {
+                    match c.try_request("GET", "/api/load", &[], b"") {
+                        Ok(r) if r.status == 200 => {
+                            ok += 1;
+                            reused = !r
+                                .header("connection")
+                                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                            if !reused {
+                                c = Client::connect(port.load(Ordering::Relaxed) as u16);
+                            }
+                        }
+                        Ok(r) => {
+                            eprintln!("load: status {}", r.status);
+                            failed += 1;
+                        }
+                        Err(e) if reused && Client::is_stale_close(&e) => {
+                            // the server closed an idle keep-alive connection: retry on a new one
+                            stale += 1;
+                            c = Client::connect(port.load(Ordering::Relaxed) as u16);
+                            reused = false;
+                        }
+                        Err(e) => {
+                            eprintln!("load: {e}");
+                            failed += 1;
+                            c = Client::connect(port.load(Ordering::Relaxed) as u16);
+                            reused = false;
+                        }
+                    }
+                }
+                (ok, failed, stale)
+            })
+        })
+        .collect()
+}
+
+fn finish(handles: Vec<std::thread::JoinHandle<(u64, u64, u64)>>) -> (u64, u64, u64) {
+    handles.into_iter().fold((0, 0, 0), |acc, h| {
+        let (a, b, c) = h.join().expect("load thread");
+        (acc.0 + a, acc.1 + b, acc.2 + c)
+    })
+}
+
+#[test]
+fn fifty_reloads_under_load_fail_no_request() {
+    let backend = Backend::echo();
+    let gw = Gateway::start(&routes(&backend.url(), ""));
+    gw.wait_ready();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = load(Arc::new(AtomicU64::new(gw.port as u64)), 8, stop.clone());
+    let started = Instant::now();
+    for i in 1..=50 {
+        signal(gw.child.id(), "HUP");
+        wait_until(Duration::from_secs(10), "reload", || {
+            metric(&gw, r#"flexgw_config_reloads_total{result="success"}"#) >= i as f64
+        });
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, stale) = finish(handles);
+    println!("50 reloads in {took:?} under load: {ok} ok, {failed} failed, {stale} stale keep-alive retries");
+    assert_eq!(failed, 0);
+    assert_eq!(stale, 0, "an in-process reload closes no connection");
+    assert!(ok > 0);
+}
+
+fn upgrade(gw: &Gateway, extra: &[&str]) -> (bool, String) {
+    let out_path = gw.dir.join(format!(
+        "upgrade-{}.log",
+        Instant::now().elapsed().as_nanos()
+    ));
+    let out = std::fs::File::create(&out_path).expect("log");
+    let status = Command::new(GATEWAY)
+        .args(["upgrade", "-c"])
+        .arg(config_file(gw))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out.try_clone().expect("dup")))
+        .stderr(Stdio::from(out))
+        .status()
+        .expect("run upgrade");
+    (
+        status.success(),
+        std::fs::read_to_string(&out_path).unwrap_or_default(),
+    )
+}
+
+fn current_pid(gw: &Gateway) -> u32 {
+    std::fs::read_to_string(gw.dir.join("gw.pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid")
+}
+
+/// Stops whatever process the pid file names at the end of the test.
+struct StopByPidFile<'a>(&'a Gateway);
+
+impl Drop for StopByPidFile<'_> {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0.dir.join("gw.pid")) {
+            let _ = Command::new("kill").args(["-INT", pid.trim()]).status();
+        }
+    }
+}
+
+#[test]
+fn five_binary_upgrades_under_load_drop_nothing() {
+    let backend = Backend::start(|seen| {
+        if seen.target == "/api/slow" {
+            Reply::Delayed(
+                Duration::from_secs(3),
+                Box::new(Reply::Json(200, "{\"slow\":true}".into())),
+            )
+        } else {
+            Reply::Json(200, "{}".into())
+        }
+    });
+    let gw = Gateway::start(&routes(&backend.url(), ""));
+    let _cleanup = StopByPidFile(&gw);
+    gw.wait_ready();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = load(Arc::new(AtomicU64::new(gw.port as u64)), 32, stop.clone());
+
+    // a slow request in flight across the first upgrade
+    let port = gw.port;
+    let slow = std::thread::spawn(move || Client::connect(port).get("/api/slow"));
+    wait_until(
+        Duration::from_secs(5),
+        "the slow request to reach the backend",
+        || {
+            backend
+                .seen
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|s| s.target == "/api/slow")
+        },
+    );
+
+    let mut times = Vec::new();
+    let mut pids = vec![current_pid(&gw)];
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (ok, out) = upgrade(&gw, &[]);
+        assert!(ok, "upgrade failed: {out}");
+        times.push(started.elapsed());
+        let pid = current_pid(&gw);
+        assert!(!pids.contains(&pid), "a new process serves");
+        pids.push(pid);
+        gw.wait_ready();
+    }
+    let slow = slow.join().expect("slow request");
+    assert_eq!(slow.status, 200, "the in-flight slow request completed");
+    assert_eq!(slow.json()["slow"], true);
+    // keep the load on while the last old process finishes its overlap
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, stale) = finish(handles);
+    println!(
+        "5 upgrades under 32-connection load: {ok} ok, {failed} failed, {stale} keep-alive connections closed by a draining process and retried; upgrade times {times:?}"
+    );
+    assert_eq!(failed, 0, "no request failed");
+    assert!(ok > 1000);
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_old_process_serving() {
+    let backend = Backend::echo();
+    let gw = Gateway::start(&routes(&backend.url(), ""));
+    let _cleanup = StopByPidFile(&gw);
+    gw.wait_ready();
+    let pid = current_pid(&gw);
+
+    // a binary that cannot start
+    let (ok, out) = upgrade(&gw, &["--binary", "/bin/false"]);
+    assert!(!ok);
+    assert!(out.contains("keeps serving"), "{out}");
+    assert_eq!(current_pid(&gw), pid);
+    assert_eq!(gw.connect().get("/api").status, 200);
+
+    // an invalid config
+    let file = config_file(&gw);
+    let good = std::fs::read_to_string(&file).expect("config");
+    std::fs::write(&file, good.replace("port: ", "port: x")).expect("write");
+    let (ok, out) = upgrade(&gw, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("upgrade refused, the running gateway is untouched"),
+        "{out}"
+    );
+    assert_eq!(current_pid(&gw), pid);
+    assert_eq!(gw.connect().get("/api").status, 200);
+    std::fs::write(&file, good).expect("write");
+}
