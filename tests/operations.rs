@@ -384,3 +384,64 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
     assert_eq!(gw.connect().get("/api").status, 200);
     std::fs::write(&file, good).expect("write");
 }
+
+/// What systemd sees with `Type=notify` and `NotifyAccess=all`: READY=1 and
+/// MAINPID= from the first process, then MAINPID= from the upgraded one.
+#[test]
+fn systemd_is_told_ready_and_the_new_main_pid_after_an_upgrade() {
+    use std::os::unix::net::UnixDatagram;
+    let backend = Backend::echo();
+    let dir = temp_dir("notify");
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let notify = sock_path.display().to_string();
+    let gw = Gateway::start_with_env(&routes(&backend.url(), ""), &[("NOTIFY_SOCKET", &notify)]);
+    let _cleanup = StopByPidFile(&gw);
+    let mut buf = [0u8; 512];
+    let recv = |buf: &mut [u8]| {
+        let n = sock.recv(buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv(&mut buf);
+    assert!(first.contains("READY=1"), "{first}");
+    assert!(
+        first.contains(&format!("MAINPID={}", gw.child.id())),
+        "{first}"
+    );
+
+    let out_path = gw.dir.join("upgrade.log");
+    let out = std::fs::File::create(&out_path).expect("log");
+    let ok = Command::new(GATEWAY)
+        .args(["upgrade", "-c"])
+        .arg(config_file(&gw))
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(Stdio::from(out.try_clone().expect("dup")))
+        .stderr(Stdio::from(out))
+        .status()
+        .expect("upgrade")
+        .success();
+    assert!(
+        ok,
+        "{}",
+        std::fs::read_to_string(&out_path).unwrap_or_default()
+    );
+    let new_pid = current_pid(&gw);
+    assert_ne!(new_pid, gw.child.id());
+    // the old process may say more (nothing that ends the service); find the new MAINPID
+    let mut seen = Vec::new();
+    loop {
+        let msg = recv(&mut buf);
+        seen.push(msg.clone());
+        assert!(
+            !msg.contains("STOPPING=1"),
+            "an upgrade must not tell systemd the service stops: {seen:?}"
+        );
+        if msg.contains(&format!("MAINPID={new_pid}")) {
+            assert!(msg.contains("READY=1"));
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
