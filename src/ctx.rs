@@ -1,5 +1,6 @@
 //! Per-request state shared by the phases of `proxy.rs` and the policies.
 
+use crate::ops::metrics::ConnectionGuard;
 use crate::policy::rate_limit::RateLimitState;
 use crate::runtime::CompiledRoute;
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +24,9 @@ pub struct Ctx {
     pub in_flight: bool,
     /// Write the access-log line (from the snapshot the request began with).
     pub access_log: bool,
+    /// The client connection's entry in the open-connections gauge, carried
+    /// across the requests of a keep-alive connection.
+    pub connection: Option<Arc<ConnectionGuard>>,
 }
 
 impl Ctx {
@@ -38,6 +42,7 @@ impl Ctx {
             local_status: None,
             in_flight: false,
             access_log: true,
+            connection: None,
         }
     }
 }

@@ -12,7 +12,7 @@
 //! ```
 
 use crate::ctx::Ctx;
-use crate::ops::metrics::{UpstreamError, NO_ROUTE};
+use crate::ops::metrics::{ConnectionGuard, UpstreamError, NO_ROUTE};
 use crate::ops::{access_log, request_id};
 use crate::path::normalize;
 use crate::policy::{self, Decision, LocalResponse};
@@ -149,6 +149,10 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.runtime.metrics.request_started();
         ctx.in_flight = true;
+        if ctx.connection.is_none() {
+            // the first request of this connection (later ones get it in on_connection_reuse)
+            ctx.connection = Some(Arc::new(self.runtime.metrics.connection_opened()));
+        }
         let snapshot = self.runtime.snapshot();
         ctx.access_log = snapshot.config.server.access_log;
         let req = session.req_header();
@@ -193,6 +197,27 @@ impl ProxyHttp for Gateway {
         }
         ctx.route = Some(route);
         Ok(false)
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &Ctx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        ctx.connection
+            .clone()
+            .map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>)
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+        previous: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(c) = previous.downcast::<Arc<ConnectionGuard>>() {
+            ctx.connection = Some(*c);
+        }
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

@@ -94,6 +94,17 @@ fn admin_probes_metrics_and_config() {
     }
     assert!(!text.contains("/api/x"), "raw paths never become labels");
 
+    // open connections: this one plus two more, until they close
+    let mut more: Vec<Client> = (0..2).map(|_| gw.connect()).collect();
+    for m in &mut more {
+        assert_eq!(m.get("/api").status, 200);
+    }
+    assert_eq!(metric(&gw, "flexgw_connections_open "), 3.0);
+    drop(more);
+    wait_until(Duration::from_secs(5), "closed connections to leave the gauge", || {
+        metric(&gw, "flexgw_connections_open ") == 1.0
+    });
+
     let config = gw.admin("/config").json();
     let ids: Vec<&str> = config["listeners"][0]["routes"]
         .as_array()

@@ -51,6 +51,19 @@ pub struct Metrics {
     rate_limited: Family<RouteLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
+    connections: Gauge,
+}
+
+/// Counts one open client connection in `flexgw_connections_open` for as
+/// long as it lives. The proxy keeps it in the request context and carries it
+/// from request to request on a keep-alive connection; when the connection
+/// ends, Pingora drops it.
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -126,6 +139,12 @@ impl Metrics {
             "Requests being handled right now",
             in_flight.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open (that have sent at least one request)",
+            connections.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -134,7 +153,13 @@ impl Metrics {
             rate_limited,
             reloads,
             in_flight,
+            connections,
         }
+    }
+
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.connections.inc();
+        ConnectionGuard(self.connections.clone())
     }
 
     pub fn request_started(&self) {
