@@ -101,9 +101,11 @@ fn admin_probes_metrics_and_config() {
     }
     assert_eq!(metric(&gw, "flexgw_connections_open "), 3.0);
     drop(more);
-    wait_until(Duration::from_secs(5), "closed connections to leave the gauge", || {
-        metric(&gw, "flexgw_connections_open ") == 1.0
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "closed connections to leave the gauge",
+        || metric(&gw, "flexgw_connections_open ") == 1.0,
+    );
 
     let config = gw.admin("/config").json();
     let ids: Vec<&str> = config["listeners"][0]["routes"]
