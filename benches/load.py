@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""Side-by-side load benchmark (see benches/README.md); run via benches/load.sh.
+
+Targets, each with one worker process/thread, HTTP/1.1 keep-alive upstream
+connections to the same nginx backend (one worker, `return 200` / static
+files), on 127.0.0.1:
+  direct    the backend alone
+  nginx     nginx reverse proxy
+  haproxy   HAProxy reverse proxy
+  flex      flex-gateway
+Scenarios:
+  a  plain proxy, one route
+  b  the user's example config: route match + per-route rate limit (set high)
+  c  1,000 wildcard routes, the request hits one near the end, rate limit on
+  d  64 KB responses
+  e  1,000 concurrent connections
+Every measurement is repeated (default 3) and the median reported.
+"""
+import argparse, json, os, platform, re, shutil, signal, socket, statistics
+import subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GATEWAY = os.path.join(ROOT, "target", "release", "flex-gateway")
+PORTS = {"backend": 18080, "direct": 18080, "nginx": 18081, "haproxy": 18082, "flex": 18083, "flex_admin": 18093}
+PRODUCTS = json.dumps([
+    {"id": 1, "name": "API Gateway", "category": "infrastructure", "status": "active"},
+    {"id": 2, "name": "Service Mesh", "category": "networking", "status": "active"},
+    {"id": 3, "name": "Event Bus", "category": "messaging", "status": "beta"},
+])
+SCENARIOS = {
+    "a": ("plain proxy, one route", "/api/products", 64),
+    "b": ("user's example config (route match + rate limit)", "/api/products/2", 64),
+    "c": ("1,000 wildcard routes, hit near the end, rate limit on", "/svc/r0990/items/7", 64),
+    "d": ("64 KB responses", "/big/64k", 64),
+    "e": ("1,000 concurrent connections", "/api/products", 1000),
+}
+TARGETS = ["direct", "nginx", "haproxy", "flex"]
+ROUTES_C = 1000
+
+
+def which(name):
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def wait_port(port, proc=None, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"process for port {port} exited early ({proc.returncode})")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def ensure_free(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            raise SystemExit(f"port {port} is already in use; stop whatever listens there")
+    except OSError:
+        pass
+
+
+def stop(proc, sig=signal.SIGINT):
+    if proc and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def nginx_conf(work, body):
+    return f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx-{body}.pid;
+error_log {work}/nginx-{body}-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/tmp-{body};
+    proxy_temp_path {work}/tmp-{body};
+    fastcgi_temp_path {work}/tmp-{body};
+    uwsgi_temp_path {work}/tmp-{body};
+    scgi_temp_path {work}/tmp-{body};
+    keepalive_requests 1000000;
+{body_block(work, body)}
+}}
+"""
+
+
+def body_block(work, which_):
+    if which_ == "backend":
+        return f"""
+    server {{
+        listen 127.0.0.1:{PORTS['backend']} reuseport backlog=4096;
+        default_type application/json;
+        location /big/ {{ root {work}/static; default_type application/octet-stream; }}
+        location / {{ return 200 '{PRODUCTS}'; }}
+    }}"""
+    raise ValueError(which_)
+
+
+def nginx_proxy_conf(work, scenario):
+    up = f"""
+    upstream backend {{ server 127.0.0.1:{PORTS['backend']}; keepalive 256; keepalive_requests 1000000; }}
+    limit_req_zone $limit_key zone=rl:1m rate=10000000r/s;
+    map $uri $limit_key {{ default "route"; }}"""
+    proxy = """proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";"""
+    if scenario in ("a", "d", "e"):
+        locations = f"location / {{ {proxy} }}"
+    elif scenario == "b":
+        locations = (
+            f"location = /api/products {{ {proxy} }}\n"
+            f"        location /api/products/ {{ limit_except GET {{ deny all; }} {proxy} }}\n"
+            f"        location = /health {{ limit_req zone=rl burst=1000000 nodelay; {proxy} }}\n"
+            f"        location = /status {{ limit_req zone=rl burst=1000000 nodelay; {proxy} }}"
+        )
+    else:
+        locations = "\n        ".join(
+            f"location /svc/r{i:04d}/ {{ limit_req zone=rl burst=1000000 nodelay; {proxy} }}" for i in range(ROUTES_C)
+        )
+    return f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx-proxy.pid;
+error_log {work}/nginx-proxy-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/tmp-proxy;
+    proxy_temp_path {work}/tmp-proxy;
+    fastcgi_temp_path {work}/tmp-proxy;
+    uwsgi_temp_path {work}/tmp-proxy;
+    scgi_temp_path {work}/tmp-proxy;
+    keepalive_requests 1000000;
+    {up}
+    server {{
+        listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
+        {locations}
+    }}
+}}
+"""
+
+
+def haproxy_conf(work, scenario):
+    rl = "    http-request track-sc0 str(route) table rl\n    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }\n"
+    if scenario in ("a", "d", "e"):
+        rules = "    default_backend be\n"
+    elif scenario == "b":
+        rules = (
+            "    acl products path /api/products || path_beg /api/products/\n"
+            "    acl health path /health /status\n"
+            "    http-request track-sc0 str(health) table rl if health\n"
+            "    http-request deny deny_status 429 if health { sc_http_req_rate(0) gt 100000000 }\n"
+            "    use_backend be if products METH_GET or health METH_GET\n"
+        )
+    else:
+        rules = "".join(f"    use_backend be if {{ path_beg /svc/r{i:04d}/ }}\n" for i in range(ROUTES_C)) + rl
+    return f"""
+global
+    nbthread 1
+    maxconn 20000
+    pidfile {work}/haproxy.pid
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+    option http-keep-alive
+backend rl
+    stick-table type string len 16 size 100 expire 60s store http_req_rate(60s)
+frontend fe
+    bind 127.0.0.1:{PORTS['haproxy']}
+{rules}backend be
+    server s1 127.0.0.1:{PORTS['backend']} maxconn 1000
+"""
+
+
+def flex_conf(work, scenario):
+    up = f"http://127.0.0.1:{PORTS['backend']}"
+    rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
+    if scenario in ("a", "d", "e"):
+        routes = f"    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{up}\"}}\n"
+    elif scenario == "b":
+        routes = (
+            f"    - id: public-products\n      path: [\"/api/products\", \"/api/products/*\"]\n      methods: [\"GET\"]\n"
+            f"      upstream: {{url: \"{up}\", timeout: 30s}}\n"
+            f"    - id: health-check\n      path: [\"/health\", \"/status\"]\n      methods: [\"GET\"]\n"
+            f"      upstream: {{url: \"{up}\"}}\n{rl}"
+        )
+        # the products route is rate limited too, so the measured request pays for the policy
+        routes = routes.replace("timeout: 30s}\n", "timeout: 30s}\n" + rl, 1)
+    else:
+        routes = "".join(
+            f"    - id: r{i:04d}\n      path: \"/svc/r{i:04d}/*\"\n      upstream: {{url: \"{up}\"}}\n{rl}" for i in range(ROUTES_C)
+        )
+    return f"""apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {{name: bench}}
+spec:
+  listeners: [{{name: bench, port: {PORTS['flex']}, host: "127.0.0.1"}}]
+  routes:
+{routes}  server:
+    threads: 1
+    pidFile: {work}/flex.pid
+    upgradeSocket: {work}/flex-upgrade.sock
+    accessLog: false
+    watchConfig: false
+    gracePeriod: 1s
+    shutdownTimeout: 1s
+    admin: {{address: "127.0.0.1:{PORTS['flex_admin']}"}}
+"""
+
+
+def rss_kib(pid, field="VmRSS"):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def start_target(target, scenario, work):
+    """Start the proxy for a target; returns the process (None for direct)."""
+    if target == "direct":
+        return None
+    path = os.path.join(work, f"{target}-{scenario}.conf")
+    if target == "nginx":
+        open(path, "w").write(nginx_proxy_conf(work, scenario))
+        os.makedirs(os.path.join(work, "tmp-proxy"), exist_ok=True)
+        cmd = [which("nginx"), "-c", path, "-e", os.path.join(work, "nginx-proxy-error.log")]
+    elif target == "haproxy":
+        open(path, "w").write(haproxy_conf(work, scenario))
+        cmd = [which("haproxy"), "-f", path, "-db"]
+    else:
+        path = path.replace(".conf", ".yaml")
+        open(path, "w").write(flex_conf(work, scenario))
+        cmd = [GATEWAY, "run", "-c", path]
+    log = open(os.path.join(work, f"{target}-{scenario}.log"), "w")
+    env = dict(os.environ, RUST_LOG="warn")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    wait_port(PORTS[target], proc)
+    return proc
+
+
+def wrk(port, path, conns, duration):
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def lat(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return rps, lat(50), lat(99), errors
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
+    ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
+    ap.add_argument("--scenarios", default="abcde")
+    ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--out", help="also write the markdown report to this file")
+    args = ap.parse_args()
+    if args.smoke:
+        args.duration, args.reps = 1, 1
+    targets = args.targets.split(",")
+    for p in set(PORTS.values()):
+        ensure_free(p)
+    work = tempfile.mkdtemp(prefix="flexgw-bench-")
+    os.makedirs(os.path.join(work, "static", "big"))
+    os.makedirs(os.path.join(work, "tmp-backend"))
+    with open(os.path.join(work, "static", "big", "64k"), "wb") as f:
+        f.write(b"x" * 65536)
+    backend_conf = os.path.join(work, "backend.conf")
+    open(backend_conf, "w").write(nginx_conf(work, "backend"))
+    backend = subprocess.Popen([which("nginx"), "-c", backend_conf, "-e", os.path.join(work, "nginx-backend-error.log")],
+                               stdin=subprocess.DEVNULL)
+    results = {}  # (scenario, target) -> (rps, p50, p99, errors)
+    rss = {}
+    failures = []
+    try:
+        wait_port(PORTS["backend"], backend)
+        for sc in args.scenarios:
+            name, path, conns = SCENARIOS[sc]
+            for t in targets:
+                proc = start_target(t, sc, work)
+                try:
+                    if t == "flex" and proc:
+                        time.sleep(0.2)
+                        rss.setdefault("idle", rss_kib(proc.pid))
+                    wrk(PORTS[t], path, conns, 1)  # warm-up: connections, pools, caches
+                    runs = [wrk(PORTS[t], path, conns, args.duration) for _ in range(args.reps)]
+                    med = lambda i: statistics.median(r[i] for r in runs)
+                    results[(sc, t)] = (med(0), med(1), med(2), sum(r[3] for r in runs))
+                    if results[(sc, t)][3]:
+                        failures.append(f"{sc}/{t}: {results[(sc, t)][3]} errors or non-2xx responses")
+                    if t == "flex" and proc and sc == "e":
+                        rss["e"] = rss_kib(proc.pid, "VmHWM")
+                    print(f"  [{sc}] {t:8s} {results[(sc, t)][0]:>10.0f} req/s  p50 {results[(sc, t)][1]:.3f} ms  p99 {results[(sc, t)][2]:.3f} ms", file=sys.stderr)
+                finally:
+                    stop(proc, signal.SIGINT if t == "flex" else signal.SIGTERM)
+    finally:
+        stop(backend, signal.SIGTERM)
+
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        f"Run: `benches/load.sh --duration {args.duration} --reps {args.reps}` at commit `{commit}`, "
+        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), wrk -t1, median of {args.reps}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+    ]
+    for sc in args.scenarios:
+        name, path, conns = SCENARIOS[sc]
+        lines += [f"### ({sc}) {name} — `GET {path}`, {conns} connections", "",
+                  "| target | req/s | p50 ms | p99 ms | req/s vs nginx | req/s vs HAProxy | p99 vs nginx |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        ng, hp = results.get((sc, "nginx")), results.get((sc, "haproxy"))
+        for t in targets:
+            r = results.get((sc, t))
+            if not r:
+                continue
+            vs_ng = f"{r[0] / ng[0]:.2f}x" if ng else "-"
+            vs_hp = f"{r[0] / hp[0]:.2f}x" if hp else "-"
+            p99_ng = f"{r[2] / ng[2]:.2f}x" if ng and ng[2] else "-"
+            lines.append(f"| {t} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {vs_ng} | {vs_hp} | {p99_ng} |")
+        lines.append("")
+    if "b" in args.scenarios and "c" in args.scenarios and ("b", "flex") in results and ("c", "flex") in results:
+        b, c = results[("b", "flex")][0], results[("c", "flex")][0]
+        lines.append(f"flex-gateway (c) vs (b): {c / b:.3f}x requests/s (1,000 routes vs 2).")
+    if rss:
+        lines.append(f"flex-gateway RSS: idle {rss.get('idle', 0) / 1024:.1f} MiB; peak under (e) {rss.get('e', 0) / 1024:.1f} MiB.")
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        open(args.out, "w").write(report + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    if failures:
+        print("errors during the benchmark:\n  " + "\n  ".join(failures), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

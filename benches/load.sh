@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Side-by-side load benchmark: backend alone, nginx, HAProxy and flex-gateway,
+# one worker each, HTTP/1.1 keep-alive to the same nginx backend, loopback.
+# Installs nginx, haproxy and wrk from Debian when missing (as root).
+#
+#   benches/load.sh                 # full run: 5 scenarios x 3 repetitions, ~6 min
+#   benches/load.sh --smoke         # 1 s per measurement, 1 repetition (CI)
+#   benches/load.sh --duration 10 --reps 5 --out results.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.ci/deps nginx haproxy wrk
+for tool in nginx haproxy wrk; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
+        echo "flex-gateway bench: $tool is missing (apt-get install -y $tool)" >&2; exit 1; }
+done
+cargo build --release --bin flex-gateway --quiet
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+exec python3 benches/load.py "$@"
