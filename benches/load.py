@@ -36,6 +36,7 @@ SCENARIOS = {
 }
 TARGETS = ["direct", "nginx", "haproxy", "flex"]
 ROUTES_C = 1000
+GATEWAY_BIN = [GATEWAY]
 
 
 def which(name):
@@ -153,7 +154,8 @@ def haproxy_conf(work, scenario):
         rules = "    default_backend be\n"
     elif scenario == "b":
         rules = (
-            "    acl products path /api/products || path_beg /api/products/\n"
+            "    acl products path /api/products\n"
+            "    acl products path_beg /api/products/\n"
             "    acl health path /health /status\n"
             "    http-request track-sc0 str(health) table rl if health\n"
             "    http-request deny deny_status 429 if health { sc_http_req_rate(0) gt 100000000 }\n"
@@ -164,7 +166,7 @@ def haproxy_conf(work, scenario):
     return f"""
 global
     nbthread 1
-    maxconn 20000
+    maxconn 8000
     pidfile {work}/haproxy.pid
 defaults
     mode http
@@ -244,7 +246,7 @@ def start_target(target, scenario, work):
     else:
         path = path.replace(".conf", ".yaml")
         open(path, "w").write(flex_conf(work, scenario))
-        cmd = [GATEWAY, "run", "-c", path]
+        cmd = [GATEWAY_BIN[0], "run", "-c", path]
     log = open(os.path.join(work, f"{target}-{scenario}.log"), "w")
     env = dict(os.environ, RUST_LOG="warn")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
@@ -282,13 +284,17 @@ def main():
     ap.add_argument("--scenarios", default="abcde")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    ap.add_argument("--gateway", default=GATEWAY, help="the flex-gateway binary to measure")
     args = ap.parse_args()
     if args.smoke:
         args.duration, args.reps = 1, 1
     targets = args.targets.split(",")
+    GATEWAY_BIN[0] = args.gateway
     for p in set(PORTS.values()):
         ensure_free(p)
     work = tempfile.mkdtemp(prefix="flexgw-bench-")
+    os.chmod(work, 0o755)  # nginx workers run as an unprivileged user
     os.makedirs(os.path.join(work, "static", "big"))
     os.makedirs(os.path.join(work, "tmp-backend"))
     with open(os.path.join(work, "static", "big", "64k"), "wb") as f:
@@ -323,6 +329,8 @@ def main():
                     stop(proc, signal.SIGINT if t == "flex" else signal.SIGTERM)
     finally:
         stop(backend, signal.SIGTERM)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
@@ -355,7 +363,6 @@ def main():
     print(report)
     if args.out:
         open(args.out, "w").write(report + "\n")
-    shutil.rmtree(work, ignore_errors=True)
     if failures:
         print("errors during the benchmark:\n  " + "\n  ".join(failures), file=sys.stderr)
         sys.exit(1)

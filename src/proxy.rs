@@ -12,7 +12,7 @@
 //! ```
 
 use crate::ctx::Ctx;
-use crate::ops::metrics::{ConnectionGuard, UpstreamError, NO_ROUTE};
+use crate::ops::metrics::{ConnectionGuard, UpstreamError};
 use crate::ops::{access_log, request_id};
 use crate::path::normalize;
 use crate::policy::{self, Decision, LocalResponse};
@@ -317,8 +317,13 @@ impl ProxyHttp for Gateway {
         let route_id = ctx.route.as_ref().map(|r| r.config.id.as_str());
         if ctx.in_flight {
             ctx.in_flight = false;
-            self.runtime.metrics.request_done(
-                route_id.unwrap_or(NO_ROUTE),
+            let metrics = &self.runtime.metrics;
+            let series = ctx
+                .route
+                .as_ref()
+                .map_or_else(|| metrics.no_route(), |r| &r.metrics);
+            metrics.request_done(
+                series,
                 req.method.as_str(),
                 status,
                 ctx.start.elapsed().as_secs_f64(),

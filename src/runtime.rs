@@ -10,7 +10,7 @@
 
 use crate::config::model::{Config, Route};
 use crate::config::{self, ConfigErrors};
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, RouteMetrics};
 use crate::policy::Policy;
 use crate::router::Router;
 use crate::upstream::Target;
@@ -26,12 +26,17 @@ pub struct CompiledRoute {
     pub config: Arc<Route>,
     pub policies: Vec<Policy>,
     pub target: Target,
+    pub metrics: RouteMetrics,
 }
 
 impl CompiledRoute {
     /// Build a route; policies whose config is unchanged from `previous`
     /// (the same route id in the last snapshot) keep their state (counters).
-    pub fn new(config: &Arc<Route>, previous: Option<&CompiledRoute>) -> CompiledRoute {
+    pub fn new(
+        config: &Arc<Route>,
+        previous: Option<&CompiledRoute>,
+        metrics: &Metrics,
+    ) -> CompiledRoute {
         let old: &[Policy] = previous.map_or(&[], |p| &p.policies);
         CompiledRoute {
             config: config.clone(),
@@ -41,6 +46,7 @@ impl CompiledRoute {
                 .map(|p| Policy::reuse_or_build(p, old))
                 .collect(),
             target: Target::new(&config.upstream),
+            metrics: metrics.route(&config.id),
         }
     }
 }
@@ -59,14 +65,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(config: Config, previous: Option<&Snapshot>) -> Snapshot {
+    pub fn build(config: Config, previous: Option<&Snapshot>, metrics: &Metrics) -> Snapshot {
         let mut routes: HashMap<String, Arc<CompiledRoute>> = HashMap::new();
         for r in config.listeners.iter().flat_map(|l| &l.routes) {
             routes.entry(r.id.clone()).or_insert_with(|| {
                 let old = previous
                     .and_then(|p| p.routes.get(&r.id))
                     .map(|c| c.as_ref());
-                Arc::new(CompiledRoute::new(r, old))
+                Arc::new(CompiledRoute::new(r, old, metrics))
             });
         }
         let listeners = config
@@ -125,10 +131,11 @@ pub struct ReloadSummary {
 
 impl Runtime {
     pub fn new(config: Config, config_path: &Path) -> Arc<Runtime> {
+        let metrics = Metrics::new();
         Arc::new(Runtime {
-            current: ArcSwap::from_pointee(Snapshot::build(config, None)),
+            current: ArcSwap::from_pointee(Snapshot::build(config, None, &metrics)),
             config_path: config_path.to_path_buf(),
-            metrics: Metrics::new(),
+            metrics,
             phase: AtomicU8::new(Phase::Starting as u8),
             reload_lock: std::sync::Mutex::new(()),
         })
@@ -174,7 +181,7 @@ impl Runtime {
                 .collect(),
             server_settings_changed: config.server != old.config.server,
         };
-        let mut next = Snapshot::build(config, Some(&old));
+        let mut next = Snapshot::build(config, Some(&old), &self.metrics);
         // keep serving (404) on sockets this process holds but the config dropped
         for addr in &summary.ports_dropped {
             next.listeners.push(ListenerRuntime {
@@ -198,7 +205,7 @@ mod tests {
 
     fn snap(max: u32, previous: Option<&Snapshot>) -> Snapshot {
         let c = load_str("t.yaml", &CONF.replace("MAX", &max.to_string())).expect("valid");
-        Snapshot::build(c, previous)
+        Snapshot::build(c, previous, &Metrics::new())
     }
 
     fn remaining(s: &Snapshot) -> u64 {

@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -52,6 +53,8 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
     connections: Gauge,
+    /// For requests that matched no route.
+    no_route: OnceLock<RouteMetrics>,
 }
 
 /// Counts one open client connection in `flexgw_connections_open` for as
@@ -71,27 +74,54 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-fn method_label(m: &str) -> &'static str {
-    match m {
-        "GET" => "GET",
-        "HEAD" => "HEAD",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "OPTIONS" => "OPTIONS",
-        _ => "OTHER",
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
+];
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+fn method_index(m: &str) -> usize {
+    METHODS[..7].iter().position(|k| *k == m).unwrap_or(7)
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100) - 1,
+        _ => 5,
     }
 }
 
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
+/// One route's series, looked up once (when the route is built) instead of
+/// per request: the hot path increments shared atomics, no label strings.
+pub struct RouteMetrics {
+    route: String,
+    family: Family<RequestLabels, Counter>,
+    requests: [[OnceLock<Counter>; 6]; 8],
+    duration: Histogram,
+    rate_limited_family: Family<RouteLabels, Counter>,
+    rate_limited: OnceLock<Counter>,
+}
+
+impl RouteMetrics {
+    fn requests(&self, method: usize, class: usize) -> &Counter {
+        self.requests[method][class].get_or_init(|| {
+            self.family
+                .get_or_create(&RequestLabels {
+                    route: self.route.clone(),
+                    method: METHODS[method],
+                    status: CLASSES[class],
+                })
+                .clone()
+        })
+    }
+
+    fn rate_limited(&self) -> &Counter {
+        self.rate_limited.get_or_init(|| {
+            self.rate_limited_family
+                .get_or_create(&RouteLabels {
+                    route: self.route.clone(),
+                })
+                .clone()
+        })
     }
 }
 
@@ -154,7 +184,29 @@ impl Metrics {
             reloads,
             in_flight,
             connections,
+            no_route: OnceLock::new(),
         }
+    }
+
+    /// The series of one route (built with the route, shared by its requests).
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            route: route.to_string(),
+            family: self.requests.clone(),
+            requests: Default::default(),
+            duration: self
+                .duration
+                .get_or_create(&RouteLabels {
+                    route: route.to_string(),
+                })
+                .clone(),
+            rate_limited_family: self.rate_limited.clone(),
+            rate_limited: OnceLock::new(),
+        }
+    }
+
+    pub fn no_route(&self) -> &RouteMetrics {
+        self.no_route.get_or_init(|| self.route(NO_ROUTE))
     }
 
     pub fn connection_opened(&self) -> ConnectionGuard {
@@ -166,26 +218,14 @@ impl Metrics {
         self.in_flight.inc();
     }
 
-    pub fn request_done(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    pub fn request_done(&self, route: &RouteMetrics, method: &str, status: u16, seconds: f64) {
         self.in_flight.dec();
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_string(),
-                method: method_label(method),
-                status: status_class(status),
-            })
+        route
+            .requests(method_index(method), class_index(status))
             .inc();
-        self.duration
-            .get_or_create(&RouteLabels {
-                route: route.to_string(),
-            })
-            .observe(seconds);
+        route.duration.observe(seconds);
         if status == 429 {
-            self.rate_limited
-                .get_or_create(&RouteLabels {
-                    route: route.to_string(),
-                })
-                .inc();
+            route.rate_limited().inc();
         }
     }
 
@@ -236,7 +276,10 @@ mod tests {
     fn renders_bounded_labels() {
         let m = Metrics::new();
         m.request_started();
-        m.request_done("health-check", "GET", 429, 0.001);
+        let route = m.route("health-check");
+        m.request_done(&route, "GET", 429, 0.001);
+        m.request_started();
+        m.request_done(m.no_route(), "BREW", 404, 0.001);
         m.upstream_error("public-products", UpstreamError::Timeout);
         m.reload(false);
         let text = m.render();
@@ -261,6 +304,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("flexgw_requests_in_flight 0"), "{text}");
+        assert!(
+            text.contains(r#"flexgw_requests_total{route="(none)",method="OTHER",status="4xx"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains("flexgw_request_duration_seconds_bucket"),
             "{text}"
