@@ -6,6 +6,8 @@
 #   benches/load.sh                 # full run: 5 scenarios x 3 repetitions, ~6 min
 #   benches/load.sh --smoke         # 1 s per measurement, 1 repetition (CI)
 #   benches/load.sh --duration 10 --reps 5 --out results.md
+# flex-gateway is built with the `dist` profile (LTO, as shipped);
+# FLEXGW_BENCH_PROFILE=release measures the faster-to-build test profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .ci/deps nginx haproxy wrk
@@ -13,6 +15,7 @@ for tool in nginx haproxy wrk; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
         echo "flex-gateway bench: $tool is missing (apt-get install -y $tool)" >&2; exit 1; }
 done
-cargo build --release --bin flex-gateway --quiet
+profile=${FLEXGW_BENCH_PROFILE:-dist}
+cargo build --profile "$profile" --bin flex-gateway --quiet
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-exec python3 benches/load.py "$@"
+exec python3 benches/load.py --gateway "target/$profile/flex-gateway" "$@"

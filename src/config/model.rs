@@ -116,6 +116,9 @@ pub struct ServerSettings {
     pub admin: Option<SocketAddr>,
     /// Reload when files under the config path change.
     pub watch_config: bool,
+    /// Tokio work-stealing runtime per listener (Pingora's default); `false`
+    /// gives each worker thread its own single-threaded runtime.
+    pub work_stealing: bool,
 }
 
 pub const DEFAULT_ADMIN: SocketAddr =
@@ -135,6 +138,7 @@ impl Default for ServerSettings {
             access_log: true,
             admin: Some(DEFAULT_ADMIN),
             watch_config: true,
+            work_stealing: true,
         }
     }
 }

@@ -66,6 +66,7 @@ const SERVER_FIELDS: &[&str] = &[
     "accessLog",
     "admin",
     "watchConfig",
+    "workStealing",
 ];
 const ADMIN_FIELDS: &[&str] = &["address", "enabled"];
 /// Policy names, in the one place that registers them.
@@ -565,9 +566,14 @@ fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerSetti
             s.access_log = b;
         }
     }
-    if let Some(n) = f.get("watchConfig") {
-        if let Some(b) = d.bool(n, &join(path, "watchConfig")) {
-            s.watch_config = b;
+    for (key, slot) in [
+        ("watchConfig", &mut s.watch_config),
+        ("workStealing", &mut s.work_stealing),
+    ] {
+        if let Some(n) = f.get(key) {
+            if let Some(b) = d.bool(n, &join(path, key)) {
+                *slot = b;
+            }
         }
     }
     if let Some(n) = f.get("admin") {

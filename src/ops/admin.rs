@@ -93,6 +93,7 @@ pub fn config_json(c: &Config) -> Value {
             "accessLog": s.access_log,
             "admin": s.admin.map(|a| a.to_string()),
             "watchConfig": s.watch_config,
+            "workStealing": s.work_stealing,
         }
     })
 }
