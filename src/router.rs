@@ -203,7 +203,7 @@ mod tests {
             gateway: "g".into(),
             paths: paths
                 .iter()
-                .map(|p| crate::config::schema::parse_path_pattern(p).unwrap())
+                .map(|p| crate::config::values::parse_path_pattern(p).unwrap())
                 .collect(),
             methods: methods.map(|m| m.to_vec()),
             host: host.map(String::from),

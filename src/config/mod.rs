@@ -7,6 +7,8 @@ pub mod decode;
 pub mod load;
 pub mod model;
 pub mod schema;
+pub mod settings;
+pub mod values;
 pub mod yaml;
 
 pub use decode::{ConfigError, ConfigErrors};

@@ -119,6 +119,8 @@ pub struct ServerSettings {
     /// Tokio work-stealing runtime per listener (Pingora's default); `false`
     /// gives each worker thread its own single-threaded runtime.
     pub work_stealing: bool,
+    /// Idle upstream connections kept for reuse, per listener service.
+    pub upstream_keepalive_pool: usize,
 }
 
 pub const DEFAULT_ADMIN: SocketAddr =
@@ -139,6 +141,7 @@ impl Default for ServerSettings {
             admin: Some(DEFAULT_ADMIN),
             watch_config: true,
             work_stealing: true,
+            upstream_keepalive_pool: 1024,
         }
     }
 }

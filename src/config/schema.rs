@@ -4,15 +4,15 @@
 //! Field-level checks (types, ranges, URL syntax, durations, unknown fields)
 //! live here; checks across routes and documents live in `load.rs`.
 
-use super::decode::{join, Decoder, Fields};
+use super::decode::{join, Decoder};
 use super::model::{
     PathPattern, PolicyConfig, RateLimitConfig, ServerSettings, Upstream, API_VERSION,
     DEFAULT_UPSTREAM_TIMEOUT,
 };
+use super::values::{parse_path_pattern, parse_upstream_url};
 use super::yaml::{Node, Pos};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// One `kind: Gateway` document, decoded (fields that failed are left out).
@@ -56,19 +56,6 @@ const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server"];
 const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host"];
 const ROUTE_FIELDS: &[&str] = &["id", "path", "methods", "host", "upstream", "policies"];
 const UPSTREAM_FIELDS: &[&str] = &["url", "timeout"];
-const SERVER_FIELDS: &[&str] = &[
-    "threads",
-    "pidFile",
-    "upgradeSocket",
-    "gracePeriod",
-    "shutdownTimeout",
-    "errorLog",
-    "accessLog",
-    "admin",
-    "watchConfig",
-    "workStealing",
-];
-const ADMIN_FIELDS: &[&str] = &["address", "enabled"];
 /// Policy names, in the one place that registers them.
 pub const POLICIES: &[&str] = &["rate-limiting"];
 const RATE_LIMIT_FIELDS: &[&str] = &["maxRequests", "period"];
@@ -149,7 +136,8 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
         }
     }
     if let Some(server) = spec.get("server") {
-        out.server = decode_server(d, server, "spec.server").map(|s| (s, server.pos));
+        out.server =
+            super::settings::decode_server(d, server, "spec.server").map(|s| (s, server.pos));
     }
     Some(out)
 }
@@ -320,39 +308,6 @@ fn decode_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteSpec> {
     })
 }
 
-/// `/exact/path` or `/prefix/*`; must already be in normal form, since
-/// requests are normalised before matching.
-pub fn parse_path_pattern(text: &str) -> Result<PathPattern, String> {
-    if !text.starts_with('/') {
-        return Err(format!("{text:?} must start with /"));
-    }
-    if text.contains(['?', '#']) {
-        return Err(format!("{text:?}: a route path has no query or fragment"));
-    }
-    let (base, wildcard) = match text.strip_suffix("/*") {
-        Some(base) => (base, true),
-        None => (text, false),
-    };
-    if base.contains('*') {
-        return Err(format!(
-            "{text:?}: `*` is only allowed as a final `/*` segment"
-        ));
-    }
-    match crate::path::normalize(if base.is_empty() { "/" } else { base }) {
-        Ok(n) if n == base || (base.is_empty() && n == "/") => {}
-        _ => {
-            return Err(format!(
-                "{text:?} is not in normal form (no `//`, `.` or `..` segments, percent-encoding only where needed)"
-            ))
-        }
-    }
-    Ok(if wildcard {
-        PathPattern::Prefix(base.to_string())
-    } else {
-        PathPattern::Exact(text.to_string())
-    })
-}
-
 fn decode_methods(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<http::Method>> {
     let items = d.list(node, path, true)?;
     let before = d.errors.len();
@@ -412,66 +367,6 @@ fn decode_upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<Upstream>
     }
 }
 
-/// `http://host[:port][/base]` or `https://...`.
-pub fn parse_upstream_url(text: &str) -> Result<Upstream, String> {
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a URL ({e}); example: http://127.0.0.1:3000"))?;
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        Some(other) => {
-            return Err(format!(
-                "unsupported scheme {other:?} in {text:?} (expected http or https)"
-            ))
-        }
-        None => {
-            return Err(format!(
-                "{text:?} has no scheme (example: http://127.0.0.1:3000)"
-            ))
-        }
-    };
-    let Some(authority) = uri.authority() else {
-        return Err(format!("{text:?} has no host"));
-    };
-    if authority.as_str().contains('@') {
-        return Err(format!(
-            "{text:?}: credentials in the upstream URL are not supported"
-        ));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("{text:?} has no host"));
-    }
-    if uri.query().is_some() {
-        return Err(format!("{text:?}: an upstream URL has no query"));
-    }
-    let port = match authority.port_u16() {
-        Some(0) => return Err(format!("{text:?}: port 0 is not a valid upstream port")),
-        Some(p) => p,
-        None if authority.as_str().ends_with(':') => return Err(format!("{text:?}: empty port")),
-        None => {
-            if tls {
-                443
-            } else {
-                80
-            }
-        }
-    };
-    let base_path = uri.path().trim_end_matches('/').to_string();
-    Ok(Upstream {
-        tls,
-        host: host.to_ascii_lowercase(),
-        port,
-        authority: authority.as_str().to_ascii_lowercase(),
-        base_path,
-        timeout: Duration::ZERO,
-    })
-}
-
 fn decode_policy(d: &mut Decoder, node: &Node, path: &str) -> Option<PolicyConfig> {
     let f = d.map(node, path, POLICIES)?;
     let mut entries = f.keys();
@@ -520,84 +415,4 @@ fn decode_rate_limit(d: &mut Decoder, node: &Node, path: &str) -> Option<RateLim
         max_requests: max?,
         period: period?,
     })
-}
-
-fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerSettings> {
-    let f: Fields = d.map(node, path, SERVER_FIELDS)?;
-    let before = d.errors.len();
-    let mut s = ServerSettings::default();
-    if let Some(n) = f.get("threads") {
-        if let Some(t) = d.positive_int(n, &join(path, "threads")) {
-            s.threads = t.min(1024) as usize;
-        }
-    }
-    if let Some(n) = f.get("pidFile") {
-        if let Some(p) = d.string(n, &join(path, "pidFile")) {
-            s.pid_file = PathBuf::from(p);
-        }
-    }
-    if let Some(n) = f.get("upgradeSocket") {
-        if let Some(p) = d.string(n, &join(path, "upgradeSocket")) {
-            s.upgrade_socket = PathBuf::from(p);
-        }
-    }
-    for (key, slot) in [
-        ("gracePeriod", &mut s.grace_period),
-        ("shutdownTimeout", &mut s.shutdown_timeout),
-    ] {
-        if let Some(n) = f.get(key) {
-            let field = join(path, key);
-            if let Some(v) = d.duration(n, &field, true) {
-                if v.subsec_nanos() != 0 {
-                    d.error(n.pos, &field, "must be a whole number of seconds");
-                } else {
-                    *slot = v;
-                }
-            }
-        }
-    }
-    if let Some(n) = f.get("errorLog") {
-        if let Some(p) = d.string(n, &join(path, "errorLog")) {
-            s.error_log = Some(PathBuf::from(p));
-        }
-    }
-    if let Some(n) = f.get("accessLog") {
-        if let Some(b) = d.bool(n, &join(path, "accessLog")) {
-            s.access_log = b;
-        }
-    }
-    for (key, slot) in [
-        ("watchConfig", &mut s.watch_config),
-        ("workStealing", &mut s.work_stealing),
-    ] {
-        if let Some(n) = f.get(key) {
-            if let Some(b) = d.bool(n, &join(path, key)) {
-                *slot = b;
-            }
-        }
-    }
-    if let Some(n) = f.get("admin") {
-        let apath = join(path, "admin");
-        if let Some(a) = d.map(n, &apath, ADMIN_FIELDS) {
-            if let Some(addr) = a.get("address") {
-                let field = join(&apath, "address");
-                if let Some(text) = d.scalar(addr, &field, "an address") {
-                    match text.parse::<std::net::SocketAddr>() {
-                        Ok(sa) if sa.port() != 0 => s.admin = Some(sa),
-                        _ => d.error(
-                            addr.pos,
-                            &field,
-                            format!("{text:?} is not an IP:port address (example: 127.0.0.1:9901)"),
-                        ),
-                    }
-                }
-            }
-            if let Some(en) = a.get("enabled") {
-                if d.bool(en, &join(&apath, "enabled")) == Some(false) {
-                    s.admin = None;
-                }
-            }
-        }
-    }
-    (d.errors.len() == before).then_some(s)
 }

@@ -94,6 +94,7 @@ pub fn config_json(c: &Config) -> Value {
             "admin": s.admin.map(|a| a.to_string()),
             "watchConfig": s.watch_config,
             "workStealing": s.work_stealing,
+            "upstreamKeepalivePool": s.upstream_keepalive_pool,
         }
     })
 }

@@ -146,7 +146,7 @@ fn unsupported_kind_and_version() {
 
 #[test]
 fn upstream_urls() {
-    use crate::config::schema::parse_upstream_url;
+    use crate::config::values::parse_upstream_url;
     let u = parse_upstream_url("http://Example.com:8080/v1/").expect("valid");
     assert_eq!(
         (u.host.as_str(), u.port, u.base_path.as_str(), u.tls),

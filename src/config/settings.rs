@@ -1,0 +1,108 @@
+//! `spec.server`: process settings (threads, pid file, upgrade socket,
+//! drain times, logs, admin listener, runtime tuning), decoded with every
+//! problem reported. At most one document may carry them (checked in `load.rs`).
+
+use super::decode::{join, Decoder, Fields};
+use super::model::ServerSettings;
+use super::yaml::Node;
+use std::path::PathBuf;
+
+const SERVER_FIELDS: &[&str] = &[
+    "threads",
+    "pidFile",
+    "upgradeSocket",
+    "gracePeriod",
+    "shutdownTimeout",
+    "errorLog",
+    "accessLog",
+    "admin",
+    "watchConfig",
+    "workStealing",
+    "upstreamKeepalivePool",
+];
+const ADMIN_FIELDS: &[&str] = &["address", "enabled"];
+
+pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerSettings> {
+    let f: Fields = d.map(node, path, SERVER_FIELDS)?;
+    let before = d.errors.len();
+    let mut s = ServerSettings::default();
+    if let Some(n) = f.get("threads") {
+        if let Some(t) = d.positive_int(n, &join(path, "threads")) {
+            s.threads = t.min(1024) as usize;
+        }
+    }
+    if let Some(n) = f.get("upstreamKeepalivePool") {
+        if let Some(t) = d.positive_int(n, &join(path, "upstreamKeepalivePool")) {
+            s.upstream_keepalive_pool = t.min(1 << 20) as usize;
+        }
+    }
+    if let Some(n) = f.get("pidFile") {
+        if let Some(p) = d.string(n, &join(path, "pidFile")) {
+            s.pid_file = PathBuf::from(p);
+        }
+    }
+    if let Some(n) = f.get("upgradeSocket") {
+        if let Some(p) = d.string(n, &join(path, "upgradeSocket")) {
+            s.upgrade_socket = PathBuf::from(p);
+        }
+    }
+    for (key, slot) in [
+        ("gracePeriod", &mut s.grace_period),
+        ("shutdownTimeout", &mut s.shutdown_timeout),
+    ] {
+        if let Some(n) = f.get(key) {
+            let field = join(path, key);
+            if let Some(v) = d.duration(n, &field, true) {
+                if v.subsec_nanos() != 0 {
+                    d.error(n.pos, &field, "must be a whole number of seconds");
+                } else {
+                    *slot = v;
+                }
+            }
+        }
+    }
+    if let Some(n) = f.get("errorLog") {
+        if let Some(p) = d.string(n, &join(path, "errorLog")) {
+            s.error_log = Some(PathBuf::from(p));
+        }
+    }
+    if let Some(n) = f.get("accessLog") {
+        if let Some(b) = d.bool(n, &join(path, "accessLog")) {
+            s.access_log = b;
+        }
+    }
+    for (key, slot) in [
+        ("watchConfig", &mut s.watch_config),
+        ("workStealing", &mut s.work_stealing),
+    ] {
+        if let Some(n) = f.get(key) {
+            if let Some(b) = d.bool(n, &join(path, key)) {
+                *slot = b;
+            }
+        }
+    }
+    if let Some(n) = f.get("admin") {
+        let apath = join(path, "admin");
+        if let Some(a) = d.map(n, &apath, ADMIN_FIELDS) {
+            if let Some(addr) = a.get("address") {
+                let field = join(&apath, "address");
+                if let Some(text) = d.scalar(addr, &field, "an address") {
+                    match text.parse::<std::net::SocketAddr>() {
+                        Ok(sa) if sa.port() != 0 => s.admin = Some(sa),
+                        _ => d.error(
+                            addr.pos,
+                            &field,
+                            format!("{text:?} is not an IP:port address (example: 127.0.0.1:9901)"),
+                        ),
+                    }
+                }
+            }
+            if let Some(en) = a.get("enabled") {
+                if d.bool(en, &join(&apath, "enabled")) == Some(false) {
+                    s.admin = None;
+                }
+            }
+        }
+    }
+    (d.errors.len() == before).then_some(s)
+}
