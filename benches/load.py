@@ -7,6 +7,9 @@ files), on 127.0.0.1:
   direct    the backend alone
   nginx     nginx reverse proxy
   haproxy   HAProxy reverse proxy
+  pingora   a bare Pingora proxy (examples/bare_pingora.rs): one peer, no
+            routing or policies; only in scenarios a, d, e, where it does
+            the same work; it shows what is Pingora's cost and what is ours
   flex      flex-gateway
 Scenarios:
   a  plain proxy, one route
@@ -21,7 +24,8 @@ import subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GATEWAY = os.path.join(ROOT, "target", "release", "flex-gateway")
-PORTS = {"backend": 18080, "direct": 18080, "nginx": 18081, "haproxy": 18082, "flex": 18083, "flex_admin": 18093}
+PORTS = {"backend": 18080, "direct": 18080, "nginx": 18081, "haproxy": 18082, "flex": 18083, "flex_admin": 18093,
+         "pingora": 18084}
 PRODUCTS = json.dumps([
     {"id": 1, "name": "API Gateway", "category": "infrastructure", "status": "active"},
     {"id": 2, "name": "Service Mesh", "category": "networking", "status": "active"},
@@ -34,9 +38,10 @@ SCENARIOS = {
     "d": ("64 KB responses", "/big/64k", 64),
     "e": ("1,000 concurrent connections", "/api/products", 1000),
 }
-TARGETS = ["direct", "nginx", "haproxy", "flex"]
+TARGETS = ["direct", "nginx", "haproxy", "pingora", "flex"]
 ROUTES_C = 1000
 GATEWAY_BIN = [GATEWAY]
+BARE_BIN = [None]
 
 
 def which(name):
@@ -236,7 +241,9 @@ def start_target(target, scenario, work):
     if target == "direct":
         return None
     path = os.path.join(work, f"{target}-{scenario}.conf")
-    if target == "nginx":
+    if target == "pingora":
+        cmd = [BARE_BIN[0], f"127.0.0.1:{PORTS['pingora']}", f"127.0.0.1:{PORTS['backend']}"]
+    elif target == "nginx":
         open(path, "w").write(nginx_proxy_conf(work, scenario))
         os.makedirs(os.path.join(work, "tmp-proxy"), exist_ok=True)
         cmd = [which("nginx"), "-c", path, "-e", os.path.join(work, "nginx-proxy-error.log")]
@@ -286,11 +293,15 @@ def main():
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     ap.add_argument("--gateway", default=GATEWAY, help="the flex-gateway binary to measure")
+    ap.add_argument("--bare", help="the bare Pingora proxy binary (examples/bare_pingora.rs); without it, no pingora target")
     args = ap.parse_args()
     if args.smoke:
         args.duration, args.reps = 1, 1
     targets = args.targets.split(",")
     GATEWAY_BIN[0] = args.gateway
+    BARE_BIN[0] = args.bare
+    if not args.bare and "pingora" in targets:
+        targets.remove("pingora")
     for p in set(PORTS.values()):
         ensure_free(p)
     work = tempfile.mkdtemp(prefix="flexgw-bench-")
@@ -311,6 +322,8 @@ def main():
         for sc in args.scenarios:
             name, path, conns = SCENARIOS[sc]
             for t in targets:
+                if t == "pingora" and sc not in "ade":
+                    continue  # it has no routes or policies: only comparable on a plain proxy
                 proc = start_target(t, sc, work)
                 try:
                     if t == "flex" and proc:
@@ -353,6 +366,9 @@ def main():
             vs_hp = f"{r[0] / hp[0]:.2f}x" if hp else "-"
             p99_ng = f"{r[2] / ng[2]:.2f}x" if ng and ng[2] else "-"
             lines.append(f"| {t} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {vs_ng} | {vs_hp} | {p99_ng} |")
+        bare, flex = results.get((sc, "pingora")), results.get((sc, "flex"))
+        if bare and flex:
+            lines += ["", f"flex-gateway / bare Pingora: {flex[0] / bare[0]:.2f}x requests/s, p99 {flex[2] / bare[2]:.2f}x."]
         lines.append("")
     if "b" in args.scenarios and "c" in args.scenarios and ("b", "flex") in results and ("c", "flex") in results:
         b, c = results[("b", "flex")][0], results[("c", "flex")][0]

@@ -16,6 +16,7 @@ for tool in nginx haproxy wrk; do
         echo "flex-gateway bench: $tool is missing (apt-get install -y $tool)" >&2; exit 1; }
 done
 profile=${FLEXGW_BENCH_PROFILE:-dist}
-cargo build --profile "$profile" --bin flex-gateway --quiet
+cargo build --profile "$profile" --bin flex-gateway --example bare_pingora --quiet
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-exec python3 benches/load.py --gateway "target/$profile/flex-gateway" "$@"
+exec python3 benches/load.py --gateway "target/$profile/flex-gateway" \
+    --bare "target/$profile/examples/bare_pingora" "$@"

@@ -1,0 +1,45 @@
+//! A bare Pingora 0.9 reverse proxy: one peer, no routing, no policies, no
+//! logs: the floor flex-gateway is measured against in `benches/load.sh`
+//! (target `pingora`), so the report separates Pingora's own cost from ours.
+//!
+//! `bare_pingora LISTEN UPSTREAM` (one worker thread; mimalloc like flex-gateway)
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::server::configuration::{Opt, ServerConf};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Bare(String);
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.0.as_str(), false, String::new())))
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
+        eprintln!("usage: bare_pingora LISTEN UPSTREAM");
+        std::process::exit(2);
+    };
+    let conf = ServerConf {
+        threads: 1,
+        upstream_keepalive_pool_size: 1024,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(0),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let mut service = http_proxy_service(&server.configuration, Bare(upstream));
+    service.add_tcp(&listen);
+    server.add_service(service);
+    server.run_forever()
+}
