@@ -1,6 +1,6 @@
 # The two commands of the README, and a few helpers. Each installs what a
 # fresh Debian machine lacks (cmake, ...) or stops with a one-line message.
-.PHONY: demo test validate clean
+.PHONY: demo test validate bench deb clean
 
 demo:  ## build, start the demo catalog backend (:3000) and the gateway (:8081)
 	.ci/demo
@@ -10,6 +10,14 @@ test:  ## the whole test suite (what CI runs)
 
 validate:  ## validate every file under conf/
 	cargo run --release --bin flex-gateway -- validate -c conf
+
+bench:  ## side-by-side load benchmark with nginx and HAProxy (~8 min)
+	benches/load.sh
+
+deb:  ## the Debian package, built with the dist profile (cargo-deb)
+	.ci/deps
+	cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
+	cargo deb --profile dist --strip
 
 clean:
 	cargo clean
