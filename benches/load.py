@@ -121,8 +121,8 @@ def nginx_proxy_conf(work, scenario):
         locations = f"location / {{ {proxy} }}"
     elif scenario == "b":
         locations = (
-            f"location = /api/products {{ {proxy} }}\n"
-            f"        location /api/products/ {{ limit_except GET {{ deny all; }} {proxy} }}\n"
+            f"location = /api/products {{ limit_except GET {{ deny all; }} limit_req zone=rl burst=1000000 nodelay; {proxy} }}\n"
+            f"        location /api/products/ {{ limit_except GET {{ deny all; }} limit_req zone=rl burst=1000000 nodelay; {proxy} }}\n"
             f"        location = /health {{ limit_req zone=rl burst=1000000 nodelay; {proxy} }}\n"
             f"        location = /status {{ limit_req zone=rl burst=1000000 nodelay; {proxy} }}"
         )
@@ -163,7 +163,8 @@ def haproxy_conf(work, scenario):
             "    acl products path_beg /api/products/\n"
             "    acl health path /health /status\n"
             "    http-request track-sc0 str(health) table rl if health\n"
-            "    http-request deny deny_status 429 if health { sc_http_req_rate(0) gt 100000000 }\n"
+            "    http-request track-sc0 str(products) table rl if products\n"
+            "    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }\n"
             "    use_backend be if products METH_GET or health METH_GET\n"
         )
     else:

@@ -190,6 +190,37 @@ fn reload_by_file_change_and_sighup_keeps_counters_and_rejects_broken_config() {
     );
 }
 
+#[test]
+fn a_file_dropped_into_conf_d_is_served_and_other_files_are_ignored() {
+    let backend = Backend::echo();
+    let gw = Gateway::start_conf_dir(&routes(&backend.url(), ""));
+    gw.wait_ready();
+    let mut c = gw.connect();
+    assert_eq!(c.get("/extra").status, 404);
+    // the gateway's own log in the same directory changes all the time: no reloads for that
+    for _ in 0..20 {
+        c.get("/api");
+    }
+    let reloads = || {
+        metric(&gw, r#"flexgw_config_reloads_total{result="success"}"#)
+            + metric(&gw, r#"flexgw_config_reloads_total{result="failure"}"#)
+    };
+    let extra = format!(
+        "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {{name: extra}}\nspec:\n  listeners: [{{name: http, port: {}, host: \"127.0.0.1\"}}]\n  routes:\n    - id: extra\n      path: /extra\n      upstream: {{url: \"{}\"}}\n",
+        gw.port,
+        backend.url()
+    );
+    rewrite(&gw.dir.join("20-extra.yaml"), &extra);
+    wait_until(Duration::from_secs(10), "the dropped-in route", || {
+        c.get("/extra").status == 200
+    });
+    assert_eq!(
+        reloads(),
+        1.0,
+        "exactly one reload: for the new file, none for log writes"
+    );
+}
+
 /// Keep-alive load in `threads` threads until `stop`; returns (ok, failed, stale retries).
 fn load(
     port: Arc<AtomicU64>,

@@ -55,7 +55,9 @@ fn file_error(file: &str, message: String) -> ConfigError {
     }
 }
 
-fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
+/// The files a load reads: `path` itself, or the `*.yaml`/`*.yml` files of a
+/// directory in name order (hidden files skipped).
+pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path)
         .map_err(|e| ConfigErrors(vec![file_error(&shown, format!("cannot read: {e}"))]))?;

@@ -128,20 +128,12 @@ fn reload(runtime: &Runtime, why: &str) {
     }
 }
 
-/// A cheap fingerprint of the config files (names, sizes, contents hash).
+/// A cheap fingerprint of the files a reload would read (names and contents).
 fn fingerprint(path: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut files = Vec::new();
-    if path.is_dir() {
-        if let Ok(entries) = std::fs::read_dir(path) {
-            files.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-        }
-        files.sort();
-    } else {
-        files.push(path.to_path_buf());
-    }
-    for f in files {
+    // a missing or empty directory hashes as nothing: the reload then reports it
+    for f in crate::config::load::list_files(path).unwrap_or_default() {
         f.hash(&mut h);
         if let Ok(bytes) = std::fs::read(&f) {
             bytes.hash(&mut h);

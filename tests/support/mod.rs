@@ -88,6 +88,16 @@ impl Gateway {
     }
 
     pub fn start_with_env(template: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::launch(template, env, false)
+    }
+
+    /// Like [`Gateway::start`], but `-c` names the directory (conf.d mode);
+    /// the config is its `gateway.yaml`, beside the (ignored) log files.
+    pub fn start_conf_dir(template: &str) -> Gateway {
+        Self::launch(template, &[], true)
+    }
+
+    fn launch(template: &str, env: &[(&str, &str)], conf_dir: bool) -> Gateway {
         for _attempt in 0..3 {
             let dir = temp_dir("gw");
             let port = free_port();
@@ -101,7 +111,7 @@ impl Gateway {
             let log = dir.join("gateway.log");
             let mut cmd = Command::new(GATEWAY);
             cmd.args(["run", "-c"])
-                .arg(&file)
+                .arg(if conf_dir { &dir } else { &file })
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(
                     std::fs::File::create(dir.join("stdout.log")).expect("log"),
