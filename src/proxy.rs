@@ -18,7 +18,7 @@ use crate::path::normalize;
 use crate::policy::{self, Decision, LocalResponse};
 use crate::response::{error_body, message_for};
 use crate::router::Match;
-use crate::runtime::Runtime;
+use crate::runtime::{Phase, Runtime};
 use crate::upstream::RESOLVE_ERROR;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -62,6 +62,9 @@ const DRAIN_LIMIT: u64 = 64 * 1024;
 
 /// Write a JSON response of the gateway's own, keeping the connection alive.
 async fn respond(session: &mut Session, ctx: &mut Ctx, local: LocalResponse) -> Result<bool> {
+    if ctx.draining {
+        session.set_keepalive(None);
+    }
     if !session.is_body_done() {
         let small = session
             .req_header()
@@ -149,6 +152,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.runtime.metrics.request_started();
         ctx.in_flight = true;
+        ctx.draining = self.runtime.phase() == Phase::Draining;
         if ctx.connection.is_none() {
             // the first request of this connection (later ones get it in on_connection_reuse)
             ctx.connection = Some(Arc::new(self.runtime.metrics.connection_opened()));
@@ -272,10 +276,17 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.draining || self.runtime.phase() == Phase::Draining {
+            // this process handed its sockets over or got SIGTERM: move busy
+            // keep-alive clients to a new connection now, at a point they
+            // expect, rather than closing their idle connection under them
+            // when the drain ends
+            session.set_keepalive(None);
+        }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         policy::apply_response_headers(ctx, resp)
     }
