@@ -508,3 +508,46 @@ fn systemd_is_told_ready_and_the_new_main_pid_after_an_upgrade() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Pingora's `-d/--daemon` flag through our CLI: the command returns, the
+/// daemon serves, writes its pid file and stops on SIGINT.
+#[test]
+fn daemon_mode_serves_in_the_background() {
+    let backend = Backend::echo();
+    let dir = temp_dir("daemon");
+    let port = free_port();
+    let admin = free_port();
+    let config = routes(&backend.url(), "")
+        .replace("{port}", &port.to_string())
+        .replace("{admin}", &admin.to_string())
+        .replace("{dir}", &dir.display().to_string());
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, config).expect("write config");
+    let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+    let status = Command::new(GATEWAY)
+        .args(["run", "-d", "-c"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().expect("dup")))
+        .stderr(Stdio::from(log))
+        .status()
+        .expect("run -d");
+    assert!(status.success(), "run -d exited with {status}");
+    let pid_file = dir.join("gw.pid");
+    let mut pid = 0u32;
+    wait_until(Duration::from_secs(15), "the daemon to be ready", || {
+        pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        pid > 0
+            && std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
+            && Client::connect(admin).get("/ready").status == 200
+    });
+    assert_eq!(Client::connect(port).get("/api").status, 200);
+    signal(pid, "INT");
+    wait_until(Duration::from_secs(10), "the daemon to stop", || {
+        exited(pid)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
