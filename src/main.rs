@@ -120,6 +120,12 @@ fn main() -> ExitCode {
             upgrade,
             daemon,
         } => {
+            // until the lifecycle task installs the reload handler, a SIGHUP
+            // (`systemctl kill -s HUP`) must not end the process
+            // SAFETY: setting a signal disposition to SIG_IGN touches no memory.
+            unsafe {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            }
             ops::logging::init();
             let c = match load(&config.config) {
                 Ok(c) => c,
