@@ -77,6 +77,15 @@ fn every_problem_is_listed_with_line_column_and_field() {
         assert!(err.contains(line), "missing {line:?} in:\n{err}");
     }
     assert!(err.contains("5 problem(s) found"), "{err}");
+
+    // a duplicate id is reported even when that route has other problems
+    let dup = seed
+        .replace("    - id: health-check", "    - id: public-products")
+        .replace("maxRequests: 100", "maxRequests: 0");
+    let (ok, err) = validate_text(&dup);
+    assert!(!ok);
+    assert!(err.contains("gateway.yaml:29:11: spec.routes[1].id: duplicate route id \"public-products\" (first defined at gateway.yaml:19:11)"), "{err}");
+    assert!(err.contains("spec.routes[1].policies[0].rate-limiting.maxRequests: expected a positive integer, found \"0\""), "{err}");
 }
 
 #[test]

@@ -152,16 +152,16 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                 names.insert(&doc.name, at(doc, doc.pos));
             }
         }
-        for r in &doc.routes {
+        for r in &doc.route_ids {
             if let Some(first) = ids.get(r.id.as_str()) {
                 err(
                     &doc.file,
-                    r.id_pos,
-                    &format!("{}.id", r.path),
+                    r.pos,
+                    &r.path,
                     format!("duplicate route id {:?} (first defined at {first})", r.id),
                 );
             } else {
-                ids.insert(&r.id, at(doc, r.id_pos));
+                ids.insert(&r.id, at(doc, r.pos));
             }
         }
     }

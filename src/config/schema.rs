@@ -24,6 +24,9 @@ pub struct GatewayDoc {
     pub labels: BTreeMap<String, String>,
     pub listeners: Vec<ListenerSpec>,
     pub routes: Vec<RouteSpec>,
+    /// Every route id written, also of routes that have other errors, so
+    /// duplicate ids are reported in the same run.
+    pub route_ids: Vec<RouteId>,
     pub server: Option<(ServerSettings, Pos)>,
 }
 
@@ -37,10 +40,16 @@ pub struct ListenerSpec {
 }
 
 #[derive(Debug, Clone)]
+pub struct RouteId {
+    pub id: String,
+    pub pos: Pos,
+    /// Field path of the id, e.g. `spec.routes[1].id`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
 pub struct RouteSpec {
     pub id: String,
-    /// Where the id is written (for duplicate-id errors).
-    pub id_pos: Pos,
     pub pos: Pos,
     pub path: String,
     pub paths: Vec<(PathPattern, Pos)>,
@@ -98,6 +107,7 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
         labels: BTreeMap::new(),
         listeners: Vec::new(),
         routes: Vec::new(),
+        route_ids: Vec::new(),
         server: None,
     };
     if let Some(meta) = d.required(&fields, "metadata", "") {
@@ -129,7 +139,8 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
     if let Some(list) = spec.get("routes") {
         if let Some(items) = d.list(list, "spec.routes", false) {
             for (i, item) in items.into_iter().enumerate() {
-                if let Some(r) = decode_route(d, item, &format!("spec.routes[{i}]")) {
+                let path = format!("spec.routes[{i}]");
+                if let Some(r) = decode_route(d, item, &path, &mut out.route_ids) {
                     out.routes.push(r);
                 }
             }
@@ -213,11 +224,24 @@ fn decode_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerS
     })
 }
 
-fn decode_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteSpec> {
+fn decode_route(
+    d: &mut Decoder,
+    node: &Node,
+    path: &str,
+    ids: &mut Vec<RouteId>,
+) -> Option<RouteSpec> {
     let f = d.map(node, path, ROUTE_FIELDS)?;
     let errors_before = d.errors.len();
-    let id_node = d.required(&f, "id", path);
-    let id = id_node.and_then(|n| d.string(n, &join(path, "id")));
+    let id_path = join(path, "id");
+    let id = d.required(&f, "id", path).and_then(|n| {
+        let id = d.string(n, &id_path)?;
+        ids.push(RouteId {
+            id: id.clone(),
+            pos: n.pos,
+            path: id_path.clone(),
+        });
+        Some(id)
+    });
     let mut paths = Vec::new();
     if let Some(list) = d.required(&f, "path", path) {
         let field = join(path, "path");
@@ -297,7 +321,6 @@ fn decode_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteSpec> {
     }
     Some(RouteSpec {
         id: id?,
-        id_pos: id_node.map_or(node.pos, |n| n.pos),
         pos: node.pos,
         path: path.to_string(),
         paths,
