@@ -233,15 +233,14 @@ fn load(
             std::thread::spawn(move || {
                 let (mut ok, mut failed, mut stale) = (0u64, 0u64, 0u64);
                 let mut c = Client::connect(port.load(Ordering::Relaxed) as u16);
-                let mut reused = false;
                 while !stop.load(Ordering::Relaxed) {
                     match c.try_request("GET", "/api/load", &[], b"") {
                         Ok(r) if r.status == 200 => {
                             ok += 1;
-                            reused = !r
+                            let closing = r
                                 .header("connection")
                                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-                            if !reused {
+                            if closing {
                                 c = Client::connect(port.load(Ordering::Relaxed) as u16);
                             }
                         }
@@ -254,13 +253,11 @@ fn load(
                             // new connection (RFC 9112 section 9.3.1); counted, not failed
                             stale += 1;
                             c = Client::connect(port.load(Ordering::Relaxed) as u16);
-                            reused = false;
                         }
                         Err(e) => {
                             eprintln!("load: {e}");
                             failed += 1;
                             c = Client::connect(port.load(Ordering::Relaxed) as u16);
-                            reused = false;
                         }
                     }
                 }
