@@ -82,16 +82,20 @@ fn admin_probes_metrics_and_config() {
     assert!(m
         .header("content-type")
         .is_some_and(|t| t.contains("openmetrics")));
-    let text = m.text();
-    for expected in [
+    let expected = [
         r#"flexgw_requests_total{route="api",method="GET",status="2xx"} 3"#,
         r#"flexgw_requests_total{route="limited",method="GET",status="4xx"} 1"#,
         r#"flexgw_rate_limited_total{route="limited"} 1"#,
         r#"flexgw_requests_total{route="(none)",method="GET",status="4xx"} 1"#,
         r#"flexgw_request_duration_seconds_count{route="api"} 3"#,
-    ] {
-        assert!(text.contains(expected), "missing {expected} in\n{text}");
-    }
+    ];
+    // a request is counted in its logging phase, just after its response
+    // reached the client: poll until the last one is in
+    let mut text = String::new();
+    wait_until(Duration::from_secs(10), "the requests in /metrics", || {
+        text = gw.admin("/metrics").text();
+        expected.iter().all(|e| text.contains(e))
+    });
     assert!(!text.contains("/api/x"), "raw paths never become labels");
 
     // open connections: this one plus two more, until they close
@@ -166,12 +170,11 @@ fn reload_by_file_change_and_sighup_keeps_counters_and_rejects_broken_config() {
         "the failed reload to be counted",
         || metric(&gw, r#"flexgw_config_reloads_total{result="failure"}"#) > failures,
     );
-    assert!(
+    // the metric is counted just before the error is logged: wait for the log too
+    wait_until(Duration::from_secs(10), "the rejection in the log", || {
         gw.log_text()
-            .contains("rejected, the previous config keeps serving"),
-        "{}",
-        gw.log_text()
-    );
+            .contains("rejected, the previous config keeps serving")
+    });
     assert!(gw
         .log_text()
         .contains("maxRequests: expected a positive integer"));
