@@ -113,6 +113,8 @@ pub struct Runtime {
     current: ArcSwap<Snapshot>,
     pub config_path: PathBuf,
     pub metrics: Metrics,
+    /// The listening sockets this process serves, fixed at start-up.
+    bound: Vec<SocketAddr>,
     phase: AtomicU8,
     /// Serialises reloads (SIGHUP and the file watcher may race).
     reload_lock: std::sync::Mutex<()>,
@@ -132,10 +134,12 @@ pub struct ReloadSummary {
 impl Runtime {
     pub fn new(config: Config, config_path: &Path) -> Arc<Runtime> {
         let metrics = Metrics::new();
+        let bound = config.listeners.iter().map(|l| l.addr).collect();
         Arc::new(Runtime {
             current: ArcSwap::from_pointee(Snapshot::build(config, None, &metrics)),
             config_path: config_path.to_path_buf(),
             metrics,
+            bound,
             phase: AtomicU8::new(Phase::Starting as u8),
             reload_lock: std::sync::Mutex::new(()),
         })
@@ -165,7 +169,7 @@ impl Runtime {
         self.metrics.reload(loaded.is_ok());
         let config = loaded?;
         let old = self.current.load_full();
-        let bound: Vec<SocketAddr> = old.listeners.iter().map(|l| l.addr).collect();
+        let bound = &self.bound;
         let summary = ReloadSummary {
             routes: config.listeners.iter().map(|l| l.routes.len()).sum(),
             ports_needing_upgrade: config
@@ -181,16 +185,10 @@ impl Runtime {
                 .collect(),
             server_settings_changed: config.server != old.config.server,
         };
-        let mut next = Snapshot::build(config, Some(&old), &self.metrics);
-        // keep serving (404) on sockets this process holds but the config dropped
-        for addr in &summary.ports_dropped {
-            next.listeners.push(ListenerRuntime {
-                addr: *addr,
-                router: Router::new(std::iter::empty()),
-            });
-        }
-        // and remember only the listeners this process really has
-        next.listeners.retain(|l| bound.contains(&l.addr));
+        // a socket whose listener the config dropped finds no route table
+        // in the snapshot and answers 404; a new listener's table waits for
+        // a process that binds it
+        let next = Snapshot::build(config, Some(&old), &self.metrics);
         self.current.store(Arc::new(next));
         Ok(summary)
     }
