@@ -27,8 +27,6 @@ pub struct Ctx {
     /// The client connection's entry in the open-connections gauge, carried
     /// across the requests of a keep-alive connection.
     pub connection: Option<Arc<ConnectionGuard>>,
-    /// The process was draining when the request began: close after it.
-    pub draining: bool,
 }
 
 impl Ctx {
@@ -45,7 +43,6 @@ impl Ctx {
             in_flight: false,
             access_log: true,
             connection: None,
-            draining: false,
         }
     }
 }

@@ -38,6 +38,15 @@ impl Gateway {
     pub fn new(runtime: Arc<Runtime>, addr: SocketAddr) -> Gateway {
         Gateway { runtime, addr }
     }
+
+    /// While this process drains (it handed its sockets to an upgraded
+    /// process, or got SIGTERM; the phase never goes back), every response
+    /// says `Connection: close`: busy keep-alive clients move to a new
+    /// connection at a point they expect, rather than having their idle
+    /// connection closed under them when the drain ends.
+    fn draining(&self) -> bool {
+        self.runtime.phase() == Phase::Draining
+    }
 }
 
 /// The request's host name without port, from `Host` or the URI authority.
@@ -60,9 +69,15 @@ fn request_host(req: &RequestHeader) -> &str {
 /// body makes Pingora close the connection after the response instead.
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
-/// Write a JSON response of the gateway's own, keeping the connection alive.
-async fn respond(session: &mut Session, ctx: &mut Ctx, local: LocalResponse) -> Result<bool> {
-    if ctx.draining {
+/// Write a JSON response of the gateway's own, keeping the connection alive
+/// (unless `draining`, see [`Gateway::draining`]).
+async fn respond(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    local: LocalResponse,
+    draining: bool,
+) -> Result<bool> {
+    if draining {
         session.set_keepalive(None);
     }
     if !session.is_body_done() {
@@ -105,13 +120,22 @@ fn local(status: u16, message: impl Into<String>) -> LocalResponse {
     }
 }
 
+/// A route `timeout` (connect, read, write or TLS handshake) ran out.
+fn is_timeout(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout
+    )
+}
+
 /// The status for a failure to proxy: timeouts are 504, other upstream
 /// failures 502; 0 means the client is gone and nothing can be written.
 fn failure_status(e: &Error) -> u16 {
     use ErrorType::*;
     match e.etype() {
         HTTPStatus(code) => *code,
-        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => 504,
+        _ if is_timeout(e) => 504,
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
@@ -132,9 +156,7 @@ fn upstream_error_kind(e: &Error) -> Option<UpstreamError> {
     }
     Some(match e.etype() {
         t if *t == RESOLVE_ERROR => UpstreamError::Resolve,
-        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
-            UpstreamError::Timeout
-        }
+        _ if is_timeout(e) => UpstreamError::Timeout,
         ConnectError | ConnectRefused | ConnectNoRoute | ConnectProxyFailure
         | TLSHandshakeFailure => UpstreamError::Connect,
         _ => UpstreamError::Other,
@@ -152,7 +174,6 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.runtime.metrics.request_started();
         ctx.in_flight = true;
-        ctx.draining = self.runtime.phase() == Phase::Draining;
         if ctx.connection.is_none() {
             // the first request of this connection (later ones get it in on_connection_reuse)
             ctx.connection = Some(Arc::new(self.runtime.metrics.connection_opened()));
@@ -191,12 +212,12 @@ impl ProxyHttp for Gateway {
         };
         let route = match found {
             Ok(route) => route,
-            Err(resp) => return respond(session, ctx, resp).await,
+            Err(resp) => return respond(session, ctx, resp, self.draining()).await,
         };
         for p in &route.policies {
             if let Decision::Respond(resp) = p.on_request(ctx) {
                 ctx.route = Some(route.clone());
-                return respond(session, ctx, resp).await;
+                return respond(session, ctx, resp, self.draining()).await;
             }
         }
         ctx.route = Some(route);
@@ -280,11 +301,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.draining || self.runtime.phase() == Phase::Draining {
-            // this process handed its sockets over or got SIGTERM: move busy
-            // keep-alive clients to a new connection now, at a point they
-            // expect, rather than closing their idle connection under them
-            // when the drain ends
+        if self.draining() {
             session.set_keepalive(None);
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
@@ -304,8 +321,8 @@ impl ProxyHttp for Gateway {
                     if ctx.request_id.is_empty() {
                         ctx.request_id = request_id::generate();
                     }
-                    if let Err(we) = respond(session, ctx, local(status, message_for(status))).await
-                    {
+                    let resp = local(status, message_for(status));
+                    if let Err(we) = respond(session, ctx, resp, self.draining()).await {
                         log::debug!("could not send the {status} response: {we}");
                     }
                 }
