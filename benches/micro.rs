@@ -4,9 +4,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use flex_gateway::config::load_str;
-use flex_gateway::config::model::{RateLimitConfig, Route};
+use flex_gateway::config::model::Route;
 use flex_gateway::path::normalize;
-use flex_gateway::policy::rate_limit::RateLimiter;
+use flex_gateway::policy::rate_limit::{Config as RateLimitConfig, RateLimiter};
 use flex_gateway::response::error_body;
 use flex_gateway::router::{Match, Router};
 use http::Method;

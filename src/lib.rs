@@ -1,12 +1,13 @@
 //! flex-gateway: a declarative API gateway data plane on Cloudflare Pingora.
 //!
 //! `config` reads and validates the YAML; `router` maps a request to a
-//! route; `policy` holds per-route policies; `upstream` picks the peer;
+//! route; `policy` holds the policy engine and the policies, which see a
+//! request through its `exchange`; `upstream` picks the peer;
 //! `proxy` wires them into Pingora's `ProxyHttp` phases; `server` builds the
 //! Pingora server; `ops` has logging and other operational helpers.
 
 pub mod config;
-pub mod ctx;
+pub mod exchange;
 pub mod ops;
 pub mod path;
 pub mod policy;

@@ -3,22 +3,28 @@
 //!
 //! ```text
 //! request_filter          request id, client ip, normalise path (400),
-//!                         route (404 / 405), policies (e.g. 429)
+//!                         route (404 / 405: chain.on_method_not_allowed first),
+//!                         chain.on_request (a policy may answer: 401, 429, ...)
 //! upstream_peer           resolve the route's upstream (502 when it cannot)
-//! upstream_request_filter base path + normalised path, Host, X-Forwarded-*, X-Request-Id
-//! response_filter         X-Request-Id, policy headers (X-RateLimit-*)
+//! upstream_request_filter base path + normalised path, Host, X-Forwarded-*,
+//!                         X-Request-Id, chain.on_upstream_request
+//! response_filter         X-Request-Id, chain.on_response (reverse order)
 //! fail_to_proxy           JSON 502 / 504 / 400 / 500
-//! logging                 one JSON access-log line
+//! logging                 chain.on_logging, metrics, one JSON access-log line
 //! ```
+//!
+//! Every response the gateway writes itself (routing, policy, failure)
+//! passes the response hooks of the policies that ran, so their headers
+//! (rate limits, CORS) are on local responses too.
 
-use crate::ctx::Ctx;
+use crate::exchange::Exchange;
 use crate::ops::metrics::{ConnectionGuard, UpstreamError};
 use crate::ops::{access_log, request_id};
 use crate::path::normalize;
-use crate::policy::{self, Decision, LocalResponse};
+use crate::policy::{LocalResponse, Rejection};
 use crate::response::{error_body, message_for};
 use crate::router::Match;
-use crate::runtime::{Phase, Runtime};
+use crate::runtime::{CompiledRoute, Phase, Runtime};
 use crate::upstream::RESOLVE_ERROR;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -27,6 +33,45 @@ use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-request wiring state around the policies' [`Exchange`].
+pub struct Ctx {
+    pub x: Exchange,
+    start: Instant,
+    /// Set once routing found a route (also for a 405 its policies saw).
+    route: Option<Arc<CompiledRoute>>,
+    /// How many of the route's policies saw the request (their response
+    /// hooks run, in reverse).
+    ran: usize,
+    /// The peer address the request went to, once chosen.
+    upstream_addr: Option<SocketAddr>,
+    /// Status of a response the gateway wrote itself (routing, policy, error).
+    local_status: Option<u16>,
+    /// Counted in the in-flight gauge, not yet in the totals.
+    in_flight: bool,
+    /// Write the access-log line (from the snapshot the request began with).
+    access_log: bool,
+    /// The client connection's entry in the open-connections gauge, carried
+    /// across the requests of a keep-alive connection.
+    connection: Option<Arc<ConnectionGuard>>,
+}
+
+impl Ctx {
+    fn new() -> Ctx {
+        Ctx {
+            x: Exchange::new(),
+            start: Instant::now(),
+            route: None,
+            ran: 0,
+            upstream_addr: None,
+            local_status: None,
+            in_flight: false,
+            access_log: true,
+            connection: None,
+        }
+    }
+}
 
 pub struct Gateway {
     runtime: Arc<Runtime>,
@@ -92,15 +137,17 @@ async fn respond(
             session.drain_request_body().await?;
         }
     }
-    let body = error_body(local.status, &local.message, &ctx.request_id);
+    let body = error_body(local.status, &local.message, &ctx.x.request_id);
     let mut resp = ResponseHeader::build(local.status, Some(4 + local.headers.len()))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header("x-request-id", ctx.x.request_id.as_str())?;
     for (name, value) in local.headers {
-        resp.insert_header(name, value)?;
+        resp.append_header(name, value)?;
     }
-    policy::apply_response_headers(ctx, &mut resp)?;
+    if let Some(route) = &ctx.route {
+        route.chain.on_response(&mut resp, &mut ctx.x, ctx.ran)?;
+    }
     ctx.local_status = Some(local.status);
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -113,11 +160,7 @@ async fn respond(
 }
 
 fn local(status: u16, message: impl Into<String>) -> LocalResponse {
-    LocalResponse {
-        status,
-        message: message.into(),
-        headers: Vec::new(),
-    }
+    LocalResponse::new(status, message)
 }
 
 /// A route `timeout` (connect, read, write or TLS handshake) ran out.
@@ -181,47 +224,67 @@ impl ProxyHttp for Gateway {
         let snapshot = self.runtime.snapshot();
         ctx.access_log = snapshot.config.server.access_log;
         let req = session.req_header();
-        ctx.request_id = req
+        ctx.x.request_id = req
             .headers
             .get("x-request-id")
             .and_then(|v| request_id::accept(v.as_bytes()))
             .map_or_else(request_id::generate, str::to_string);
-        ctx.client_ip = session
+        ctx.x.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
 
-        let found = match normalize(req.uri.path()) {
-            Err(e) => Err(local(400, e.message())),
-            Ok(path) => {
-                let found = match snapshot
-                    .listener(self.addr)
-                    .map(|l| l.router.find(request_host(req), &req.method, &path))
-                {
-                    Some(Match::Found(route)) => Ok(route.clone()),
-                    Some(Match::MethodNotAllowed(allow)) => Err(LocalResponse {
-                        status: 405,
-                        message: format!("method {} is not allowed on this route", req.method),
-                        headers: vec![("allow", allow)],
-                    }),
-                    Some(Match::NotFound) | None => Err(local(404, message_for(404))),
-                };
-                ctx.path = path.into_owned();
-                found
-            }
-        };
-        let route = match found {
-            Ok(route) => route,
-            Err(resp) => return respond(session, ctx, resp, self.draining()).await,
-        };
-        for p in &route.policies {
-            if let Decision::Respond(resp) = p.on_request(ctx) {
-                ctx.route = Some(route.clone());
+        let path = match normalize(req.uri.path()) {
+            Ok(path) => path.into_owned(),
+            Err(e) => {
+                let resp = local(400, e.message());
                 return respond(session, ctx, resp, self.draining()).await;
             }
+        };
+        let found = snapshot
+            .listener(self.addr)
+            .map(|l| l.router.find(request_host(req), &req.method, &path));
+        ctx.x.path = path;
+        let rejection = match found {
+            Some(Match::Found(route)) => {
+                let route = route.clone();
+                ctx.x.route_id = route.id.clone();
+                ctx.route = Some(route.clone());
+                route.chain.on_request(req, &mut ctx.x, &mut ctx.ran).await
+            }
+            Some(Match::MethodNotAllowed { allow, route }) => {
+                // the route's policies may answer it (a CORS preflight)
+                let route = route.clone();
+                ctx.x.route_id = route.id.clone();
+                ctx.route = Some(route.clone());
+                let answered = route
+                    .chain
+                    .on_method_not_allowed(req, &mut ctx.x, &mut ctx.ran);
+                Some(answered.unwrap_or_else(|| {
+                    Rejection {
+                        policy: "",
+                        response: LocalResponse::new(
+                            405,
+                            format!("method {} is not allowed on this route", req.method),
+                        )
+                        .with_header("allow", allow),
+                    }
+                }))
+            }
+            Some(Match::NotFound) | None => Some(Rejection {
+                policy: "",
+                response: local(404, message_for(404)),
+            }),
+        };
+        match rejection {
+            None => Ok(false),
+            Some(r) => {
+                if let (false, Some(route)) = (r.policy.is_empty(), &ctx.route) {
+                    route.metrics.rejected(r.policy);
+                }
+                respond(session, ctx, r.response, self.draining()).await
+            }
         }
-        ctx.route = Some(route);
-        Ok(false)
     }
 
     fn persist_connection_context(
@@ -260,15 +323,15 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(route) = ctx.route.as_ref() else {
+        let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
         let up = &route.target.config;
         let original = session.req_header();
-        if !up.base_path.is_empty() || original.uri.path() != ctx.path {
+        if !up.base_path.is_empty() || original.uri.path() != ctx.x.path {
             let uri = match original.uri.query() {
-                Some(q) => format!("{}{}?{q}", up.base_path, ctx.path),
-                None => format!("{}{}", up.base_path, ctx.path),
+                Some(q) => format!("{}{}?{q}", up.base_path, ctx.x.path),
+                None => format!("{}{}", up.base_path, ctx.x.path),
             };
             let uri = uri
                 .parse::<http::Uri>()
@@ -279,7 +342,7 @@ impl ProxyHttp for Gateway {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header(http::header::HOST, up.authority.as_str())?;
-        if let Some(ip) = ctx.client_ip {
+        if let Some(ip) = ctx.x.client_ip {
             let xff = match upstream
                 .headers
                 .get("x-forwarded-for")
@@ -291,8 +354,8 @@ impl ProxyHttp for Gateway {
             upstream.insert_header("x-forwarded-for", xff)?;
         }
         upstream.insert_header("x-forwarded-proto", "http")?;
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
+        upstream.insert_header("x-request-id", ctx.x.request_id.as_str())?;
+        route.chain.on_upstream_request(upstream, &mut ctx.x)
     }
 
     async fn response_filter(
@@ -304,8 +367,11 @@ impl ProxyHttp for Gateway {
         if self.draining() {
             session.set_keepalive(None);
         }
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        policy::apply_response_headers(ctx, resp)
+        resp.insert_header("x-request-id", ctx.x.request_id.as_str())?;
+        match &ctx.route {
+            Some(route) => route.chain.on_response(resp, &mut ctx.x, ctx.ran),
+            None => Ok(()),
+        }
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -318,8 +384,8 @@ impl ProxyHttp for Gateway {
             None => {
                 let status = failure_status(e);
                 if status > 0 {
-                    if ctx.request_id.is_empty() {
-                        ctx.request_id = request_id::generate();
+                    if ctx.x.request_id.is_empty() {
+                        ctx.x.request_id = request_id::generate();
                     }
                     let resp = local(status, message_for(status));
                     if let Err(we) = respond(session, ctx, resp, self.draining()).await {
@@ -342,6 +408,9 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .or(ctx.local_status)
             .unwrap_or(0);
+        if let Some(route) = &ctx.route {
+            route.chain.on_logging(&ctx.x, status, ctx.ran);
+        }
         let route_id = ctx.route.as_ref().map(|r| r.config.id.as_str());
         if ctx.in_flight {
             ctx.in_flight = false;
@@ -360,18 +429,19 @@ impl ProxyHttp for Gateway {
         if !ctx.access_log || !access_log::enabled() {
             return;
         }
-        let path = if ctx.path.is_empty() {
+        let path = if ctx.x.path.is_empty() {
             req.uri.path()
         } else {
-            ctx.path.as_str()
+            ctx.x.path.as_str()
         };
         access_log::write(&access_log::AccessLine {
             time: crate::ops::time::now(),
-            request_id: &ctx.request_id,
-            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+            request_id: &ctx.x.request_id,
+            client_ip: ctx.x.client_ip.map(|ip| ip.to_string()),
             method: req.method.as_str(),
             path,
             route_id,
+            consumer: ctx.x.consumer.as_deref(),
             status,
             upstream: ctx.upstream_addr.map(|a| a.to_string()),
             duration_ms: (ctx.start.elapsed().as_secs_f64() * 1e6).round() / 1e3,

@@ -80,8 +80,13 @@ pub struct Router<T> {
 #[derive(Debug)]
 pub enum Match<'r, T> {
     Found(&'r T),
-    /// The path (and host) is routed, but not for this method; the `Allow` value.
-    MethodNotAllowed(String),
+    /// The path (and host) is routed, but not for this method: the `Allow`
+    /// value, and the most specific route of the path, whose policies may
+    /// still answer the request (a CORS preflight).
+    MethodNotAllowed {
+        allow: String,
+        route: &'r T,
+    },
     NotFound,
 }
 
@@ -125,7 +130,7 @@ impl<T: Clone> Router<T> {
     pub fn find(&self, host: &str, method: &Method, path: &str) -> Match<'_, T> {
         let bit = method_bit(method);
         let mut allowed: u16 = 0;
-        let mut path_known = false;
+        let mut path_known: Option<&T> = None;
         if let Some(r) = check(
             self.exact.get(path),
             host,
@@ -145,33 +150,37 @@ impl<T: Clone> Router<T> {
                 }
             }
         }
-        if path_known {
+        if let Some(route) = path_known {
             let allow: Vec<&str> = KNOWN
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| allowed & (1 << i) != 0)
                 .map(|(_, m)| m.as_str())
                 .collect();
-            Match::MethodNotAllowed(allow.join(", "))
+            Match::MethodNotAllowed {
+                allow: allow.join(", "),
+                route,
+            }
         } else {
             Match::NotFound
         }
     }
 }
 
-/// The first entry fitting host and method; records what the host allowed.
+/// The first entry fitting host and method; records what the host allowed
+/// and the first entry that fitted the host (the most specific one).
 fn check<'r, T>(
     entries: Option<&'r Vec<Entry<T>>>,
     host: &str,
     bit: u16,
     allowed: &mut u16,
-    path_known: &mut bool,
+    path_known: &mut Option<&'r T>,
 ) -> Option<&'r T> {
     for e in entries? {
         if !e.host.matches(host) {
             continue;
         }
-        *path_known = true;
+        path_known.get_or_insert(&e.route);
         if e.methods & bit != 0 {
             return Some(&e.route);
         }
@@ -222,7 +231,7 @@ mod tests {
     fn id(m: Match<'_, Arc<Route>>) -> String {
         match m {
             Match::Found(r) => r.id.clone(),
-            Match::MethodNotAllowed(a) => format!("405 {a}"),
+            Match::MethodNotAllowed { allow, route } => format!("405 {allow} ({})", route.id),
             Match::NotFound => "404".into(),
         }
     }
@@ -247,7 +256,10 @@ mod tests {
         assert_eq!(f(&Method::GET, "/api/productsX"), "404");
         assert_eq!(f(&Method::GET, "/health"), "health-check");
         assert_eq!(f(&Method::GET, "/health/x"), "404");
-        assert_eq!(f(&Method::POST, "/api/products"), "405 GET");
+        assert_eq!(
+            f(&Method::POST, "/api/products"),
+            "405 GET (public-products)"
+        );
         assert_eq!(f(&Method::GET, "/"), "404");
     }
 
@@ -284,7 +296,7 @@ mod tests {
         assert_eq!(id(r.find("h", &Method::POST, "/items/1")), "write");
         assert_eq!(
             id(r.find("h", &Method::DELETE, "/items/1")),
-            "405 GET, HEAD, POST"
+            "405 GET, HEAD, POST (read)"
         );
     }
 

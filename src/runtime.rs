@@ -11,7 +11,8 @@
 use crate::config::model::{Config, Route};
 use crate::config::{self, ConfigErrors};
 use crate::ops::metrics::{Metrics, RouteMetrics};
-use crate::policy::Policy;
+use crate::policy::chain::{Chain, Link};
+use crate::policy::{Policy, PolicyConfig, PolicySpec};
 use crate::router::Router;
 use crate::upstream::Target;
 use arc_swap::ArcSwap;
@@ -21,30 +22,81 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-/// A route ready to serve: its config, built policies and upstream target.
+/// A route ready to serve: its config, policy chain and upstream target.
 pub struct CompiledRoute {
     pub config: Arc<Route>,
-    pub policies: Vec<Policy>,
+    pub id: Arc<str>,
+    pub chain: Chain,
     pub target: Target,
     pub metrics: RouteMetrics,
 }
 
+/// Who owns a policy instance (and so its state): a document, whose
+/// `spec.policies` serve all its routes with one instance, or one route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Owner {
+    Document(String),
+    Route(String),
+}
+
+/// The policy instances of a snapshot, by owner and name, with the config
+/// each was built from: a reload reuses an instance whose config is equal,
+/// so its state (counters, caches, fetched keys) carries over.
+#[derive(Default)]
+pub struct Instances(HashMap<(Owner, &'static str), Built>);
+
+/// A policy instance and the config it was built from.
+type Built = (PolicyConfig, Arc<dyn Policy>);
+
+impl Instances {
+    fn get_or_build(
+        &mut self,
+        spec: &PolicySpec,
+        route_id: &str,
+        previous: Option<&Instances>,
+    ) -> Arc<dyn Policy> {
+        let owner = match &spec.document {
+            Some(g) => Owner::Document(g.clone()),
+            None => Owner::Route(route_id.to_string()),
+        };
+        let key = (owner, spec.name());
+        if let Some((config, policy)) = self.0.get(&key) {
+            if *config == spec.config {
+                return policy.clone();
+            }
+        }
+        let policy = previous
+            .and_then(|p| p.0.get(&key))
+            .filter(|(config, _)| *config == spec.config)
+            .map(|(_, policy)| policy.clone())
+            .unwrap_or_else(|| spec.config.build());
+        self.0.insert(key, (spec.config.clone(), policy.clone()));
+        policy
+    }
+}
+
 impl CompiledRoute {
-    /// Build a route; policies whose config is unchanged from `previous`
-    /// (the same route id in the last snapshot) keep their state (counters).
-    pub fn new(
+    /// Build a route; its policies come from `instances` (shared within the
+    /// snapshot) or are carried over from `previous` when their config is
+    /// unchanged.
+    fn new(
         config: &Arc<Route>,
-        previous: Option<&CompiledRoute>,
+        instances: &mut Instances,
+        previous: Option<&Instances>,
         metrics: &Metrics,
     ) -> CompiledRoute {
-        let old: &[Policy] = previous.map_or(&[], |p| &p.policies);
+        let links = config
+            .policies
+            .iter()
+            .map(|spec| Link {
+                name: spec.name(),
+                policy: instances.get_or_build(spec, &config.id, previous),
+            })
+            .collect();
         CompiledRoute {
             config: config.clone(),
-            policies: config
-                .policies
-                .iter()
-                .map(|p| Policy::reuse_or_build(p, old))
-                .collect(),
+            id: Arc::from(config.id.as_str()),
+            chain: Chain::new(links),
             target: Target::new(&config.upstream),
             metrics: metrics.route(&config.id),
         }
@@ -62,18 +114,19 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub listeners: Vec<ListenerRuntime>,
     pub routes: HashMap<String, Arc<CompiledRoute>>,
+    pub instances: Instances,
 }
 
 impl Snapshot {
     pub fn build(config: Config, previous: Option<&Snapshot>, metrics: &Metrics) -> Snapshot {
         let mut routes: HashMap<String, Arc<CompiledRoute>> = HashMap::new();
+        let mut instances = Instances::default();
+        let old = previous.map(|p| &p.instances);
         for r in config.listeners.iter().flat_map(|l| &l.routes) {
-            routes.entry(r.id.clone()).or_insert_with(|| {
-                let old = previous
-                    .and_then(|p| p.routes.get(&r.id))
-                    .map(|c| c.as_ref());
-                Arc::new(CompiledRoute::new(r, old, metrics))
-            });
+            if !routes.contains_key(&r.id) {
+                let compiled = CompiledRoute::new(r, &mut instances, old, metrics);
+                routes.insert(r.id.clone(), Arc::new(compiled));
+            }
         }
         let listeners = config
             .listeners
@@ -91,6 +144,7 @@ impl Snapshot {
             config: Arc::new(config),
             listeners,
             routes,
+            instances,
         }
     }
 
@@ -206,10 +260,23 @@ mod tests {
         Snapshot::build(c, previous, &Metrics::new())
     }
 
+    /// Send one request through the route's chain; X-RateLimit-Remaining.
     fn remaining(s: &Snapshot) -> u64 {
         let route = s.routes.get("limited").expect("route");
-        let Policy::RateLimit(l) = &route.policies[0];
-        l.check().1.remaining
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let req = pingora::http::RequestHeader::build("GET", b"/a", None).unwrap();
+        let mut x = crate::exchange::Exchange::new();
+        let mut ran = 0;
+        let _ = rt.block_on(route.chain.on_request(&req, &mut x, &mut ran));
+        let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
+        route.chain.on_response(&mut resp, &mut x, ran).unwrap();
+        resp.headers["x-ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     #[test]

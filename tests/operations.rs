@@ -85,7 +85,7 @@ fn admin_probes_metrics_and_config() {
     let expected = [
         r#"flexgw_requests_total{route="api",method="GET",status="2xx"} 3"#,
         r#"flexgw_requests_total{route="limited",method="GET",status="4xx"} 1"#,
-        r#"flexgw_rate_limited_total{route="limited"} 1"#,
+        r#"flexgw_policy_rejections_total{route="limited",policy="rate-limiting"} 1"#,
         r#"flexgw_requests_total{route="(none)",method="GET",status="4xx"} 1"#,
         r#"flexgw_request_duration_seconds_count{route="api"} 3"#,
     ];

@@ -3,7 +3,7 @@
 //! then the checks across routes and documents, producing the [`Config`].
 
 use super::decode::{ConfigError, ConfigErrors, Decoder};
-use super::model::{Config, Listener, PathPattern, Route, ServerSettings};
+use super::model::{Config, Listener, PathPattern, PolicySpec, Route, ServerSettings};
 use super::schema::{decode_document, GatewayDoc};
 use super::yaml::{parse_documents, Pos};
 use std::collections::HashMap;
@@ -16,18 +16,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let files = list_files(path)?;
     let mut docs = Vec::new();
     let mut errors = Vec::new();
+    let mut secrets = Vec::new();
     for file in &files {
         let shown = file.display().to_string();
         match std::fs::read_to_string(file) {
             Ok(text) => {
-                let (d, e) = decode_source(&shown, &text);
-                docs.extend(d);
-                errors.extend(e);
+                let mut d = decode_source(&shown, &text);
+                docs.append(&mut d.docs);
+                errors.append(&mut d.errors);
+                secrets.append(&mut d.secrets);
             }
             Err(e) => errors.push(file_error(&shown, format!("cannot read: {e}"))),
         }
     }
-    let config = assemble(&docs, &mut errors);
+    let mut config = assemble(&docs, &mut errors);
+    config.secrets = secrets;
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -37,8 +40,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Load from in-memory text, for tests and tools; `name` is shown in errors.
 pub fn load_str(name: &str, text: &str) -> Result<Config, ConfigErrors> {
-    let (docs, mut errors) = decode_source(name, text);
-    let config = assemble(&docs, &mut errors);
+    let Decoded {
+        docs,
+        mut errors,
+        secrets,
+    } = decode_source(name, text);
+    let mut config = assemble(&docs, &mut errors);
+    config.secrets = secrets;
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -87,7 +95,13 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
     Ok(files)
 }
 
-fn decode_source(file: &str, text: &str) -> (Vec<GatewayDoc>, Vec<ConfigError>) {
+struct Decoded {
+    docs: Vec<GatewayDoc>,
+    errors: Vec<ConfigError>,
+    secrets: Vec<String>,
+}
+
+fn decode_source(file: &str, text: &str) -> Decoded {
     let mut d = Decoder::new(file);
     let nodes = match parse_documents(text) {
         Ok(nodes) => nodes,
@@ -99,7 +113,11 @@ fn decode_source(file: &str, text: &str) -> (Vec<GatewayDoc>, Vec<ConfigError>) 
                 );
             }
             d.error(e.pos, "", message);
-            return (Vec::new(), d.errors);
+            return Decoded {
+                docs: Vec::new(),
+                errors: d.errors,
+                secrets: d.secrets,
+            };
         }
     };
     if nodes.is_empty() {
@@ -109,7 +127,11 @@ fn decode_source(file: &str, text: &str) -> (Vec<GatewayDoc>, Vec<ConfigError>) 
         .iter()
         .filter_map(|n| decode_document(&mut d, n))
         .collect();
-    (docs, d.errors)
+    Decoded {
+        docs,
+        errors: d.errors,
+        secrets: d.secrets,
+    }
 }
 
 /// Checks across documents, then the model: listeners merged by port, every
@@ -205,6 +227,10 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
             }
         }
         for r in &doc.routes {
+            // document-level policies first, then the route's; `order` decides
+            let mut policies: Vec<PolicySpec> =
+                doc.policies.iter().chain(&r.policies).cloned().collect();
+            policies.sort_by_key(|p| p.order);
             let route = Arc::new(Route {
                 id: r.id.clone(),
                 gateway: doc.name.clone(),
@@ -212,7 +238,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                 methods: r.methods.clone(),
                 host: r.host.clone(),
                 upstream: r.upstream.clone(),
-                policies: r.policies.clone(),
+                policies,
             });
             for &i in &mine {
                 for (k, (pattern, pos)) in r.paths.iter().enumerate() {
@@ -256,6 +282,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
         server: settings,
         listeners: listeners.into_iter().map(|(l, _)| l).collect(),
         gateways: docs.iter().map(|d| d.name.clone()).collect(),
+        secrets: Vec::new(),
     }
 }
 

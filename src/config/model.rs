@@ -2,6 +2,7 @@
 //! configuration is already parsed here (addresses, durations, methods,
 //! path patterns); nothing is re-parsed per request.
 
+pub use crate::policy::PolicySpec;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Names of the Gateway documents that contributed, for logs.
     pub gateways: Vec<String>,
+    /// Values read from `${ENV}` and `file:` references: never shown
+    /// (`/config` and error messages replace them with `<redacted>`).
+    pub secrets: Vec<String>,
 }
 
 /// A listening socket and the routes served on it (from every Gateway
@@ -56,7 +60,10 @@ pub struct Route {
     /// Lower-case host name to match (`*.example.com` allowed); `None`: any host.
     pub host: Option<String>,
     pub upstream: Upstream,
-    pub policies: Vec<PolicyConfig>,
+    /// The route's policy chain in run order: the document's `spec.policies`
+    /// and the route's own, sorted by `order` (stable: list order breaks ties,
+    /// document-level first).
+    pub policies: Vec<PolicySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,25 +81,6 @@ pub struct Upstream {
 }
 
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicyConfig {
-    RateLimit(RateLimitConfig),
-}
-
-impl PolicyConfig {
-    pub fn name(&self) -> &'static str {
-        match self {
-            PolicyConfig::RateLimit(_) => "rate-limiting",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimitConfig {
-    pub max_requests: u64,
-    pub period: Duration,
-}
 
 /// Process settings: defaults fit a systemd service; `spec.server` overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,15 +5,12 @@
 //! live here; checks across routes and documents live in `load.rs`.
 
 use super::decode::{join, Decoder};
-use super::model::{
-    PathPattern, PolicyConfig, RateLimitConfig, ServerSettings, Upstream, API_VERSION,
-    DEFAULT_UPSTREAM_TIMEOUT,
-};
+use super::model::{PathPattern, ServerSettings, Upstream, API_VERSION, DEFAULT_UPSTREAM_TIMEOUT};
 use super::values::{parse_path_pattern, parse_upstream_url};
 use super::yaml::{Node, Pos};
+use crate::policy::{self, PolicyConfig, PolicySpec, DEFAULT_ORDER};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
 /// One `kind: Gateway` document, decoded (fields that failed are left out).
 #[derive(Debug, Clone)]
@@ -28,6 +25,8 @@ pub struct GatewayDoc {
     /// duplicate ids are reported in the same run.
     pub route_ids: Vec<RouteId>,
     pub server: Option<(ServerSettings, Pos)>,
+    /// `spec.policies`: run on every route of this document.
+    pub policies: Vec<PolicySpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,18 +55,15 @@ pub struct RouteSpec {
     pub methods: Option<Vec<http::Method>>,
     pub host: Option<String>,
     pub upstream: Upstream,
-    pub policies: Vec<PolicyConfig>,
+    pub policies: Vec<PolicySpec>,
 }
 
 const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA_FIELDS: &[&str] = &["name", "labels"];
-const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server"];
+const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server", "policies"];
 const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host"];
 const ROUTE_FIELDS: &[&str] = &["id", "path", "methods", "host", "upstream", "policies"];
 const UPSTREAM_FIELDS: &[&str] = &["url", "timeout"];
-/// Policy names, in the one place that registers them.
-pub const POLICIES: &[&str] = &["rate-limiting"];
-const RATE_LIMIT_FIELDS: &[&str] = &["maxRequests", "period"];
 
 pub const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
@@ -109,6 +105,7 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
         routes: Vec::new(),
         route_ids: Vec::new(),
         server: None,
+        policies: Vec::new(),
     };
     if let Some(meta) = d.required(&fields, "metadata", "") {
         decode_metadata(d, meta, &mut out);
@@ -135,6 +132,10 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
             }
         }
         None => d.error(spec.pos, "spec", "missing required field `listeners`"),
+    }
+    if let Some(list) = spec.get("policies") {
+        let name = out.name.clone();
+        out.policies = decode_policies(d, list, "spec.policies", Some(&name));
     }
     if let Some(list) = spec.get("routes") {
         if let Some(items) = d.list(list, "spec.routes", false) {
@@ -294,28 +295,10 @@ fn decode_route(
     let upstream = d
         .required(&f, "upstream", path)
         .and_then(|u| decode_upstream(d, u, &join(path, "upstream")));
-    let mut policies = Vec::new();
-    if let Some(list) = f.get("policies") {
-        let field = join(path, "policies");
-        for (i, item) in d
-            .list(list, &field, false)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            if let Some(p) = decode_policy(d, item, &format!("{field}[{i}]")) {
-                if policies.iter().any(|q: &PolicyConfig| q.name() == p.name()) {
-                    d.error(
-                        item.pos,
-                        &format!("{field}[{i}]"),
-                        format!("policy {} is listed twice", p.name()),
-                    );
-                } else {
-                    policies.push(p);
-                }
-            }
-        }
-    }
+    let policies = f
+        .get("policies")
+        .map(|list| decode_policies(d, list, &join(path, "policies"), None))
+        .unwrap_or_default();
     if d.errors.len() > errors_before {
         return None;
     }
@@ -390,52 +373,68 @@ fn decode_upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<Upstream>
     }
 }
 
-fn decode_policy(d: &mut Decoder, node: &Node, path: &str) -> Option<PolicyConfig> {
-    let f = d.map(node, path, POLICIES)?;
-    let mut entries = f.keys();
-    let Some((name, body)) = entries.next() else {
-        d.error(
-            node.pos,
-            path,
-            format!("expected one policy (one of: {})", POLICIES.join(", ")),
-        );
-        return None;
-    };
-    if entries.next().is_some() {
-        d.error(
-            node.pos,
-            path,
-            "one policy per list item (start another item with `- `)",
-        );
-        return None;
-    }
-    let field = join(path, name);
-    match name {
-        "rate-limiting" => decode_rate_limit(d, body, &field).map(PolicyConfig::RateLimit),
-        _ => None, // unknown names were reported by `map`
-    }
-}
-
-fn decode_rate_limit(d: &mut Decoder, node: &Node, path: &str) -> Option<RateLimitConfig> {
-    let f = d.map(node, path, RATE_LIMIT_FIELDS)?;
-    let max = d
-        .required(&f, "maxRequests", path)
-        .and_then(|n| d.positive_int(n, &join(path, "maxRequests")));
-    let period = d.required(&f, "period", path).and_then(|n| {
-        let field = join(path, "period");
-        let p = d.duration(n, &field, true)?;
-        if p < Duration::from_secs(1) || p.subsec_nanos() != 0 {
+/// A policy list (`spec.policies` or a route's `policies`): each item is
+/// `{<policy name>: {config}, order: N}`. Secret references in the config
+/// are resolved before the policy decodes it.
+pub fn decode_policies(
+    d: &mut Decoder,
+    node: &Node,
+    path: &str,
+    document: Option<&str>,
+) -> Vec<PolicySpec> {
+    let mut out: Vec<PolicySpec> = Vec::new();
+    for (i, item) in d
+        .list(node, path, false)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let at = format!("{path}[{i}]");
+        let mut known: Vec<&str> = policy::NAMES.to_vec();
+        known.push("order");
+        let Some(f) = d.map(item, &at, &known) else {
+            continue;
+        };
+        let order = match f.get("order") {
+            Some(n) => d.int(n, &join(&at, "order"), -10_000, 10_000),
+            None => Some(i64::from(DEFAULT_ORDER)),
+        };
+        let mut names = f.keys().filter(|(k, _)| *k != "order");
+        let Some((name, body)) = names.next() else {
             d.error(
-                n.pos,
-                &field,
-                "the period must be a whole number of seconds, at least 1s",
+                item.pos,
+                &at,
+                format!("expected one policy (one of: {})", policy::NAMES.join(", ")),
             );
-            return None;
+            continue;
+        };
+        if names.next().is_some() {
+            d.error(
+                item.pos,
+                &at,
+                "one policy per list item (start another item with `- `)",
+            );
+            continue;
         }
-        Some(p)
-    });
-    Some(RateLimitConfig {
-        max_requests: max?,
-        period: period?,
-    })
+        let field = join(&at, name);
+        let body = d.resolve_references(body, &field);
+        let Some(config) = PolicyConfig::decode(d, name, &body, &field) else {
+            continue;
+        };
+        if out.iter().any(|q| q.name() == config.name()) {
+            d.error(
+                item.pos,
+                &at,
+                format!("policy {} is listed twice", config.name()),
+            );
+            continue;
+        }
+        let Some(order) = order else { continue };
+        out.push(PolicySpec {
+            config,
+            order: order as i32,
+            document: document.map(str::to_string),
+        });
+    }
+    out
 }

@@ -12,6 +12,9 @@ pub struct AccessLine<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub route_id: Option<&'a str>,
+    /// Who called, as an authentication policy established it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<&'a str>,
     pub status: u16,
     pub upstream: Option<String>,
     pub duration_ms: f64,

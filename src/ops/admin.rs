@@ -7,7 +7,8 @@
 //! `GET /metrics` Prometheus (OpenMetrics text)
 //! `GET /config`  the effective configuration as JSON (secrets redacted)
 
-use crate::config::model::{Config, PolicyConfig};
+use crate::config::decode::redact;
+use crate::config::model::Config;
 use crate::ops::metrics::CONTENT_TYPE;
 use crate::runtime::{Phase, Runtime};
 use async_trait::async_trait;
@@ -41,9 +42,28 @@ fn json_reply(status: u16, v: &Value) -> Response<Vec<u8>> {
     reply(status, "application/json", v.to_string().into_bytes())
 }
 
-/// The configuration as JSON. Nothing in today's schema is secret; policies
-/// that carry secrets (API keys, client secrets) must print `"<redacted>"`.
+/// The configuration as JSON. Policies print `"<redacted>"` for their
+/// secrets (passwords, keys); beyond that, any string holding a value read
+/// from a `${ENV}` or `file:` reference is redacted here.
 pub fn config_json(c: &Config) -> Value {
+    let mut v = config_tree(c);
+    scrub(&mut v, &c.secrets);
+    v
+}
+
+fn scrub(v: &mut Value, secrets: &[String]) {
+    match v {
+        Value::String(s) => {
+            let clean = redact(std::mem::take(s), secrets);
+            *s = clean;
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| scrub(i, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|i| scrub(i, secrets)),
+        _ => {}
+    }
+}
+
+fn config_tree(c: &Config) -> Value {
     let listeners: Vec<Value> = c
         .listeners
         .iter()
@@ -55,11 +75,12 @@ pub fn config_json(c: &Config) -> Value {
                     let policies: Vec<Value> = r
                         .policies
                         .iter()
-                        .map(|p| match p {
-                            PolicyConfig::RateLimit(rl) => json!({"rate-limiting": {
-                                "maxRequests": rl.max_requests,
-                                "periodSeconds": rl.period.as_secs(),
-                            }}),
+                        .map(|p| {
+                            let mut v = json!({p.name(): p.config.describe(), "order": p.order});
+                            if let Some(doc) = &p.document {
+                                v["document"] = json!(doc);
+                            }
+                            v
                         })
                         .collect();
                     json!({

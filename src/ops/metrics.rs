@@ -29,6 +29,12 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    route: String,
+    policy: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -49,7 +55,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
-    rate_limited: Family<RouteLabels, Counter>,
+    rejections: Family<RejectionLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
     connections: Gauge,
@@ -97,8 +103,7 @@ pub struct RouteMetrics {
     family: Family<RequestLabels, Counter>,
     requests: [[OnceLock<Counter>; 6]; 8],
     duration: Histogram,
-    rate_limited_family: Family<RouteLabels, Counter>,
-    rate_limited: OnceLock<Counter>,
+    rejections: Family<RejectionLabels, Counter>,
 }
 
 impl RouteMetrics {
@@ -114,14 +119,15 @@ impl RouteMetrics {
         })
     }
 
-    fn rate_limited(&self) -> &Counter {
-        self.rate_limited.get_or_init(|| {
-            self.rate_limited_family
-                .get_or_create(&RouteLabels {
-                    route: self.route.clone(),
-                })
-                .clone()
-        })
+    /// A policy of this route answered the request itself (a rejection:
+    /// 401, 403, 429, ...; or a CORS preflight).
+    pub fn rejected(&self, policy: &'static str) {
+        self.rejections
+            .get_or_create(&RejectionLabels {
+                route: self.route.clone(),
+                policy,
+            })
+            .inc();
     }
 }
 
@@ -151,11 +157,11 @@ impl Metrics {
             "Upstream failures by route and kind (resolve, connect, timeout, other)",
             upstream_errors.clone(),
         );
-        let rate_limited = Family::<RouteLabels, Counter>::default();
+        let rejections = Family::<RejectionLabels, Counter>::default();
         registry.register(
-            "rate_limited",
-            "Requests refused with 429 by the rate-limiting policy, by route",
-            rate_limited.clone(),
+            "policy_rejections",
+            "Requests a policy answered itself instead of proxying them, by route and policy",
+            rejections.clone(),
         );
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -180,7 +186,7 @@ impl Metrics {
             requests,
             duration,
             upstream_errors,
-            rate_limited,
+            rejections,
             reloads,
             in_flight,
             connections,
@@ -200,8 +206,7 @@ impl Metrics {
                     route: route.to_string(),
                 })
                 .clone(),
-            rate_limited_family: self.rate_limited.clone(),
-            rate_limited: OnceLock::new(),
+            rejections: self.rejections.clone(),
         }
     }
 
@@ -224,9 +229,6 @@ impl Metrics {
             .requests(method_index(method), class_index(status))
             .inc();
         route.duration.observe(seconds);
-        if status == 429 {
-            route.rate_limited().inc();
-        }
     }
 
     pub fn upstream_error(&self, route: &str, kind: UpstreamError) {
@@ -277,6 +279,7 @@ mod tests {
         let m = Metrics::new();
         m.request_started();
         let route = m.route("health-check");
+        route.rejected("rate-limiting");
         m.request_done(&route, "GET", 429, 0.001);
         m.request_started();
         m.request_done(m.no_route(), "BREW", 404, 0.001);
@@ -290,7 +293,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"flexgw_rate_limited_total{route="health-check"} 1"#),
+            text.contains(
+                r#"flexgw_policy_rejections_total{route="health-check",policy="rate-limiting"} 1"#
+            ),
             "{text}"
         );
         assert!(

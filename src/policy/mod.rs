@@ -1,23 +1,65 @@
-//! Policies: built once from config (shared, immutable apart from their own
-//! counters), run per request. A policy never reaches into another; what it
-//! decides is written to the request's [`Ctx`] and read back in later phases.
+//! The policy engine: what a policy is, and the one place that registers
+//! every policy by name.
 //!
-//! Registering a policy: add its config in `config::model::PolicyConfig`,
-//! its decoder in `config::schema`, and its arm in [`Policy::build`].
+//! A policy is built once from its config (shared, immutable apart from its
+//! own state: counters, caches, fetched keys) and acts per request through
+//! hooks that do nothing unless it overrides them:
+//!
+//! ```text
+//! on_request             the request head, after routing; may answer it   (async: may wait on I/O)
+//! on_method_not_allowed  the route matched but not the method; may answer (a CORS preflight)
+//! on_upstream_request    edit the request going upstream (headers, path)
+//! on_response            edit the response head, proxied or local (reverse order)
+//! on_logging             after the response, with its status
+//! ```
+//!
+//! Only `on_request` is async: it is where policies wait on the network
+//! (JWKS, introspection, Redis). The other hooks edit headers in memory, so
+//! they stay plain calls and cost no boxed future per request.
+//!
+//! A policy keeps its per-request state in the [`Exchange`]'s extensions
+//! under a private type; it never reads another policy's state, only what
+//! the exchange carries for everyone (consumer, client ip, claims).
+//!
+//! Adding a policy: one file under `src/policy/` with its `Config`, `decode`,
+//! `build` and `describe`, and one line in [`policies!`] below.
 
+pub mod api_key;
+pub mod basic_auth;
+pub mod chain;
 pub mod rate_limit;
 
-use crate::config::model::PolicyConfig;
-use crate::ctx::Ctx;
-use pingora::http::ResponseHeader;
+use crate::config::decode::Decoder;
+use crate::config::yaml::Node;
+use crate::exchange::Exchange;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
 use std::sync::Arc;
 
-/// A response the gateway makes itself, instead of proxying.
+pub use chain::{Chain, Rejection};
+
+/// A response the gateway makes itself, instead of proxying: the usual JSON
+/// error body with this status and message, plus these headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
     pub status: u16,
     pub message: String,
     pub headers: Vec<(&'static str, String)>,
+}
+
+impl LocalResponse {
+    pub fn new(status: u16, message: impl Into<String>) -> LocalResponse {
+        LocalResponse {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
 }
 
 /// What a policy decided about a request.
@@ -27,56 +69,116 @@ pub enum Decision {
     Respond(LocalResponse),
 }
 
-/// A built policy. State that must outlive a config reload (counters) sits
-/// behind an `Arc`, so an unchanged policy is carried into the new snapshot.
-#[derive(Clone)]
-pub enum Policy {
-    RateLimit(Arc<rate_limit::RateLimiter>),
+/// A built policy. Every hook does nothing by default.
+#[async_trait]
+pub trait Policy: Send + Sync {
+    /// After routing, in chain order; `Respond` stops the chain and answers.
+    async fn on_request(&self, _req: &RequestHeader, _x: &mut Exchange) -> Decision {
+        Decision::Continue
+    }
+
+    /// The path is routed but not for this method: a policy may still
+    /// answer (CORS preflight); if none does, the gateway answers 405.
+    fn on_method_not_allowed(&self, _req: &RequestHeader, _x: &mut Exchange) -> Decision {
+        Decision::Continue
+    }
+
+    /// The request going upstream (after the gateway set Host, X-Forwarded-*).
+    fn on_upstream_request(
+        &self,
+        _up: &mut RequestHeader,
+        _x: &mut Exchange,
+    ) -> pingora::Result<()> {
+        Ok(())
+    }
+
+    /// The response head to the client, proxied or written by the gateway,
+    /// in reverse chain order, for every policy whose request hook ran.
+    fn on_response(&self, _resp: &mut ResponseHeader, _x: &mut Exchange) -> pingora::Result<()> {
+        Ok(())
+    }
+
+    /// After the response was sent.
+    fn on_logging(&self, _x: &Exchange, _status: u16) {}
 }
 
-impl Policy {
-    /// The one place where policy names meet their implementations.
-    pub fn build(config: &PolicyConfig) -> Policy {
-        match config {
-            PolicyConfig::RateLimit(c) => {
-                Policy::RateLimit(Arc::new(rate_limit::RateLimiter::new(c)))
+/// A policy as configured on a route: its config, its place in the chain,
+/// and who shares its instance (and so its state).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySpec {
+    pub config: PolicyConfig,
+    /// Lower runs first on the request (default 50); equal orders keep list
+    /// order, with document-level policies before the route's own.
+    pub order: i32,
+    /// `Some(gateway)`: listed in the document's `spec.policies`, one
+    /// instance for every route of that document (e.g. one rate-limit
+    /// counter for the whole API). `None`: the route's own.
+    pub document: Option<String>,
+}
+
+pub const DEFAULT_ORDER: i32 = 50;
+
+impl PolicySpec {
+    pub fn name(&self) -> &'static str {
+        self.config.name()
+    }
+}
+
+/// The registration table: policy name, config variant, module. Generates
+/// [`NAMES`], [`PolicyConfig`] and its `decode`, `build` and `describe`.
+/// Each module provides `Config`, `decode(d, node, path) -> Option<Config>`,
+/// `build(&Config) -> Arc<dyn Policy>` and `describe(&Config) -> Value`
+/// (for `/config`, secrets redacted).
+macro_rules! policies {
+    ($($name:literal => $variant:ident($module:ident)),+ $(,)?) => {
+        /// Every policy name, for validation messages and suggestions.
+        pub const NAMES: &[&str] = &[$($name),+];
+
+        /// The typed config of one policy.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum PolicyConfig {
+            $($variant($module::Config)),+
+        }
+
+        impl PolicyConfig {
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(PolicyConfig::$variant(_) => $name),+
+                }
+            }
+
+            /// Decode the config of the policy called `name` (a known name).
+            pub fn decode(d: &mut Decoder, name: &str, node: &Node, path: &str) -> Option<PolicyConfig> {
+                match name {
+                    $($name => $module::decode(d, node, path).map(PolicyConfig::$variant),)+
+                    _ => {
+                        d.error(node.pos, path, format!("unknown policy {name:?}"));
+                        None
+                    }
+                }
+            }
+
+            pub fn build(&self) -> Arc<dyn Policy> {
+                match self {
+                    $(PolicyConfig::$variant(c) => $module::build(c)),+
+                }
+            }
+
+            /// The config as `/config` shows it: secrets redacted.
+            pub fn describe(&self) -> serde_json::Value {
+                match self {
+                    $(PolicyConfig::$variant(c) => $module::describe(c)),+
+                }
             }
         }
-    }
-
-    /// The policy of `previous` with exactly this config, or a new one.
-    pub fn reuse_or_build(config: &PolicyConfig, previous: &[Policy]) -> Policy {
-        previous
-            .iter()
-            .find(|p| p.config() == *config)
-            .cloned()
-            .unwrap_or_else(|| Policy::build(config))
-    }
-
-    pub fn config(&self) -> PolicyConfig {
-        match self {
-            Policy::RateLimit(p) => PolicyConfig::RateLimit(p.config.clone()),
-        }
-    }
-
-    /// In `request_filter`, after routing.
-    pub fn on_request(&self, ctx: &mut Ctx) -> Decision {
-        match self {
-            Policy::RateLimit(p) => p.on_request(ctx),
-        }
-    }
+    };
 }
 
-/// Headers that policies add to every response of the request (proxied or
-/// local), from what they left in `ctx`.
-pub fn response_headers(ctx: &Ctx) -> impl Iterator<Item = (&'static str, String)> + '_ {
-    ctx.rate_limit.iter().flat_map(|s| s.headers())
+policies! {
+    "rate-limiting" => RateLimit(rate_limit),
+    "http-basic-authentication" => BasicAuth(basic_auth),
+    "api-key" => ApiKey(api_key),
 }
 
-/// Apply [`response_headers`] to a response header.
-pub fn apply_response_headers(ctx: &Ctx, resp: &mut ResponseHeader) -> pingora::Result<()> {
-    for (name, value) in response_headers(ctx) {
-        resp.insert_header(name, value)?;
-    }
-    Ok(())
-}
+/// Shown instead of a secret in `/config`.
+pub const REDACTED: &str = "<redacted>";

@@ -1,25 +1,72 @@
-//! `rate-limiting: {maxRequests, period}`: at most `maxRequests` requests per
-//! route in each fixed window of `period`; the next one gets 429 with
-//! `Retry-After`. Every response of the route carries `X-RateLimit-Limit`,
-//! `-Remaining` and `-Reset` (seconds until the window resets).
+//! `rate-limiting: {maxRequests, period}`: at most `maxRequests` requests in
+//! each fixed window of `period`, counted per policy instance (a route's own
+//! policy counts that route; a document-level one counts every route of the
+//! document together); the next request gets 429 with `Retry-After`. Every
+//! response that passed the policy carries `X-RateLimit-Limit`, `-Remaining`
+//! and `-Reset` (seconds until the window resets).
 //!
-//! Counting uses pingora-limits' `Rate`, one per route with a single key, so
-//! its count-min sketch is exact (a 1x1 table). Per-client keys need an exact
-//! bounded map instead (the sketch over-counts with many keys): a later policy.
+//! Counting uses pingora-limits' `Rate` with a single key, so its count-min
+//! sketch is exact (a 1x1 table). Per-client keys need an exact bounded map
+//! instead (the sketch over-counts with many keys): a later step.
 
-use crate::config::model::RateLimitConfig;
-use crate::ctx::Ctx;
-use crate::policy::{Decision, LocalResponse};
+use super::{Decision, LocalResponse, Policy};
+use crate::config::decode::{join, Decoder};
+use crate::config::yaml::Node;
+use crate::exchange::Exchange;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora_limits::rate::Rate;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+const FIELDS: &[&str] = &["maxRequests", "period"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub max_requests: u64,
+    pub period: Duration,
+}
+
+pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
+    let f = d.map(node, path, FIELDS)?;
+    let max = d
+        .required(&f, "maxRequests", path)
+        .and_then(|n| d.positive_int(n, &join(path, "maxRequests")));
+    let period = d.required(&f, "period", path).and_then(|n| {
+        let field = join(path, "period");
+        let p = d.duration(n, &field, true)?;
+        if p < Duration::from_secs(1) || p.subsec_nanos() != 0 {
+            d.error(
+                n.pos,
+                &field,
+                "the period must be a whole number of seconds, at least 1s",
+            );
+            return None;
+        }
+        Some(p)
+    });
+    Some(Config {
+        max_requests: max?,
+        period: period?,
+    })
+}
+
+pub fn build(c: &Config) -> Arc<dyn Policy> {
+    Arc::new(RateLimiter::new(c))
+}
+
+pub fn describe(c: &Config) -> Value {
+    json!({"maxRequests": c.max_requests, "periodSeconds": c.period.as_secs()})
+}
 
 pub struct RateLimiter {
-    pub config: RateLimitConfig,
     rate: Rate,
     max: u64,
     period_secs: u64,
 }
 
-/// What the limiter decided, kept in `Ctx` for the response headers.
+/// What the limiter decided, kept in the exchange for the response headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitState {
     pub limit: u64,
@@ -27,23 +74,11 @@ pub struct RateLimitState {
     pub reset_secs: u64,
 }
 
-impl RateLimitState {
-    pub fn headers(&self) -> impl Iterator<Item = (&'static str, String)> {
-        [
-            ("x-ratelimit-limit", self.limit.to_string()),
-            ("x-ratelimit-remaining", self.remaining.to_string()),
-            ("x-ratelimit-reset", self.reset_secs.to_string()),
-        ]
-        .into_iter()
-    }
-}
-
 const KEY: u8 = 0;
 
 impl RateLimiter {
-    pub fn new(c: &RateLimitConfig) -> Self {
+    pub fn new(c: &Config) -> Self {
         RateLimiter {
-            config: c.clone(),
             // one hash row, one slot: exact for the single key we use
             rate: Rate::new_with_estimator_config(c.period, 1, 1),
             max: c.max_requests,
@@ -63,33 +98,52 @@ impl RateLimiter {
         };
         (count <= self.max, state)
     }
+}
 
-    pub fn on_request(&self, ctx: &mut Ctx) -> Decision {
+#[async_trait]
+impl Policy for RateLimiter {
+    async fn on_request(&self, _req: &RequestHeader, x: &mut Exchange) -> Decision {
         let (allowed, state) = self.check();
-        ctx.rate_limit = Some(state);
+        // several limits on one request (document and route): the headers
+        // report the tightest
+        let tightest = match x.ext.get::<RateLimitState>() {
+            Some(prev) if prev.remaining <= state.remaining => *prev,
+            _ => state,
+        };
+        x.ext.insert(tightest);
         if allowed {
             Decision::Continue
         } else {
-            Decision::Respond(LocalResponse {
-                status: 429,
-                message: format!(
-                    "rate limit exceeded: {} requests per {}s on this route",
-                    self.max, self.period_secs
-                ),
-                headers: vec![("retry-after", state.reset_secs.to_string())],
-            })
+            Decision::Respond(
+                LocalResponse::new(
+                    429,
+                    format!(
+                        "rate limit exceeded: {} requests per {}s",
+                        self.max, self.period_secs
+                    ),
+                )
+                .with_header("retry-after", state.reset_secs.to_string()),
+            )
         }
+    }
+
+    fn on_response(&self, resp: &mut ResponseHeader, x: &mut Exchange) -> pingora::Result<()> {
+        if let Some(s) = x.ext.get::<RateLimitState>() {
+            resp.insert_header("x-ratelimit-limit", s.limit)?;
+            resp.insert_header("x-ratelimit-remaining", s.remaining)?;
+            resp.insert_header("x-ratelimit-reset", s.reset_secs)?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn counts_exactly_and_reports_remaining() {
-        let l = RateLimiter::new(&RateLimitConfig {
+        let l = RateLimiter::new(&Config {
             max_requests: 3,
             period: Duration::from_secs(60),
         });

@@ -518,6 +518,8 @@ pub struct Seen {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body_len: u64,
+    /// The body, when it was at most 64 KiB (larger ones are only counted).
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -613,16 +615,20 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) -> std::
         // a request without framing headers has no body
         let framed = header_value(&headers, "content-length").is_some()
             || header_value(&headers, "transfer-encoding").is_some();
-        let body_len = if framed {
-            read_body(&mut reader, &headers, false)?.1
+        let small = header_value(&headers, "content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n <= 64 * 1024);
+        let (body, body_len) = if framed {
+            read_body(&mut reader, &headers, small)?
         } else {
-            0
+            (Vec::new(), 0)
         };
         let request = Seen {
             method,
             target,
             headers,
             body_len,
+            body,
         };
         seen.lock().expect("lock").push(request.clone());
         let mut reply = handler(&request);
@@ -659,6 +665,17 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) -> std::
 /// A minimal gateway config: one listener on `{port}`, the given routes YAML
 /// (indented under `routes:`), test-friendly server settings.
 pub fn config_with_routes(routes: &str) -> String {
+    config_with("", routes)
+}
+
+/// Like [`config_with_routes`], with document-level policies (YAML list
+/// items indented under `policies:`, or empty for none).
+pub fn config_with(policies: &str, routes: &str) -> String {
+    let policies = if policies.is_empty() {
+        String::new()
+    } else {
+        format!("  policies:\n{policies}\n")
+    };
     format!(
         r#"apiVersion: gateway.mulesoft.com/v1alpha1
 kind: Gateway
@@ -669,7 +686,7 @@ spec:
     - name: http
       port: {{port}}
       host: "127.0.0.1"
-  routes:
+{policies}  routes:
 {routes}
   server:
     threads: 2

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::model::PolicyConfig;
+use crate::policy::{rate_limit, PolicyConfig, PolicySpec};
 use std::time::Duration;
 
 const SEED: &str = include_str!("../../../tests/fixtures/seed-gateway-config.yaml");
@@ -28,12 +28,14 @@ fn seed_file_gives_the_expected_model() {
     let health = &l.routes[1];
     assert_eq!(
         health.policies,
-        vec![PolicyConfig::RateLimit(
-            crate::config::model::RateLimitConfig {
+        vec![PolicySpec {
+            config: PolicyConfig::RateLimit(rate_limit::Config {
                 max_requests: 100,
                 period: Duration::from_secs(60)
-            }
-        )]
+            }),
+            order: 50,
+            document: None,
+        }]
     );
     assert_eq!(c.server, crate::config::model::ServerSettings::default());
 }
@@ -167,4 +169,31 @@ fn upstream_urls() {
     ] {
         assert!(parse_upstream_url(bad).is_err(), "{bad} accepted");
     }
+}
+
+#[test]
+fn document_policies_come_first_and_order_overrides() {
+    let text = "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  listeners: [{name: l, port: 9000}]\n  policies:\n    - rate-limiting: {maxRequests: 100, period: 60}\n  routes:\n    - id: a\n      path: /a\n      upstream: {url: \"http://127.0.0.1:1\"}\n      policies:\n        - http-basic-authentication: {users: [{username: u, password: p}]}\n          order: 10\n    - id: b\n      path: /b\n      upstream: {url: \"http://127.0.0.1:1\"}\n      policies:\n        - http-basic-authentication: {users: [{username: u, password: p}]}\n";
+    let c = load_str("g.yaml", text).expect("valid");
+    let names = |i: usize| -> Vec<(&str, i32, bool)> {
+        c.listeners[0].routes[i]
+            .policies
+            .iter()
+            .map(|p| (p.name(), p.order, p.document.is_some()))
+            .collect()
+    };
+    assert_eq!(
+        names(0),
+        [
+            ("http-basic-authentication", 10, false),
+            ("rate-limiting", 50, true)
+        ]
+    );
+    assert_eq!(
+        names(1),
+        [
+            ("rate-limiting", 50, true),
+            ("http-basic-authentication", 50, false)
+        ]
+    );
 }

@@ -1,0 +1,203 @@
+//! The ordered chain of a route's policies and how a request passes it.
+//!
+//! Request hooks run in chain order and stop at the first policy that
+//! answers; the chain remembers how many ran, so response hooks run in
+//! reverse for exactly those (a request rejected by the second policy gets
+//! the response headers of the first two, e.g. rate-limit headers on a 401).
+
+use super::{Decision, LocalResponse, Policy};
+use crate::exchange::Exchange;
+use pingora::http::{RequestHeader, ResponseHeader};
+use std::sync::Arc;
+
+/// One policy in a chain, with its name (for metrics and logs).
+#[derive(Clone)]
+pub struct Link {
+    pub name: &'static str,
+    pub policy: Arc<dyn Policy>,
+}
+
+/// A policy answered the request itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub policy: &'static str,
+    pub response: LocalResponse,
+}
+
+#[derive(Clone, Default)]
+pub struct Chain {
+    links: Vec<Link>,
+}
+
+impl Chain {
+    /// Links already in their final order.
+    pub fn new(links: Vec<Link>) -> Chain {
+        Chain { links }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.links.iter().map(|l| l.name)
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &Arc<dyn Policy>> + '_ {
+        self.links.iter().map(|l| &l.policy)
+    }
+
+    /// Run the request hooks; `ran` counts the policies that saw the request.
+    pub async fn on_request(
+        &self,
+        req: &RequestHeader,
+        x: &mut Exchange,
+        ran: &mut usize,
+    ) -> Option<Rejection> {
+        for link in &self.links {
+            *ran += 1;
+            if let Decision::Respond(response) = link.policy.on_request(req, x).await {
+                return Some(Rejection {
+                    policy: link.name,
+                    response,
+                });
+            }
+        }
+        None
+    }
+
+    /// The method is not allowed on the route: a policy may still answer.
+    pub fn on_method_not_allowed(
+        &self,
+        req: &RequestHeader,
+        x: &mut Exchange,
+        ran: &mut usize,
+    ) -> Option<Rejection> {
+        for link in &self.links {
+            *ran += 1;
+            if let Decision::Respond(response) = link.policy.on_method_not_allowed(req, x) {
+                return Some(Rejection {
+                    policy: link.name,
+                    response,
+                });
+            }
+        }
+        None
+    }
+
+    pub fn on_upstream_request(
+        &self,
+        up: &mut RequestHeader,
+        x: &mut Exchange,
+    ) -> pingora::Result<()> {
+        for link in &self.links {
+            link.policy.on_upstream_request(up, x)?;
+        }
+        Ok(())
+    }
+
+    /// Response hooks of the first `ran` policies, last first.
+    pub fn on_response(
+        &self,
+        resp: &mut ResponseHeader,
+        x: &mut Exchange,
+        ran: usize,
+    ) -> pingora::Result<()> {
+        for link in self.links[..ran.min(self.links.len())].iter().rev() {
+            link.policy.on_response(resp, x)?;
+        }
+        Ok(())
+    }
+
+    pub fn on_logging(&self, x: &Exchange, status: u16, ran: usize) {
+        for link in &self.links[..ran.min(self.links.len())] {
+            link.policy.on_logging(x, status);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+
+    /// Records the hooks it sees; answers 401 when `reject`.
+    struct Probe {
+        tag: &'static str,
+        reject: bool,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl Policy for Probe {
+        async fn on_request(&self, _req: &RequestHeader, _x: &mut Exchange) -> Decision {
+            self.log.lock().unwrap().push(format!("req {}", self.tag));
+            if self.reject {
+                Decision::Respond(LocalResponse::new(401, "no"))
+            } else {
+                Decision::Continue
+            }
+        }
+
+        fn on_response(&self, resp: &mut ResponseHeader, _x: &mut Exchange) -> pingora::Result<()> {
+            self.log.lock().unwrap().push(format!("resp {}", self.tag));
+            resp.append_header("x-seen", self.tag)?;
+            Ok(())
+        }
+    }
+
+    fn chain(spec: &[(&'static str, bool)], log: &Arc<Mutex<Vec<String>>>) -> Chain {
+        Chain::new(
+            spec.iter()
+                .map(|(tag, reject)| Link {
+                    name: tag,
+                    policy: Arc::new(Probe {
+                        tag,
+                        reject: *reject,
+                        log: log.clone(),
+                    }),
+                })
+                .collect(),
+        )
+    }
+
+    fn run(spec: &[(&'static str, bool)]) -> (Option<Rejection>, Vec<String>, Vec<String>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let c = chain(spec, &log);
+        let req = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut x = Exchange::new();
+        let mut ran = 0;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let rejected = rt.block_on(c.on_request(&req, &mut x, &mut ran));
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        c.on_response(&mut resp, &mut x, ran).unwrap();
+        let seen = resp
+            .headers
+            .get_all("x-seen")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let log = log.lock().unwrap().clone();
+        (rejected, log, seen)
+    }
+
+    #[test]
+    fn request_in_order_response_in_reverse() {
+        let (rejected, log, seen) = run(&[("a", false), ("b", false), ("c", false)]);
+        assert_eq!(rejected, None);
+        assert_eq!(
+            log,
+            ["req a", "req b", "req c", "resp c", "resp b", "resp a"]
+        );
+        assert_eq!(seen, ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn a_rejection_stops_the_chain_and_only_the_policies_that_ran_see_the_response() {
+        let (rejected, log, seen) = run(&[("a", false), ("b", true), ("c", false)]);
+        let rejected = rejected.expect("rejected");
+        assert_eq!(rejected.policy, "b");
+        assert_eq!(rejected.response.status, 401);
+        assert_eq!(log, ["req a", "req b", "resp b", "resp a"]);
+        assert_eq!(seen, ["b", "a"]);
+    }
+}
