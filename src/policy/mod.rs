@@ -27,6 +27,7 @@
 pub mod api_key;
 pub mod basic_auth;
 pub mod chain;
+pub mod jwt;
 pub mod rate_limit;
 
 use crate::config::decode::Decoder;
@@ -178,6 +179,7 @@ policies! {
     "rate-limiting" => RateLimit(rate_limit),
     "http-basic-authentication" => BasicAuth(basic_auth),
     "api-key" => ApiKey(api_key),
+    "jwt-validation" => Jwt(jwt),
 }
 
 /// Shown instead of a secret in `/config`.
