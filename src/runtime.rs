@@ -280,6 +280,45 @@ mod tests {
     }
 
     #[test]
+    fn document_policies_are_one_instance_and_unchanged_ones_are_carried_over() {
+        let text = |secret: &str| {
+            format!("apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {{name: g}}\nspec:\n  listeners: [{{name: l, port: 9000}}]\n  policies:\n    - api-key: {{keys: [k1]}}\n  routes:\n    - id: a\n      path: /a\n      upstream: {{url: \"http://127.0.0.1:1\"}}\n      policies:\n        - http-basic-authentication: {{users: [{{username: u, password: {secret}}}]}}\n    - id: b\n      path: /b\n      upstream: {{url: \"http://127.0.0.1:1\"}}\n")
+        };
+        let build = |secret: &str, prev: Option<&Snapshot>| {
+            Snapshot::build(
+                load_str("t.yaml", &text(secret)).expect("valid"),
+                prev,
+                &Metrics::new(),
+            )
+        };
+        let policies = |s: &Snapshot, id: &str| -> Vec<Arc<dyn Policy>> {
+            s.routes[id].chain.policies().cloned().collect()
+        };
+        let first = build("p1", None);
+        let (a, b) = (policies(&first, "a"), policies(&first, "b"));
+        assert_eq!((a.len(), b.len()), (2, 1));
+        assert!(
+            Arc::ptr_eq(&a[0], &b[0]),
+            "one api-key instance for the document"
+        );
+        let same = build("p1", Some(&first));
+        assert!(
+            Arc::ptr_eq(&policies(&same, "a")[1], &a[1]),
+            "unchanged: carried over"
+        );
+        assert!(Arc::ptr_eq(&policies(&same, "b")[0], &b[0]));
+        let changed = build("p2", Some(&same));
+        assert!(
+            !Arc::ptr_eq(&policies(&changed, "a")[1], &a[1]),
+            "changed: rebuilt"
+        );
+        assert!(
+            Arc::ptr_eq(&policies(&changed, "a")[0], &a[0]),
+            "the other is kept"
+        );
+    }
+
+    #[test]
     fn counters_survive_an_unchanged_policy_and_reset_on_a_changed_one() {
         let first = snap(10, None);
         assert_eq!(remaining(&first), 9);

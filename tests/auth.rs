@@ -301,3 +301,72 @@ fn a_document_level_limit_is_one_counter_for_all_its_routes() {
         .collect();
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
 }
+
+#[test]
+fn rotated_secret_and_key_files_take_effect_without_restart() {
+    let backend = Backend::echo();
+    let dir = temp_dir("rotate");
+    let secret = dir.join("password");
+    let keys = dir.join("keys");
+    std::fs::write(&secret, "first-password\n").expect("write");
+    std::fs::write(&keys, "ops:first-key\n").expect("write");
+    let url = backend.url();
+    let config = config_with_routes(&format!(
+        r#"    - id: basic
+      path: "/basic"
+      upstream: {{url: "{url}"}}
+      policies:
+        - http-basic-authentication:
+            users: [{{username: ops, password: "file:{secret}"}}]
+    - id: keyed
+      path: "/keyed"
+      upstream: {{url: "{url}"}}
+      policies:
+        - api-key: {{keysFile: "{keys}"}}"#,
+        secret = secret.display(),
+        keys = keys.display(),
+    ));
+    let gw = Gateway::start(&config);
+    let mut c = gw.connect();
+    let old = basic("ops", "first-password");
+    let new = basic("ops", "second-password");
+    assert_eq!(
+        c.request("GET", "/basic", &[("authorization", &old)], b"")
+            .status,
+        200
+    );
+    assert_eq!(
+        c.request("GET", "/basic", &[("authorization", &new)], b"")
+            .status,
+        401
+    );
+    assert_eq!(
+        c.request("GET", "/keyed", &[("x-api-key", "first-key")], b"")
+            .status,
+        200
+    );
+
+    // rotate both files; the watcher reloads (no signal, no restart)
+    std::fs::write(&secret, "second-password\n").expect("write");
+    std::fs::write(&keys, "ops:second-key\n").expect("write");
+    wait_until(Duration::from_secs(15), "the rotated password", || {
+        c.request("GET", "/basic", &[("authorization", &new)], b"")
+            .status
+            == 200
+    });
+    assert_eq!(
+        c.request("GET", "/basic", &[("authorization", &old)], b"")
+            .status,
+        401
+    );
+    wait_until(Duration::from_secs(15), "the rotated key", || {
+        c.request("GET", "/keyed", &[("x-api-key", "second-key")], b"")
+            .status
+            == 200
+    });
+    assert_eq!(
+        c.request("GET", "/keyed", &[("x-api-key", "first-key")], b"")
+            .status,
+        401
+    );
+}

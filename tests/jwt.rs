@@ -1,4 +1,5 @@
-//! jwt-validation as a client and an attacker see it: tokens signed in the
+//! jwt-validation and oauth2-introspection as a client and an attacker see
+//! them. JWT: tokens signed in the
 //! test with keys generated in the test (RSA, EC P-256, Ed25519, HMAC), a
 //! JWKS server over real HTTP that rotates keys and goes down, and forged
 //! tokens (alg none, HS/RS confusion, tampered payload).
@@ -373,4 +374,140 @@ fn jwks_rotation_and_outage() {
     assert_eq!(bearer(&mut c, "/jwks/a", &fresh).status, 200);
     let fresh_k1 = rs256(&s.rsa, &claims(json!({"jti": "after-outage-k1"})));
     assert_eq!(bearer(&mut c, "/jwks/a", &fresh_k1).status, 200);
+}
+
+// ─── oauth2-introspection (RFC 7662) ────────────────────────────────────
+
+const CLIENT_SECRET: &str = "introspection-client-secret-77";
+
+/// An introspection endpoint: checks the gateway's client credentials and
+/// answers by token.
+fn introspection_server() -> Backend {
+    use base64::engine::general_purpose::STANDARD;
+    let expected = format!(
+        "Basic {}",
+        STANDARD.encode(format!("gateway:{CLIENT_SECRET}"))
+    );
+    Backend::start(move |seen| {
+        if seen.header("authorization") != Some(expected.as_str()) {
+            return Reply::Json(401, r#"{"error":"invalid_client"}"#.into());
+        }
+        let body = String::from_utf8_lossy(&seen.body).to_string();
+        let token = body
+            .split('&')
+            .find_map(|p| p.strip_prefix("token="))
+            .unwrap_or("")
+            .to_string();
+        let active = |scope: &str| {
+            json!({"active": true, "scope": scope, "username": "alice", "exp": now() + 600})
+                .to_string()
+        };
+        match token.as_str() {
+            "good-token" => Reply::Json(200, active("orders:read orders:write")),
+            "read-only" => Reply::Json(200, active("orders:read")),
+            "slow-token" => Reply::Delayed(
+                Duration::from_secs(3),
+                Box::new(Reply::Json(200, active("orders:read orders:write"))),
+            ),
+            "broken-token" => Reply::Json(500, "oops".into()),
+            _ => Reply::Json(200, r#"{"active":false}"#.into()),
+        }
+    })
+}
+
+#[test]
+fn introspection_active_inactive_scopes_cache_and_outages() {
+    let backend = Backend::echo();
+    let idp = introspection_server();
+    let url = backend.url();
+    let config = config_with_routes(&format!(
+        r#"    - id: introspected
+      path: "/orders/*"
+      upstream: {{url: "{url}"}}
+      policies:
+        - oauth2-introspection:
+            url: "{idp}/introspect"
+            clientId: gateway
+            clientSecret: "${{FLEXGW_TEST_CLIENT_SECRET}}"
+            timeout: 500ms
+            realm: orders
+            scopes: [orders:read, orders:write]
+            keepToken: false
+    - id: any-scope
+      path: "/any"
+      upstream: {{url: "{url}"}}
+      policies:
+        - oauth2-introspection:
+            url: "{idp}/introspect"
+            clientId: gateway
+            clientSecret: "${{FLEXGW_TEST_CLIENT_SECRET}}"
+            scopes: [orders:write, admin]
+            scopeMatch: any
+    - id: wrong-credentials
+      path: "/wrong"
+      upstream: {{url: "{url}"}}
+      policies:
+        - oauth2-introspection:
+            url: "{idp}/introspect"
+            clientId: gateway
+            clientSecret: not-the-secret"#,
+        idp = idp.url()
+    ));
+    let gw = Gateway::start_with_env(&config, &[("FLEXGW_TEST_CLIENT_SECRET", CLIENT_SECRET)]);
+    let mut c = gw.connect();
+
+    let r = c.get("/orders/1");
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(r#"Bearer realm="orders""#)
+    );
+    assert_eq!(idp.count(), 0, "no token, no introspection call");
+
+    // active with both scopes: passes; the token is not forwarded; three
+    // requests cost one introspection call (cached)
+    for _ in 0..3 {
+        let r = bearer(&mut c, "/orders/1", "good-token");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(backend.last().header("authorization"), None);
+    }
+    assert_eq!(idp.count(), 1);
+    let call = idp.last();
+    assert_eq!(call.method, "POST");
+    assert_eq!(
+        call.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+
+    let r = bearer(&mut c, "/orders/1", "revoked-token");
+    assert_eq!(r.status, 401);
+    assert!(r
+        .header("www-authenticate")
+        .is_some_and(|h| h.contains(r#"error="invalid_token""#)));
+    let r = bearer(&mut c, "/orders/1", "read-only");
+    assert_eq!(r.status, 403, "AND: orders:write is missing");
+    assert!(r
+        .header("www-authenticate")
+        .is_some_and(|h| h.contains("insufficient_scope")));
+    assert_eq!(
+        bearer(&mut c, "/any", "good-token").status,
+        200,
+        "OR: one scope suffices"
+    );
+    assert_eq!(bearer(&mut c, "/any", "read-only").status, 403);
+
+    // the server slow (3 s > 500 ms timeout), failing, or refusing the
+    // gateway's credentials: 503, never a pass
+    let r = bearer(&mut c, "/orders/1", "slow-token");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(bearer(&mut c, "/orders/1", "broken-token").status, 503);
+    assert_eq!(bearer(&mut c, "/wrong", "good-token").status, 503);
+
+    let seen_tokens = backend.count();
+    assert_eq!(seen_tokens, 4, "3 good on /orders + 1 on /any");
+    let config = gw.admin("/config").text();
+    assert!(
+        !config.contains(CLIENT_SECRET) && !config.contains("not-the-secret"),
+        "{config}"
+    );
 }

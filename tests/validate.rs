@@ -194,3 +194,63 @@ fn missing_config_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn policy_config_errors_name_line_column_and_field() {
+    let text = r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {name: g}
+spec:
+  listeners: [{name: l, port: 9000}]
+  policies:
+    - http-basic-authentication:
+        users:
+          - {username: alice, password: x}
+          - {username: alice, password: y}
+          - {username: bob, passwordHash: "$2b$12$abc"}
+    - api-key: {keys: []}
+  routes:
+    - id: a
+      path: /a
+      upstream: {url: "http://127.0.0.1:1"}
+      policies:
+        - jwt-validation:
+            keys:
+              - {algorithm: RS257, publicKey: "x"}
+              - {algorithm: RS256, publicKey: "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----"}
+              - {algorithm: HS256, secret: short}
+              - {algorithm: none, secret: "0123456789abcdef0123456789abcdef"}
+            jwks: [{url: "ftp://idp.example.com/jwks"}]
+          order: ten
+        - oauth2-introspection: {url: "https://idp.example.com/i", clientId: gw}
+        - api-keys: {}
+        - rate-limiting: {maxRequests: 1, period: 1s, burst: 2}
+        - rate-limiting: {maxRequests: 1, period: 1s}
+          http-basic-authentication: {}
+        - jwt-validation: {token: {cookie: s}, jwks: [{url: "https://idp/jwks"}], claims: [{name: x, pattern: "("}]}
+        - http-basic-authentication: {users: [{username: u, password: "${FLEXGW_SURELY_UNSET_VAR}"}]}
+"#;
+    let (ok, err) = validate_text(text);
+    assert!(!ok);
+    let expected = [
+        "gateway.yaml:10:14: spec.policies[0].http-basic-authentication.users[1].username: duplicate user \"alice\"",
+        "gateway.yaml:11:43: spec.policies[0].http-basic-authentication.users[2].passwordHash: not a valid bcrypt hash",
+        "gateway.yaml:12:17: spec.policies[1].api-key: no keys",
+        "gateway.yaml:20:29: spec.routes[0].policies[0].jwt-validation.keys[0].algorithm: unknown algorithm \"RS257\"",
+        "gateway.yaml:21:47: spec.routes[0].policies[0].jwt-validation.keys[1].publicKey: not an RSA public key in PEM",
+        "gateway.yaml:22:44: spec.routes[0].policies[0].jwt-validation.keys[2].secret: a HS256 secret must be at least 32 bytes",
+        "gateway.yaml:23:29: spec.routes[0].policies[0].jwt-validation.keys[3].algorithm: `none` is never accepted",
+        "gateway.yaml:24:26: spec.routes[0].policies[0].jwt-validation.jwks[0].url: \"ftp://idp.example.com/jwks\" is not an http(s) URL",
+        "gateway.yaml:25:18: spec.routes[0].policies[0].order: expected an integer",
+        "gateway.yaml:26:34: spec.routes[0].policies[1].oauth2-introspection: give `clientId` and `clientSecret`, or `authorization`",
+        "gateway.yaml:27:11: spec.routes[0].policies[2].api-keys: unknown field (did you mean `api-key`?)",
+        "gateway.yaml:28:55: spec.routes[0].policies[3].rate-limiting.burst: unknown field",
+        "gateway.yaml:29:11: spec.routes[0].policies[4]: one policy per list item",
+        "gateway.yaml:31:111: spec.routes[0].policies[5].jwt-validation.claims[0].pattern: invalid regular expression: unclosed group",
+        "gateway.yaml:32:71: spec.routes[0].policies[6].http-basic-authentication.users[0].password: environment variable FLEXGW_SURELY_UNSET_VAR is not set",
+    ];
+    assert!(err.contains("15 problem(s) found"), "{err}");
+    for line in expected {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+}

@@ -76,6 +76,9 @@ pub struct Decoder {
     /// Values that came from `${ENV}` / `file:` references, scrubbed from
     /// every message (and, through the config, from `/config`).
     pub secrets: Vec<String>,
+    /// Files read on the way (secret files, key lists): the config watcher
+    /// reloads when they change, as for the config files themselves.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 const TYPOGRAPHIC: [char; 4] = ['\u{201C}', '\u{201D}', '\u{2018}', '\u{2019}'];
@@ -86,6 +89,7 @@ impl Decoder {
             file: file.into(),
             errors: Vec::new(),
             secrets: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -144,6 +148,7 @@ impl Decoder {
     /// (or one failed: reported).
     fn resolve_text(&mut self, text: &str, pos: Pos, path: &str) -> Option<String> {
         if let Some(file) = text.strip_prefix("file:") {
+            self.files.push(file.into());
             return match std::fs::read_to_string(file) {
                 Ok(content) => {
                     let content = content

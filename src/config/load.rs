@@ -17,6 +17,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     let mut secrets = Vec::new();
+    let mut referenced = Vec::new();
     for file in &files {
         let shown = file.display().to_string();
         match std::fs::read_to_string(file) {
@@ -25,12 +26,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
                 docs.append(&mut d.docs);
                 errors.append(&mut d.errors);
                 secrets.append(&mut d.secrets);
+                referenced.append(&mut d.files);
             }
             Err(e) => errors.push(file_error(&shown, format!("cannot read: {e}"))),
         }
     }
     let mut config = assemble(&docs, &mut errors);
     config.secrets = secrets;
+    config.referenced_files = referenced;
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -44,6 +47,7 @@ pub fn load_str(name: &str, text: &str) -> Result<Config, ConfigErrors> {
         docs,
         mut errors,
         secrets,
+        files: _,
     } = decode_source(name, text);
     let mut config = assemble(&docs, &mut errors);
     config.secrets = secrets;
@@ -99,6 +103,7 @@ struct Decoded {
     docs: Vec<GatewayDoc>,
     errors: Vec<ConfigError>,
     secrets: Vec<String>,
+    files: Vec<PathBuf>,
 }
 
 fn decode_source(file: &str, text: &str) -> Decoded {
@@ -117,6 +122,7 @@ fn decode_source(file: &str, text: &str) -> Decoded {
                 docs: Vec::new(),
                 errors: d.errors,
                 secrets: d.secrets,
+                files: d.files,
             };
         }
     };
@@ -131,6 +137,7 @@ fn decode_source(file: &str, text: &str) -> Decoded {
         docs,
         errors: d.errors,
         secrets: d.secrets,
+        files: d.files,
     }
 }
 
@@ -283,6 +290,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
         listeners: listeners.into_iter().map(|(l, _)| l).collect(),
         gateways: docs.iter().map(|d| d.name.clone()).collect(),
         secrets: Vec::new(),
+        referenced_files: Vec::new(),
     }
 }
 

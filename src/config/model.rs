@@ -20,6 +20,9 @@ pub struct Config {
     /// Values read from `${ENV}` and `file:` references: never shown
     /// (`/config` and error messages replace them with `<redacted>`).
     pub secrets: Vec<String>,
+    /// Files the policies read besides the config files (secret references,
+    /// key lists), watched for changes like the config itself.
+    pub referenced_files: Vec<PathBuf>,
 }
 
 /// A listening socket and the routes served on it (from every Gateway

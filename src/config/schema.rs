@@ -392,15 +392,20 @@ pub fn decode_policies(
         let at = format!("{path}[{i}]");
         let mut known: Vec<&str> = policy::NAMES.to_vec();
         known.push("order");
+        let before = d.errors.len();
         let Some(f) = d.map(item, &at, &known) else {
             continue;
         };
+        let misspelt = d.errors.len() > before;
         let order = match f.get("order") {
             Some(n) => d.int(n, &join(&at, "order"), -10_000, 10_000),
             None => Some(i64::from(DEFAULT_ORDER)),
         };
         let mut names = f.keys().filter(|(k, _)| *k != "order");
         let Some((name, body)) = names.next() else {
+            if misspelt {
+                continue; // the unknown name was reported, with a suggestion
+            }
             d.error(
                 item.pos,
                 &at,

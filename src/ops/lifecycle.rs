@@ -128,12 +128,15 @@ fn reload(runtime: &Runtime, why: &str) {
     }
 }
 
-/// A cheap fingerprint of the files a reload would read (names and contents).
-fn fingerprint(path: &Path) -> u64 {
+/// A cheap fingerprint of the files a reload would read (names and
+/// contents): the config files, and the files the current config's policies
+/// referenced (secrets, key lists).
+fn fingerprint(path: &Path, referenced: &[PathBuf]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     // a missing or empty directory hashes as nothing: the reload then reports it
-    for f in crate::config::load::list_files(path).unwrap_or_default() {
+    let files = crate::config::load::list_files(path).unwrap_or_default();
+    for f in files.iter().chain(referenced) {
         f.hash(&mut h);
         if let Ok(bytes) = std::fs::read(&f) {
             bytes.hash(&mut h);
@@ -147,15 +150,16 @@ fn fingerprint(path: &Path) -> u64 {
 async fn watch_files(runtime: Arc<Runtime>, mut shutdown: ShutdownWatch) {
     const POLL: Duration = Duration::from_millis(500);
     let path = runtime.config_path.clone();
-    let mut applied = fingerprint(&path);
+    let referenced = || runtime.snapshot().config.referenced_files.clone();
+    let mut applied = fingerprint(&path, &referenced());
     let mut pending: Option<u64> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = shutdown.changed() => return,
         }
-        let p = path.clone();
-        let now = tokio::task::spawn_blocking(move || fingerprint(&p))
+        let (p, r) = (path.clone(), referenced());
+        let now = tokio::task::spawn_blocking(move || fingerprint(&p, &r))
             .await
             .unwrap_or(applied);
         match pending {

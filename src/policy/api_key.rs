@@ -18,7 +18,7 @@
 //! presented key is digested and looked up, so no comparison runs over the
 //! key itself. The consumer name becomes the request's consumer.
 
-use super::{Decision, LocalResponse, Policy, REDACTED};
+use super::{common, Decision, LocalResponse, Policy, REDACTED};
 use crate::config::decode::{join, Decoder};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
@@ -61,22 +61,11 @@ pub struct Config {
     pub consumer_header: Option<HeaderName>,
 }
 
-fn header_name(d: &mut Decoder, node: &Node, path: &str) -> Option<HeaderName> {
-    let text = d.string(node, path)?;
-    match HeaderName::from_bytes(text.as_bytes()) {
-        Ok(h) => Some(h),
-        Err(_) => {
-            d.error(node.pos, path, format!("{text:?} is not a header name"));
-            None
-        }
-    }
-}
-
 pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     let f = d.map(node, path, FIELDS)?;
     let errors = d.errors.len();
     let header = match f.get("header") {
-        Some(n) => header_name(d, n, &join(path, "header")),
+        Some(n) => common::header_name(d, n, &join(path, "header")),
         None => Some(HeaderName::from_static("x-api-key")),
     };
     let query_param = f
@@ -88,7 +77,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     };
     let consumer_header = f
         .get("consumerHeader")
-        .and_then(|n| header_name(d, n, &join(path, "consumerHeader")));
+        .and_then(|n| common::header_name(d, n, &join(path, "consumerHeader")));
     let mut keys: Vec<(Digest32, String)> = Vec::new();
     let mut add = |d: &mut Decoder, key: &str, consumer: Option<String>, pos, at: &str| {
         let h = digest(key);
@@ -128,6 +117,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     let keys_file = f.get("keysFile").and_then(|n| {
         let field = join(path, "keysFile");
         let file = d.string(n, &field)?;
+        d.files.push(file.clone().into());
         match std::fs::read_to_string(&file) {
             Ok(text) => {
                 for (i, line) in text.lines().enumerate() {
@@ -207,43 +197,13 @@ pub struct ApiKey {
 #[derive(Clone)]
 struct Identified(String);
 
-/// The value of query parameter `name` (percent-decoded), if present.
-pub fn query_value(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_encoding::percent_decode_str(k).decode_utf8().ok()?;
-        if k != name {
-            return None;
-        }
-        let v = v.replace('+', " ");
-        percent_encoding::percent_decode_str(&v)
-            .decode_utf8()
-            .ok()
-            .map(|v| v.into_owned())
-    })
-}
-
-/// The query without parameter `name`.
-pub fn without_param(query: &str, name: &str) -> String {
-    query
-        .split('&')
-        .filter(|pair| {
-            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            percent_encoding::percent_decode_str(k)
-                .decode_utf8()
-                .map_or(true, |k| k != name)
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 impl ApiKey {
     fn presented(&self, req: &RequestHeader) -> Option<String> {
         if let Some(v) = req.headers.get(&self.config.header) {
             return v.to_str().ok().map(|s| s.trim().to_string());
         }
         let name = self.config.query_param.as_deref()?;
-        query_value(req.uri.query()?, name)
+        common::query_value(req.uri.query()?, name)
     }
 }
 
@@ -274,17 +234,8 @@ impl Policy for ApiKey {
             return Ok(());
         }
         up.remove_header(&self.config.header);
-        if let (Some(name), Some(query)) = (&self.config.query_param, up.uri.query()) {
-            let kept = without_param(query, name);
-            let path = up.uri.path();
-            let uri = if kept.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}?{kept}")
-            };
-            if let Ok(uri) = uri.parse::<http::Uri>() {
-                up.set_uri(uri);
-            }
+        if let Some(name) = &self.config.query_param {
+            common::remove_query_param(up, name);
         }
         Ok(())
     }
@@ -293,18 +244,6 @@ impl Policy for ApiKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_parameters() {
-        assert_eq!(
-            query_value("a=1&api_key=k%2B1&b=2", "api_key"),
-            Some("k+1".into())
-        );
-        assert_eq!(query_value("api%5Fkey=x", "api_key"), Some("x".into()));
-        assert_eq!(query_value("a=1", "api_key"), None);
-        assert_eq!(without_param("a=1&api_key=k&b=2", "api_key"), "a=1&b=2");
-        assert_eq!(without_param("api_key=k", "api_key"), "");
-    }
 
     #[test]
     fn anonymous_consumer_names_hide_the_key() {

@@ -23,7 +23,7 @@
 //! An unknown user is checked against a real hash anyway, so response
 //! timing does not reveal which user names exist.
 
-use super::{Decision, LocalResponse, Policy, REDACTED};
+use super::{common, Decision, LocalResponse, Policy, REDACTED};
 use crate::config::decode::{join, Decoder};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
@@ -39,7 +39,6 @@ use tokio::sync::Semaphore;
 
 const FIELDS: &[&str] = &["realm", "users", "keepCredentials"];
 const USER_FIELDS: &[&str] = &["username", "password", "passwordHash"];
-pub const DEFAULT_REALM: &str = "flex-gateway";
 /// Correct credentials remembered; past this many, the cache starts afresh.
 const CACHE_LIMIT: usize = 10_000;
 
@@ -78,29 +77,9 @@ pub struct Config {
     pub keep_credentials: bool,
 }
 
-/// A realm goes inside a quoted string of the `WWW-Authenticate` header.
-pub fn check_realm(d: &mut Decoder, node: &Node, path: &str) -> Option<String> {
-    let realm = d.string(node, path)?;
-    if realm
-        .chars()
-        .any(|c| c == '"' || c == '\\' || c.is_control() || !c.is_ascii())
-    {
-        d.error(
-            node.pos,
-            path,
-            "a realm is printable ASCII without `\"` or `\\`",
-        );
-        return None;
-    }
-    Some(realm)
-}
-
 pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     let f = d.map(node, path, FIELDS)?;
-    let realm = match f.get("realm") {
-        Some(n) => check_realm(d, n, &join(path, "realm")),
-        None => Some(DEFAULT_REALM.to_string()),
-    };
+    let realm = common::realm(d, f.get("realm"), path);
     let keep = match f.get("keepCredentials") {
         Some(n) => d.bool(n, &join(path, "keepCredentials")),
         None => Some(false),

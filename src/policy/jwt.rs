@@ -42,6 +42,7 @@
 //! last good keys stay. Verified tokens are cached by SHA-256 of the token
 //! (bounded), never past their `exp`.
 
+use super::common::{self, TokenSource};
 use super::{Decision, LocalResponse, Policy, REDACTED};
 use crate::config::decode::{join, Decoder};
 use crate::config::yaml::{Node, Value as Yaml};
@@ -74,7 +75,6 @@ const FIELDS: &[&str] = &[
     "forwardClaims",
     "keepToken",
 ];
-const TOKEN_FIELDS: &[&str] = &["header", "queryParam", "cookie"];
 const KEY_FIELDS: &[&str] = &["kid", "algorithm", "algorithms", "secret", "publicKey"];
 const JWKS_FIELDS: &[&str] = &["url", "algorithms"];
 const CLAIM_FIELDS: &[&str] = &["name", "value", "pattern"];
@@ -107,15 +107,6 @@ impl std::fmt::Debug for Material {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(REDACTED)
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// `Authorization: Bearer <token>`.
-    Bearer,
-    Header(HeaderName),
-    Query(String),
-    Cookie(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,17 +199,6 @@ fn strings(d: &mut Decoder, node: &Node, path: &str) -> Vec<String> {
         .enumerate()
         .filter_map(|(i, n)| d.string(n, &format!("{path}[{i}]")))
         .collect()
-}
-
-fn header_name(d: &mut Decoder, node: &Node, path: &str) -> Option<HeaderName> {
-    let text = d.string(node, path)?;
-    match HeaderName::from_bytes(text.as_bytes()) {
-        Ok(h) => Some(h),
-        Err(_) => {
-            d.error(node.pos, path, format!("{text:?} is not a header name"));
-            None
-        }
-    }
 }
 
 fn is_hmac(a: Algorithm) -> bool {
@@ -367,40 +347,8 @@ fn decode_jwks(d: &mut Decoder, node: &Node, path: &str) -> Option<JwksConfig> {
 pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     let f = d.map(node, path, FIELDS)?;
     let errors = d.errors.len();
-    let realm = match f.get("realm") {
-        Some(n) => super::basic_auth::check_realm(d, n, &join(path, "realm")),
-        None => Some(super::basic_auth::DEFAULT_REALM.to_string()),
-    };
-    let token = match f.get("token") {
-        None => Some(TokenSource::Bearer),
-        Some(n) => {
-            let field = join(path, "token");
-            d.map(n, &field, TOKEN_FIELDS).and_then(|t| {
-                let mut given = t.keys();
-                let (which, v) = given.next()?;
-                if given.next().is_some() {
-                    d.error(
-                        n.pos,
-                        &field,
-                        "one token source: header, queryParam or cookie",
-                    );
-                    return None;
-                }
-                let at = join(&field, which);
-                match which {
-                    "header" => header_name(d, v, &at).map(|h| {
-                        if h == http::header::AUTHORIZATION {
-                            TokenSource::Bearer
-                        } else {
-                            TokenSource::Header(h)
-                        }
-                    }),
-                    "queryParam" => d.string(v, &at).map(TokenSource::Query),
-                    _ => d.string(v, &at).map(TokenSource::Cookie),
-                }
-            })
-        }
-    };
+    let realm = common::realm(d, f.get("realm"), path);
+    let token = TokenSource::decode(d, f.get("token"), path);
     let mut keys = Vec::new();
     if let Some(list) = f.get("keys") {
         let field = join(path, "keys");
@@ -486,7 +434,13 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
                         .and_then(|s| match regex::Regex::new(&anchored(&s)) {
                             Ok(_) => Some(ClaimCheck::Pattern(s)),
                             Err(e) => {
-                                d.error(p.pos, &pf, format!("invalid regular expression: {e}"));
+                                let why = e.to_string();
+                                let why = why
+                                    .lines()
+                                    .last()
+                                    .unwrap_or("")
+                                    .trim_start_matches("error: ");
+                                d.error(p.pos, &pf, format!("invalid regular expression: {why}"));
                                 None
                             }
                         })
@@ -506,7 +460,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         let field = join(path, "forwardClaims");
         if let Some(m) = d.map_any(n, &field) {
             for (claim, h) in m.keys() {
-                if let Some(h) = header_name(d, h, &join(&field, claim)) {
+                if let Some(h) = common::header_name(d, h, &join(&field, claim)) {
                     forward_claims.push((claim.to_string(), h));
                 }
             }
@@ -538,16 +492,10 @@ fn anchored(pattern: &str) -> String {
 }
 
 pub fn describe(c: &Config) -> Value {
-    let token = match &c.token {
-        TokenSource::Bearer => json!({"header": "Authorization"}),
-        TokenSource::Header(h) => json!({"header": h.as_str()}),
-        TokenSource::Query(q) => json!({"queryParam": q}),
-        TokenSource::Cookie(k) => json!({"cookie": k}),
-    };
     let algs = |a: &[Algorithm]| a.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>();
     json!({
         "realm": c.realm,
-        "token": token,
+        "token": c.token.describe(),
         "keys": c.keys.iter().map(|k| json!({"kid": k.kid, "algorithms": algs(&k.algorithms), "key": REDACTED})).collect::<Vec<_>>(),
         "jwks": c.jwks.iter().map(|j| json!({"url": j.url, "algorithms": algs(&j.algorithms)})).collect::<Vec<_>>(),
         "jwksTtlSeconds": c.jwks_ttl.as_secs(),
@@ -818,36 +766,6 @@ impl Jwt {
         }
     }
 
-    fn token<'r>(&self, req: &'r RequestHeader) -> Option<std::borrow::Cow<'r, str>> {
-        match &self.config.token {
-            TokenSource::Bearer => {
-                let v = req
-                    .headers
-                    .get(http::header::AUTHORIZATION)?
-                    .to_str()
-                    .ok()?;
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| token.trim().into())
-            }
-            TokenSource::Header(h) => Some(req.headers.get(h)?.to_str().ok()?.trim().into()),
-            TokenSource::Query(q) => {
-                super::api_key::query_value(req.uri.query()?, q).map(Into::into)
-            }
-            TokenSource::Cookie(name) => req
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .find_map(|pair| {
-                    let (k, v) = pair.trim().split_once('=')?;
-                    (k == name).then(|| v.trim_matches('"').to_string().into())
-                }),
-        }
-    }
-
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut v = Validation::new(alg);
         v.algorithms = vec![alg];
@@ -1060,7 +978,7 @@ impl Jwt {
 #[async_trait]
 impl Policy for Jwt {
     async fn on_request(&self, req: &RequestHeader, x: &mut Exchange) -> Decision {
-        let Some(token) = self.token(req) else {
+        let Some(token) = self.config.token.extract(req) else {
             return self.refuse(Failure::Missing);
         };
         match self.accept(&token).await {
@@ -1098,29 +1016,7 @@ impl Policy for Jwt {
             }
         }
         if !self.config.keep_token {
-            match &self.config.token {
-                TokenSource::Bearer => {
-                    up.remove_header(&http::header::AUTHORIZATION);
-                }
-                TokenSource::Header(h) => {
-                    up.remove_header(h);
-                }
-                TokenSource::Query(q) => {
-                    if let Some(query) = up.uri.query() {
-                        let kept = super::api_key::without_param(query, q);
-                        let path = up.uri.path();
-                        let uri = if kept.is_empty() {
-                            path.to_string()
-                        } else {
-                            format!("{path}?{kept}")
-                        };
-                        if let Ok(uri) = uri.parse::<http::Uri>() {
-                            up.set_uri(uri);
-                        }
-                    }
-                }
-                TokenSource::Cookie(_) => {}
-            }
+            self.config.token.strip(up);
         }
         Ok(())
     }

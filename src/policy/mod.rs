@@ -27,6 +27,8 @@
 pub mod api_key;
 pub mod basic_auth;
 pub mod chain;
+pub mod common;
+pub mod introspection;
 pub mod jwt;
 pub mod rate_limit;
 
@@ -180,6 +182,7 @@ policies! {
     "http-basic-authentication" => BasicAuth(basic_auth),
     "api-key" => ApiKey(api_key),
     "jwt-validation" => Jwt(jwt),
+    "oauth2-introspection" => Introspection(introspection),
 }
 
 /// Shown instead of a secret in `/config`.

@@ -1,0 +1,244 @@
+//! Small pieces several policies need: decoding header names and realms,
+//! reading query parameters and cookies, and where a credential is taken
+//! from. Policies share these helpers, never each other's code or state.
+
+use crate::config::decode::{join, Decoder};
+use crate::config::yaml::Node;
+use http::HeaderName;
+use pingora::http::RequestHeader;
+use std::borrow::Cow;
+
+pub const DEFAULT_REALM: &str = "flex-gateway";
+
+pub fn header_name(d: &mut Decoder, node: &Node, path: &str) -> Option<HeaderName> {
+    let text = d.string(node, path)?;
+    match HeaderName::from_bytes(text.as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            d.error(node.pos, path, format!("{text:?} is not a header name"));
+            None
+        }
+    }
+}
+
+/// A realm goes inside a quoted string of a `WWW-Authenticate` header.
+pub fn realm(d: &mut Decoder, node: Option<&Node>, path: &str) -> Option<String> {
+    let Some(node) = node else {
+        return Some(DEFAULT_REALM.to_string());
+    };
+    let field = join(path, "realm");
+    let realm = d.string(node, &field)?;
+    if realm
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control() || !c.is_ascii())
+    {
+        d.error(
+            node.pos,
+            &field,
+            "a realm is printable ASCII without `\"` or `\\`",
+        );
+        return None;
+    }
+    Some(realm)
+}
+
+/// The value of query parameter `name` (percent-decoded), if present.
+pub fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_encoding::percent_decode_str(k).decode_utf8().ok()?;
+        if k != name {
+            return None;
+        }
+        let v = v.replace('+', " ");
+        percent_encoding::percent_decode_str(&v)
+            .decode_utf8()
+            .ok()
+            .map(|v| v.into_owned())
+    })
+}
+
+/// The query without any parameter called `name`.
+pub fn without_param(query: &str, name: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            percent_encoding::percent_decode_str(k)
+                .decode_utf8()
+                .map_or(true, |k| k != name)
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Remove every query parameter called `name` from the request's target.
+pub fn remove_query_param(req: &mut RequestHeader, name: &str) {
+    let Some(query) = req.uri.query() else {
+        return;
+    };
+    let kept = without_param(query, name);
+    let path = req.uri.path();
+    let uri = if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{kept}")
+    };
+    if let Ok(uri) = uri.parse::<http::Uri>() {
+        req.set_uri(uri);
+    }
+}
+
+/// Where a bearer credential is taken from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    Header(HeaderName),
+    Query(String),
+    Cookie(String),
+}
+
+const TOKEN_FIELDS: &[&str] = &["header", "queryParam", "cookie"];
+
+impl TokenSource {
+    /// `token: {header: X}` / `{queryParam: q}` / `{cookie: c}`; absent:
+    /// `Authorization: Bearer`.
+    pub fn decode(d: &mut Decoder, node: Option<&Node>, path: &str) -> Option<TokenSource> {
+        let Some(n) = node else {
+            return Some(TokenSource::Bearer);
+        };
+        let field = join(path, "token");
+        let t = d.map(n, &field, TOKEN_FIELDS)?;
+        let mut given = t.keys();
+        let Some((which, v)) = given.next() else {
+            d.error(n.pos, &field, "give one of: header, queryParam, cookie");
+            return None;
+        };
+        if given.next().is_some() {
+            d.error(
+                n.pos,
+                &field,
+                "one token source: header, queryParam or cookie",
+            );
+            return None;
+        }
+        let at = join(&field, which);
+        match which {
+            "header" => header_name(d, v, &at).map(|h| {
+                if h == http::header::AUTHORIZATION {
+                    TokenSource::Bearer
+                } else {
+                    TokenSource::Header(h)
+                }
+            }),
+            "queryParam" => d.string(v, &at).map(TokenSource::Query),
+            _ => d.string(v, &at).map(TokenSource::Cookie),
+        }
+    }
+
+    pub fn describe(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            TokenSource::Bearer => json!({"header": "Authorization"}),
+            TokenSource::Header(h) => json!({"header": h.as_str()}),
+            TokenSource::Query(q) => json!({"queryParam": q}),
+            TokenSource::Cookie(k) => json!({"cookie": k}),
+        }
+    }
+
+    /// The token the request carries here, if any.
+    pub fn extract<'r>(&self, req: &'r RequestHeader) -> Option<Cow<'r, str>> {
+        match self {
+            TokenSource::Bearer => {
+                let v = req
+                    .headers
+                    .get(http::header::AUTHORIZATION)?
+                    .to_str()
+                    .ok()?;
+                let (scheme, token) = v.trim().split_once(' ')?;
+                let token = token.trim();
+                (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token.into())
+            }
+            TokenSource::Header(h) => {
+                let v = req.headers.get(h)?.to_str().ok()?.trim();
+                (!v.is_empty()).then_some(v.into())
+            }
+            TokenSource::Query(q) => query_value(req.uri.query()?, q)
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
+            TokenSource::Cookie(name) => req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    let v = v.trim().trim_matches('"');
+                    (k == name && !v.is_empty()).then(|| v.to_string().into())
+                }),
+        }
+    }
+
+    /// Take the token out of the request going upstream (a cookie stays:
+    /// removing one cookie of several is not worth rewriting the header).
+    pub fn strip(&self, up: &mut RequestHeader) {
+        match self {
+            TokenSource::Bearer => {
+                up.remove_header(&http::header::AUTHORIZATION);
+            }
+            TokenSource::Header(h) => {
+                up.remove_header(h);
+            }
+            TokenSource::Query(q) => remove_query_param(up, q),
+            TokenSource::Cookie(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters() {
+        assert_eq!(
+            query_value("a=1&api_key=k%2B1&b=2", "api_key"),
+            Some("k+1".into())
+        );
+        assert_eq!(query_value("api%5Fkey=x", "api_key"), Some("x".into()));
+        assert_eq!(query_value("a=1", "api_key"), None);
+        assert_eq!(without_param("a=1&api_key=k&b=2", "api_key"), "a=1&b=2");
+        assert_eq!(without_param("api_key=k&api_key=j", "api_key"), "");
+    }
+
+    #[test]
+    fn token_sources() {
+        let mut req = RequestHeader::build("GET", b"/x?t=q1", None).unwrap();
+        req.insert_header("authorization", "bearer  abc ").unwrap();
+        req.insert_header("cookie", "a=1; session=\"c1\"").unwrap();
+        req.insert_header("x-token", "h1").unwrap();
+        assert_eq!(TokenSource::Bearer.extract(&req).as_deref(), Some("abc"));
+        assert_eq!(
+            TokenSource::Query("t".into()).extract(&req).as_deref(),
+            Some("q1")
+        );
+        assert_eq!(
+            TokenSource::Cookie("session".into())
+                .extract(&req)
+                .as_deref(),
+            Some("c1")
+        );
+        assert_eq!(
+            TokenSource::Header(HeaderName::from_static("x-token"))
+                .extract(&req)
+                .as_deref(),
+            Some("h1")
+        );
+        req.insert_header("authorization", "Basic abc").unwrap();
+        assert_eq!(TokenSource::Bearer.extract(&req), None);
+        TokenSource::Query("t".into()).strip(&mut req);
+        assert_eq!(req.uri.to_string(), "/x");
+    }
+}
