@@ -138,7 +138,7 @@ fn fingerprint(path: &Path, referenced: &[PathBuf]) -> u64 {
     let files = crate::config::load::list_files(path).unwrap_or_default();
     for f in files.iter().chain(referenced) {
         f.hash(&mut h);
-        if let Ok(bytes) = std::fs::read(&f) {
+        if let Ok(bytes) = std::fs::read(f) {
             bytes.hash(&mut h);
         }
     }
