@@ -17,10 +17,13 @@ Scenarios:
   c  1,000 wildcard routes, the request hits one near the end, rate limit on
   d  64 KB responses
   e  1,000 concurrent connections
+  f  (b) with authentication: jwt-validation (RS256, the same valid token on
+     every request, so the verified-token cache is hit) + api-key; flex only,
+     compared with its own (b) in the same run
 Every measurement is repeated (default 3) and the median reported.
 """
 import argparse, json, os, platform, re, shutil, signal, socket, statistics
-import subprocess, sys, tempfile, time
+import subprocess, sys, tempfile, time, base64
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GATEWAY = os.path.join(ROOT, "target", "release", "flex-gateway")
@@ -37,7 +40,10 @@ SCENARIOS = {
     "c": ("1,000 wildcard routes, hit near the end, rate limit on", "/svc/r0990/items/7", 64),
     "d": ("64 KB responses", "/big/64k", 64),
     "e": ("1,000 concurrent connections", "/api/products", 1000),
+    "f": ("user's route + jwt-validation (RS256) + api-key", "/api/products/2", 64),
 }
+API_KEY = "bench-api-key-0123456789"
+AUTH_HEADERS = []  # filled in main() with the signed token (scenario f)
 TARGETS = ["direct", "nginx", "haproxy", "pingora", "flex"]
 ROUTES_C = 1000
 GATEWAY_BIN = [GATEWAY]
@@ -195,7 +201,7 @@ def flex_conf(work, scenario):
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
         routes = f"    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{up}\"}}\n"
-    elif scenario == "b":
+    elif scenario in ("b", "f"):
         routes = (
             f"    - id: public-products\n      path: [\"/api/products\", \"/api/products/*\"]\n      methods: [\"GET\"]\n"
             f"      upstream: {{url: \"{up}\", timeout: 30s}}\n"
@@ -204,6 +210,13 @@ def flex_conf(work, scenario):
         )
         # the products route is rate limited too, so the measured request pays for the policy
         routes = routes.replace("timeout: 30s}\n", "timeout: 30s}\n" + rl, 1)
+        if scenario == "f":
+            auth = (
+                f"        - jwt-validation:\n            keys: [{{algorithm: RS256, publicKey: \"file:{work}/jwt-public.pem\"}}]\n"
+                f"          order: 10\n"
+                f"        - api-key: {{keys: [\"{API_KEY}\"]}}\n          order: 20\n"
+            )
+            routes = routes.replace(rl, rl + auth)
     else:
         routes = "".join(
             f"    - id: r{i:04d}\n      path: \"/svc/r{i:04d}/*\"\n      upstream: {{url: \"{up}\"}}\n{rl}" for i in range(ROUTES_C)
@@ -262,9 +275,29 @@ def start_target(target, scenario, work):
     return proc
 
 
-def wrk(port, path, conns, duration):
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_token(work):
+    """An RSA key pair (openssl CLI) and an RS256 token valid for a day."""
+    key, pub = os.path.join(work, "jwt-private.pem"), os.path.join(work, "jwt-public.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True, capture_output=True)
+    head = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    body = b64url(json.dumps({"sub": "bench", "exp": int(time.time()) + 86400}).encode())
+    signing_input = f"{head}.{body}".encode()
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input,
+                         check=True, capture_output=True).stdout
+    return f"{head}.{body}.{b64url(sig)}"
+
+
+def wrk(port, path, conns, duration, headers=()):
+    extra = [a for h in headers for a in ("-H", h)]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s", f"http://127.0.0.1:{port}{path}"],
+        ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s", *extra,
+         f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -289,7 +322,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
     ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
-    ap.add_argument("--scenarios", default="abcde")
+    ap.add_argument("--scenarios", default="abcdef")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
@@ -315,6 +348,9 @@ def main():
     open(backend_conf, "w").write(nginx_conf(work, "backend"))
     backend = subprocess.Popen([which("nginx"), "-c", backend_conf, "-e", os.path.join(work, "nginx-backend-error.log")],
                                stdin=subprocess.DEVNULL)
+    if "f" in args.scenarios:
+        token = make_token(work)
+        AUTH_HEADERS[:] = [f"Authorization: Bearer {token}", f"X-API-Key: {API_KEY}"]
     results = {}  # (scenario, target) -> (rps, p50, p99, errors)
     rss = {}
     failures = []
@@ -325,13 +361,16 @@ def main():
             for t in targets:
                 if t == "pingora" and sc not in "ade":
                     continue  # it has no routes or policies: only comparable on a plain proxy
+                if sc == "f" and t != "flex":
+                    continue  # authentication policies: compared with flex's own (b)
+                headers = AUTH_HEADERS if sc == "f" else ()
                 proc = start_target(t, sc, work)
                 try:
                     if t == "flex" and proc:
                         time.sleep(0.2)
                         rss.setdefault("idle", rss_kib(proc.pid))
-                    wrk(PORTS[t], path, conns, 1)  # warm-up: connections, pools, caches
-                    runs = [wrk(PORTS[t], path, conns, args.duration) for _ in range(args.reps)]
+                    wrk(PORTS[t], path, conns, 1, headers)  # warm-up: connections, pools, caches
+                    runs = [wrk(PORTS[t], path, conns, args.duration, headers) for _ in range(args.reps)]
                     med = lambda i: statistics.median(r[i] for r in runs)
                     results[(sc, t)] = (med(0), med(1), med(2), sum(r[3] for r in runs))
                     if results[(sc, t)][3]:
@@ -374,6 +413,10 @@ def main():
     if "b" in args.scenarios and "c" in args.scenarios and ("b", "flex") in results and ("c", "flex") in results:
         b, c = results[("b", "flex")][0], results[("c", "flex")][0]
         lines.append(f"flex-gateway (c) vs (b): {c / b:.3f}x requests/s (1,000 routes vs 2).")
+    if ("b", "flex") in results and ("f", "flex") in results:
+        b, f = results[("b", "flex")], results[("f", "flex")]
+        lines.append(f"flex-gateway (f) vs (b): {f[0] / b[0]:.3f}x requests/s, p99 {f[2] / b[2]:.2f}x "
+                     f"(jwt-validation + api-key on the route; target >= 0.9x).")
     if rss:
         lines.append(f"flex-gateway RSS: idle {rss.get('idle', 0) / 1024:.1f} MiB; peak under (e) {rss.get('e', 0) / 1024:.1f} MiB.")
     report = "\n".join(lines)
