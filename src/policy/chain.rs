@@ -136,6 +136,15 @@ mod tests {
             }
         }
 
+        fn on_method_not_allowed(&self, req: &RequestHeader, _x: &mut Exchange) -> Decision {
+            // answers preflight-like requests, as CORS will
+            if req.method == http::Method::OPTIONS && self.tag == "cors" {
+                Decision::Respond(LocalResponse::new(204, ""))
+            } else {
+                Decision::Continue
+            }
+        }
+
         fn on_response(&self, resp: &mut ResponseHeader, _x: &mut Exchange) -> pingora::Result<()> {
             self.log.lock().unwrap().push(format!("resp {}", self.tag));
             resp.append_header("x-seen", self.tag)?;
@@ -189,6 +198,22 @@ mod tests {
             ["req a", "req b", "req c", "resp c", "resp b", "resp a"]
         );
         assert_eq!(seen, ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn a_disallowed_method_reaches_the_policies_that_answer_it() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let c = chain(&[("auth", true), ("cors", false)], &log);
+        let mut x = Exchange::new();
+        let mut ran = 0;
+        let options = RequestHeader::build("OPTIONS", b"/", None).unwrap();
+        let answered = c.on_method_not_allowed(&options, &mut x, &mut ran).unwrap();
+        assert_eq!((answered.policy, answered.response.status), ("cors", 204));
+        assert_eq!(ran, 2);
+        assert!(log.lock().unwrap().is_empty(), "no request hook ran");
+        let delete = RequestHeader::build("DELETE", b"/", None).unwrap();
+        let mut ran = 0;
+        assert_eq!(c.on_method_not_allowed(&delete, &mut x, &mut ran), None);
     }
 
     #[test]
