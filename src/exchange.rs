@@ -18,6 +18,9 @@ pub struct Exchange {
     pub client_ip: Option<IpAddr>,
     /// The normalised path: what routing saw and what goes upstream.
     pub path: String,
+    /// The path to send upstream instead of `path`, when a policy rewrote
+    /// it (the route's base path is still prefixed).
+    pub upstream_path: Option<String>,
     /// Id of the route that matched.
     pub route_id: Arc<str>,
     /// Who is calling, as an authentication policy established it

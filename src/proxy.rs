@@ -18,6 +18,7 @@
 //! (rate limits, CORS) are on local responses too.
 
 use crate::exchange::Exchange;
+use crate::ipset;
 use crate::ops::metrics::{ConnectionGuard, UpstreamError};
 use crate::ops::{access_log, request_id};
 use crate::path::normalize;
@@ -41,6 +42,8 @@ pub struct Ctx {
     start: Instant,
     /// Set once routing found a route (also for a 405 its policies saw).
     route: Option<Arc<CompiledRoute>>,
+    /// The TCP peer (the client, or a proxy in front of the gateway).
+    peer_ip: Option<std::net::IpAddr>,
     /// How many of the route's policies saw the request (their response
     /// hooks run, in reverse).
     ran: usize,
@@ -63,6 +66,7 @@ impl Ctx {
             x: Exchange::new(),
             start: Instant::now(),
             route: None,
+            peer_ip: None,
             ran: 0,
             upstream_addr: None,
             local_status: None,
@@ -137,10 +141,14 @@ async fn respond(
             session.drain_request_body().await?;
         }
     }
-    let body = error_body(local.status, &local.message, &ctx.x.request_id);
+    // 204 (a CORS preflight answer) has no body and no Content-Length
+    let body =
+        (local.status != 204).then(|| error_body(local.status, &local.message, &ctx.x.request_id));
     let mut resp = ResponseHeader::build(local.status, Some(4 + local.headers.len()))?;
-    resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", body.len().to_string())?;
+    if let Some(body) = &body {
+        resp.insert_header("content-type", "application/json")?;
+        resp.insert_header("content-length", body.len().to_string())?;
+    }
     resp.insert_header("x-request-id", ctx.x.request_id.as_str())?;
     for (name, value) in local.headers {
         resp.append_header(name, value)?;
@@ -149,11 +157,11 @@ async fn respond(
         route.chain.on_response(&mut resp, &mut ctx.x, ctx.ran)?;
     }
     ctx.local_status = Some(local.status);
-    let head_only = session.req_header().method == http::Method::HEAD;
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_none();
     session
         .write_response_header(Box::new(resp), head_only)
         .await?;
-    if !head_only {
+    if let (false, Some(body)) = (head_only, body) {
         session.write_response_body(Some(body), true).await?;
     }
     Ok(true)
@@ -229,10 +237,19 @@ impl ProxyHttp for Gateway {
             .get("x-request-id")
             .and_then(|v| request_id::accept(v.as_bytes()))
             .map_or_else(request_id::generate, str::to_string);
-        ctx.x.client_ip = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.x.client_ip = peer.map(|peer| {
+            let forwarded = req
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            ipset::client_ip(peer, &snapshot.config.server.trusted_proxies, forwarded)
+        });
+        ctx.peer_ip = peer;
 
         let path = match normalize(req.uri.path()) {
             Ok(path) => path.into_owned(),
@@ -328,10 +345,11 @@ impl ProxyHttp for Gateway {
         };
         let up = &route.target.config;
         let original = session.req_header();
-        if !up.base_path.is_empty() || original.uri.path() != ctx.x.path {
+        let path = ctx.x.upstream_path.as_deref().unwrap_or(&ctx.x.path);
+        if !up.base_path.is_empty() || original.uri.path() != path {
             let uri = match original.uri.query() {
-                Some(q) => format!("{}{}?{q}", up.base_path, ctx.x.path),
-                None => format!("{}{}", up.base_path, ctx.x.path),
+                Some(q) => format!("{}{path}?{q}", up.base_path),
+                None => format!("{}{path}", up.base_path),
             };
             let uri = uri
                 .parse::<http::Uri>()
@@ -342,7 +360,8 @@ impl ProxyHttp for Gateway {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header(http::header::HOST, up.authority.as_str())?;
-        if let Some(ip) = ctx.x.client_ip {
+        // each hop appends the address it got the connection from
+        if let Some(ip) = ctx.peer_ip {
             let xff = match upstream
                 .headers
                 .get("x-forwarded-for")

@@ -237,7 +237,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
             // document-level policies first, then the route's; `order` decides
             let mut policies: Vec<PolicySpec> =
                 doc.policies.iter().chain(&r.policies).cloned().collect();
-            policies.sort_by_key(|p| p.order);
+            policies.sort_by_key(|p| p.sort_key());
             let route = Arc::new(Route {
                 id: r.id.clone(),
                 gateway: doc.name.clone(),

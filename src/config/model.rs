@@ -112,6 +112,9 @@ pub struct ServerSettings {
     pub work_stealing: bool,
     /// Idle upstream connections kept for reuse, per listener service.
     pub upstream_keepalive_pool: usize,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers in front
+    /// of the gateway); empty: the client is always the TCP peer.
+    pub trusted_proxies: crate::ipset::IpSet,
 }
 
 pub const DEFAULT_ADMIN: SocketAddr =
@@ -133,6 +136,7 @@ impl Default for ServerSettings {
             watch_config: true,
             work_stealing: true,
             upstream_keepalive_pool: 1024,
+            trusted_proxies: crate::ipset::IpSet::default(),
         }
     }
 }

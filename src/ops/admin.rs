@@ -116,6 +116,7 @@ fn config_tree(c: &Config) -> Value {
             "watchConfig": s.watch_config,
             "workStealing": s.work_stealing,
             "upstreamKeepalivePool": s.upstream_keepalive_pool,
+            "trustedProxies": s.trusted_proxies.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         }
     })
 }

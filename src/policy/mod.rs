@@ -28,8 +28,12 @@ pub mod api_key;
 pub mod basic_auth;
 pub mod chain;
 pub mod common;
+pub mod cors;
+pub mod headers;
 pub mod introspection;
+pub mod ip_filter;
 pub mod jwt;
+pub mod path_rewrite;
 pub mod rate_limit;
 
 use crate::config::decode::Decoder;
@@ -125,6 +129,12 @@ impl PolicySpec {
     pub fn name(&self) -> &'static str {
         self.config.name()
     }
+
+    /// Where the chain puts it: CORS before everything (a preflight must
+    /// not be refused for lacking credentials), then by `order`.
+    pub fn sort_key(&self) -> (bool, i32) {
+        (!matches!(self.config, PolicyConfig::Cors(_)), self.order)
+    }
 }
 
 /// The registration table: policy name, config variant, module. Generates
@@ -133,14 +143,14 @@ impl PolicySpec {
 /// `build(&Config) -> Arc<dyn Policy>` and `describe(&Config) -> Value`
 /// (for `/config`, secrets redacted).
 macro_rules! policies {
-    ($($name:literal => $variant:ident($module:ident)),+ $(,)?) => {
+    ($($name:literal => $variant:ident($($module:ident)::+)),+ $(,)?) => {
         /// Every policy name, for validation messages and suggestions.
         pub const NAMES: &[&str] = &[$($name),+];
 
         /// The typed config of one policy.
         #[derive(Debug, Clone, PartialEq)]
         pub enum PolicyConfig {
-            $($variant($module::Config)),+
+            $($variant($($module)::+::Config)),+
         }
 
         impl PolicyConfig {
@@ -153,7 +163,7 @@ macro_rules! policies {
             /// Decode the config of the policy called `name` (a known name).
             pub fn decode(d: &mut Decoder, name: &str, node: &Node, path: &str) -> Option<PolicyConfig> {
                 match name {
-                    $($name => $module::decode(d, node, path).map(PolicyConfig::$variant),)+
+                    $($name => $($module)::+::decode(d, node, path).map(PolicyConfig::$variant),)+
                     _ => {
                         d.error(node.pos, path, format!("unknown policy {name:?}"));
                         None
@@ -163,14 +173,14 @@ macro_rules! policies {
 
             pub fn build(&self) -> Arc<dyn Policy> {
                 match self {
-                    $(PolicyConfig::$variant(c) => $module::build(c)),+
+                    $(PolicyConfig::$variant(c) => $($module)::+::build(c)),+
                 }
             }
 
             /// The config as `/config` shows it: secrets redacted.
             pub fn describe(&self) -> serde_json::Value {
                 match self {
-                    $(PolicyConfig::$variant(c) => $module::describe(c)),+
+                    $(PolicyConfig::$variant(c) => $($module)::+::describe(c)),+
                 }
             }
         }
@@ -183,6 +193,12 @@ policies! {
     "api-key" => ApiKey(api_key),
     "jwt-validation" => Jwt(jwt),
     "oauth2-introspection" => Introspection(introspection),
+    "ip-allowlist" => IpAllowlist(ip_filter::allow),
+    "ip-blocklist" => IpBlocklist(ip_filter::block),
+    "header-injection" => HeaderInjection(headers::inject),
+    "header-removal" => HeaderRemoval(headers::remove),
+    "path-rewrite" => PathRewrite(path_rewrite),
+    "cors" => Cors(cors),
 }
 
 /// Shown instead of a secret in `/config`.

@@ -270,7 +270,16 @@ pub struct Client {
 
 impl Client {
     pub fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        Client::connect_to(([127, 0, 0, 1], port).into())
+    }
+
+    /// Connect to `[::1]:port` (the gateway must listen on `::`).
+    pub fn connect_v6(port: u16) -> Client {
+        Client::connect_to((std::net::Ipv6Addr::LOCALHOST, port).into())
+    }
+
+    pub fn connect_to(addr: std::net::SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
         stream.set_nodelay(true).ok();
         Client {
@@ -536,6 +545,8 @@ pub enum Reply {
     Delayed(Duration, Box<Reply>),
     /// A body of `n` bytes, streamed in chunks (never held whole).
     Bytes(u64),
+    /// Status, extra response headers and a JSON body.
+    JsonWith(u16, Vec<(String, String)>, String),
 }
 
 pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
@@ -642,6 +653,18 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) -> std::
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     body.len()
                 );
+                writer.write_all(head.as_bytes())?;
+                writer.write_all(body.as_bytes())?;
+            }
+            Reply::JsonWith(status, headers, body) => {
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+                    body.len()
+                );
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
                 writer.write_all(head.as_bytes())?;
                 writer.write_all(body.as_bytes())?;
             }
