@@ -20,6 +20,8 @@ Scenarios:
   f  (b) with authentication: jwt-validation (RS256, the same valid token on
      every request, so the verified-token cache is hit) + api-key; flex only,
      compared with its own (b) in the same run
+  g  (b) with cors + ip-allowlist (1,000 ranges) + header-injection, the
+     request carrying an allowed Origin; flex only, compared with its (b)
 Every measurement is repeated (default 3) and the median reported.
 """
 import argparse, json, os, platform, re, shutil, signal, socket, statistics
@@ -41,7 +43,9 @@ SCENARIOS = {
     "d": ("64 KB responses", "/big/64k", 64),
     "e": ("1,000 concurrent connections", "/api/products", 1000),
     "f": ("user's route + jwt-validation (RS256) + api-key", "/api/products/2", 64),
+    "g": ("user's route + cors + ip-allowlist (1,000 ranges) + header-injection", "/api/products/2", 64),
 }
+FLEX_ONLY = "fg"  # policy scenarios: compared with flex's own (b)
 API_KEY = "bench-api-key-0123456789"
 AUTH_HEADERS = []  # filled in main() with the signed token (scenario f)
 TARGETS = ["direct", "nginx", "haproxy", "pingora", "flex"]
@@ -201,7 +205,7 @@ def flex_conf(work, scenario):
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
         routes = f"    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{up}\"}}\n"
-    elif scenario in ("b", "f"):
+    elif scenario in ("b", "f", "g"):
         routes = (
             f"    - id: public-products\n      path: [\"/api/products\", \"/api/products/*\"]\n      methods: [\"GET\"]\n"
             f"      upstream: {{url: \"{up}\", timeout: 30s}}\n"
@@ -217,6 +221,15 @@ def flex_conf(work, scenario):
                 f"        - api-key: {{keys: [\"{API_KEY}\"]}}\n          order: 20\n"
             )
             routes = routes.replace(rl, rl + auth)
+        if scenario == "g":
+            ranges = ", ".join(f"10.{i // 256}.{i % 256}.0/24" for i in range(999)) + ", 127.0.0.1"
+            access = (
+                "        - cors: {origins: [\"https://app.example.com\"], allowCredentials: true}\n"
+                f"        - ip-allowlist: {{ips: [{ranges}]}}\n"
+                "        - header-injection: {request: [{name: X-Client-Ip, value: \"{client_ip}\"}], "
+                "response: [{name: X-Frame-Options, value: DENY}]}\n"
+            )
+            routes = routes.replace(rl, rl + access)
     else:
         routes = "".join(
             f"    - id: r{i:04d}\n      path: \"/svc/r{i:04d}/*\"\n      upstream: {{url: \"{up}\"}}\n{rl}" for i in range(ROUTES_C)
@@ -322,7 +335,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
     ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
-    ap.add_argument("--scenarios", default="abcdef")
+    ap.add_argument("--scenarios", default="abcdefg")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
@@ -361,9 +374,9 @@ def main():
             for t in targets:
                 if t == "pingora" and sc not in "ade":
                     continue  # it has no routes or policies: only comparable on a plain proxy
-                if sc == "f" and t != "flex":
-                    continue  # authentication policies: compared with flex's own (b)
-                headers = AUTH_HEADERS if sc == "f" else ()
+                if sc in FLEX_ONLY and t != "flex":
+                    continue  # policy scenarios: compared with flex's own (b)
+                headers = {"f": AUTH_HEADERS, "g": ["Origin: https://app.example.com"]}.get(sc, ())
                 proc = start_target(t, sc, work)
                 try:
                     if t == "flex" and proc:
@@ -417,6 +430,10 @@ def main():
         b, f = results[("b", "flex")], results[("f", "flex")]
         lines.append(f"flex-gateway (f) vs (b): {f[0] / b[0]:.3f}x requests/s, p99 {f[2] / b[2]:.2f}x "
                      f"(jwt-validation + api-key on the route; target >= 0.9x).")
+    if ("b", "flex") in results and ("g", "flex") in results:
+        b, g = results[("b", "flex")], results[("g", "flex")]
+        lines.append(f"flex-gateway (g) vs (b): {g[0] / b[0]:.3f}x requests/s, p99 {g[2] / b[2]:.2f}x "
+                     f"(cors + ip-allowlist of 1,000 ranges + header-injection; target >= 0.95x).")
     if rss:
         lines.append(f"flex-gateway RSS: idle {rss.get('idle', 0) / 1024:.1f} MiB; peak under (e) {rss.get('e', 0) / 1024:.1f} MiB.")
     report = "\n".join(lines)

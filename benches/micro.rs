@@ -119,6 +119,15 @@ fn policy_routes(public_pem: &std::path::Path, bcrypt_hash: &str) -> Snapshot {
     );
     let api_key = format!("api-key: {{keys: [\"{KEY}\"]}}");
     let rl = "rate-limiting: {maxRequests: 1000000000000, period: 60}".to_string();
+    let cors = "cors: {origins: [\"https://app.example.com\"], allowCredentials: true}".to_string();
+    let ranges: Vec<String> = (0..1000u32)
+        .map(|i| format!("\"10.{}.{}.0/24\"", i / 256, i % 256))
+        .chain(["\"127.0.0.0/8\"".to_string()])
+        .collect();
+    let ip = format!("ip-allowlist: {{ips: [{}]}}", ranges.join(", "));
+    let inject = "header-injection: {request: [{name: X-Client-Ip, value: \"{client_ip}\"}, {name: X-Route, value: \"{route_id}\"}], response: [{name: X-Frame-Options, value: DENY}]}".to_string();
+    let remove = "header-removal: {request: [\"x-internal-*\"], response: [server]}".to_string();
+    let rewrite = "path-rewrite: {pattern: \"^/x/(.*)$\", replacement: \"/api/$1\"}".to_string();
     let head = |name: &str| {
         format!("apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  listeners: [{{name: l, port: 9000}}]\n")
     };
@@ -141,6 +150,11 @@ fn policy_routes(public_pem: &std::path::Path, bcrypt_hash: &str) -> Snapshot {
     yaml.push_str(&route("api-key", &[&api_key]));
     yaml.push_str(&route("http-basic-authentication", &[&basic]));
     yaml.push_str(&route("jwt-validation", &[&jwt]));
+    yaml.push_str(&route("cors", &[&cors]));
+    yaml.push_str(&route("ip-allowlist", &[&ip]));
+    yaml.push_str(&route("header-injection", &[&inject]));
+    yaml.push_str(&route("header-removal", &[&remove]));
+    yaml.push_str(&route("path-rewrite", &[&rewrite]));
     yaml.push_str("---\n");
     yaml.push_str(&head("five"));
     yaml.push_str(&format!("  policies:\n    - {rl}\n  routes:\n"));
@@ -166,8 +180,10 @@ fn policies(c: &mut Criterion) {
     .expect("sign");
     let hash = bcrypt::hash(SECRET, 4).expect("bcrypt");
     let snapshot = policy_routes(&public, &hash);
-    let mut req = RequestHeader::build("GET", b"/x", None).expect("request");
+    let mut req = RequestHeader::build("GET", b"/x/orders?a=1", None).expect("request");
     req.insert_header("x-api-key", KEY).expect("header");
+    req.insert_header("origin", "https://app.example.com")
+        .expect("header");
     req.insert_header("authorization", format!("Bearer {token}"))
         .expect("header");
     let mut basic_req = req.clone();
@@ -188,6 +204,11 @@ fn policies(c: &mut Criterion) {
         "api-key",
         "http-basic-authentication",
         "jwt-validation",
+        "cors",
+        "ip-allowlist",
+        "header-injection",
+        "header-removal",
+        "path-rewrite",
         "chain-of-5",
     ] {
         let route = snapshot.routes[id].clone();
@@ -199,12 +220,15 @@ fn policies(c: &mut Criterion) {
         // basic auth's first check is a real bcrypt one (on the blocking
         // pool: not what is measured here); later ones hit its cache
         let mut x = Exchange::new();
+        x.client_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
         let mut ran = 0;
         let rejected = rt.block_on(route.chain.on_request(r, &mut x, &mut ran));
         assert!(rejected.is_none(), "{id}: {rejected:?}");
         group.bench_function(id, |b| {
             b.iter(|| {
                 let mut x = Exchange::new();
+                x.client_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+                x.path = "/x/orders".into();
                 let mut ran = 0;
                 let rejected = ready(route.chain.on_request(black_box(r), &mut x, &mut ran));
                 assert!(rejected.is_none());
@@ -235,6 +259,33 @@ fn policies(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The IP-set lookup at 10,000 ranges (IPv4 /24s and IPv6 /48s).
+fn ip_lookup(c: &mut Criterion) {
+    use flex_gateway::ipset::{parse_net, IpSet};
+    let mut nets = Vec::new();
+    for i in 0..5000u32 {
+        // every other /24 and /48: nothing merges, 5,000 intervals each
+        let j = 2 * i;
+        nets.push(parse_net(&format!("11.{}.{}.0/24", j / 256, j % 256)).expect("v4"));
+        nets.push(parse_net(&format!("2001:db8:{j:x}::/48")).expect("v6"));
+    }
+    let set = IpSet::new(nets);
+    assert!(set.contains("11.30.78.9".parse().expect("ip")));
+    assert!(!set.contains("11.30.79.9".parse().expect("ip")));
+    let mut group = c.benchmark_group("ip_lookup_10000_ranges");
+    for (name, ip) in [
+        ("v4_hit", "11.30.78.9"),
+        ("v4_miss", "192.0.2.1"),
+        ("v6_hit", "2001:db8:1f00::1"),
+        ("v6_miss", "2001:db9::1"),
+        ("mapped_v4_hit", "::ffff:11.30.78.9"),
+    ] {
+        let ip: std::net::IpAddr = ip.parse().expect("ip");
+        group.bench_function(name, |b| b.iter(|| black_box(set.contains(black_box(ip)))));
+    }
+    group.finish();
+}
+
 fn json_error(c: &mut Criterion) {
     c.bench_function("json_error_body", |b| {
         b.iter(|| {
@@ -253,6 +304,7 @@ criterion_group!(
     path_normalisation,
     rate_limit,
     json_error,
-    policies
+    policies,
+    ip_lookup
 );
 criterion_main!(benches);

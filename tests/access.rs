@@ -394,3 +394,135 @@ fn path_rewrites_keep_query_and_encoding() {
     c.get("/users/x/../42/./a");
     assert_eq!(backend.last().target, "/api/u/42/a");
 }
+
+/// Headless Chromium, or why it cannot run here.
+fn chromium() -> Result<String, String> {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(out) = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+        {
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !path.is_empty() {
+                return Ok(path);
+            }
+        }
+    }
+    Err("no chromium on this machine (.ci/deps chromium installs it, as root)".into())
+}
+
+/// A page on one origin whose script calls the gateway on another: the
+/// browser itself enforces what the gateway's CORS headers say.
+#[test]
+fn cors_in_a_real_browser() {
+    let browser = match chromium() {
+        Ok(b) => b,
+        Err(why) => {
+            println!("SKIPPED cors_in_a_real_browser: {why}");
+            return;
+        }
+    };
+    let backend = Backend::echo();
+    // the page's server first (its origin goes into the config); the page
+    // itself once the gateway's port is known
+    let page = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let served = page.clone();
+    let pages = Backend::start(move |_| Reply::Html(served.lock().expect("lock").clone()));
+    let page_origin = format!("http://127.0.0.1:{}", pages.port);
+    let url = backend.url();
+    let gw = Gateway::start(&config_with_routes(&format!(
+        r#"    - id: allowed
+      path: "/allowed"
+      methods: [GET, PUT]
+      upstream: {{url: "{url}"}}
+      policies:
+        - cors: {{origins: ["{page_origin}"], methods: [GET, PUT], headers: [X-API-Key], exposeHeaders: [X-Request-Id]}}
+    - id: denied
+      path: "/denied"
+      upstream: {{url: "{url}"}}
+      policies:
+        - cors: {{origins: ["https://someone-else.example"]}}
+    - id: credentialed
+      path: "/credentialed"
+      upstream: {{url: "{url}"}}
+      policies:
+        - cors: {{origins: ["{page_origin}"], allowCredentials: true}}
+    - id: uncredentialed
+      path: "/uncredentialed"
+      upstream: {{url: "{url}"}}
+      policies:
+        - cors: {{origins: ["{page_origin}"]}}"#
+    )));
+    let gw_origin = format!("http://localhost:{}", gw.port);
+    let script = format!(
+        r#"<!doctype html><html><body><pre id="out">running</pre><script>
+const gw = "{gw_origin}";
+const cases = [
+  ["allowed", gw + "/allowed", {{}}],
+  ["allowed-preflighted", gw + "/allowed", {{method: "PUT", headers: {{"X-API-Key": "k"}}}}],
+  ["denied", gw + "/denied", {{}}],
+  ["credentialed", gw + "/credentialed", {{credentials: "include"}}],
+  ["uncredentialed", gw + "/uncredentialed", {{credentials: "include"}}],
+];
+(async () => {{
+  const results = {{}};
+  for (const [name, url, opts] of cases) {{
+    try {{
+      const r = await fetch(url, opts);
+      const id = r.headers.get("x-request-id") ? "+id" : "";
+      results[name] = r.status + id;
+    }} catch (e) {{ results[name] = "blocked"; }}
+  }}
+  document.getElementById("out").textContent = "RESULT " + JSON.stringify(results);
+}})();
+</script></body></html>"#
+    );
+    *page.lock().expect("lock") = script;
+    let out = std::process::Command::new(&browser)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("{page_origin}/page"))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(pages.count() >= 1, "the browser loaded the page");
+    let Some(start) = dom.find("RESULT ") else {
+        panic!(
+            "no result in the page:\n{dom}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(dom[start + 7..].split('<').next().unwrap_or("").trim())
+            .expect("result JSON");
+    assert_eq!(
+        json["allowed"], "200+id",
+        "allowed origin, exposed header readable"
+    );
+    assert_eq!(
+        json["allowed-preflighted"], "200+id",
+        "preflight answered, PUT sent"
+    );
+    assert_eq!(
+        json["denied"], "blocked",
+        "the browser blocks a disallowed origin"
+    );
+    assert_eq!(json["credentialed"], "200");
+    assert_eq!(
+        json["uncredentialed"], "blocked",
+        "no Allow-Credentials: blocked"
+    );
+    // the browser's preflight never reached the backend; the PUT did
+    let seen = backend.seen.lock().expect("lock").clone();
+    assert!(seen.iter().all(|s| s.method != "OPTIONS"), "{seen:?}");
+    assert!(seen
+        .iter()
+        .any(|s| s.method == "PUT" && s.header("x-api-key") == Some("k")));
+}

@@ -254,3 +254,51 @@ spec:
         assert!(err.contains(line), "missing {line:?} in:\n{err}");
     }
 }
+
+#[test]
+fn access_policy_errors_name_line_column_and_field() {
+    let text = r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {name: g}
+spec:
+  listeners: [{name: l, port: 9000}]
+  routes:
+    - id: a
+      path: /a/*
+      upstream: {url: "http://127.0.0.1:1"}
+      policies:
+        - ip-allowlist: {ips: [10.0.0.0/33, "2001:db8::/32", example.com]}
+        - path-rewrite: {pattern: "^/a/(.*)$", replacement: "/b/$2"}
+        - header-injection:
+            request:
+              - {name: Transfer-Encoding, value: chunked}
+              - {name: X-A, value: "{nope}"}
+        - header-removal: {request: [connection, "x-ok-*"]}
+        - cors: {origins: ["app.example.com", "https://a.*.example.com"]}
+    - id: b
+      path: /b
+      upstream: {url: "http://127.0.0.1:1"}
+      policies:
+        - path-rewrite: {pattern: "^/b/(", replacement: "/c"}
+  server:
+    trustedProxies: [10.0.0.1, not-an-ip]
+"#;
+    let (ok, err) = validate_text(text);
+    assert!(!ok);
+    let expected = [
+        "gateway.yaml:11:32: spec.routes[0].policies[0].ip-allowlist.ips[0]: \"10.0.0.0/33\" is not an IP address or CIDR range",
+        "gateway.yaml:11:62: spec.routes[0].policies[0].ip-allowlist.ips[2]: \"example.com\" is not an IP address or CIDR range",
+        "gateway.yaml:12:61: spec.routes[0].policies[1].path-rewrite.replacement: `2` is not a group of the pattern (it has 1 numbered group(s))",
+        "gateway.yaml:15:24: spec.routes[0].policies[2].header-injection.request[0].name: transfer-encoding is a hop-by-hop or framing header",
+        "gateway.yaml:16:36: spec.routes[0].policies[2].header-injection.request[1].value: unknown variable `{nope}`",
+        "gateway.yaml:17:38: spec.routes[0].policies[3].header-removal.request[0]: connection is a hop-by-hop or framing header",
+        "gateway.yaml:18:28: spec.routes[0].policies[4].cors.origins[0]: \"app.example.com\" is not an origin",
+        "gateway.yaml:18:47: spec.routes[0].policies[4].cors.origins[1]: \"https://a.*.example.com\": `*` only as the whole origin or as the first label",
+        "gateway.yaml:23:35: spec.routes[1].policies[0].path-rewrite.pattern: invalid regular expression: unclosed group",
+        "gateway.yaml:25:32: spec.server.trustedProxies[1]: \"not-an-ip\" is not an IP address or CIDR range",
+    ];
+    for line in expected {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+    assert!(err.contains("10 problem(s) found"), "{err}");
+}

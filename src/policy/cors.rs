@@ -391,7 +391,9 @@ impl Policy for Cors {
             http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
         ] {
-            resp.remove_header(&h);
+            if resp.headers.contains_key(&h) {
+                resp.remove_header(&h);
+            }
         }
         let Some(Allowed(origin)) = x.ext.get::<Allowed>() else {
             return Ok(());

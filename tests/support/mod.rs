@@ -547,6 +547,8 @@ pub enum Reply {
     Bytes(u64),
     /// Status, extra response headers and a JSON body.
     JsonWith(u16, Vec<(String, String)>, String),
+    /// An HTML page (200).
+    Html(String),
 }
 
 pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
@@ -651,6 +653,14 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) -> std::
             Reply::Json(status, body) => {
                 let head = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                writer.write_all(head.as_bytes())?;
+                writer.write_all(body.as_bytes())?;
+            }
+            Reply::Html(body) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\n\r\n",
                     body.len()
                 );
                 writer.write_all(head.as_bytes())?;
