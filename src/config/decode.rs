@@ -425,6 +425,43 @@ impl Decoder {
         }
     }
 
+    /// The items of a list with their field paths (`path[i]`); nothing
+    /// (after an error) when the node is not a list.
+    pub fn items<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        single_ok: bool,
+    ) -> Vec<(&'n Node, String)> {
+        self.list(node, path, single_ok)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, format!("{path}[{i}]")))
+            .collect()
+    }
+
+    /// A list of scalars each parsed by `parse` (which says why not); the
+    /// items that failed are reported and left out.
+    pub fn parsed_list<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        expected: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for (item, at) in self.items(node, path, true) {
+            if let Some(text) = self.scalar(item, &at, expected) {
+                match parse(text) {
+                    Ok(v) => out.push(v),
+                    Err(why) => self.error(item.pos, &at, why),
+                }
+            }
+        }
+        out
+    }
+
     /// A list; a single scalar is accepted as a list of one when `single_ok`.
     pub fn list<'n>(
         &mut self,

@@ -107,21 +107,12 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
     }
     if let Some(n) = f.get("trustedProxies") {
         let field = join(path, "trustedProxies");
-        let mut nets = Vec::new();
-        for (i, item) in d
-            .list(n, &field, true)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            let at = format!("{field}[{i}]");
-            if let Some(text) = d.scalar(item, &at, "an IP address or CIDR range") {
-                match crate::ipset::parse_net(text) {
-                    Ok(net) => nets.push(net),
-                    Err(why) => d.error(item.pos, &at, why),
-                }
-            }
-        }
+        let nets = d.parsed_list(
+            n,
+            &field,
+            "an IP address or CIDR range",
+            crate::ipset::parse_net,
+        );
         s.trusted_proxies = crate::ipset::IpSet::new(nets);
     }
     (d.errors.len() == before).then_some(s)

@@ -42,6 +42,63 @@ pub fn realm(d: &mut Decoder, node: Option<&Node>, path: &str) -> Option<String>
     Some(realm)
 }
 
+/// A regular expression, compiled at load; an invalid one is reported in
+/// one line (the regex crate's message spans several).
+pub fn regex(d: &mut Decoder, pattern: &str, node: &Node, path: &str) -> Option<regex::Regex> {
+    match regex::Regex::new(pattern) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            let why = e.to_string();
+            let why = why
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            d.error(node.pos, path, format!("invalid regular expression: {why}"));
+            None
+        }
+    }
+}
+
+/// Why a bearer token was refused, and the answer RFC 6750 §3 gives.
+pub enum BearerRefusal<'a> {
+    /// No token: 401 with the bare challenge.
+    Missing,
+    /// 401 `error="invalid_token"` with this description.
+    Invalid(&'a str),
+    /// 403 `error="insufficient_scope"` (with the scopes required, if any).
+    Scope(&'a str, &'a str),
+    /// The token could not be checked: 503 with this message.
+    Unavailable(&'a str),
+}
+
+/// The gateway's answer; `challenge` is `Bearer realm="..."`.
+pub fn refuse_bearer(challenge: &str, r: BearerRefusal<'_>) -> super::Decision {
+    use super::{Decision, LocalResponse};
+    let (status, message, header) = match r {
+        BearerRefusal::Missing => (401, "bearer token required", challenge.to_string()),
+        BearerRefusal::Invalid(why) => (
+            401,
+            why,
+            format!("{challenge}, error=\"invalid_token\", error_description=\"{why}\""),
+        ),
+        BearerRefusal::Scope(why, "") => (
+            403,
+            why,
+            format!("{challenge}, error=\"insufficient_scope\""),
+        ),
+        BearerRefusal::Scope(why, scope) => (
+            403,
+            why,
+            format!("{challenge}, error=\"insufficient_scope\", scope=\"{scope}\""),
+        ),
+        BearerRefusal::Unavailable(why) => {
+            return Decision::Respond(LocalResponse::new(503, why));
+        }
+    };
+    Decision::Respond(LocalResponse::new(status, message).with_header("www-authenticate", header))
+}
+
 /// The value of query parameter `name` (percent-decoded), if present.
 pub fn query_value(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {

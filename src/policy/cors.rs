@@ -128,16 +128,14 @@ pub struct Config {
 }
 
 fn names(d: &mut Decoder, node: &Node, path: &str) -> Vec<String> {
-    d.list(node, path, true)
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, n)| {
-            let at = format!("{path}[{i}]");
-            let h = super::common::header_name(d, n, &at)?;
-            Some(h.as_str().to_string())
-        })
-        .collect()
+    d.parsed_list(node, path, "a header name", |text| {
+        if text == "*" {
+            return Ok("*".to_string());
+        }
+        http::HeaderName::from_bytes(text.as_bytes())
+            .map(|h| h.as_str().to_string())
+            .map_err(|_| format!("{text:?} is not a header name"))
+    })
 }
 
 pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
@@ -146,20 +144,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     let mut origins = Vec::new();
     if let Some(list) = d.required(&f, "origins", path) {
         let field = join(path, "origins");
-        for (i, item) in d
-            .list(list, &field, true)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            let at = format!("{field}[{i}]");
-            if let Some(text) = d.string(item, &at) {
-                match OriginRule::parse(&text) {
-                    Ok(o) => origins.push(o),
-                    Err(why) => d.error(item.pos, &at, why),
-                }
-            }
-        }
+        origins = d.parsed_list(list, &field, "an origin", OriginRule::parse);
         if origins.is_empty() && d.errors.len() == before {
             d.error(
                 list.pos,
@@ -170,30 +155,13 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     }
     let methods = match f.get("methods") {
         None => vec![http::Method::GET, http::Method::HEAD, http::Method::POST],
-        Some(n) => {
-            let field = join(path, "methods");
-            let mut out = Vec::new();
-            for (i, item) in d
-                .list(n, &field, true)
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-            {
-                let at = format!("{field}[{i}]");
-                let Some(text) = d.scalar(item, &at, "an HTTP method") else {
-                    continue;
-                };
-                let upper = text.to_ascii_uppercase();
-                if !crate::config::schema::METHODS.contains(&upper.as_str()) {
-                    d.error(item.pos, &at, format!("{text:?} is not an HTTP method"));
-                    continue;
-                }
-                if let Ok(m) = http::Method::from_bytes(upper.as_bytes()) {
-                    out.push(m);
-                }
+        Some(n) => d.parsed_list(n, &join(path, "methods"), "an HTTP method", |text| {
+            let upper = text.to_ascii_uppercase();
+            if !crate::config::schema::METHODS.contains(&upper.as_str()) {
+                return Err(format!("{text:?} is not an HTTP method"));
             }
-            out
-        }
+            http::Method::from_bytes(upper.as_bytes()).map_err(|e| e.to_string())
+        }),
     };
     let headers = match f.get("headers") {
         None => Some(Vec::new()),

@@ -228,10 +228,33 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     p[pi..].iter().all(|c| *c == b'*')
 }
 
+const SIDES: &[&str] = &["request", "response"];
+
+/// `{request: [...], response: [...]}`: each side decoded by `side`; at
+/// least one must say something.
+fn decode_sides<T>(
+    d: &mut Decoder,
+    node: &Node,
+    path: &str,
+    nothing: &str,
+    side: fn(&mut Decoder, &Node, &str) -> Vec<T>,
+) -> Option<(Vec<T>, Vec<T>)> {
+    let f = d.map(node, path, SIDES)?;
+    let before = d.errors.len();
+    let mut one = |key: &str| match f.get(key) {
+        Some(n) => side(d, n, &join(path, key)),
+        None => Vec::new(),
+    };
+    let (request, response) = (one("request"), one("response"));
+    if request.is_empty() && response.is_empty() && d.errors.len() == before {
+        d.error(f.pos, path, nothing);
+    }
+    (d.errors.len() == before).then_some((request, response))
+}
+
 pub mod inject {
     use super::*;
 
-    const FIELDS: &[&str] = &["request", "response"];
     const ITEM_FIELDS: &[&str] = &["name", "value", "mode"];
 
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,13 +273,7 @@ pub mod inject {
 
     fn decode_list(d: &mut Decoder, node: &Node, path: &str) -> Vec<Injection> {
         let mut out = Vec::new();
-        for (i, item) in d
-            .list(node, path, false)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            let at = format!("{path}[{i}]");
+        for (item, at) in d.items(node, path, false) {
             let Some(f) = d.map(item, &at, ITEM_FIELDS) else {
                 continue;
             };
@@ -301,24 +318,9 @@ pub mod inject {
     }
 
     pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
-        let f = d.map(node, path, FIELDS)?;
-        let before = d.errors.len();
-        let request = f
-            .get("request")
-            .map(|n| decode_list(d, n, &join(path, "request")))
-            .unwrap_or_default();
-        let response = f
-            .get("response")
-            .map(|n| decode_list(d, n, &join(path, "response")))
-            .unwrap_or_default();
-        if request.is_empty() && response.is_empty() && d.errors.len() == before {
-            d.error(
-                f.pos,
-                path,
-                "nothing to inject: give `request` and/or `response` headers",
-            );
-        }
-        (d.errors.len() == before).then_some(Config { request, response })
+        let nothing = "nothing to inject: give `request` and/or `response` headers";
+        let (request, response) = decode_sides(d, node, path, nothing, decode_list)?;
+        Some(Config { request, response })
     }
 
     pub fn describe(c: &Config) -> Value {
@@ -397,8 +399,6 @@ pub mod inject {
 pub mod remove {
     use super::*;
 
-    const FIELDS: &[&str] = &["request", "response"];
-
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Config {
         pub request: Vec<Pattern>,
@@ -407,13 +407,7 @@ pub mod remove {
 
     fn decode_list(d: &mut Decoder, node: &Node, path: &str) -> Vec<Pattern> {
         let mut out = Vec::new();
-        for (i, item) in d
-            .list(node, path, true)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            let at = format!("{path}[{i}]");
+        for (item, at) in d.items(node, path, true) {
             let Some(text) = d.string(item, &at) else {
                 continue;
             };
@@ -441,24 +435,9 @@ pub mod remove {
     }
 
     pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
-        let f = d.map(node, path, FIELDS)?;
-        let before = d.errors.len();
-        let request = f
-            .get("request")
-            .map(|n| decode_list(d, n, &join(path, "request")))
-            .unwrap_or_default();
-        let response = f
-            .get("response")
-            .map(|n| decode_list(d, n, &join(path, "response")))
-            .unwrap_or_default();
-        if request.is_empty() && response.is_empty() && d.errors.len() == before {
-            d.error(
-                f.pos,
-                path,
-                "nothing to remove: give `request` and/or `response` names",
-            );
-        }
-        (d.errors.len() == before).then_some(Config { request, response })
+        let nothing = "nothing to remove: give `request` and/or `response` names";
+        let (request, response) = decode_sides(d, node, path, nothing, decode_list)?;
+        Some(Config { request, response })
     }
 
     pub fn describe(c: &Config) -> Value {

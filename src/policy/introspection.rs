@@ -27,8 +27,8 @@
 //! SHA-256 of the token; the consumer is the answer's `username`, else
 //! `sub`, else `client_id`.
 
-use super::common::{self, TokenSource};
-use super::{Decision, LocalResponse, Policy, REDACTED};
+use super::common::{self, BearerRefusal, TokenSource};
+use super::{Decision, Policy, REDACTED};
 use crate::config::decode::{join, Decoder};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
@@ -352,39 +352,22 @@ impl Introspection {
     }
 
     fn refuse(&self, f: Failure) -> Decision {
-        let (status, message, challenge) = match f {
-            Failure::Missing => (401, "bearer token required", self.challenge.clone()),
-            Failure::Inactive => (
-                401,
-                "the token is not active",
-                format!(
-                    "{}, error=\"invalid_token\", error_description=\"the token is not active\"",
-                    self.challenge
-                ),
-            ),
-            Failure::Scope => (
-                403,
-                "the token lacks a required scope",
-                format!(
-                    "{}, error=\"insufficient_scope\", scope=\"{}\"",
-                    self.challenge,
-                    self.config.scopes.join(" ")
-                ),
-            ),
+        let scopes = self.config.scopes.join(" ");
+        let r = match &f {
+            Failure::Missing => BearerRefusal::Missing,
+            Failure::Inactive => BearerRefusal::Invalid("the token is not active"),
+            Failure::Scope => BearerRefusal::Scope("the token lacks a required scope", &scopes),
             Failure::Unavailable(why) => {
                 log::warn!(
                     "oauth2-introspection: {} did not answer usefully: {why}",
                     self.config.url
                 );
-                return Decision::Respond(LocalResponse::new(
-                    503,
+                BearerRefusal::Unavailable(
                     "the token could not be checked: the authorization server is unavailable",
-                ));
+                )
             }
         };
-        Decision::Respond(
-            LocalResponse::new(status, message).with_header("www-authenticate", challenge),
-        )
+        common::refuse_bearer(&self.challenge, r)
     }
 }
 

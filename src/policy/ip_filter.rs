@@ -38,16 +38,7 @@ fn decode_ips(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     let list = d.required(&f, "ips", path)?;
     let field = join(path, "ips");
     let before = d.errors.len();
-    let mut nets = Vec::new();
-    for (i, item) in d.list(list, &field, true)?.into_iter().enumerate() {
-        let at = format!("{field}[{i}]");
-        if let Some(text) = d.scalar(item, &at, "an IP address or CIDR range") {
-            match parse_net(text) {
-                Ok(net) => nets.push(net),
-                Err(why) => d.error(item.pos, &at, why),
-            }
-        }
-    }
+    let nets = d.parsed_list(list, &field, "an IP address or CIDR range", parse_net);
     if nets.is_empty() && d.errors.len() == before {
         d.error(
             list.pos,

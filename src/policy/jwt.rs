@@ -42,8 +42,8 @@
 //! last good keys stay. Verified tokens are cached by SHA-256 of the token
 //! (bounded), never past their `exp`.
 
-use super::common::{self, TokenSource};
-use super::{Decision, LocalResponse, Policy, REDACTED};
+use super::common::{self, BearerRefusal, TokenSource};
+use super::{Decision, Policy, REDACTED};
 use crate::config::decode::{join, Decoder};
 use crate::config::yaml::{Node, Value as Yaml};
 use crate::exchange::Exchange;
@@ -190,15 +190,6 @@ fn algorithms(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<Algorithm>
         return None;
     }
     Some(out)
-}
-
-fn strings(d: &mut Decoder, node: &Node, path: &str) -> Vec<String> {
-    d.list(node, path, true)
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, n)| d.string(n, &format!("{path}[{i}]")))
-        .collect()
 }
 
 fn is_hmac(a: Algorithm) -> bool {
@@ -349,34 +340,22 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     let errors = d.errors.len();
     let realm = common::realm(d, f.get("realm"), path);
     let token = TokenSource::decode(d, f.get("token"), path);
-    let mut keys = Vec::new();
-    if let Some(list) = f.get("keys") {
-        let field = join(path, "keys");
-        for (i, item) in d
-            .list(list, &field, false)
-            .unwrap_or_default()
+    let keys: Vec<KeyConfig> = match f.get("keys") {
+        Some(list) => d
+            .items(list, &join(path, "keys"), false)
             .into_iter()
-            .enumerate()
-        {
-            if let Some(k) = decode_key(d, item, &format!("{field}[{i}]")) {
-                keys.push(k);
-            }
-        }
-    }
-    let mut jwks = Vec::new();
-    if let Some(list) = f.get("jwks") {
-        let field = join(path, "jwks");
-        for (i, item) in d
-            .list(list, &field, false)
-            .unwrap_or_default()
+            .filter_map(|(item, at)| decode_key(d, item, &at))
+            .collect(),
+        None => Vec::new(),
+    };
+    let jwks: Vec<JwksConfig> = match f.get("jwks") {
+        Some(list) => d
+            .items(list, &join(path, "jwks"), false)
             .into_iter()
-            .enumerate()
-        {
-            if let Some(j) = decode_jwks(d, item, &format!("{field}[{i}]")) {
-                jwks.push(j);
-            }
-        }
-    }
+            .filter_map(|(item, at)| decode_jwks(d, item, &at))
+            .collect(),
+        None => Vec::new(),
+    };
     if keys.is_empty() && jwks.is_empty() && d.errors.len() == errors {
         d.error(f.pos, path, "no keys: give `keys`, `jwks`, or both");
     }
@@ -400,24 +379,15 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     };
     let require_exp = flag(d, "requireExp", true);
     let keep_token = flag(d, "keepToken", true);
-    let issuers = f
-        .get("issuers")
-        .map(|n| strings(d, n, &join(path, "issuers")))
-        .unwrap_or_default();
-    let audiences = f
-        .get("audiences")
-        .map(|n| strings(d, n, &join(path, "audiences")))
-        .unwrap_or_default();
+    let mut strings = |key: &str| match f.get(key) {
+        Some(n) => d.parsed_list(n, &join(path, key), "a string", |s| Ok(s.to_string())),
+        None => Vec::new(),
+    };
+    let issuers = strings("issuers");
+    let audiences = strings("audiences");
     let mut claims = Vec::new();
     if let Some(list) = f.get("claims") {
-        let field = join(path, "claims");
-        for (i, item) in d
-            .list(list, &field, false)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            let at = format!("{field}[{i}]");
+        for (item, at) in d.items(list, &join(path, "claims"), false) {
             let Some(c) = d.map(item, &at, CLAIM_FIELDS) else {
                 continue;
             };
@@ -430,20 +400,9 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
                     .map(|s| ClaimCheck::Value(s.to_string())),
                 (None, Some(p)) => {
                     let pf = join(&at, "pattern");
-                    d.string(p, &pf)
-                        .and_then(|s| match regex::Regex::new(&anchored(&s)) {
-                            Ok(_) => Some(ClaimCheck::Pattern(s)),
-                            Err(e) => {
-                                let why = e.to_string();
-                                let why = why
-                                    .lines()
-                                    .last()
-                                    .unwrap_or("")
-                                    .trim_start_matches("error: ");
-                                d.error(p.pos, &pf, format!("invalid regular expression: {why}"));
-                                None
-                            }
-                        })
+                    d.string(p, &pf).and_then(|s| {
+                        common::regex(d, &anchored(&s), p, &pf).map(|_| ClaimCheck::Pattern(s))
+                    })
                 }
                 _ => {
                     d.error(c.pos, &at, "give exactly one of `value` or `pattern`");
@@ -955,31 +914,15 @@ impl Jwt {
     }
 
     fn refuse(&self, f: Failure) -> Decision {
-        let (status, message, challenge) = match f {
-            Failure::Missing => (401, "bearer token required", self.challenge.clone()),
-            Failure::Invalid(why) => (
-                401,
-                why,
-                format!(
-                    "{}, error=\"invalid_token\", error_description=\"{why}\"",
-                    self.challenge
-                ),
-            ),
-            Failure::Scope(why) => (
-                403,
-                why,
-                format!("{}, error=\"insufficient_scope\"", self.challenge),
-            ),
+        let r = match f {
+            Failure::Missing => BearerRefusal::Missing,
+            Failure::Invalid(why) => BearerRefusal::Invalid(why),
+            Failure::Scope(why) => BearerRefusal::Scope(why, ""),
             Failure::NoKeys => {
-                return Decision::Respond(LocalResponse::new(
-                    503,
-                    "token signing keys are not available yet",
-                ))
+                BearerRefusal::Unavailable("token signing keys are not available yet")
             }
         };
-        Decision::Respond(
-            LocalResponse::new(status, message).with_header("www-authenticate", challenge),
-        )
+        common::refuse_bearer(&self.challenge, r)
     }
 }
 

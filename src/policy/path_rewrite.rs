@@ -16,7 +16,7 @@
 //! in the path stay encoded. An invalid regex or a replacement naming a
 //! group the pattern does not have is a validation error.
 
-use super::{Decision, Policy};
+use super::{common, Decision, Policy};
 use crate::config::decode::{join, Decoder};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
@@ -98,23 +98,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
             Some(Config::StripPrefix(p.to_string()))
         }
         (None, Some((pattern, pn)), Some((replacement, rn))) => {
-            let re = match Regex::new(&pattern) {
-                Ok(re) => re,
-                Err(e) => {
-                    let why = e.to_string();
-                    let why = why
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                        .trim_start_matches("error: ");
-                    d.error(
-                        pn.pos,
-                        &join(path, "pattern"),
-                        format!("invalid regular expression: {why}"),
-                    );
-                    return None;
-                }
-            };
+            let re = common::regex(d, &pattern, pn, &join(path, "pattern"))?;
             let field = join(path, "replacement");
             if !replacement.starts_with('/') && !replacement.starts_with('$') {
                 d.error(
