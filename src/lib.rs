@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod exchange;
+pub mod framing;
 pub mod ipset;
 pub mod ops;
 pub mod path;

@@ -137,6 +137,12 @@ fn main() -> ExitCode {
                 config.config.display(),
                 c.gateways.join(", ")
             );
+            if !upgrade {
+                if let Err(why) = server::check_listeners(&c) {
+                    eprintln!("flex-gateway: {why}");
+                    return ExitCode::from(1);
+                }
+            }
             let flags = server::ProcessFlags { upgrade, daemon };
             server::build(c, &config.config, flags).run_forever()
         }

@@ -18,6 +18,7 @@
 //! (rate limits, CORS) are on local responses too.
 
 use crate::exchange::Exchange;
+use crate::framing;
 use crate::ipset;
 use crate::ops::metrics::{ConnectionGuard, UpstreamError};
 use crate::ops::{access_log, request_id};
@@ -53,6 +54,9 @@ pub struct Ctx {
     local_status: Option<u16>,
     /// Counted in the in-flight gauge, not yet in the totals.
     in_flight: bool,
+    /// The request's framing is not to be trusted: answer without reading
+    /// its body, then close the connection.
+    close: bool,
     /// Write the access-log line (from the snapshot the request began with).
     access_log: bool,
     /// The client connection's entry in the open-connections gauge, carried
@@ -71,6 +75,7 @@ impl Ctx {
             upstream_addr: None,
             local_status: None,
             in_flight: false,
+            close: false,
             access_log: true,
             connection: None,
         }
@@ -126,10 +131,10 @@ async fn respond(
     local: LocalResponse,
     draining: bool,
 ) -> Result<bool> {
-    if draining {
+    if draining || ctx.close {
         session.set_keepalive(None);
     }
-    if !session.is_body_done() {
+    if !session.is_body_done() && !ctx.close {
         let small = session
             .req_header()
             .headers
@@ -251,6 +256,25 @@ impl ProxyHttp for Gateway {
         });
         ctx.peer_ip = peer;
 
+        let mut framed = framing::check_request(req, &framing::Limits::default());
+        if framed.is_ok() && req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            let raw = session
+                .as_downstream()
+                .as_http1()
+                .map(|h1| h1.get_headers_raw_bytes());
+            if raw.is_some_and(|raw| framing::raw_has_header(&raw, "content-length")) {
+                framed = Err(framing::Refusal {
+                    status: 400,
+                    message: "both Content-Length and Transfer-Encoding",
+                });
+            }
+        }
+        let req = session.req_header();
+        if let Err(r) = framed {
+            ctx.close = true;
+            let resp = local(r.status, r.message);
+            return respond(session, ctx, resp, self.draining()).await;
+        }
         let path = match normalize(req.uri.path()) {
             Ok(path) => path.into_owned(),
             Err(e) => {
@@ -375,6 +399,22 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("x-forwarded-proto", "http")?;
         upstream.insert_header("x-request-id", ctx.x.request_id.as_str())?;
         route.chain.on_upstream_request(upstream, &mut ctx.x)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        // an ambiguous upstream response is a 502, never passed through
+        framing::check_response(upstream_response).map_err(|why| {
+            Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("upstream response: {why}"),
+            )
+            .into_up()
+        })
     }
 
     async fn response_filter(

@@ -38,6 +38,44 @@ pub fn server_conf(config: &Config, flags: ProcessFlags) -> ServerConf {
     }
 }
 
+/// On a fresh start, try to bind every listener (and the admin listener)
+/// before anything else, so that a port held by another process, a port
+/// this user may not bind, or an address that is not on this host ends the
+/// start with a clear message instead of a process that reports ready while
+/// Pingora retries the bind in the background. The probe sockets are closed
+/// at once; Pingora binds for real right after. (An upgraded process
+/// inherits its sockets from the old one and skips this.)
+pub fn check_listeners(config: &Config) -> Result<(), String> {
+    let addrs = config
+        .listeners
+        .iter()
+        .map(|l| (format!("listener {}", l.name), l.addr))
+        .chain(
+            config
+                .server
+                .admin
+                .map(|a| ("admin listener".to_string(), a)),
+        );
+    for (what, addr) in addrs {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            let why = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "address already in use (another process listens there)".to_string()
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)".to_string()
+                }
+                std::io::ErrorKind::AddrNotAvailable => {
+                    "address not available (not an address of this host)".to_string()
+                }
+                _ => e.to_string(),
+            };
+            return Err(format!("cannot listen on {addr} ({what}): {why}"));
+        }
+    }
+    Ok(())
+}
+
 /// A bootstrapped server with every service added, ready for `run_forever`.
 pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server {
     let opt = Opt {

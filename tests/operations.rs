@@ -557,3 +557,70 @@ fn daemon_mode_serves_in_the_background() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_port_held_by_another_process_ends_the_start_with_the_reason() {
+    use std::process::{Command, Stdio};
+    // another process (here: this test) holds the listener's port
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().expect("addr").port();
+    let admin = free_port();
+    let dir = temp_dir("held");
+    let config = config_with_routes(
+        r#"    - id: r
+      path: "/*"
+      upstream: {url: "http://127.0.0.1:1"}"#,
+    )
+    .replace("{port}", &port.to_string())
+    .replace("{admin}", &admin.to_string())
+    .replace("{dir}", &dir.display().to_string());
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, config).expect("write");
+    let started = std::time::Instant::now();
+    let mut child = Command::new(GATEWAY)
+        .args(["run", "-c"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // poll /ready while it runs: it must never say ready
+    let mut ready_seen = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", admin)) {
+            use std::io::{Read, Write};
+            let _ = c.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            let mut text = String::new();
+            let _ = c.read_to_string(&mut text);
+            ready_seen |= text.starts_with("HTTP/1.1 200");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still running after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(!status.success());
+    assert!(!ready_seen, "/ready answered 200");
+    let line = err
+        .lines()
+        .find(|l| l.contains("cannot listen"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("127.0.0.1:{port}")) && line.contains("address already in use"),
+        "{err}"
+    );
+    assert!(!dir.join("gw.pid").exists(), "no pid file");
+    drop(held);
+}

@@ -134,7 +134,7 @@ impl Gateway {
                 }
                 if let Ok(Some(status)) = child.try_wait() {
                     let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    if text.contains("Address already in use") {
+                    if text.to_ascii_lowercase().contains("address already in use") {
                         break; // port race: try another one
                     }
                     panic!("flex-gateway exited with {status} before listening:\n{text}");

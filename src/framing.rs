@@ -1,0 +1,286 @@
+//! HTTP/1 message checks the gateway makes before it trusts a request or a
+//! response head (RFC 9112 §6-7, RFC 9110 §7.2): anything two parsers could
+//! frame differently is refused, so the upstream only ever receives framing
+//! the gateway produced itself. Pure functions over Pingora's parsed head
+//! (its header map keeps duplicates and raw values).
+//!
+//! Requests: `Content-Length` with `Transfer-Encoding`; several
+//! `Content-Length` values or a list (even of equal values); a
+//! `Transfer-Encoding` whose final coding is not exactly `chunked`, or with
+//! `chunked` more than once; an HTTP/1.1 request without `Host`, with
+//! several, or whose absolute-form target names another authority; control
+//! characters in header values. Limits: header count and size (431), target
+//! length (414).
+
+use http::{HeaderMap, Version};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+/// Limits on a request head; defaults as documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_target_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 60 * 1024,
+            max_headers: 100,
+            max_target_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// Why a request is refused: the status, and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: &'static str,
+}
+
+fn refuse(status: u16, message: &'static str) -> Result<(), Refusal> {
+    Err(Refusal { status, message })
+}
+
+/// Framing shared by requests and responses; `Ok(true)` when the message
+/// has a `Transfer-Encoding`.
+fn check_body_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let lengths: Vec<&[u8]> = headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let codings: Vec<&[u8]> = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if !lengths.is_empty() && !codings.is_empty() {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    match lengths.as_slice() {
+        [] => {}
+        [one] => {
+            if one.is_empty() || !one.iter().all(u8::is_ascii_digit) {
+                return Err("Content-Length is not a single number");
+            }
+        }
+        _ => return Err("more than one Content-Length"),
+    }
+    if !codings.is_empty() {
+        let all: Vec<String> = codings
+            .iter()
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(|c| String::from_utf8_lossy(c).trim().to_ascii_lowercase())
+            .collect();
+        let chunked = all.iter().filter(|c| *c == "chunked").count();
+        if all.last().map(String::as_str) != Some("chunked") {
+            return Err("Transfer-Encoding does not end in chunked");
+        }
+        if chunked > 1 {
+            return Err("chunked applied more than once");
+        }
+        if all.iter().any(|c| c.is_empty()) {
+            return Err("an empty transfer coding");
+        }
+    }
+    Ok(())
+}
+
+/// Control characters other than HTAB in a header value.
+fn has_control(headers: &HeaderMap) -> bool {
+    headers.values().any(|v| {
+        v.as_bytes()
+            .iter()
+            .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+    })
+}
+
+/// The authority of an absolute-form target (`http://host:port/path`).
+fn absolute_authority(target: &[u8]) -> Option<&[u8]> {
+    let i = target.windows(3).position(|w| w == b"://")?;
+    let scheme = &target[..i];
+    if !(scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")) {
+        return None;
+    }
+    let rest = &target[i + 3..];
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// Check a request head as it arrived from a client.
+pub fn check_request(req: &RequestHeader, limits: &Limits) -> Result<(), Refusal> {
+    let target = req.raw_path();
+    if target.len() > limits.max_target_bytes {
+        return refuse(414, "request target too long");
+    }
+    if req.headers.len() > limits.max_headers {
+        return refuse(431, "too many request headers");
+    }
+    let size: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > limits.max_header_bytes {
+        return refuse(431, "request header section too large");
+    }
+    if let Err(why) = check_body_framing(&req.headers) {
+        return Err(Refusal {
+            status: 400,
+            message: why,
+        });
+    }
+    if has_control(&req.headers) {
+        return refuse(400, "control character in a header value");
+    }
+    if req.version == Version::HTTP_10 && req.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return refuse(400, "Transfer-Encoding in an HTTP/1.0 request");
+    }
+    let hosts: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if req.version == Version::HTTP_11 {
+        match hosts.as_slice() {
+            [] => return refuse(400, "an HTTP/1.1 request needs a Host header"),
+            [_] => {}
+            _ => return refuse(400, "more than one Host header"),
+        }
+    } else if hosts.len() > 1 {
+        return refuse(400, "more than one Host header");
+    }
+    if let (Some(authority), Some(host)) = (absolute_authority(target), hosts.first()) {
+        if !authority.eq_ignore_ascii_case(host) {
+            return refuse(400, "the request target's authority differs from Host");
+        }
+    }
+    Ok(())
+}
+
+/// Does the raw request head (as the client sent it) carry a header
+/// called `name`? Pingora drops `Content-Length` from the parsed map when
+/// `Transfer-Encoding` is present (RFC 9112 §6.3 lets a server do that);
+/// the gateway refuses such a request instead, so it looks at the raw head.
+pub fn raw_has_header(raw: &[u8], name: &str) -> bool {
+    raw.split(|b| *b == b'\n').skip(1).any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && matches!(line[name.len()], b':' | b' ' | b'\t')
+    })
+}
+
+/// Check a response head from an upstream: ambiguous framing is a 502.
+pub fn check_response(resp: &ResponseHeader) -> Result<(), &'static str> {
+    check_body_framing(&resp.headers)?;
+    if has_control(&resp.headers) {
+        return Err("control character in a header value");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &[u8])]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/x", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), http::HeaderValue::from_bytes(v).unwrap())
+                .unwrap();
+        }
+        r
+    }
+
+    fn status(headers: &[(&str, &[u8])]) -> u16 {
+        match check_request(&req(headers), &Limits::default()) {
+            Ok(()) => 200,
+            Err(r) => r.status,
+        }
+    }
+
+    #[test]
+    fn framing() {
+        let h: (&str, &[u8]) = ("host", b"a");
+        assert_eq!(status(&[h, ("content-length", b"5")]), 200);
+        assert_eq!(status(&[h, ("transfer-encoding", b"chunked")]), 200);
+        assert_eq!(status(&[h, ("transfer-encoding", b"gzip, chunked")]), 200);
+        assert_eq!(
+            status(&[
+                h,
+                ("content-length", b"5"),
+                ("transfer-encoding", b"chunked")
+            ]),
+            400
+        );
+        assert_eq!(
+            status(&[h, ("content-length", b"5"), ("content-length", b"5")]),
+            400
+        );
+        assert_eq!(status(&[h, ("content-length", b"5, 5")]), 400);
+        assert_eq!(status(&[h, ("content-length", b"+5")]), 400);
+        assert_eq!(status(&[h, ("transfer-encoding", b"chunked, gzip")]), 400);
+        assert_eq!(
+            status(&[h, ("transfer-encoding", b"chunked, chunked")]),
+            400
+        );
+        assert_eq!(
+            status(&[
+                h,
+                ("transfer-encoding", b"chunked"),
+                ("transfer-encoding", b"chunked")
+            ]),
+            400
+        );
+        assert_eq!(status(&[h, ("transfer-encoding", b"xchunked")]), 400);
+        assert_eq!(status(&[]), 400, "HTTP/1.1 without Host");
+        assert_eq!(status(&[h, h]), 400, "two Host headers");
+    }
+
+    #[test]
+    fn raw_headers() {
+        let raw = b"POST /content-length: HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 5\r\n\r\n";
+        assert!(raw_has_header(raw, "content-length"));
+        assert!(!raw_has_header(
+            b"POST /content-length: HTTP/1.1\r\nX-Content-Length: 1\r\n\r\n",
+            "content-length"
+        ));
+    }
+
+    #[test]
+    fn limits_and_authority() {
+        let h: (&str, &[u8]) = ("host", b"a");
+        let big = vec![b'x'; 61 * 1024];
+        assert_eq!(status(&[h, ("x-big", &big)]), 431);
+        let many: Vec<(String, Vec<u8>)> = (0..101)
+            .map(|i| (format!("x-{i}"), b"v".to_vec()))
+            .collect();
+        let many: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        assert_eq!(status(&many), 431);
+        let long = format!("/{}", "a".repeat(9000));
+        let r = RequestHeader::build("GET", long.as_bytes(), None).unwrap();
+        assert_eq!(
+            check_request(&r, &Limits::default()).unwrap_err().status,
+            414
+        );
+        let mut abs = RequestHeader::build("GET", b"http://other.example/x", None).unwrap();
+        abs.insert_header("host", "a.example").unwrap();
+        assert_eq!(
+            check_request(&abs, &Limits::default()).unwrap_err().status,
+            400
+        );
+        abs.insert_header("host", "other.example").unwrap();
+        assert!(check_request(&abs, &Limits::default()).is_ok());
+    }
+}

@@ -1,0 +1,160 @@
+//! Hostile clients and upstreams, over raw sockets: requests whose framing
+//! two parsers could read differently are refused with 400 and the
+//! connection closed, before anything reaches the backend; oversized heads
+//! get 431 / 414; an upstream response with ambiguous framing is a 502.
+
+mod support;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+use support::*;
+
+/// Send raw bytes; the status code of the answer and whether the gateway
+/// closed the connection after it.
+fn raw(port: u16, bytes: &[u8]) -> (u16, bool, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(bytes).expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    // read until the peer closes (or the read times out: kept alive)
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                // a complete response that the gateway keeps alive: stop
+                let text = String::from_utf8_lossy(&got);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len
+                        && !text[..end]
+                            .to_ascii_lowercase()
+                            .contains("connection: close")
+                    {
+                        // give the gateway a moment to close if it means to
+                        s.set_read_timeout(Some(Duration::from_millis(300))).ok();
+                    }
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, closed, text)
+}
+
+#[test]
+fn ambiguous_framing_is_refused_and_the_connection_closed() {
+    let backend = Backend::echo();
+    let url = backend.url();
+    let gw = Gateway::start(&config_with_routes(&format!(
+        r#"    - id: all
+      path: "/*"
+      upstream: {{url: "{url}"}}"#
+    )));
+    let cases: [(&str, &[u8]); 11] = [
+        ("CL + TE", b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("two CL", b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+        ("CL list", b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello"),
+        ("TE not ending in chunked", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
+        ("chunked twice", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("no Host", b"GET /a HTTP/1.1\r\nAccept: */*\r\n\r\n"),
+        ("two Host", b"GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"),
+        ("absolute-form vs Host", b"GET http://other.example/a HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("space before colon", b"GET /a HTTP/1.1\r\nHost: x\r\nX-A : b\r\n\r\n"),
+        ("obs-fold", b"GET /a HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n"),
+        ("control character", b"GET /a HTTP/1.1\r\nHost: x\r\nX-A: b\x01c\r\n\r\n"),
+    ];
+    for (what, bytes) in cases {
+        let (status, closed, text) = raw(gw.port, bytes);
+        assert_eq!(status, 400, "{what}: {text}");
+        assert!(closed, "{what}: the connection stays open");
+    }
+    assert_eq!(backend.count(), 0, "nothing reached the backend");
+
+    // a well-formed request still works, on a kept-alive connection
+    let (status, closed, _) = raw(gw.port, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((status, closed), (200, false));
+}
+
+#[test]
+fn oversized_heads_get_431_and_414() {
+    let backend = Backend::echo();
+    let url = backend.url();
+    let gw = Gateway::start(&config_with_routes(&format!(
+        r#"    - id: all
+      path: "/*"
+      upstream: {{url: "{url}"}}"#
+    )));
+    let big = format!(
+        "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(61 * 1024)
+    );
+    assert_eq!(raw(gw.port, big.as_bytes()).0, 431);
+    let mut many = String::from("GET /a HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..101 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(raw(gw.port, many.as_bytes()).0, 431);
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
+    assert_eq!(raw(gw.port, long.as_bytes()).0, 414);
+    // at the limits: served
+    let fifty = format!(
+        "GET /a HTTP/1.1\r\nHost: x\r\nX-Ok: {}\r\n\r\n",
+        "a".repeat(50 * 1024)
+    );
+    assert_eq!(raw(gw.port, fifty.as_bytes()).0, 200);
+    assert_eq!(backend.count(), 1);
+}
+
+/// An upstream that answers every request with these bytes.
+fn raw_upstream(reply: &'static [u8]) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(reply);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_ambiguous_upstream_response_is_a_502() {
+    let two_cl =
+        raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!");
+    let backend = Backend::echo();
+    let gw = Gateway::start(&config_with_routes(&format!(
+        r#"    - id: two-cl
+      path: "/two-cl"
+      upstream: {{url: "http://127.0.0.1:{two_cl}"}}
+    - id: fine
+      path: "/fine"
+      upstream: {{url: "{}"}}"#,
+        backend.url()
+    )));
+    let mut c = gw.connect();
+    let r = c.get("/two-cl");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let mut c = gw.connect();
+    assert_eq!(c.get("/fine").status, 200, "the gateway still serves");
+}
