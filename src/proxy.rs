@@ -34,6 +34,7 @@ use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,6 +58,9 @@ pub struct Ctx {
     /// The request's framing is not to be trusted: answer without reading
     /// its body, then close the connection.
     close: bool,
+    /// The route's body limit, and the body bytes seen so far.
+    body_limit: Option<u64>,
+    body_seen: u64,
     /// Write the access-log line (from the snapshot the request began with).
     access_log: bool,
     /// The client connection's entry in the open-connections gauge, carried
@@ -76,6 +80,8 @@ impl Ctx {
             local_status: None,
             in_flight: false,
             close: false,
+            body_limit: None,
+            body_seen: 0,
             access_log: true,
             connection: None,
         }
@@ -230,12 +236,23 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.runtime.metrics.request_started();
         ctx.in_flight = true;
+        let busy = self.runtime.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         if ctx.connection.is_none() {
             // the first request of this connection (later ones get it in on_connection_reuse)
             ctx.connection = Some(Arc::new(self.runtime.metrics.connection_opened()));
         }
         let snapshot = self.runtime.snapshot();
         ctx.access_log = snapshot.config.server.access_log;
+        if busy > snapshot.config.server.max_requests_in_flight {
+            // overload: answer at once instead of queueing
+            if ctx.x.request_id.is_empty() {
+                ctx.x.request_id = request_id::generate();
+            }
+            self.runtime.metrics.overloaded();
+            let resp = LocalResponse::new(503, "the gateway is overloaded; retry shortly")
+                .with_header("retry-after", "1");
+            return respond(session, ctx, resp, self.draining()).await;
+        }
         let req = session.req_header();
         ctx.x.request_id = req
             .headers
@@ -291,7 +308,29 @@ impl ProxyHttp for Gateway {
                 let route = route.clone();
                 ctx.x.route_id = route.id.clone();
                 ctx.route = Some(route.clone());
-                route.chain.on_request(req, &mut ctx.x, &mut ctx.ran).await
+                ctx.body_limit = route
+                    .config
+                    .max_body_size
+                    .or(snapshot.config.server.max_body_size);
+                let declared = req
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                match (ctx.body_limit, declared) {
+                    (Some(limit), Some(len)) if len > limit => {
+                        // refused before a byte of it is read
+                        ctx.close = true;
+                        Some(Rejection {
+                            policy: "",
+                            response: LocalResponse::new(
+                                413,
+                                format!("request body too large (limit {limit} bytes)"),
+                            ),
+                        })
+                    }
+                    _ => route.chain.on_request(req, &mut ctx.x, &mut ctx.ran).await,
+                }
             }
             Some(Match::MethodNotAllowed { allow, route }) => {
                 // the route's policies may answer it (a CORS preflight)
@@ -401,6 +440,27 @@ impl ProxyHttp for Gateway {
         route.chain.on_upstream_request(upstream, &mut ctx.x)
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(limit), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
+            ctx.body_seen += chunk.len() as u64;
+            if ctx.body_seen > limit {
+                // a chunked body ran over: abort the upstream request; the
+                // client gets 413 unless a response has started
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    format!("request body over {limit} bytes"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -473,6 +533,7 @@ impl ProxyHttp for Gateway {
         let route_id = ctx.route.as_ref().map(|r| r.config.id.as_str());
         if ctx.in_flight {
             ctx.in_flight = false;
+            self.runtime.in_flight.fetch_sub(1, Ordering::Relaxed);
             let metrics = &self.runtime.metrics;
             let series = ctx
                 .route

@@ -224,6 +224,7 @@ mod tests {
                 base_path: String::new(),
                 timeout: DEFAULT_UPSTREAM_TIMEOUT,
             },
+            max_body_size: None,
             policies: vec![],
         })
     }

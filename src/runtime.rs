@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A route ready to serve: its config, policy chain and upstream target.
@@ -170,6 +170,8 @@ pub struct Runtime {
     /// The listening sockets this process serves, fixed at start-up.
     bound: Vec<SocketAddr>,
     phase: AtomicU8,
+    /// Requests being handled now (the overload limit counts these).
+    pub in_flight: AtomicUsize,
     /// Serialises reloads (SIGHUP and the file watcher may race).
     reload_lock: std::sync::Mutex<()>,
 }
@@ -195,6 +197,7 @@ impl Runtime {
             metrics,
             bound,
             phase: AtomicU8::new(Phase::Starting as u8),
+            in_flight: AtomicUsize::new(0),
             reload_lock: std::sync::Mutex::new(()),
         })
     }

@@ -158,3 +158,110 @@ fn an_ambiguous_upstream_response_is_a_502() {
     let mut c = gw.connect();
     assert_eq!(c.get("/fine").status, 200, "the gateway still serves");
 }
+
+#[test]
+fn bodies_over_the_limit_get_413_declared_or_mid_stream() {
+    let backend = Backend::echo();
+    let url = backend.url();
+    let config = config_with_routes(&format!(
+        r#"    - id: small
+      path: "/small"
+      maxBodySize: 1KB
+      upstream: {{url: "{url}"}}
+    - id: default
+      path: "/default"
+      upstream: {{url: "{url}"}}"#
+    ))
+    .replace("  server:\n", "  server:\n    maxBodySize: 4KB\n");
+    let gw = Gateway::start(&config);
+
+    let mut c = gw.connect();
+    assert_eq!(c.request("POST", "/small", &[], &[b'a'; 1024]).status, 200);
+    assert_eq!(backend.count(), 1);
+    // declared too large: refused before the body is read, connection closed
+    let head = "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n";
+    let (status, closed, text) = raw(gw.port, head.as_bytes());
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("\"status\":413"), "{text}");
+    assert!(closed);
+    assert_eq!(backend.count(), 1, "nothing forwarded");
+    // the server default applies to routes without their own limit
+    let mut c = gw.connect();
+    assert_eq!(
+        c.request("POST", "/default", &[], &[b'a'; 4096]).status,
+        200
+    );
+    let mut c = gw.connect();
+    assert_eq!(
+        c.request("POST", "/default", &[], &[b'a'; 4097]).status,
+        413
+    );
+
+    // chunked, no declared length: cut off mid-stream
+    let mut chunked =
+        String::from("POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..3 {
+        chunked.push_str(&format!("400\r\n{}\r\n", "b".repeat(1024)));
+    }
+    chunked.push_str("0\r\n\r\n");
+    let (status, closed, text) = raw(gw.port, chunked.as_bytes());
+    assert_eq!(status, 413, "{text}");
+    assert!(closed);
+    let complete = backend
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|s| s.target == "/small" && s.body_len > 1024)
+        .count();
+    assert_eq!(complete, 0, "the backend never got more than the limit");
+    let mut c = gw.connect();
+    assert_eq!(c.get("/small").status, 200, "the gateway still serves");
+}
+
+#[test]
+fn over_the_in_flight_limit_requests_get_503_at_once() {
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = release.clone();
+    let backend = Backend::start(move |seen| {
+        if seen.target == "/slow" {
+            // hold the request until the test lets go (bounded: 10 s)
+            let start = std::time::Instant::now();
+            while !r.load(std::sync::atomic::Ordering::SeqCst)
+                && start.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Reply::Json(200, "{}".into())
+    });
+    let url = backend.url();
+    let config = config_with_routes(&format!(
+        r#"    - id: all
+      path: "/*"
+      upstream: {{url: "{url}"}}"#
+    ))
+    .replace("  server:\n", "  server:\n    maxRequestsInFlight: 2\n");
+    let gw = Gateway::start(&config);
+    let port = gw.port;
+    let slow: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || Client::connect(port).get("/slow").status))
+        .collect();
+    wait_until(Duration::from_secs(10), "two requests in flight", || {
+        backend.count() == 2
+    });
+    let mut c = gw.connect();
+    let r = c.get("/fast");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.json()["status"], 503);
+    assert_eq!(backend.count(), 2, "the refused request was not forwarded");
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in slow {
+        assert_eq!(t.join().expect("thread"), 200);
+    }
+    let mut c = gw.connect();
+    assert_eq!(c.get("/fast").status, 200);
+    let m = gw.admin("/metrics").text();
+    assert!(m.contains("flexgw_overload_rejections_total 1"), "{m}");
+}

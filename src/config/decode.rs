@@ -462,6 +462,23 @@ impl Decoder {
         out
     }
 
+    /// A size in bytes: `1048576`, `512KB`, `10MB`, `1GB` (K/KB/KiB = 1024
+    /// bytes, M/MB/MiB = 1024², G/GB/GiB = 1024³); greater than zero.
+    pub fn size(&mut self, node: &Node, path: &str) -> Option<u64> {
+        let text = self.scalar(node, path, "a size")?;
+        match parse_size(text) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                self.error(
+                    node.pos,
+                    path,
+                    format!("{} is not a size (try 1048576, 512KB or 10MB)", node.kind()),
+                );
+                None
+            }
+        }
+    }
+
     /// A list; a single scalar is accepted as a list of one when `single_ok`.
     pub fn list<'n>(
         &mut self,
@@ -482,6 +499,22 @@ impl Decoder {
             }
         }
     }
+}
+
+/// `1048576`, `512KB`, `10MB`, `1GiB`: bytes, binary multiples.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits].parse().ok()?;
+    let unit = t[digits..].trim().to_ascii_uppercase();
+    let mult: u64 = match unit.as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// `30s`, `1500ms`, `2m`, `1h`, `1m30s`.
@@ -604,6 +637,16 @@ mod tests {
         d.error(Pos::default(), "p.a", "\"x-hunter2-y\" is not valid");
         assert_eq!(d.errors[1].message, "\"x-<redacted>-y\" is not valid");
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("512KB"), Some(512 << 10));
+        assert_eq!(parse_size("10 MB"), Some(10 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1TB"), None);
+        assert_eq!(parse_size("MB"), None);
     }
 
     #[test]

@@ -245,6 +245,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                 methods: r.methods.clone(),
                 host: r.host.clone(),
                 upstream: r.upstream.clone(),
+                max_body_size: r.max_body_size,
                 policies,
             });
             for &i in &mine {

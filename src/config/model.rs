@@ -63,6 +63,9 @@ pub struct Route {
     /// Lower-case host name to match (`*.example.com` allowed); `None`: any host.
     pub host: Option<String>,
     pub upstream: Upstream,
+    /// Request bodies larger than this get 413 (`None`: the server's
+    /// `maxBodySize`, if any).
+    pub max_body_size: Option<u64>,
     /// The route's policy chain in run order: the document's `spec.policies`
     /// and the route's own, sorted by `order` (stable: list order breaks ties,
     /// document-level first).
@@ -115,6 +118,10 @@ pub struct ServerSettings {
     /// Peers whose `X-Forwarded-For` is believed (load balancers in front
     /// of the gateway); empty: the client is always the TCP peer.
     pub trusted_proxies: crate::ipset::IpSet,
+    /// Default limit on request bodies (413 over it); `None`: no limit.
+    pub max_body_size: Option<u64>,
+    /// Requests handled at once; more get 503 at once (never queued).
+    pub max_requests_in_flight: usize,
 }
 
 pub const DEFAULT_ADMIN: SocketAddr =
@@ -137,6 +144,8 @@ impl Default for ServerSettings {
             work_stealing: true,
             upstream_keepalive_pool: 1024,
             trusted_proxies: crate::ipset::IpSet::default(),
+            max_body_size: None,
+            max_requests_in_flight: 10_000,
         }
     }
 }

@@ -55,6 +55,7 @@ pub struct RouteSpec {
     pub methods: Option<Vec<http::Method>>,
     pub host: Option<String>,
     pub upstream: Upstream,
+    pub max_body_size: Option<u64>,
     pub policies: Vec<PolicySpec>,
 }
 
@@ -62,7 +63,15 @@ const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA_FIELDS: &[&str] = &["name", "labels"];
 const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server", "policies"];
 const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host"];
-const ROUTE_FIELDS: &[&str] = &["id", "path", "methods", "host", "upstream", "policies"];
+const ROUTE_FIELDS: &[&str] = &[
+    "id",
+    "path",
+    "methods",
+    "host",
+    "upstream",
+    "policies",
+    "maxBodySize",
+];
 const UPSTREAM_FIELDS: &[&str] = &["url", "timeout"];
 
 pub const METHODS: &[&str] = &[
@@ -295,6 +304,9 @@ fn decode_route(
     let upstream = d
         .required(&f, "upstream", path)
         .and_then(|u| decode_upstream(d, u, &join(path, "upstream")));
+    let max_body_size = f
+        .get("maxBodySize")
+        .and_then(|n| d.size(n, &join(path, "maxBodySize")));
     let policies = f
         .get("policies")
         .map(|list| decode_policies(d, list, &join(path, "policies"), None))
@@ -310,6 +322,7 @@ fn decode_route(
         methods,
         host,
         upstream: upstream?,
+        max_body_size,
         policies,
     })
 }

@@ -20,6 +20,8 @@ const SERVER_FIELDS: &[&str] = &[
     "workStealing",
     "upstreamKeepalivePool",
     "trustedProxies",
+    "maxBodySize",
+    "maxRequestsInFlight",
 ];
 const ADMIN_FIELDS: &[&str] = &["address", "enabled"];
 
@@ -103,6 +105,14 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
                     s.admin = None;
                 }
             }
+        }
+    }
+    if let Some(n) = f.get("maxBodySize") {
+        s.max_body_size = d.size(n, &join(path, "maxBodySize"));
+    }
+    if let Some(n) = f.get("maxRequestsInFlight") {
+        if let Some(v) = d.positive_int(n, &join(path, "maxRequestsInFlight")) {
+            s.max_requests_in_flight = v.min(1 << 30) as usize;
         }
     }
     if let Some(n) = f.get("trustedProxies") {

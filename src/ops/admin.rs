@@ -93,6 +93,7 @@ fn config_tree(c: &Config) -> Value {
                             "url": format!("{}://{}{}", if r.upstream.tls { "https" } else { "http" }, r.upstream.authority, r.upstream.base_path),
                             "timeoutMs": r.upstream.timeout.as_millis() as u64,
                         },
+                        "maxBodySize": r.max_body_size,
                         "policies": policies,
                     })
                 })
@@ -116,6 +117,8 @@ fn config_tree(c: &Config) -> Value {
             "watchConfig": s.watch_config,
             "workStealing": s.work_stealing,
             "upstreamKeepalivePool": s.upstream_keepalive_pool,
+            "maxBodySize": s.max_body_size,
+            "maxRequestsInFlight": s.max_requests_in_flight,
             "trustedProxies": s.trusted_proxies.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         }
     })

@@ -57,6 +57,7 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     rejections: Family<RejectionLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
+    overloaded: Counter,
     in_flight: Gauge,
     connections: Gauge,
     /// For requests that matched no route.
@@ -169,6 +170,12 @@ impl Metrics {
             "Configuration reloads by result (success, failure)",
             reloads.clone(),
         );
+        let overloaded = Counter::default();
+        registry.register(
+            "overload_rejections",
+            "Requests answered 503 at once because maxRequestsInFlight were being handled",
+            overloaded.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "requests_in_flight",
@@ -188,6 +195,7 @@ impl Metrics {
             upstream_errors,
             rejections,
             reloads,
+            overloaded,
             in_flight,
             connections,
             no_route: OnceLock::new(),
@@ -217,6 +225,10 @@ impl Metrics {
     pub fn connection_opened(&self) -> ConnectionGuard {
         self.connections.inc();
         ConnectionGuard(self.connections.clone())
+    }
+
+    pub fn overloaded(&self) {
+        self.overloaded.inc();
     }
 
     pub fn request_started(&self) {
