@@ -7,6 +7,16 @@
 //! - `.` segments vanish and `..` removes the previous segment;
 //!   a `..` that would climb above `/` is an error (400), not silently clamped;
 //! - a trailing slash is kept.
+//!
+//! Refused (400), because a backend could resolve them to another path than
+//! the one the gateway routed and judged:
+//! - an encoded `/` or `\` (`%2F`, `%5C`): unless the route opts into passing
+//!   encoded slashes through unchanged ([`Options::allow_encoded_slashes`]);
+//! - a raw `\` (some servers treat it as a separator);
+//! - a `.` or `..` segment carrying `;` parameters (`/..;/admin`);
+//! - double encoding (`%25` followed by two hex digits: `%252e`, `%252F`);
+//! - an encoded NUL or other control byte (`%00`, `%0A`, `%7F`);
+//! - bytes that are not UTF-8 once decoded (`%C3%28`).
 
 use std::borrow::Cow;
 
@@ -18,6 +28,25 @@ pub enum PathError {
     AboveRoot,
     /// A `%` not followed by two hex digits.
     BadEscape,
+    /// `%2F` or `%5C` on a route that does not allow them.
+    EncodedSlash,
+    /// A raw backslash.
+    Backslash,
+    /// `.` or `..` with `;` parameters.
+    DotSegmentParams,
+    /// `%25` followed by two hex digits.
+    DoubleEncoded,
+    /// An encoded control byte.
+    ControlByte,
+    /// Not UTF-8 once decoded.
+    InvalidUtf8,
+}
+
+/// Choices a route can make about the path rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Pass `%2F` / `%5C` through unchanged instead of refusing them.
+    pub allow_encoded_slashes: bool,
 }
 
 impl PathError {
@@ -26,13 +55,19 @@ impl PathError {
             PathError::NotAbsolute => "request path must start with /",
             PathError::AboveRoot => "request path climbs above the root with ..",
             PathError::BadEscape => "request path has an invalid percent-encoding",
+            PathError::EncodedSlash => "request path has an encoded slash (%2F or %5C)",
+            PathError::Backslash => "request path has a backslash",
+            PathError::DotSegmentParams => "request path has a dot segment with ; parameters",
+            PathError::DoubleEncoded => "request path is percent-encoded twice (%25..)",
+            PathError::ControlByte => "request path has an encoded control character",
+            PathError::InvalidUtf8 => "request path is not UTF-8 once decoded",
         }
     }
 }
 
 fn needs_work(path: &str) -> bool {
     let b = path.as_bytes();
-    if b.contains(&b'%') {
+    if b.iter().any(|c| matches!(c, b'%' | b'\\' | b';')) {
         return true;
     }
     // any segment that is empty (except a trailing one), "." or ".."
@@ -52,9 +87,11 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-fn decode_unreserved(path: &str) -> Result<String, PathError> {
+fn decode_unreserved(path: &str, opts: Options) -> Result<String, PathError> {
     let b = path.as_bytes();
     let mut out = String::with_capacity(path.len());
+    // the path fully decoded, for the UTF-8 check
+    let mut bytes: Vec<u8> = Vec::new();
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
@@ -65,6 +102,17 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 return Err(PathError::BadEscape);
             };
             let c = h * 16 + l;
+            match c {
+                b'/' | b'\\' if !opts.allow_encoded_slashes => return Err(PathError::EncodedSlash),
+                0..=0x1f | 0x7f => return Err(PathError::ControlByte),
+                b'%' if b.get(i + 3).copied().and_then(hex).is_some()
+                    && b.get(i + 4).copied().and_then(hex).is_some() =>
+                {
+                    return Err(PathError::DoubleEncoded)
+                }
+                _ => {}
+            }
+            bytes.push(c);
             if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
                 out.push(c as char);
             } else {
@@ -73,28 +121,44 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 out.push(b[i + 2].to_ascii_uppercase() as char);
             }
             i += 3;
+        } else if b[i] == b'\\' {
+            return Err(PathError::Backslash);
         } else {
             // the path is valid UTF-8 (a &str); copy one whole character
             let ch_len = path[i..].chars().next().map_or(1, char::len_utf8);
             out.push_str(&path[i..i + ch_len]);
+            bytes.extend_from_slice(&b[i..i + ch_len]);
             i += ch_len;
         }
+    }
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err(PathError::InvalidUtf8);
     }
     Ok(out)
 }
 
-/// Normalise a request path (without its query). Borrows when nothing changes.
+/// Normalise a request path (without its query) with the default (strict)
+/// options. Borrows when nothing changes.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    normalize_with(path, Options::default())
+}
+
+pub fn normalize_with(path: &str, opts: Options) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
     if !needs_work(path) {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode_unreserved(path)?;
+    let decoded = decode_unreserved(path, opts)?;
     let mut segments: Vec<&str> = Vec::new();
     let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     for seg in decoded.split('/') {
+        if let Some((name, _)) = seg.split_once(';') {
+            if name == "." || name == ".." {
+                return Err(PathError::DotSegmentParams);
+            }
+        }
         match seg {
             "" | "." => {}
             ".." => {
@@ -154,11 +218,47 @@ mod tests {
     fn percent_encoding() {
         assert_eq!(n("/api/%70roducts").unwrap(), "/api/products");
         assert_eq!(n("/api/products/%2E%2E/%2e%2e/health").unwrap(), "/health");
-        // an encoded slash stays encoded: it is data, not a separator
-        assert_eq!(n("/a%2fb").unwrap(), "/a%2Fb");
+        // an encoded slash is refused, or, where a route allows it, stays
+        // encoded: data, not a separator
+        assert_eq!(n("/a%2fb"), Err(PathError::EncodedSlash));
+        let allow = Options {
+            allow_encoded_slashes: true,
+        };
+        assert_eq!(normalize_with("/a%2fb", allow).unwrap(), "/a%2Fb");
+        assert_eq!(normalize_with("/a%5cb", allow).unwrap(), "/a%5Cb");
         assert_eq!(n("/a%20b").unwrap(), "/a%20b");
         assert_eq!(n("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(n("/a%2"), Err(PathError::BadEscape));
+    }
+
+    #[test]
+    fn ambiguous_spellings_are_refused() {
+        assert_eq!(n("/a%5Cb"), Err(PathError::EncodedSlash));
+        assert_eq!(n("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(n("/a/..;/admin"), Err(PathError::DotSegmentParams));
+        assert_eq!(n("/a/.;x/b"), Err(PathError::DotSegmentParams));
+        assert_eq!(n("/a/%2e%2e;/b"), Err(PathError::DotSegmentParams));
+        assert_eq!(
+            n("/a;v=1/b").unwrap(),
+            "/a;v=1/b",
+            "parameters on names are data"
+        );
+        assert_eq!(n("/a%252e%252e/b"), Err(PathError::DoubleEncoded));
+        assert_eq!(n("/a%252F"), Err(PathError::DoubleEncoded));
+        assert_eq!(
+            n("/a%25zz").unwrap(),
+            "/a%25zz",
+            "a literal percent sign is fine"
+        );
+        assert_eq!(n("/a%00b"), Err(PathError::ControlByte));
+        assert_eq!(n("/a%0Ab"), Err(PathError::ControlByte));
+        assert_eq!(n("/a%7f"), Err(PathError::ControlByte));
+        assert_eq!(n("/a%C3%28"), Err(PathError::InvalidUtf8));
+        assert_eq!(
+            n("/caf%C3%A9").unwrap(),
+            "/caf%C3%A9",
+            "valid UTF-8 stays encoded"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::framing;
 use crate::ipset;
 use crate::ops::metrics::{ConnectionGuard, UpstreamError};
 use crate::ops::{access_log, request_id};
-use crate::path::normalize;
+use crate::path::{normalize, normalize_with, Options, PathError};
 use crate::policy::{LocalResponse, Rejection};
 use crate::response::{error_body, message_for};
 use crate::router::Match;
@@ -292,8 +292,21 @@ impl ProxyHttp for Gateway {
             let resp = local(r.status, r.message);
             return respond(session, ctx, resp, self.draining()).await;
         }
-        let path = match normalize(req.uri.path()) {
-            Ok(path) => path.into_owned(),
+        // an encoded slash is refused unless the route it leads to allows it
+        let (path, slash) = match normalize(req.uri.path()) {
+            Ok(path) => (path.into_owned(), false),
+            Err(PathError::EncodedSlash) => {
+                let lenient = Options {
+                    allow_encoded_slashes: true,
+                };
+                match normalize_with(req.uri.path(), lenient) {
+                    Ok(path) => (path.into_owned(), true),
+                    Err(e) => {
+                        let resp = local(400, e.message());
+                        return respond(session, ctx, resp, self.draining()).await;
+                    }
+                }
+            }
             Err(e) => {
                 let resp = local(400, e.message());
                 return respond(session, ctx, resp, self.draining()).await;
@@ -302,6 +315,13 @@ impl ProxyHttp for Gateway {
         let found = snapshot
             .listener(self.addr)
             .map(|l| l.router.find(request_host(req), &req.method, &path));
+        let found = match found {
+            Some(Match::Found(route)) if slash && !route.config.allow_encoded_slashes => {
+                let resp = local(400, PathError::EncodedSlash.message());
+                return respond(session, ctx, resp, self.draining()).await;
+            }
+            other => other,
+        };
         ctx.x.path = path;
         let rejection = match found {
             Some(Match::Found(route)) => {

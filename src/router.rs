@@ -225,6 +225,7 @@ mod tests {
                 timeout: DEFAULT_UPSTREAM_TIMEOUT,
             },
             max_body_size: None,
+            allow_encoded_slashes: false,
             policies: vec![],
         })
     }

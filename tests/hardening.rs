@@ -265,3 +265,46 @@ fn over_the_in_flight_limit_requests_get_503_at_once() {
     let m = gw.admin("/metrics").text();
     assert!(m.contains("flexgw_overload_rejections_total 1"), "{m}");
 }
+
+#[test]
+fn path_spellings_a_backend_could_read_differently_are_refused() {
+    let backend = Backend::echo();
+    let url = backend.url();
+    let gw = Gateway::start(&config_with_routes(&format!(
+        r#"    - id: files
+      path: "/files/*"
+      allowEncodedSlashes: true
+      upstream: {{url: "{url}"}}
+    - id: all
+      path: "/*"
+      upstream: {{url: "{url}"}}"#
+    )));
+    for target in [
+        "/api/a%2Fb",
+        "/api/a%5cb",
+        "/api/a\\b",
+        "/api/..;/admin",
+        "/api/%2e%2e;/admin",
+        "/api/%252e%252e/admin",
+        "/api/a%00b",
+        "/api/a%0d%0ab",
+        "/api/%C3%28",
+        "/..",
+    ] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (status, _, text) = raw(gw.port, req.as_bytes());
+        assert_eq!(status, 400, "{target}: {text}");
+    }
+    assert_eq!(backend.count(), 0, "nothing reached the backend");
+    // a route that opts in passes encoded slashes through unchanged
+    let mut c = gw.connect();
+    assert_eq!(c.get("/files/a%2Fb%5Cc").status, 200);
+    assert_eq!(backend.last().target, "/files/a%2Fb%5Cc");
+    assert_eq!(
+        c.get("/files/../api/a%2Fb").status,
+        400,
+        "routed to /api/*: refused"
+    );
+    assert_eq!(c.get("/api/caf%C3%A9;v=1").status, 200);
+    assert_eq!(backend.last().target, "/api/caf%C3%A9;v=1");
+}

@@ -246,6 +246,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                 host: r.host.clone(),
                 upstream: r.upstream.clone(),
                 max_body_size: r.max_body_size,
+                allow_encoded_slashes: r.allow_encoded_slashes,
                 policies,
             });
             for &i in &mine {

@@ -66,6 +66,8 @@ pub struct Route {
     /// Request bodies larger than this get 413 (`None`: the server's
     /// `maxBodySize`, if any).
     pub max_body_size: Option<u64>,
+    /// Pass `%2F` / `%5C` in paths through unchanged instead of refusing them.
+    pub allow_encoded_slashes: bool,
     /// The route's policy chain in run order: the document's `spec.policies`
     /// and the route's own, sorted by `order` (stable: list order breaks ties,
     /// document-level first).

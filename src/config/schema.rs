@@ -56,6 +56,7 @@ pub struct RouteSpec {
     pub host: Option<String>,
     pub upstream: Upstream,
     pub max_body_size: Option<u64>,
+    pub allow_encoded_slashes: bool,
     pub policies: Vec<PolicySpec>,
 }
 
@@ -71,6 +72,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "upstream",
     "policies",
     "maxBodySize",
+    "allowEncodedSlashes",
 ];
 const UPSTREAM_FIELDS: &[&str] = &["url", "timeout"];
 
@@ -307,6 +309,12 @@ fn decode_route(
     let max_body_size = f
         .get("maxBodySize")
         .and_then(|n| d.size(n, &join(path, "maxBodySize")));
+    let allow_encoded_slashes = match f.get("allowEncodedSlashes") {
+        Some(n) => d
+            .bool(n, &join(path, "allowEncodedSlashes"))
+            .unwrap_or(false),
+        None => false,
+    };
     let policies = f
         .get("policies")
         .map(|list| decode_policies(d, list, &join(path, "policies"), None))
@@ -323,6 +331,7 @@ fn decode_route(
         host,
         upstream: upstream?,
         max_body_size,
+        allow_encoded_slashes,
         policies,
     })
 }

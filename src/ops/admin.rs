@@ -94,6 +94,7 @@ fn config_tree(c: &Config) -> Value {
                             "timeoutMs": r.upstream.timeout.as_millis() as u64,
                         },
                         "maxBodySize": r.max_body_size,
+                        "allowEncodedSlashes": r.allow_encoded_slashes,
                         "policies": policies,
                     })
                 })
