@@ -365,6 +365,7 @@ fn path_rewrites_keep_query_and_encoding() {
     let gw = Gateway::start(&config_with_routes(&format!(
         r#"    - id: strip
       path: "/v1/*"
+      allowEncodedSlashes: true
       upstream: {{url: "{url}/base"}}
       policies: [{{path-rewrite: {{stripPrefix: /v1}}}}]
     - id: regex
