@@ -302,3 +302,44 @@ spec:
     }
     assert!(err.contains("10 problem(s) found"), "{err}");
 }
+
+#[test]
+fn validate_never_prints_a_secret_value() {
+    let dir = temp_dir("secret");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {name: g}
+spec:
+  listeners: [{name: l, port: 9000}]
+  routes:
+    - id: a
+      path: /a
+      upstream: {url: "http://127.0.0.1:1"}
+      policies:
+        - api-key: {header: "${FLEXGW_TEST_LEAKY}", keys: ["k"]}
+        - jwt-validation: {keys: [{algorithm: HS256, secret: "x-${FLEXGW_TEST_SHORT}"}]}
+"#,
+    )
+    .expect("write");
+    let out = Command::new(GATEWAY)
+        .args(["validate", "-c"])
+        .arg(&file)
+        .env("FLEXGW_TEST_LEAKY", "not a header: s3cr3t-value")
+        .env("FLEXGW_TEST_SHORT", "tiny-s3cr3t")
+        .output()
+        .expect("run validate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("api-key.header: \"<redacted>\" is not a header name"),
+        "{err}"
+    );
+    assert!(
+        err.contains("jwt-validation.keys[0].secret: a HS256 secret must be at least 32 bytes"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t"), "a secret leaked:\n{err}");
+}
