@@ -178,8 +178,20 @@ pub fn raw_has_header(raw: &[u8], name: &str) -> bool {
     })
 }
 
-/// Check a response head from an upstream: ambiguous framing is a 502.
+/// Upstream response header sections over this are a 502.
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 60 * 1024;
+
+/// Check a response head from an upstream: ambiguous framing or an
+/// oversized header section is a 502.
 pub fn check_response(resp: &ResponseHeader) -> Result<(), &'static str> {
+    let size: usize = resp
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > MAX_RESPONSE_HEADER_BYTES {
+        return Err("header section over 60 KB");
+    }
     check_body_framing(&resp.headers)?;
     if has_control(&resp.headers) {
         return Err("control character in a header value");
@@ -243,6 +255,19 @@ mod tests {
         assert_eq!(status(&[h, ("transfer-encoding", b"xchunked")]), 400);
         assert_eq!(status(&[]), 400, "HTTP/1.1 without Host");
         assert_eq!(status(&[h, h]), 400, "two Host headers");
+    }
+
+    #[test]
+    fn responses() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("content-length", "2").unwrap();
+        assert!(check_response(&r).is_ok());
+        r.insert_header("x-big", "b".repeat(61 * 1024)).unwrap();
+        assert_eq!(check_response(&r), Err("header section over 60 KB"));
+        let mut two = ResponseHeader::build(200, None).unwrap();
+        two.append_header("content-length", "2").unwrap();
+        two.append_header("content-length", "3").unwrap();
+        assert!(check_response(&two).is_err());
     }
 
     #[test]

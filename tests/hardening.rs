@@ -142,11 +142,23 @@ fn raw_upstream(reply: &'static [u8]) -> u16 {
 fn an_ambiguous_upstream_response_is_a_502() {
     let two_cl =
         raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!");
+    let huge: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nX-Huge: {}\r\nContent-Length: 2\r\n\r\nok",
+            "h".repeat(70 * 1024)
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let huge = raw_upstream(huge);
     let backend = Backend::echo();
     let gw = Gateway::start(&config_with_routes(&format!(
         r#"    - id: two-cl
       path: "/two-cl"
       upstream: {{url: "http://127.0.0.1:{two_cl}"}}
+    - id: huge
+      path: "/huge"
+      upstream: {{url: "http://127.0.0.1:{huge}"}}
     - id: fine
       path: "/fine"
       upstream: {{url: "{}"}}"#,
@@ -155,6 +167,10 @@ fn an_ambiguous_upstream_response_is_a_502() {
     let mut c = gw.connect();
     let r = c.get("/two-cl");
     assert_eq!(r.status, 502, "{}", r.text());
+    let mut c = gw.connect();
+    let r = c.get("/huge");
+    assert_eq!(r.status, 502, "a 70 KB upstream header section");
+    assert_eq!(r.header("x-huge"), None);
     let mut c = gw.connect();
     assert_eq!(c.get("/fine").status, 200, "the gateway still serves");
 }
