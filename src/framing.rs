@@ -113,8 +113,15 @@ fn absolute_authority(target: &[u8]) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
-/// Check a request head as it arrived from a client.
-pub fn check_request(req: &RequestHeader, limits: &Limits) -> Result<(), Refusal> {
+/// Check a request head as it arrived from a client. `raw` is the head as
+/// sent (Pingora's HTTP/1 session keeps it): Pingora drops `Content-Length`
+/// from the parsed map when `Transfer-Encoding` is present, so that pair is
+/// only visible there.
+pub fn check_request(
+    req: &RequestHeader,
+    raw: Option<&[u8]>,
+    limits: &Limits,
+) -> Result<(), Refusal> {
     let target = req.raw_path();
     if target.len() > limits.max_target_bytes {
         return refuse(414, "request target too long");
@@ -135,6 +142,11 @@ pub fn check_request(req: &RequestHeader, limits: &Limits) -> Result<(), Refusal
             status: 400,
             message: why,
         });
+    }
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && raw.is_some_and(|raw| raw_has_header(raw, "content-length"))
+    {
+        return refuse(400, "both Content-Length and Transfer-Encoding");
     }
     if has_control(&req.headers) {
         return refuse(400, "control character in a header value");
@@ -166,10 +178,9 @@ pub fn check_request(req: &RequestHeader, limits: &Limits) -> Result<(), Refusal
     Ok(())
 }
 
-/// Does the raw request head (as the client sent it) carry a header
-/// called `name`? Pingora drops `Content-Length` from the parsed map when
-/// `Transfer-Encoding` is present (RFC 9112 §6.3 lets a server do that);
-/// the gateway refuses such a request instead, so it looks at the raw head.
+/// Does the raw head carry a header called `name`? (RFC 9112 §6.3 lets a
+/// server drop `Content-Length` next to `Transfer-Encoding`, as Pingora
+/// does; the gateway refuses such a request instead.)
 pub fn raw_has_header(raw: &[u8], name: &str) -> bool {
     raw.split(|b| *b == b'\n').skip(1).any(|line| {
         line.len() > name.len()
@@ -213,7 +224,7 @@ mod tests {
     }
 
     fn status(headers: &[(&str, &[u8])]) -> u16 {
-        match check_request(&req(headers), &Limits::default()) {
+        match check_request(&req(headers), None, &Limits::default()) {
             Ok(()) => 200,
             Err(r) => r.status,
         }
@@ -296,16 +307,20 @@ mod tests {
         let long = format!("/{}", "a".repeat(9000));
         let r = RequestHeader::build("GET", long.as_bytes(), None).unwrap();
         assert_eq!(
-            check_request(&r, &Limits::default()).unwrap_err().status,
+            check_request(&r, None, &Limits::default())
+                .unwrap_err()
+                .status,
             414
         );
         let mut abs = RequestHeader::build("GET", b"http://other.example/x", None).unwrap();
         abs.insert_header("host", "a.example").unwrap();
         assert_eq!(
-            check_request(&abs, &Limits::default()).unwrap_err().status,
+            check_request(&abs, None, &Limits::default())
+                .unwrap_err()
+                .status,
             400
         );
         abs.insert_header("host", "other.example").unwrap();
-        assert!(check_request(&abs, &Limits::default()).is_ok());
+        assert!(check_request(&abs, None, &Limits::default()).is_ok());
     }
 }

@@ -22,7 +22,7 @@ use crate::framing;
 use crate::ipset;
 use crate::ops::metrics::{ConnectionGuard, UpstreamError};
 use crate::ops::{access_log, request_id};
-use crate::path::{normalize, normalize_with, Options, PathError};
+use crate::path::{normalize_with, Options, PathError};
 use crate::policy::{LocalResponse, Rejection};
 use crate::response::{error_body, message_for};
 use crate::router::Match;
@@ -124,6 +124,14 @@ fn request_host(req: &RequestHeader) -> &str {
     raw.rsplit_once(':').map_or(raw, |(h, _)| h)
 }
 
+/// The body length the request declares in `Content-Length`, if any.
+fn declared_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Request bodies up to this size are read and dropped before a local
 /// response, so the client connection stays usable; a larger (or unframed)
 /// body makes Pingora close the connection after the response instead.
@@ -141,13 +149,7 @@ async fn respond(
         session.set_keepalive(None);
     }
     if !session.is_body_done() && !ctx.close {
-        let small = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|n| n <= DRAIN_LIMIT);
+        let small = declared_length(session.req_header()).is_some_and(|n| n <= DRAIN_LIMIT);
         if small {
             session.drain_request_body().await?;
         }
@@ -243,22 +245,20 @@ impl ProxyHttp for Gateway {
         }
         let snapshot = self.runtime.snapshot();
         ctx.access_log = snapshot.config.server.access_log;
+        ctx.x.request_id = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|v| request_id::accept(v.as_bytes()))
+            .map_or_else(request_id::generate, str::to_string);
         if busy > snapshot.config.server.max_requests_in_flight {
             // overload: answer at once instead of queueing
-            if ctx.x.request_id.is_empty() {
-                ctx.x.request_id = request_id::generate();
-            }
             self.runtime.metrics.overloaded();
             let resp = LocalResponse::new(503, "the gateway is overloaded; retry shortly")
                 .with_header("retry-after", "1");
             return respond(session, ctx, resp, self.draining()).await;
         }
         let req = session.req_header();
-        ctx.x.request_id = req
-            .headers
-            .get("x-request-id")
-            .and_then(|v| request_id::accept(v.as_bytes()))
-            .map_or_else(request_id::generate, str::to_string);
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -273,45 +273,30 @@ impl ProxyHttp for Gateway {
         });
         ctx.peer_ip = peer;
 
-        let mut framed = framing::check_request(req, &framing::Limits::default());
-        if framed.is_ok() && req.headers.contains_key(http::header::TRANSFER_ENCODING) {
-            let raw = session
-                .as_downstream()
-                .as_http1()
-                .map(|h1| h1.get_headers_raw_bytes());
-            if raw.is_some_and(|raw| framing::raw_has_header(&raw, "content-length")) {
-                framed = Err(framing::Refusal {
-                    status: 400,
-                    message: "both Content-Length and Transfer-Encoding",
-                });
-            }
-        }
-        let req = session.req_header();
+        let raw = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        let framed = framing::check_request(req, raw.as_deref(), &framing::Limits::default());
         if let Err(r) = framed {
             ctx.close = true;
             let resp = local(r.status, r.message);
             return respond(session, ctx, resp, self.draining()).await;
         }
-        // an encoded slash is refused unless the route it leads to allows it
-        let (path, slash) = match normalize(req.uri.path()) {
-            Ok(path) => (path.into_owned(), false),
-            Err(PathError::EncodedSlash) => {
-                let lenient = Options {
-                    allow_encoded_slashes: true,
-                };
-                match normalize_with(req.uri.path(), lenient) {
-                    Ok(path) => (path.into_owned(), true),
-                    Err(e) => {
-                        let resp = local(400, e.message());
-                        return respond(session, ctx, resp, self.draining()).await;
-                    }
-                }
-            }
+        // normalised with encoded slashes kept (as `%2F` / `%5C`, the only
+        // way they survive normalisation); refused below unless the route
+        // the path leads to allows them
+        let lenient = Options {
+            allow_encoded_slashes: true,
+        };
+        let path = match normalize_with(req.uri.path(), lenient) {
+            Ok(path) => path.into_owned(),
             Err(e) => {
                 let resp = local(400, e.message());
                 return respond(session, ctx, resp, self.draining()).await;
             }
         };
+        let slash = path.contains('%') && (path.contains("%2F") || path.contains("%5C"));
         let found = snapshot
             .listener(self.addr)
             .map(|l| l.router.find(request_host(req), &req.method, &path));
@@ -332,12 +317,7 @@ impl ProxyHttp for Gateway {
                     .config
                     .max_body_size
                     .or(snapshot.config.server.max_body_size);
-                let declared = req
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                match (ctx.body_limit, declared) {
+                match (ctx.body_limit, declared_length(req)) {
                     (Some(limit), Some(len)) if len > limit => {
                         // refused before a byte of it is read
                         ctx.close = true;
