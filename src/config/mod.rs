@@ -7,6 +7,7 @@ pub mod decode;
 pub mod load;
 pub mod model;
 pub mod schema;
+pub mod secrets; // ${ENV} and file: references in policy configs
 pub mod settings;
 pub mod values;
 pub mod yaml;

@@ -7,8 +7,8 @@
 //! `GET /metrics` Prometheus (OpenMetrics text)
 //! `GET /config`  the effective configuration as JSON (secrets redacted)
 
-use crate::config::decode::redact;
 use crate::config::model::Config;
+use crate::config::secrets::redact;
 use crate::ops::metrics::CONTENT_TYPE;
 use crate::runtime::{Phase, Runtime};
 use async_trait::async_trait;
