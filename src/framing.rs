@@ -15,23 +15,9 @@
 use http::{HeaderMap, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
 
-/// Limits on a request head; defaults as documented in the README.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub max_target_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_header_bytes: 60 * 1024,
-            max_headers: 100,
-            max_target_bytes: 8 * 1024,
-        }
-    }
-}
+/// The limits on a request head are a listener's [`ClientLimits`]
+/// (`max_header_bytes`, `max_headers`, `max_uri_bytes`).
+pub use crate::config::ClientLimits as Limits;
 
 /// Why a request is refused: the status, and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +109,7 @@ pub fn check_request(
     limits: &Limits,
 ) -> Result<(), Refusal> {
     let target = req.raw_path();
-    if target.len() > limits.max_target_bytes {
+    if target.len() > limits.max_uri_bytes {
         return refuse(414, "request target too long");
     }
     if req.headers.len() > limits.max_headers {

@@ -7,6 +7,7 @@
 //! Pingora server; `ops` has logging and other operational helpers.
 
 pub mod config;
+pub mod connection;
 pub mod exchange;
 pub mod framing;
 pub mod ipset;

@@ -17,10 +17,11 @@
 //! passes the response hooks of the policies that ran, so their headers
 //! (rate limits, CORS) are on local responses too.
 
+use crate::config::ClientLimits;
 use crate::exchange::Exchange;
 use crate::framing;
 use crate::ipset;
-use crate::ops::metrics::{ConnectionGuard, UpstreamError};
+use crate::ops::metrics::UpstreamError;
 use crate::ops::{access_log, request_id};
 use crate::path::{normalize_with, Options, PathError};
 use crate::policy::{LocalResponse, Rejection};
@@ -63,9 +64,6 @@ pub struct Ctx {
     body_seen: u64,
     /// Write the access-log line (from the snapshot the request began with).
     access_log: bool,
-    /// The client connection's entry in the open-connections gauge, carried
-    /// across the requests of a keep-alive connection.
-    connection: Option<Arc<ConnectionGuard>>,
 }
 
 impl Ctx {
@@ -83,7 +81,6 @@ impl Ctx {
             body_limit: None,
             body_seen: 0,
             access_log: true,
-            connection: None,
         }
     }
 }
@@ -199,6 +196,7 @@ fn failure_status(e: &Error) -> u16 {
     use ErrorType::*;
     match e.etype() {
         HTTPStatus(code) => *code,
+        ReadTimedout if *e.esource() == ErrorSource::Downstream => 408,
         _ if is_timeout(e) => 504,
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
@@ -236,13 +234,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        crate::connection::request_started(session);
         self.runtime.metrics.request_started();
         ctx.in_flight = true;
         let busy = self.runtime.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        if ctx.connection.is_none() {
-            // the first request of this connection (later ones get it in on_connection_reuse)
-            ctx.connection = Some(Arc::new(self.runtime.metrics.connection_opened()));
-        }
         let snapshot = self.runtime.snapshot();
         ctx.access_log = snapshot.config.server.access_log;
         ctx.x.request_id = session
@@ -258,6 +253,12 @@ impl ProxyHttp for Gateway {
                 .with_header("retry-after", "1");
             return respond(session, ctx, resp, self.draining()).await;
         }
+        let listener = snapshot.listener(self.addr);
+        let limits = listener.map_or_else(ClientLimits::default, |l| l.limits);
+        // a client pausing longer than this in its body gets 408; one not
+        // reading the response for as long is cut off
+        session.set_read_timeout(Some(limits.body_timeout));
+        session.set_write_timeout(Some(limits.body_timeout));
         let req = session.req_header();
         let peer = session
             .client_addr()
@@ -277,7 +278,7 @@ impl ProxyHttp for Gateway {
             .as_downstream()
             .as_http1()
             .map(|h1| h1.get_headers_raw_bytes());
-        let framed = framing::check_request(req, raw.as_deref(), &framing::Limits::default());
+        let framed = framing::check_request(req, raw.as_deref(), &limits);
         if let Err(r) = framed {
             ctx.close = true;
             let resp = local(r.status, r.message);
@@ -297,9 +298,7 @@ impl ProxyHttp for Gateway {
             }
         };
         let slash = path.contains('%') && (path.contains("%2F") || path.contains("%5C"));
-        let found = snapshot
-            .listener(self.addr)
-            .map(|l| l.router.find(request_host(req), &req.method, &path));
+        let found = listener.map(|l| l.router.find(request_host(req), &req.method, &path));
         let found = match found {
             Some(Match::Found(route)) if slash && !route.config.allow_encoded_slashes => {
                 let resp = local(400, PathError::EncodedSlash.message());
@@ -364,27 +363,6 @@ impl ProxyHttp for Gateway {
                 }
                 respond(session, ctx, r.response, self.draining()).await
             }
-        }
-    }
-
-    fn persist_connection_context(
-        &self,
-        _session: &Session,
-        ctx: &Ctx,
-    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
-        ctx.connection
-            .clone()
-            .map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>)
-    }
-
-    fn on_connection_reuse(
-        &self,
-        _session: &mut Session,
-        ctx: &mut Ctx,
-        previous: Box<dyn std::any::Any + Send + Sync>,
-    ) {
-        if let Ok(c) = previous.downcast::<Arc<ConnectionGuard>>() {
-            ctx.connection = Some(*c);
         }
     }
 
@@ -497,6 +475,9 @@ impl ProxyHttp for Gateway {
         if let (Some(kind), Some(route)) = (upstream_error_kind(e), ctx.route.as_ref()) {
             self.runtime.metrics.upstream_error(&route.config.id, kind);
         }
+        if failure_status(e) == 408 {
+            self.runtime.metrics.client_timeout("body");
+        }
         let status = match session.response_written() {
             // the response already started: nothing more can be said
             Some(resp) => resp.status.as_u16(),
@@ -521,6 +502,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        crate::connection::request_done(session);
         let req = session.req_header();
         let status = session
             .response_written()
@@ -595,5 +577,10 @@ mod tests {
             502
         );
         assert_eq!(failure_status(&Error::new(ErrorType::HTTPStatus(413))), 413);
+        // a client that stops sending its body
+        assert_eq!(
+            failure_status(&Error::new_down(ErrorType::ReadTimedout)),
+            408
+        );
     }
 }

@@ -27,6 +27,7 @@ pub fn message_for(status: u16) -> &'static str {
     match status {
         400 => "bad request",
         404 => "no route for this path",
+        408 => "request timeout: the request body stopped arriving",
         413 => "request body too large",
         502 => "bad gateway: the upstream could not be reached",
         503 => "service unavailable",

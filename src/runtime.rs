@@ -106,6 +106,7 @@ impl CompiledRoute {
 /// The route table of one listener.
 pub struct ListenerRuntime {
     pub addr: SocketAddr,
+    pub limits: crate::config::ClientLimits,
     pub router: Router<Arc<CompiledRoute>>,
 }
 
@@ -133,6 +134,7 @@ impl Snapshot {
             .iter()
             .map(|l| ListenerRuntime {
                 addr: l.addr,
+                limits: l.limits,
                 router: Router::new(
                     l.routes
                         .iter()

@@ -2,11 +2,13 @@
 //! service per listener, the admin listener, and the lifecycle task.
 
 use crate::config::Config;
+use crate::connection::Guarded;
 use crate::ops::admin::AdminApp;
 use crate::ops::lifecycle::Lifecycle;
 use crate::proxy::Gateway;
 use crate::runtime::Runtime;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -95,12 +97,18 @@ pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server 
     let runtime = Runtime::new(config, config_path);
     let mut must_accept = Vec::new();
     for (name, addr, routes) in listeners {
-        let mut service = http_proxy_service_with_name(
-            &server.configuration,
-            Gateway::new(runtime.clone(), addr),
-            &format!("listener {name} ({addr})"),
+        let proxy = http_proxy(&server.configuration, Gateway::new(runtime.clone(), addr));
+        let mut service = Service::new(
+            format!("listener {name} ({addr})"),
+            Guarded::new(proxy, runtime.clone(), addr),
         );
-        service.add_tcp(&addr.to_string());
+        // no L4 read buffer: Pingora reads request heads and bodies into
+        // buffers of its own, and the default 64 KB one would stay allocated
+        // for every idle keep-alive connection
+        service.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+        );
         log::info!("listener {name} on http://{addr} with {routes} route(s)");
         server.add_service(service);
         must_accept.push(addr);

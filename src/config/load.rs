@@ -3,7 +3,9 @@
 //! then the checks across routes and documents, producing the [`Config`].
 
 use super::decode::{ConfigError, ConfigErrors, Decoder};
-use super::model::{Config, Listener, PathPattern, PolicySpec, Route, ServerSettings};
+use super::model::{
+    ClientLimits, Config, LimitSettings, Listener, PathPattern, PolicySpec, Route, ServerSettings,
+};
 use super::schema::{decode_document, GatewayDoc};
 use super::yaml::{parse_documents, Pos};
 use std::collections::HashMap;
@@ -195,6 +197,9 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
         }
     }
 
+    let server_limits = server
+        .as_ref()
+        .map_or_else(ClientLimits::default, |(s, _)| s.limits);
     // listeners merged by port; the same port must mean the same address
     let mut listeners: Vec<(Listener, String)> = Vec::new();
     let mut by_port: HashMap<u16, usize> = HashMap::new();
@@ -215,6 +220,14 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                         ));
                         continue;
                     }
+                    if l.limits != LimitSettings::default()
+                        && existing.limits != l.limits.over(server_limits)
+                    {
+                        err(&doc.file, l.pos, &format!("{}.limits", l.path), format!(
+                            "port {} is already declared with other limits at {first}; give a shared port its limits in one document",
+                            l.port
+                        ));
+                    }
                     if !mine.contains(&i) {
                         mine.push(i);
                     }
@@ -227,6 +240,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                             name: l.name.clone(),
                             addr,
                             routes: Vec::new(),
+                            limits: l.limits.over(server_limits),
                         },
                         at(doc, l.pos),
                     ));

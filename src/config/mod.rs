@@ -14,4 +14,4 @@ pub mod yaml;
 
 pub use decode::{ConfigError, ConfigErrors};
 pub use load::{load, load_str};
-pub use model::Config;
+pub use model::{ClientLimits, Config};

@@ -32,6 +32,81 @@ pub struct Listener {
     pub name: String,
     pub addr: SocketAddr,
     pub routes: Vec<Arc<Route>>,
+    /// The server's `limits` with this listener's own `limits` over them.
+    pub limits: ClientLimits,
+}
+
+/// What a client may send and hold on one listener (README, "Security
+/// defaults"): the request head, the time it may take, its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Request head (request line and headers) over this: 431.
+    pub max_header_bytes: usize,
+    /// More header fields than this: 431.
+    pub max_headers: usize,
+    /// A request target longer than this: 414.
+    pub max_uri_bytes: usize,
+    /// The whole request head must arrive within this, counted from the
+    /// connection's accept (first request) or the head's first byte.
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub keepalive_timeout: Duration,
+    /// The longest pause while the client sends a request body (408) or
+    /// reads a response (the connection is closed).
+    pub body_timeout: Duration,
+    /// Open client connections on the listener; more are closed at accept.
+    pub max_connections: usize,
+    /// Open connections from one client IP (the TCP peer; trusted proxies
+    /// are exempt); `None`: no limit.
+    pub max_connections_per_client: Option<usize>,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_header_bytes: 60 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_client: None,
+        }
+    }
+}
+
+/// `limits:` as written in `spec.server` or on a listener: only the fields
+/// given; a listener's are laid over the server's, the server's over the
+/// defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_uri_bytes: Option<usize>,
+    pub header_timeout: Option<Duration>,
+    pub keepalive_timeout: Option<Duration>,
+    pub body_timeout: Option<Duration>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
+}
+
+impl LimitSettings {
+    /// `self` over `base`: each field of `self` that is set wins.
+    pub fn over(self, base: ClientLimits) -> ClientLimits {
+        ClientLimits {
+            max_header_bytes: self.max_header_bytes.unwrap_or(base.max_header_bytes),
+            max_headers: self.max_headers.unwrap_or(base.max_headers),
+            max_uri_bytes: self.max_uri_bytes.unwrap_or(base.max_uri_bytes),
+            header_timeout: self.header_timeout.unwrap_or(base.header_timeout),
+            keepalive_timeout: self.keepalive_timeout.unwrap_or(base.keepalive_timeout),
+            body_timeout: self.body_timeout.unwrap_or(base.body_timeout),
+            max_connections: self.max_connections.unwrap_or(base.max_connections),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .or(base.max_connections_per_client),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,6 +199,8 @@ pub struct ServerSettings {
     pub max_body_size: Option<u64>,
     /// Requests handled at once; more get 503 at once (never queued).
     pub max_requests_in_flight: usize,
+    /// Default client limits of every listener.
+    pub limits: ClientLimits,
 }
 
 pub const DEFAULT_ADMIN: SocketAddr =
@@ -148,6 +225,7 @@ impl Default for ServerSettings {
             trusted_proxies: crate::ipset::IpSet::default(),
             max_body_size: None,
             max_requests_in_flight: 10_000,
+            limits: ClientLimits::default(),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! live here; checks across routes and documents live in `load.rs`.
 
 use super::decode::{join, Decoder};
-use super::model::{PathPattern, ServerSettings, Upstream, API_VERSION, DEFAULT_UPSTREAM_TIMEOUT};
+use super::model::{
+    LimitSettings, PathPattern, ServerSettings, Upstream, API_VERSION, DEFAULT_UPSTREAM_TIMEOUT,
+};
 use super::values::{parse_path_pattern, parse_upstream_url};
 use super::yaml::{Node, Pos};
 use crate::policy::{self, PolicyConfig, PolicySpec, DEFAULT_ORDER};
@@ -34,6 +36,8 @@ pub struct ListenerSpec {
     pub name: String,
     pub host: IpAddr,
     pub port: u16,
+    /// `limits:` of this listener, over the server's.
+    pub limits: LimitSettings,
     pub pos: Pos,
     pub path: String,
 }
@@ -63,7 +67,7 @@ pub struct RouteSpec {
 const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA_FIELDS: &[&str] = &["name", "labels"];
 const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server", "policies"];
-const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host"];
+const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host", "limits"];
 const ROUTE_FIELDS: &[&str] = &[
     "id",
     "path",
@@ -227,10 +231,15 @@ fn decode_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerS
             }
         }
     };
+    let limits = match f.get("limits") {
+        Some(n) => super::settings::decode_limits(d, n, &join(path, "limits")),
+        None => Some(LimitSettings::default()),
+    };
     Some(ListenerSpec {
         name: name?,
         host: host?,
         port: port?,
+        limits: limits?,
         pos: node.pos,
         path: path.to_string(),
     })

@@ -3,7 +3,7 @@
 //! problem reported. At most one document may carry them (checked in `load.rs`).
 
 use super::decode::{join, Decoder, Fields};
-use super::model::ServerSettings;
+use super::model::{LimitSettings, ServerSettings};
 use super::yaml::Node;
 use std::path::PathBuf;
 
@@ -22,6 +22,17 @@ const SERVER_FIELDS: &[&str] = &[
     "trustedProxies",
     "maxBodySize",
     "maxRequestsInFlight",
+    "limits",
+];
+const LIMIT_FIELDS: &[&str] = &[
+    "maxHeaderSize",
+    "maxHeaders",
+    "maxUriLength",
+    "headerTimeout",
+    "keepaliveTimeout",
+    "bodyTimeout",
+    "maxConnections",
+    "maxConnectionsPerClient",
 ];
 const ADMIN_FIELDS: &[&str] = &["address", "enabled"];
 
@@ -115,6 +126,11 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
             s.max_requests_in_flight = v.min(1 << 30) as usize;
         }
     }
+    if let Some(n) = f.get("limits") {
+        if let Some(l) = decode_limits(d, n, &join(path, "limits")) {
+            s.limits = l.over(s.limits);
+        }
+    }
     if let Some(n) = f.get("trustedProxies") {
         let field = join(path, "trustedProxies");
         let nets = d.parsed_list(
@@ -126,4 +142,61 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
         s.trusted_proxies = crate::ipset::IpSet::new(nets);
     }
     (d.errors.len() == before).then_some(s)
+}
+
+/// `limits:` of `spec.server` or of a listener (README, "Security defaults").
+pub fn decode_limits(d: &mut Decoder, node: &Node, path: &str) -> Option<LimitSettings> {
+    let f: Fields = d.map(node, path, LIMIT_FIELDS)?;
+    let before = d.errors.len();
+    let mut l = LimitSettings::default();
+    // sizes in bytes (`60KB`), capped where a larger value means nothing
+    for (key, slot, cap) in [
+        ("maxHeaderSize", &mut l.max_header_bytes, 1 << 20),
+        ("maxUriLength", &mut l.max_uri_bytes, 1 << 20),
+    ] {
+        if let Some(n) = f.get(key) {
+            let field = join(path, key);
+            if let Some(v) = d.size(n, &field) {
+                if v > cap {
+                    d.error(
+                        n.pos,
+                        &field,
+                        "must be at most 1MB (Pingora's own limit on a request head)",
+                    );
+                } else {
+                    *slot = Some(v as usize);
+                }
+            }
+        }
+    }
+    for (key, slot, cap) in [
+        ("maxHeaders", &mut l.max_headers, 256),
+        ("maxConnections", &mut l.max_connections, 1 << 24),
+        (
+            "maxConnectionsPerClient",
+            &mut l.max_connections_per_client,
+            1 << 24,
+        ),
+    ] {
+        if let Some(n) = f.get(key) {
+            let field = join(path, key);
+            if let Some(v) = d.positive_int(n, &field) {
+                if v > cap {
+                    d.error(n.pos, &field, format!("must be at most {cap}"));
+                } else {
+                    *slot = Some(v as usize);
+                }
+            }
+        }
+    }
+    for (key, slot) in [
+        ("headerTimeout", &mut l.header_timeout),
+        ("keepaliveTimeout", &mut l.keepalive_timeout),
+        ("bodyTimeout", &mut l.body_timeout),
+    ] {
+        if let Some(n) = f.get(key) {
+            *slot = d.duration(n, &join(path, key), true);
+        }
+    }
+    (d.errors.len() == before).then_some(l)
 }

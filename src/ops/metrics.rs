@@ -35,6 +35,16 @@ struct RejectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -60,14 +70,14 @@ pub struct Metrics {
     overloaded: Counter,
     in_flight: Gauge,
     connections: Gauge,
+    refused: Family<ReasonLabels, Counter>,
+    client_timeouts: Family<PhaseLabels, Counter>,
     /// For requests that matched no route.
     no_route: OnceLock<RouteMetrics>,
 }
 
 /// Counts one open client connection in `flexgw_connections_open` for as
-/// long as it lives. The proxy keeps it in the request context and carries it
-/// from request to request on a keep-alive connection; when the connection
-/// ends, Pingora drops it.
+/// long as it lives (held by `connection::Guarded` for the connection).
 pub struct ConnectionGuard(Gauge);
 
 impl Drop for ConnectionGuard {
@@ -185,8 +195,20 @@ impl Metrics {
         let connections = Gauge::default();
         registry.register(
             "connections_open",
-            "Client connections open (that have sent at least one request)",
+            "Client connections open",
             connections.clone(),
+        );
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed at accept, by limit (listener_limit, client_limit)",
+            refused.clone(),
+        );
+        let client_timeouts = Family::<PhaseLabels, Counter>::default();
+        registry.register(
+            "client_timeouts",
+            "Clients cut off for slowness or size: header (headerTimeout), header_size (a head far over maxHeaderSize), body (bodyTimeout)",
+            client_timeouts.clone(),
         );
         Metrics {
             registry,
@@ -198,6 +220,8 @@ impl Metrics {
             overloaded,
             in_flight,
             connections,
+            refused,
+            client_timeouts,
             no_route: OnceLock::new(),
         }
     }
@@ -225,6 +249,16 @@ impl Metrics {
     pub fn connection_opened(&self) -> ConnectionGuard {
         self.connections.inc();
         ConnectionGuard(self.connections.clone())
+    }
+
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn client_timeout(&self, phase: &'static str) {
+        self.client_timeouts
+            .get_or_create(&PhaseLabels { phase })
+            .inc();
     }
 
     pub fn overloaded(&self) {
