@@ -137,11 +137,18 @@ fn main() -> ExitCode {
                 config.config.display(),
                 c.gateways.join(", ")
             );
-            if !upgrade {
-                if let Err(why) = server::check_listeners(&c) {
-                    eprintln!("flex-gateway: {why}");
-                    return ExitCode::from(1);
-                }
+            // an upgraded process inherits the old one's listening sockets
+            let inherits = match upgrade {
+                true => std::fs::read_to_string(&c.server.pid_file)
+                    .ok()
+                    .and_then(|pid| pid.trim().parse().ok())
+                    .map(server::listening_addresses)
+                    .unwrap_or_default(),
+                false => Default::default(),
+            };
+            if let Err(why) = server::check_listeners(&c, &inherits) {
+                eprintln!("flex-gateway: {why}");
+                return ExitCode::from(1);
             }
             let flags = server::ProcessFlags { upgrade, daemon };
             server::build(c, &config.config, flags).run_forever()

@@ -476,7 +476,9 @@ impl ProxyHttp for Gateway {
             self.runtime.metrics.upstream_error(&route.config.id, kind);
         }
         if failure_status(e) == 408 {
+            // the body stopped arriving: answer without waiting for the rest
             self.runtime.metrics.client_timeout("body");
+            ctx.close = true;
         }
         let status = match session.response_written() {
             // the response already started: nothing more can be said

@@ -13,6 +13,8 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::Path;
 
 /// Pingora's own process flags, passed through our CLI.
@@ -40,14 +42,15 @@ pub fn server_conf(config: &Config, flags: ProcessFlags) -> ServerConf {
     }
 }
 
-/// On a fresh start, try to bind every listener (and the admin listener)
-/// before anything else, so that a port held by another process, a port
-/// this user may not bind, or an address that is not on this host ends the
-/// start with a clear message instead of a process that reports ready while
-/// Pingora retries the bind in the background. The probe sockets are closed
-/// at once; Pingora binds for real right after. (An upgraded process
-/// inherits its sockets from the old one and skips this.)
-pub fn check_listeners(config: &Config) -> Result<(), String> {
+/// Before anything else, try to bind every listener (and the admin
+/// listener), so that a port held by another process, a port this user may
+/// not bind, or an address that is not on this host ends the start with a
+/// clear message instead of a process that reports ready while Pingora
+/// retries the bind in the background. The probe sockets are closed at
+/// once; Pingora binds for real right after. An upgraded process skips the
+/// addresses it `inherits` from the old one (see [`listening_addresses`]);
+/// a port new to its config is probed like any other.
+pub fn check_listeners(config: &Config, inherits: &HashSet<SocketAddr>) -> Result<(), String> {
     let addrs = config
         .listeners
         .iter()
@@ -58,7 +61,7 @@ pub fn check_listeners(config: &Config) -> Result<(), String> {
                 .admin
                 .map(|a| ("admin listener".to_string(), a)),
         );
-    for (what, addr) in addrs {
+    for (what, addr) in addrs.filter(|(_, a)| !inherits.contains(a)) {
         if let Err(e) = std::net::TcpListener::bind(addr) {
             let why = match e.kind() {
                 std::io::ErrorKind::AddrInUse => {
@@ -76,6 +79,65 @@ pub fn check_listeners(config: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The TCP addresses process `pid` listens on: the inodes of its socket
+/// descriptors (`/proc/PID/fd`) found in the kernel's LISTEN table
+/// (`/proc/net/tcp`, `tcp6`). Empty when it cannot be read.
+pub fn listening_addresses(pid: u32) -> HashSet<SocketAddr> {
+    let mut inodes = HashSet::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            if let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    let mut addrs = HashSet::new();
+    for table in [
+        format!("/proc/{pid}/net/tcp"),
+        format!("/proc/{pid}/net/tcp6"),
+    ] {
+        let Ok(text) = std::fs::read_to_string(&table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... uid timeout inode
+            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                if let Some(addr) = parse_proc_addr(f[1]) {
+                    addrs.insert(addr);
+                }
+            }
+        }
+    }
+    addrs
+}
+
+/// `0100007F:1F91` (IPv4) or 32 hex digits and a port (IPv6): the address
+/// as 32-bit words in the host's byte order, as the kernel prints them.
+fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let bytes: Vec<u8> = (0..ip.len() / 8)
+        .map(|i| u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect::<Option<Vec<u32>>>()?
+        .into_iter()
+        .flat_map(u32::to_ne_bytes)
+        .collect();
+    let ip: std::net::IpAddr = match bytes.len() {
+        4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?).into(),
+        16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).into(),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// A bootstrapped server with every service added, ready for `run_forever`.
@@ -123,4 +185,33 @@ pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server 
     let lifecycle = Lifecycle::new(runtime, server.watch_execution_phase(), must_accept);
     server.add_service(background_service("lifecycle", lifecycle));
     server
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_addresses() {
+        assert_eq!(
+            parse_proc_addr("0100007F:1F91"),
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_addr("00000000:0050"),
+            Some("0.0.0.0:80".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_addr("00000000000000000000000001000000:1F91"),
+            Some("[::1]:8081".parse().unwrap())
+        );
+        assert_eq!(parse_proc_addr("zz:1"), None);
+    }
+
+    #[test]
+    fn this_process_listening_is_seen() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(listening_addresses(std::process::id()).contains(&addr));
+    }
 }

@@ -123,6 +123,12 @@ fn oversized_heads_get_431_and_414() {
 
 /// An upstream that answers every request with these bytes.
 fn raw_upstream(reply: &'static [u8]) -> u16 {
+    raw_upstream_then(reply, false)
+}
+
+/// An upstream that answers every request with these bytes, then closes
+/// the connection (with a reset when `reset`).
+fn raw_upstream_then(reply: &'static [u8], reset: bool) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -132,10 +138,61 @@ fn raw_upstream(reply: &'static [u8]) -> u16 {
                 let mut buf = [0u8; 8192];
                 let _ = s.read(&mut buf);
                 let _ = s.write_all(reply);
+                if reset {
+                    // SO_LINGER 0: close sends RST
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                }
             });
         }
     });
     port
+}
+
+#[test]
+fn an_upstream_that_fails_mid_exchange_is_a_502_or_a_cut_body() {
+    let closes = raw_upstream_then(b"", false);
+    let half_head = raw_upstream_then(b"HTTP/1.1 200 OK\r\nContent-Le", true);
+    let mid_body = raw_upstream_then(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+        true,
+    );
+    let backend = Backend::echo();
+    let gw = Gateway::start(&config_with_routes(&format!(
+        r#"    - id: closes
+      path: "/closes"
+      upstream: {{url: "http://127.0.0.1:{closes}"}}
+    - id: half-head
+      path: "/half-head"
+      upstream: {{url: "http://127.0.0.1:{half_head}"}}
+    - id: mid-body
+      path: "/mid-body"
+      upstream: {{url: "http://127.0.0.1:{mid_body}"}}
+    - id: fine
+      path: "/fine"
+      upstream: {{url: "{}"}}"#,
+        backend.url()
+    )));
+    for path in ["/closes", "/half-head"] {
+        let r = gw.connect().get(path);
+        assert_eq!(r.status, 502, "{path}: {}", r.text());
+        assert_eq!(r.json()["status"], 502);
+    }
+    // the head went out before the reset: the client sees the body cut
+    // short and the connection closed, never a shorter body that looks whole
+    let mut c = gw.connect();
+    c.send_head("GET", "/mid-body", &[], 0);
+    let cut = c.try_read_response(false, true);
+    match cut {
+        Ok(r) => panic!("a whole response from a reset upstream: {}", r.status),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}"),
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            gw.connect().get("/fine").status,
+            200,
+            "the gateway still serves"
+        );
+    }
 }
 
 #[test]

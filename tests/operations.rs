@@ -454,6 +454,41 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
     std::fs::write(&file, good).expect("write");
 }
 
+#[test]
+fn an_upgrade_to_a_port_held_by_another_process_fails_and_the_old_process_serves() {
+    let backend = Backend::echo();
+    let gw = Gateway::start(&routes(&backend.url(), ""));
+    let _cleanup = StopByPidFile(&gw);
+    gw.wait_ready();
+    let pid = current_pid(&gw);
+    // the new config adds a listener on a port someone else holds
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().expect("addr").port();
+    let file = config_file(&gw);
+    let good = std::fs::read_to_string(&file).expect("config");
+    let more = good.replace(
+        "  listeners:\n",
+        &format!("  listeners:\n    - {{name: extra, port: {port}, host: \"127.0.0.1\"}}\n"),
+    );
+    assert_ne!(more, good);
+    rewrite(&file, &more);
+    let started = Instant::now();
+    let (ok, out) = upgrade(&gw, &["--timeout", "10"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("127.0.0.1:{port}")) && out.contains("already in use"),
+        "the message names the port and the reason: {out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(current_pid(&gw), pid);
+    assert_eq!(gw.connect().get("/api").status, 200);
+    rewrite(&file, &good);
+}
+
 /// What systemd sees with `Type=notify` and `NotifyAccess=all`: READY=1 and
 /// MAINPID= from the first process, then MAINPID= from the upgraded one.
 #[test]

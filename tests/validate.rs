@@ -343,3 +343,35 @@ spec:
     );
     assert!(!err.contains("s3cr3t"), "a secret leaked:\n{err}");
 }
+
+#[test]
+fn limit_errors_name_line_column_and_field() {
+    let text = r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {name: limits}
+spec:
+  listeners:
+    - name: http
+      port: 8081
+      limits:
+        maxHeaderSize: 2MB
+        headerTimout: 5s
+  routes:
+    - {id: all, path: "/*", upstream: {url: "http://127.0.0.1:3000"}}
+  server:
+    limits:
+      maxConnections: 0
+      keepaliveTimeout: soon
+"#;
+    let (ok, err) = validate_text(text);
+    assert!(!ok);
+    for want in [
+        "gateway.yaml:9:24: spec.listeners[0].limits.maxHeaderSize: must be at most 1MB",
+        "gateway.yaml:10:9: spec.listeners[0].limits.headerTimout: unknown field",
+        "headerTimeout",
+        "gateway.yaml:15:23: spec.server.limits.maxConnections:",
+        "gateway.yaml:16:25: spec.server.limits.keepaliveTimeout:",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

@@ -394,6 +394,18 @@ impl Client {
     pub fn close(self) {
         let _ = self.reader.get_ref().shutdown(Shutdown::Both);
     }
+
+    /// Bytes as they are (a partial body, anything malformed).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("send");
+    }
+
+    /// The socket, for a test that goes on byte by byte (nothing may be
+    /// left unread in the client's buffer).
+    pub fn into_stream(self) -> TcpStream {
+        assert!(self.reader.buffer().is_empty(), "unread response bytes");
+        self.reader.into_inner()
+    }
 }
 
 fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
