@@ -1,6 +1,6 @@
 # The two commands of the README, and a few helpers. Each installs what a
 # fresh Debian machine lacks (cmake, ...) or stops with a one-line message.
-.PHONY: demo test validate bench deb clean
+.PHONY: demo test validate bench fuzz deb clean
 
 demo:  ## build, start the demo catalog backend (:3000) and the gateway (:8081)
 	.ci/demo
@@ -13,6 +13,9 @@ validate:  ## validate every file under conf/
 
 bench:  ## side-by-side load benchmark with nginx and HAProxy (~8 min)
 	benches/load.sh
+
+fuzz:  ## run the cargo-fuzz targets, 10 minutes each (FUZZ_SECONDS, FUZZ_TARGETS, FUZZ_JOBS)
+	.ci/fuzz
 
 deb:  ## the Debian package, built with the dist profile (cargo-deb)
 	.ci/deps

@@ -19,7 +19,7 @@
 //! keep-alive loop itself (the one in Pingora's `ServerApp for
 //! HttpServerApp`, with our settings); [`Watched`] wraps the client stream
 //! and keeps the deadlines while the proxy reads a request head. The proxy
-//! marks the request phases with [`request_started`] and [`request_done`].
+//! says when a head is complete with [`request_started`].
 
 use crate::config::ClientLimits;
 use crate::ipset::IpSet;
@@ -321,13 +321,6 @@ pub fn request_started(session: &pingora::proxy::Session) {
     }
 }
 
-/// The request is answered: the keep-alive wait begins.
-pub fn request_done(session: &pingora::proxy::Session) {
-    if let Some(s) = state_of(session) {
-        s.phase.store(IDLE, Ordering::Relaxed);
-    }
-}
-
 /// Resolves once the connection is marked to be cut.
 struct Cut<'a>(&'a ConnState);
 
@@ -534,6 +527,8 @@ where
                 why = Cut(&state) => return self.cut(why),
                 reused = request => reused?,
             };
+            // answered and kept alive: the keep-alive wait begins
+            state.phase.store(IDLE, Ordering::Relaxed);
             (stream, settings) = reused.consume();
         }
     }

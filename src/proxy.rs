@@ -504,7 +504,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        crate::connection::request_done(session);
         let req = session.req_header();
         let status = session
             .response_written()

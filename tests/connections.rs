@@ -81,13 +81,13 @@ fn no_connections(gw: &Gateway) {
     });
 }
 
+/// Wait for a metrics line (the count is updated as the connection ends,
+/// which the client may see first).
 fn metric(gw: &Gateway, line: &str) -> bool {
-    let text = gw.admin("/metrics").text();
-    let found = text.lines().any(|l| l == line);
-    if !found {
-        eprintln!("no {line} in\n{text}");
-    }
-    found
+    wait_until(Duration::from_secs(5), line, || {
+        gw.admin("/metrics").text().lines().any(|l| l == line)
+    });
+    true
 }
 
 #[test]
