@@ -27,7 +27,8 @@ pub fn config(data: &[u8]) {
     }
     if let Err(errors) = flex_gateway::config::load_str("fuzz.yaml", text) {
         assert!(!errors.0.is_empty(), "an error result lists its errors");
-        let lines = text.lines().count().max(1) + 1;
+        // YAML breaks lines at \n, \r\n and a lone \r
+        let lines = text.split(['\n', '\r']).count() + 1;
         for e in &errors.0 {
             assert_eq!(e.file, "fuzz.yaml");
             assert!(e.pos.line <= lines, "{e} is past the end ({lines} lines)");
@@ -36,7 +37,8 @@ pub fn config(data: &[u8]) {
     }
 }
 
-fn router() -> &'static Router<String> {
+/// A few routes: exact and prefix paths, a method list, a host.
+pub fn router() -> &'static Router<String> {
     static ROUTER: OnceLock<Router<String>> = OnceLock::new();
     ROUTER.get_or_init(|| {
         let yaml = "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {name: p}\nspec:\n  listeners: [{name: l, port: 9000}]\n  routes:\n    - {id: products, path: [/api/products, \"/api/products/*\"], methods: [GET], upstream: {url: \"http://127.0.0.1:1\"}}\n    - {id: a, path: \"/a/*\", upstream: {url: \"http://127.0.0.1:1\"}}\n    - {id: host, host: api.example.com, path: \"/*\", upstream: {url: \"http://127.0.0.1:1\"}}\n    - {id: root, path: /, upstream: {url: \"http://127.0.0.1:1\"}}\n";
@@ -50,7 +52,8 @@ fn router() -> &'static Router<String> {
     })
 }
 
-fn route_of(path: &str) -> String {
+/// What `router()` answers for a GET of `path` on host `h`.
+pub fn route_of(path: &str) -> String {
     match router().find("h", &http::Method::GET, path) {
         Match::Found(id) => id.clone(),
         Match::MethodNotAllowed { allow, .. } => format!("405 {allow}"),

@@ -105,11 +105,6 @@ fn decode_unreserved(path: &str, opts: Options) -> Result<String, PathError> {
             match c {
                 b'/' | b'\\' if !opts.allow_encoded_slashes => return Err(PathError::EncodedSlash),
                 0..=0x1f | 0x7f => return Err(PathError::ControlByte),
-                b'%' if b.get(i + 3).copied().and_then(hex).is_some()
-                    && b.get(i + 4).copied().and_then(hex).is_some() =>
-                {
-                    return Err(PathError::DoubleEncoded)
-                }
                 _ => {}
             }
             bytes.push(c);
@@ -133,6 +128,15 @@ fn decode_unreserved(path: &str, opts: Options) -> Result<String, PathError> {
     }
     if std::str::from_utf8(&bytes).is_err() {
         return Err(PathError::InvalidUtf8);
+    }
+    // double encoding, judged on the result: `%25` and two hex digits, also
+    // where the digits were themselves encoded (`%253%65` becomes `%253e`,
+    // which a backend decoding twice reads as `>`)
+    let o = out.as_bytes();
+    if o.windows(5)
+        .any(|w| w.starts_with(b"%25") && hex(w[3]).is_some() && hex(w[4]).is_some())
+    {
+        return Err(PathError::DoubleEncoded);
     }
     Ok(out)
 }
@@ -245,6 +249,9 @@ mod tests {
         );
         assert_eq!(n("/a%252e%252e/b"), Err(PathError::DoubleEncoded));
         assert_eq!(n("/a%252F"), Err(PathError::DoubleEncoded));
+        // found by the path_router fuzz target: the digits encoded too
+        assert_eq!(n("//1e%253%653/e"), Err(PathError::DoubleEncoded));
+        assert_eq!(n("/a%25%33%65"), Err(PathError::DoubleEncoded));
         assert_eq!(
             n("/a%25zz").unwrap(),
             "/a%25zz",

@@ -121,6 +121,17 @@ fn oversized_heads_get_431_and_414() {
     assert_eq!(backend.count(), 1);
 }
 
+/// A gateway with a route `/NAME` to each upstream URL.
+fn gateway_to(upstreams: &[(&str, String)]) -> Gateway {
+    let routes: Vec<String> = upstreams
+        .iter()
+        .map(|(name, url)| {
+            format!("    - id: {name}\n      path: \"/{name}\"\n      upstream: {{url: \"{url}\"}}")
+        })
+        .collect();
+    Gateway::start(&config_with_routes(&routes.join("\n")))
+}
+
 /// An upstream that answers every request with these bytes.
 fn raw_upstream(reply: &'static [u8]) -> u16 {
     raw_upstream_then(reply, false)
@@ -157,21 +168,12 @@ fn an_upstream_that_fails_mid_exchange_is_a_502_or_a_cut_body() {
         true,
     );
     let backend = Backend::echo();
-    let gw = Gateway::start(&config_with_routes(&format!(
-        r#"    - id: closes
-      path: "/closes"
-      upstream: {{url: "http://127.0.0.1:{closes}"}}
-    - id: half-head
-      path: "/half-head"
-      upstream: {{url: "http://127.0.0.1:{half_head}"}}
-    - id: mid-body
-      path: "/mid-body"
-      upstream: {{url: "http://127.0.0.1:{mid_body}"}}
-    - id: fine
-      path: "/fine"
-      upstream: {{url: "{}"}}"#,
-        backend.url()
-    )));
+    let gw = gateway_to(&[
+        ("closes", format!("http://127.0.0.1:{closes}")),
+        ("half-head", format!("http://127.0.0.1:{half_head}")),
+        ("mid-body", format!("http://127.0.0.1:{mid_body}")),
+        ("fine", backend.url()),
+    ]);
     for path in ["/closes", "/half-head"] {
         let r = gw.connect().get(path);
         assert_eq!(r.status, 502, "{path}: {}", r.text());
@@ -209,18 +211,11 @@ fn an_ambiguous_upstream_response_is_a_502() {
     );
     let huge = raw_upstream(huge);
     let backend = Backend::echo();
-    let gw = Gateway::start(&config_with_routes(&format!(
-        r#"    - id: two-cl
-      path: "/two-cl"
-      upstream: {{url: "http://127.0.0.1:{two_cl}"}}
-    - id: huge
-      path: "/huge"
-      upstream: {{url: "http://127.0.0.1:{huge}"}}
-    - id: fine
-      path: "/fine"
-      upstream: {{url: "{}"}}"#,
-        backend.url()
-    )));
+    let gw = gateway_to(&[
+        ("two-cl", format!("http://127.0.0.1:{two_cl}")),
+        ("huge", format!("http://127.0.0.1:{huge}")),
+        ("fine", backend.url()),
+    ]);
     let mut c = gw.connect();
     let r = c.get("/two-cl");
     assert_eq!(r.status, 502, "{}", r.text());
