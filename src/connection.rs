@@ -89,16 +89,20 @@ fn too_large() -> Vec<u8> {
 /// While the connection is reading a head (or idle), a pending read also
 /// polls a timer; when it fires, the stream marks the connection to be cut
 /// and wakes its task, and [`Guarded`] drops the request future (closing the
-/// socket) instead of letting Pingora wait on. Costs nothing while a request
-/// is being handled, and one timer reset per request.
+/// socket) instead of letting Pingora wait on. The timer is only ever moved
+/// earlier, or re-armed when it fires before the deadline of the moment: a
+/// keep-alive request costs two clock reads and no timer operation (a timer
+/// reset takes the runtime's timer lock); costs nothing while a request is
+/// being handled.
 #[derive(Debug)]
 pub struct Watched {
     inner: Stream,
     state: Arc<ConnState>,
     limits: Deadlines,
-    /// The deadline, and the phase it was set for.
     timer: Pin<Box<Sleep>>,
-    armed: u8,
+    /// The phase this stream last saw, and when it began.
+    seen: u8,
+    since: Instant,
     /// Bytes read since the current head began.
     head_bytes: usize,
 }
@@ -121,23 +125,45 @@ impl Watched {
             keepalive: limits.keepalive_timeout,
             head_cap: limits.max_header_bytes.saturating_mul(2) + 8 * 1024,
         };
+        let now = Instant::now();
         Watched {
             inner,
             state,
-            timer: Box::pin(tokio::time::sleep(limits.header)),
+            // the first request's head is due `header` after the accept
+            timer: Box::pin(tokio::time::sleep_until(now + limits.header)),
             limits,
-            armed: HEAD,
+            seen: HEAD,
+            since: now,
             head_bytes: 0,
         }
     }
 
-    fn arm(&mut self, phase: u8) {
-        let after = match phase {
-            HEAD => self.limits.header,
-            _ => self.limits.keepalive,
-        };
-        self.timer.as_mut().reset(Instant::now() + after);
-        self.armed = phase;
+    /// Enter `phase` (HEAD or IDLE) now.
+    fn enter(&mut self, phase: u8) {
+        self.seen = phase;
+        self.since = Instant::now();
+        self.head_bytes = 0;
+    }
+
+    /// Whether the deadline of `phase` has passed; otherwise the timer is
+    /// set to fire no later than it (and registered with `cx`).
+    fn expired(&mut self, phase: u8, cx: &mut Context<'_>) -> bool {
+        let deadline = self.since
+            + match phase {
+                HEAD => self.limits.header,
+                _ => self.limits.keepalive,
+            };
+        if deadline < self.timer.deadline() {
+            self.timer.as_mut().reset(deadline);
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return true;
+            }
+            // it was set for an earlier deadline, since moved on
+            self.timer.as_mut().reset(deadline);
+        }
+        false
     }
 
     /// Best effort: the 431 fits any socket buffer of a connection that has
@@ -158,21 +184,24 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         let phase = this.state.phase.load(Ordering::Relaxed);
         if phase == BUSY {
-            return polled;
+            this.seen = BUSY;
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        match polled {
+        if phase != this.seen {
+            // a request was answered: the keep-alive wait begins
+            this.enter(phase);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len() - before;
                 if n > 0 {
                     if phase == IDLE {
                         // the first bytes of the next request: its head is due
                         this.state.phase.store(HEAD, Ordering::Relaxed);
-                        this.arm(HEAD);
-                        this.head_bytes = 0;
+                        this.enter(HEAD);
                     }
                     this.head_bytes += n;
                     if this.head_bytes > this.limits.head_cap {
@@ -186,12 +215,7 @@ impl AsyncRead for Watched {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if this.armed != phase {
-                    // a request ended: the keep-alive wait begins
-                    this.arm(phase);
-                    this.head_bytes = 0;
-                }
-                if this.timer.as_mut().poll(cx).is_ready() {
+                if this.expired(phase, cx) {
                     let why = if phase == HEAD {
                         CUT_HEADER_TIMEOUT
                     } else {
