@@ -521,6 +521,10 @@ where
         });
         let mut stream: Stream = Box::new(Watched::new(stream, state.clone(), &limits));
         let mut settings: Option<HttpPersistentSettings> = None;
+        // made once per connection: registering it anew for every request
+        // costs more than the rest of this loop
+        let stop = stopping(shutdown);
+        tokio::pin!(stop);
         loop {
             // Wait for the request's first bytes here, holding a small
             // buffer only: Pingora's request future (about 10 KB) is made
@@ -529,7 +533,7 @@ where
             let n = tokio::select! {
                 biased;
                 why = Cut(&state) => return self.cut(why),
-                _ = stopping(shutdown) => return None,
+                _ = &mut stop => return None,
                 read = stream.read(&mut first) => match read {
                     Ok(0) | Err(_) => return None,
                     Ok(n) => n,
