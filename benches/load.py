@@ -11,6 +11,8 @@ files), on 127.0.0.1:
             routing or policies; only in scenarios a, d, e, where it does
             the same work; it shows what is Pingora's cost and what is ours
   flex      flex-gateway
+  base      flex-gateway built from another commit (`load.sh --compare REV`),
+            run beside `flex` in every scenario; the report gives flex/base
 Scenarios:
   a  plain proxy, one route
   b  the user's example config: route match + per-route rate limit (set high)
@@ -22,7 +24,10 @@ Scenarios:
      compared with its own (b) in the same run
   g  (b) with cors + ip-allowlist (1,000 ranges) + header-injection, the
      request carrying an allowed Origin; flex only, compared with its (b)
-Every measurement is repeated (default 3) and the median reported.
+Every measurement is repeated (default 3) and the median reported. Beside
+requests/s and latency, each target's CPU time per request: user + system
+time of its processes (nginx's workers included) over the run, divided by
+the requests served; steadier than requests/s on a shared machine.
 """
 import argparse, json, os, platform, re, shutil, signal, socket, statistics
 import subprocess, sys, tempfile, time, base64
@@ -30,7 +35,7 @@ import subprocess, sys, tempfile, time, base64
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GATEWAY = os.path.join(ROOT, "target", "release", "flex-gateway")
 PORTS = {"backend": 18080, "direct": 18080, "nginx": 18081, "haproxy": 18082, "flex": 18083, "flex_admin": 18093,
-         "pingora": 18084}
+         "pingora": 18084, "base": 18085, "base_admin": 18095}
 PRODUCTS = json.dumps([
     {"id": 1, "name": "API Gateway", "category": "infrastructure", "status": "active"},
     {"id": 2, "name": "Service Mesh", "category": "networking", "status": "active"},
@@ -52,6 +57,7 @@ TARGETS = ["direct", "nginx", "haproxy", "pingora", "flex"]
 ROUTES_C = 1000
 GATEWAY_BIN = [GATEWAY]
 BARE_BIN = [None]
+BASE_BIN = [None]
 
 
 def which(name):
@@ -200,7 +206,7 @@ frontend fe
 """
 
 
-def flex_conf(work, scenario):
+def flex_conf(work, scenario, target="flex"):
     up = f"http://127.0.0.1:{PORTS['backend']}"
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
@@ -238,17 +244,17 @@ def flex_conf(work, scenario):
 kind: Gateway
 metadata: {{name: bench}}
 spec:
-  listeners: [{{name: bench, port: {PORTS['flex']}, host: "127.0.0.1"}}]
+  listeners: [{{name: bench, port: {PORTS[target]}, host: "127.0.0.1"}}]
   routes:
 {routes}  server:
     threads: 1
-    pidFile: {work}/flex.pid
-    upgradeSocket: {work}/flex-upgrade.sock
+    pidFile: {work}/{target}.pid
+    upgradeSocket: {work}/{target}-upgrade.sock
     accessLog: false
     watchConfig: false
     gracePeriod: 1s
     shutdownTimeout: 1s
-    admin: {{address: "127.0.0.1:{PORTS['flex_admin']}"}}
+    admin: {{address: "127.0.0.1:{PORTS[target + '_admin']}"}}
 """
 
 
@@ -279,13 +285,31 @@ def start_target(target, scenario, work):
         cmd = [which("haproxy"), "-f", path, "-db"]
     else:
         path = path.replace(".conf", ".yaml")
-        open(path, "w").write(flex_conf(work, scenario))
-        cmd = [GATEWAY_BIN[0], "run", "-c", path]
+        open(path, "w").write(flex_conf(work, scenario, target))
+        binary = BASE_BIN[0] if target == "base" else GATEWAY_BIN[0]
+        cmd = [binary, "run", "-c", path]
     log = open(os.path.join(work, f"{target}-{scenario}.log"), "w")
     env = dict(os.environ, RUST_LOG="warn")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
     wait_port(PORTS[target], proc)
     return proc
+
+
+def cpu_seconds(pid):
+    """User + system time of a process and its descendants (nginx workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def b64url(data):
@@ -314,6 +338,7 @@ def wrk(port, path, conns, duration, headers=()):
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
 
     def lat(p):
         m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
@@ -327,7 +352,7 @@ def wrk(port, path, conns, duration, headers=()):
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:
         errors += int(m.group(1))
-    return rps, lat(50), lat(99), errors
+    return rps, lat(50), lat(99), errors, requests
 
 
 def main():
@@ -341,14 +366,19 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     ap.add_argument("--gateway", default=GATEWAY, help="the flex-gateway binary to measure")
     ap.add_argument("--bare", help="the bare Pingora proxy binary (examples/bare_pingora.rs); without it, no pingora target")
+    ap.add_argument("--base", help="a flex-gateway binary of another commit, measured as target `base` beside `flex`")
+    ap.add_argument("--base-label", default="base", help="what --base was built from (for the report)")
     args = ap.parse_args()
     if args.smoke:
         args.duration, args.reps = 1, 1
     targets = args.targets.split(",")
     GATEWAY_BIN[0] = args.gateway
     BARE_BIN[0] = args.bare
+    BASE_BIN[0] = args.base
     if not args.bare and "pingora" in targets:
         targets.remove("pingora")
+    if args.base and "base" not in targets:
+        targets.append("base")
     for p in set(PORTS.values()):
         ensure_free(p)
     work = tempfile.mkdtemp(prefix="flexgw-bench-")
@@ -364,7 +394,7 @@ def main():
     if "f" in args.scenarios:
         token = make_token(work)
         AUTH_HEADERS[:] = [f"Authorization: Bearer {token}", f"X-API-Key: {API_KEY}"]
-    results = {}  # (scenario, target) -> (rps, p50, p99, errors)
+    results = {}  # (scenario, target) -> (rps, p50, p99, errors, cpu us per request)
     rss = {}
     failures = []
     try:
@@ -374,7 +404,7 @@ def main():
             for t in targets:
                 if t == "pingora" and sc not in "ade":
                     continue  # it has no routes or policies: only comparable on a plain proxy
-                if sc in FLEX_ONLY and t != "flex":
+                if sc in FLEX_ONLY and t not in ("flex", "base"):
                     continue  # policy scenarios: compared with flex's own (b)
                 headers = {"f": AUTH_HEADERS, "g": ["Origin: https://app.example.com"]}.get(sc, ())
                 proc = start_target(t, sc, work)
@@ -383,16 +413,22 @@ def main():
                         time.sleep(0.2)
                         rss.setdefault("idle", rss_kib(proc.pid))
                     wrk(PORTS[t], path, conns, 1, headers)  # warm-up: connections, pools, caches
-                    runs = [wrk(PORTS[t], path, conns, args.duration, headers) for _ in range(args.reps)]
+                    runs = []
+                    for _ in range(args.reps):
+                        measured = proc or backend
+                        before = cpu_seconds(measured.pid)
+                        r = wrk(PORTS[t], path, conns, args.duration, headers)
+                        cpu_us = (cpu_seconds(measured.pid) - before) * 1e6 / max(r[4], 1)
+                        runs.append(r[:4] + (cpu_us,))
                     med = lambda i: statistics.median(r[i] for r in runs)
-                    results[(sc, t)] = (med(0), med(1), med(2), sum(r[3] for r in runs))
+                    results[(sc, t)] = (med(0), med(1), med(2), sum(r[3] for r in runs), med(4))
                     if results[(sc, t)][3]:
                         failures.append(f"{sc}/{t}: {results[(sc, t)][3]} errors or non-2xx responses")
                     if t == "flex" and proc and sc == "e":
                         rss["e"] = rss_kib(proc.pid, "VmHWM")
-                    print(f"  [{sc}] {t:8s} {results[(sc, t)][0]:>10.0f} req/s  p50 {results[(sc, t)][1]:.3f} ms  p99 {results[(sc, t)][2]:.3f} ms", file=sys.stderr)
+                    print(f"  [{sc}] {t:8s} {results[(sc, t)][0]:>10.0f} req/s  p50 {results[(sc, t)][1]:.3f} ms  p99 {results[(sc, t)][2]:.3f} ms  cpu {results[(sc, t)][4]:.1f} us/req", file=sys.stderr)
                 finally:
-                    stop(proc, signal.SIGINT if t == "flex" else signal.SIGTERM)
+                    stop(proc, signal.SIGINT if t in ("flex", "base") else signal.SIGTERM)
     finally:
         stop(backend, signal.SIGTERM)
         if not args.keep:
@@ -408,8 +444,8 @@ def main():
     for sc in args.scenarios:
         name, path, conns = SCENARIOS[sc]
         lines += [f"### ({sc}) {name} — `GET {path}`, {conns} connections", "",
-                  "| target | req/s | p50 ms | p99 ms | req/s vs nginx | req/s vs HAProxy | p99 vs nginx |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| target | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | req/s vs HAProxy | p99 vs nginx |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         ng, hp = results.get((sc, "nginx")), results.get((sc, "haproxy"))
         for t in targets:
             r = results.get((sc, t))
@@ -418,10 +454,15 @@ def main():
             vs_ng = f"{r[0] / ng[0]:.2f}x" if ng else "-"
             vs_hp = f"{r[0] / hp[0]:.2f}x" if hp else "-"
             p99_ng = f"{r[2] / ng[2]:.2f}x" if ng and ng[2] else "-"
-            lines.append(f"| {t} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {vs_ng} | {vs_hp} | {p99_ng} |")
+            lines.append(f"| {t} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {r[4]:.1f} | {vs_ng} | {vs_hp} | {p99_ng} |")
         bare, flex = results.get((sc, "pingora")), results.get((sc, "flex"))
         if bare and flex:
-            lines += ["", f"flex-gateway / bare Pingora: {flex[0] / bare[0]:.2f}x requests/s, p99 {flex[2] / bare[2]:.2f}x."]
+            lines += ["", f"flex-gateway / bare Pingora: {flex[0] / bare[0]:.2f}x requests/s, p99 {flex[2] / bare[2]:.2f}x, "
+                          f"CPU per request {flex[4] / bare[4]:.2f}x."]
+        base = results.get((sc, "base"))
+        if base and flex:
+            lines += ["", f"flex-gateway / base ({args.base_label}): {flex[0] / base[0]:.3f}x requests/s, "
+                          f"p99 {flex[2] / base[2]:.2f}x, CPU per request {flex[4] / base[4]:.3f}x."]
         lines.append("")
     if "b" in args.scenarios and "c" in args.scenarios and ("b", "flex") in results and ("c", "flex") in results:
         b, c = results[("b", "flex")][0], results[("c", "flex")][0]

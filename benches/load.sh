@@ -6,6 +6,11 @@
 #   benches/load.sh                 # full run: 5 scenarios x 3 repetitions, ~6 min
 #   benches/load.sh --smoke         # 1 s per measurement, 1 repetition (CI)
 #   benches/load.sh --duration 10 --reps 5 --out results.md
+#   benches/load.sh --compare eee95cb --scenarios ab   # this tree vs that commit, side by side
+# --compare REV builds REV's flex-gateway from `git archive` under
+# target/compare/ (its own target directory: a first build of Pingora takes
+# ~10 min) and measures it as target `base` beside `flex` in every scenario;
+# the report prints flex/base ratios of requests/s, p99 and CPU per request.
 # flex-gateway is built with the `dist` profile (LTO, as shipped);
 # FLEXGW_BENCH_PROFILE=release measures the faster-to-build test profile.
 set -euo pipefail
@@ -17,6 +22,21 @@ for tool in nginx haproxy wrk openssl; do
 done
 profile=${FLEXGW_BENCH_PROFILE:-dist}
 cargo build --profile "$profile" --bin flex-gateway --example bare_pingora --quiet
+extra=()
+if [ "${1:-}" = "--compare" ]; then
+    rev=${2:?"--compare needs a commit"}
+    shift 2
+    sha=$(git rev-parse --short "$rev^{commit}")
+    src="target/compare/src-$sha"
+    if [ ! -d "$src" ]; then
+        mkdir -p "$src"
+        git archive "$sha" | tar -x -C "$src"
+    fi
+    echo "flex-gateway bench: building $rev ($sha) for comparison" >&2
+    (cd "$src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --profile "$profile" --bin flex-gateway --quiet)
+    cp "target/compare/target/$profile/flex-gateway" "target/compare/flex-gateway-$sha"
+    extra=(--base "target/compare/flex-gateway-$sha" --base-label "$sha")
+fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 exec python3 benches/load.py --gateway "target/$profile/flex-gateway" \
-    --bare "target/$profile/examples/bare_pingora" "$@"
+    --bare "target/$profile/examples/bare_pingora" "${extra[@]}" "$@"

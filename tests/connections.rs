@@ -25,7 +25,9 @@ fn gateway(limits: &str, backend: &Backend) -> Gateway {
         backend.url()
     ))
     .replace("  server:\n", &format!("  server:\n    limits: {limits}\n"));
-    Gateway::start(&config)
+    let gw = Gateway::start(&config);
+    gw.wait_ready(); // the admin listener answers too (metrics)
+    gw
 }
 
 /// Whether the peer has closed: a read returns end-of-file or a reset

@@ -122,8 +122,10 @@ impl Gateway {
             }
             let mut child = cmd.spawn().expect("spawn flex-gateway");
             let deadline = Instant::now() + Duration::from_secs(15);
+            // with an admin listener, both accept before the test goes on
+            let has_admin = template.contains("{admin}");
             loop {
-                if port_open(port) {
+                if port_open(port) && (!has_admin || port_open(admin_port)) {
                     return Gateway {
                         child,
                         port,
