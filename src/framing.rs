@@ -175,19 +175,16 @@ pub fn raw_has_header(raw: &[u8], name: &str) -> bool {
     })
 }
 
-/// Upstream response header sections over this are a 502.
-pub const MAX_RESPONSE_HEADER_BYTES: usize = 60 * 1024;
-
-/// Check a response head from an upstream: ambiguous framing or an
-/// oversized header section is a 502.
-pub fn check_response(resp: &ResponseHeader) -> Result<(), &'static str> {
+/// Check a response head from an upstream: ambiguous framing or a header
+/// section over `max_bytes` (`maxResponseHeaderSize`) is a 502.
+pub fn check_response(resp: &ResponseHeader, max_bytes: usize) -> Result<(), &'static str> {
     let size: usize = resp
         .headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
-    if size > MAX_RESPONSE_HEADER_BYTES {
-        return Err("header section over 60 KB");
+    if size > max_bytes {
+        return Err("header section over maxResponseHeaderSize");
     }
     check_body_framing(&resp.headers)?;
     if has_control(&resp.headers) {
@@ -258,13 +255,18 @@ mod tests {
     fn responses() {
         let mut r = ResponseHeader::build(200, None).unwrap();
         r.insert_header("content-length", "2").unwrap();
-        assert!(check_response(&r).is_ok());
+        let max = Limits::default().max_response_header_bytes;
+        assert!(check_response(&r, max).is_ok());
         r.insert_header("x-big", "b".repeat(61 * 1024)).unwrap();
-        assert_eq!(check_response(&r), Err("header section over 60 KB"));
+        assert_eq!(
+            check_response(&r, max),
+            Err("header section over maxResponseHeaderSize")
+        );
+        assert!(check_response(&r, 100 * 1024).is_ok());
         let mut two = ResponseHeader::build(200, None).unwrap();
         two.append_header("content-length", "2").unwrap();
         two.append_header("content-length", "3").unwrap();
-        assert!(check_response(&two).is_err());
+        assert!(check_response(&two, max).is_err());
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Ctx {
     body_seen: u64,
     /// Write the access-log line (from the snapshot the request began with).
     access_log: bool,
+    /// The listener's `maxResponseHeaderSize`.
+    response_header_limit: usize,
 }
 
 impl Ctx {
@@ -81,6 +83,7 @@ impl Ctx {
             body_limit: None,
             body_seen: 0,
             access_log: true,
+            response_header_limit: ClientLimits::default().max_response_header_bytes,
         }
     }
 }
@@ -258,6 +261,7 @@ impl ProxyHttp for Gateway {
         // a client pausing longer than this in its body gets 408; one not
         // reading the response for as long is cut off
         session.set_read_timeout(Some(limits.body_timeout));
+        ctx.response_header_limit = limits.max_response_header_bytes;
         session.set_write_timeout(Some(limits.body_timeout));
         let req = session.req_header();
         let peer = session
@@ -443,10 +447,10 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         // an ambiguous upstream response is a 502, never passed through
-        framing::check_response(upstream_response).map_err(|why| {
+        framing::check_response(upstream_response, ctx.response_header_limit).map_err(|why| {
             Error::explain(
                 ErrorType::InvalidHTTPHeader,
                 format!("upstream response: {why}"),

@@ -123,13 +123,22 @@ fn oversized_heads_get_431_and_414() {
 
 /// A gateway with a route `/NAME` to each upstream URL.
 fn gateway_to(upstreams: &[(&str, String)]) -> Gateway {
+    gateway_with_limits_to("", upstreams)
+}
+
+/// Like [`gateway_to`], with `spec.server.limits` (YAML flow map, or empty).
+fn gateway_with_limits_to(limits: &str, upstreams: &[(&str, String)]) -> Gateway {
     let routes: Vec<String> = upstreams
         .iter()
         .map(|(name, url)| {
             format!("    - id: {name}\n      path: \"/{name}\"\n      upstream: {{url: \"{url}\"}}")
         })
         .collect();
-    Gateway::start(&config_with_routes(&routes.join("\n")))
+    let mut config = config_with_routes(&routes.join("\n"));
+    if !limits.is_empty() {
+        config = config.replace("  server:\n", &format!("  server:\n    limits: {limits}\n"));
+    }
+    Gateway::start(&config)
 }
 
 /// An upstream that answers every request with these bytes.
@@ -225,6 +234,15 @@ fn an_ambiguous_upstream_response_is_a_502() {
     assert_eq!(r.header("x-huge"), None);
     let mut c = gw.connect();
     assert_eq!(c.get("/fine").status, 200, "the gateway still serves");
+
+    // a larger maxResponseHeaderSize lets the same response through
+    let roomy = gateway_with_limits_to(
+        "{maxResponseHeaderSize: 100KB}",
+        &[("huge", format!("http://127.0.0.1:{huge}"))],
+    );
+    let r = roomy.connect().get("/huge");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-huge").map(str::len), Some(70 * 1024));
 }
 
 #[test]

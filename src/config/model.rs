@@ -46,6 +46,8 @@ pub struct ClientLimits {
     pub max_headers: usize,
     /// A request target longer than this: 414.
     pub max_uri_bytes: usize,
+    /// An upstream response header section over this: 502.
+    pub max_response_header_bytes: usize,
     /// The whole request head must arrive within this, counted from the
     /// connection's accept (first request) or the head's first byte.
     pub header_timeout: Duration,
@@ -67,6 +69,7 @@ impl Default for ClientLimits {
             max_header_bytes: 60 * 1024,
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
+            max_response_header_bytes: 60 * 1024,
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
@@ -84,6 +87,7 @@ pub struct LimitSettings {
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_uri_bytes: Option<usize>,
+    pub max_response_header_bytes: Option<usize>,
     pub header_timeout: Option<Duration>,
     pub keepalive_timeout: Option<Duration>,
     pub body_timeout: Option<Duration>,
@@ -98,6 +102,9 @@ impl LimitSettings {
             max_header_bytes: self.max_header_bytes.unwrap_or(base.max_header_bytes),
             max_headers: self.max_headers.unwrap_or(base.max_headers),
             max_uri_bytes: self.max_uri_bytes.unwrap_or(base.max_uri_bytes),
+            max_response_header_bytes: self
+                .max_response_header_bytes
+                .unwrap_or(base.max_response_header_bytes),
             header_timeout: self.header_timeout.unwrap_or(base.header_timeout),
             keepalive_timeout: self.keepalive_timeout.unwrap_or(base.keepalive_timeout),
             body_timeout: self.body_timeout.unwrap_or(base.body_timeout),

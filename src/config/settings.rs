@@ -28,6 +28,7 @@ const LIMIT_FIELDS: &[&str] = &[
     "maxHeaderSize",
     "maxHeaders",
     "maxUriLength",
+    "maxResponseHeaderSize",
     "headerTimeout",
     "keepaliveTimeout",
     "bodyTimeout",
@@ -153,6 +154,11 @@ pub fn decode_limits(d: &mut Decoder, node: &Node, path: &str) -> Option<LimitSe
     for (key, slot, cap) in [
         ("maxHeaderSize", &mut l.max_header_bytes, 1 << 20),
         ("maxUriLength", &mut l.max_uri_bytes, 1 << 20),
+        (
+            "maxResponseHeaderSize",
+            &mut l.max_response_header_bytes,
+            1 << 20,
+        ),
     ] {
         if let Some(n) = f.get(key) {
             let field = join(path, key);
@@ -161,7 +167,7 @@ pub fn decode_limits(d: &mut Decoder, node: &Node, path: &str) -> Option<LimitSe
                     d.error(
                         n.pos,
                         &field,
-                        "must be at most 1MB (Pingora's own limit on a request head)",
+                        "must be at most 1MB (Pingora's own limit on a message head)",
                     );
                 } else {
                     *slot = Some(v as usize);
