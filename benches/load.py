@@ -58,6 +58,7 @@ ROUTES_C = 1000
 GATEWAY_BIN = [GATEWAY]
 BARE_BIN = [None]
 BASE_BIN = [None]
+WORKERS = [1]  # worker processes / threads of every proxy (--workers)
 
 
 def which(name):
@@ -147,7 +148,7 @@ def nginx_proxy_conf(work, scenario):
             f"location /svc/r{i:04d}/ {{ limit_req zone=rl burst=1000000 nodelay; {proxy} }}" for i in range(ROUTES_C)
         )
     return f"""
-worker_processes 1;
+worker_processes {WORKERS[0]};
 daemon off;
 pid {work}/nginx-proxy.pid;
 error_log {work}/nginx-proxy-error.log warn;
@@ -187,7 +188,7 @@ def haproxy_conf(work, scenario):
         rules = "".join(f"    use_backend be if {{ path_beg /svc/r{i:04d}/ }}\n" for i in range(ROUTES_C)) + rl
     return f"""
 global
-    nbthread 1
+    nbthread {WORKERS[0]}
     maxconn 8000
     pidfile {work}/haproxy.pid
 defaults
@@ -247,7 +248,7 @@ spec:
   listeners: [{{name: bench, port: {PORTS[target]}, host: "127.0.0.1"}}]
   routes:
 {routes}  server:
-    threads: 1
+    threads: {WORKERS[0]}
     pidFile: {work}/{target}.pid
     upgradeSocket: {work}/{target}-upgrade.sock
     accessLog: false
@@ -275,7 +276,7 @@ def start_target(target, scenario, work):
         return None
     path = os.path.join(work, f"{target}-{scenario}.conf")
     if target == "pingora":
-        cmd = [BARE_BIN[0], f"127.0.0.1:{PORTS['pingora']}", f"127.0.0.1:{PORTS['backend']}"]
+        cmd = [BARE_BIN[0], f"127.0.0.1:{PORTS['pingora']}", f"127.0.0.1:{PORTS['backend']}", str(WORKERS[0])]
     elif target == "nginx":
         open(path, "w").write(nginx_proxy_conf(work, scenario))
         os.makedirs(os.path.join(work, "tmp-proxy"), exist_ok=True)
@@ -368,6 +369,8 @@ def main():
     ap.add_argument("--bare", help="the bare Pingora proxy binary (examples/bare_pingora.rs); without it, no pingora target")
     ap.add_argument("--base", help="a flex-gateway binary of another commit, measured as target `base` beside `flex`")
     ap.add_argument("--base-label", default="base", help="what --base was built from (for the report)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes (nginx), threads (HAProxy, Pingora, flex-gateway); the backend keeps one")
     args = ap.parse_args()
     if args.smoke:
         args.duration, args.reps = 1, 1
@@ -375,6 +378,7 @@ def main():
     GATEWAY_BIN[0] = args.gateway
     BARE_BIN[0] = args.bare
     BASE_BIN[0] = args.base
+    WORKERS[0] = args.workers
     if not args.bare and "pingora" in targets:
         targets.remove("pingora")
     if args.base and "base" not in targets:
@@ -436,7 +440,8 @@ def main():
 
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
-        f"Run: `benches/load.sh --duration {args.duration} --reps {args.reps}` at commit `{commit}`, "
+        f"Run: `benches/load.sh --duration {args.duration} --reps {args.reps} --workers {args.workers}` at commit `{commit}`, "
+        f"{args.workers} worker(s) per proxy, "
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), wrk -t1, median of {args.reps}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",

@@ -2,7 +2,8 @@
 //! logs: the floor flex-gateway is measured against in `benches/load.sh`
 //! (target `pingora`), so the report separates Pingora's own cost from ours.
 //!
-//! `bare_pingora LISTEN UPSTREAM` (one worker thread; mimalloc like flex-gateway)
+//! `bare_pingora LISTEN UPSTREAM [THREADS]` (default one worker thread;
+//! mimalloc like flex-gateway)
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -30,11 +31,12 @@ impl ProxyHttp for Bare {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
-        eprintln!("usage: bare_pingora LISTEN UPSTREAM");
+        eprintln!("usage: bare_pingora LISTEN UPSTREAM [THREADS]");
         std::process::exit(2);
     };
+    let threads = args.next().and_then(|t| t.parse().ok()).unwrap_or(1);
     let conf = ServerConf {
-        threads: 1,
+        threads,
         upstream_keepalive_pool_size: 1024,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(0),
