@@ -18,13 +18,10 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn gateway(limits: &str, backend: &Backend) -> Gateway {
-    let config = config_with_routes(&format!(
-        r#"    - id: all
-      path: "/*"
-      upstream: {{url: "{}"}}"#,
-        backend.url()
-    ))
-    .replace("  server:\n", &format!("  server:\n    limits: {limits}\n"));
+    let config = with_server_settings(
+        &catch_all_config(&backend.url()),
+        &[&format!("limits: {limits}")],
+    );
     let gw = Gateway::start(&config);
     gw.wait_ready(); // the admin listener answers too (metrics)
     gw

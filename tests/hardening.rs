@@ -59,12 +59,7 @@ fn raw(port: u16, bytes: &[u8]) -> (u16, bool, String) {
 #[test]
 fn ambiguous_framing_is_refused_and_the_connection_closed() {
     let backend = Backend::echo();
-    let url = backend.url();
-    let gw = Gateway::start(&config_with_routes(&format!(
-        r#"    - id: all
-      path: "/*"
-      upstream: {{url: "{url}"}}"#
-    )));
+    let gw = Gateway::start(&catch_all_config(&backend.url()));
     let cases: [(&str, &[u8]); 11] = [
         ("CL + TE", b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         ("two CL", b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
@@ -93,12 +88,7 @@ fn ambiguous_framing_is_refused_and_the_connection_closed() {
 #[test]
 fn oversized_heads_get_431_and_414() {
     let backend = Backend::echo();
-    let url = backend.url();
-    let gw = Gateway::start(&config_with_routes(&format!(
-        r#"    - id: all
-      path: "/*"
-      upstream: {{url: "{url}"}}"#
-    )));
+    let gw = Gateway::start(&catch_all_config(&backend.url()));
     let big = format!(
         "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(61 * 1024)
@@ -134,11 +124,14 @@ fn gateway_with_limits_to(limits: &str, upstreams: &[(&str, String)]) -> Gateway
             format!("    - id: {name}\n      path: \"/{name}\"\n      upstream: {{url: \"{url}\"}}")
         })
         .collect();
-    let mut config = config_with_routes(&routes.join("\n"));
-    if !limits.is_empty() {
-        config = config.replace("  server:\n", &format!("  server:\n    limits: {limits}\n"));
+    let config = config_with_routes(&routes.join("\n"));
+    match limits {
+        "" => Gateway::start(&config),
+        _ => Gateway::start(&with_server_settings(
+            &config,
+            &[&format!("limits: {limits}")],
+        )),
     }
-    Gateway::start(&config)
 }
 
 /// An upstream that answers every request with these bytes.
@@ -257,8 +250,8 @@ fn bodies_over_the_limit_get_413_declared_or_mid_stream() {
     - id: default
       path: "/default"
       upstream: {{url: "{url}"}}"#
-    ))
-    .replace("  server:\n", "  server:\n    maxBodySize: 4KB\n");
+    ));
+    let config = with_server_settings(&config, &["maxBodySize: 4KB"]);
     let gw = Gateway::start(&config);
 
     let mut c = gw.connect();
@@ -321,13 +314,10 @@ fn over_the_in_flight_limit_requests_get_503_at_once() {
         }
         Reply::Json(200, "{}".into())
     });
-    let url = backend.url();
-    let config = config_with_routes(&format!(
-        r#"    - id: all
-      path: "/*"
-      upstream: {{url: "{url}"}}"#
-    ))
-    .replace("  server:\n", "  server:\n    maxRequestsInFlight: 2\n");
+    let config = with_server_settings(
+        &catch_all_config(&backend.url()),
+        &["maxRequestsInFlight: 2"],
+    );
     let gw = Gateway::start(&config);
     let port = gw.port;
     let slow: Vec<_> = (0..2)

@@ -715,6 +715,20 @@ pub fn config_with_routes(routes: &str) -> String {
     config_with("", routes)
 }
 
+/// A config with one catch-all route (`/*`) to `url`.
+pub fn catch_all_config(url: &str) -> String {
+    config_with_routes(&format!(
+        "    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{url}\"}}"
+    ))
+}
+
+/// `config` (from [`config_with`]) with more `spec.server` settings, one
+/// YAML line each (e.g. `maxBodySize: 4KB`).
+pub fn with_server_settings(config: &str, settings: &[&str]) -> String {
+    let lines: String = settings.iter().map(|l| format!("    {l}\n")).collect();
+    config.replace("  server:\n", &format!("  server:\n{lines}"))
+}
+
 /// Like [`config_with_routes`], with document-level policies (YAML list
 /// items indented under `policies:`, or empty for none).
 pub fn config_with(policies: &str, routes: &str) -> String {

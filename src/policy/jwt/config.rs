@@ -35,17 +35,18 @@ const ALGORITHMS: &[&str] = &[
     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
     "ES384", "EdDSA",
 ];
-const ASYMMETRIC: &[Algorithm] = &[
+
+/// The RSA signature algorithms (an RSA key verifies any of them).
+pub(super) const RSA: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
     Algorithm::PS256,
     Algorithm::PS384,
     Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
 ];
+/// With [`RSA`], the asymmetric algorithms (the default list).
+const OTHER_ASYMMETRIC: &[Algorithm] = &[Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA];
 
 /// Key material, compared by value (a reload with the same key keeps the
 /// policy) and never printed.
@@ -276,7 +277,7 @@ fn decode_jwks(d: &mut Decoder, node: &Node, path: &str) -> Option<JwksConfig> {
     });
     let algs = match f.get("algorithms") {
         Some(n) => algorithms(d, n, &join(path, "algorithms")),
-        None => Some(ASYMMETRIC.to_vec()),
+        None => Some([RSA, OTHER_ASYMMETRIC].concat()),
     };
     Some(JwksConfig {
         url: url?,
