@@ -28,7 +28,8 @@ use crate::policy::{LocalResponse, Rejection};
 use crate::response::{error_body, message_for};
 use crate::router::Match;
 use crate::runtime::{CompiledRoute, Phase, Runtime};
-use crate::upstream::RESOLVE_ERROR;
+use crate::upstream::balance::weighted_choice;
+use crate::upstream::{hash_key, Attempt, Refusal, RequestSlot, RetrySlot, RESOLVE_ERROR};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, Session};
@@ -66,6 +67,26 @@ pub struct Ctx {
     access_log: bool,
     /// The listener's `maxResponseHeaderSize`.
     response_header_limit: usize,
+    /// The upstream side: the service chosen, its attempts and retries.
+    up: Upstreaming,
+}
+
+/// A request's dealings with its upstream service.
+#[derive(Default)]
+struct Upstreaming {
+    /// Counted against the service's `maxRequests` (also picks the service:
+    /// a weighted split is decided once per request).
+    slot: Option<RequestSlot>,
+    /// The current attempt (dropped when a retry replaces it).
+    attempt: Option<Attempt>,
+    /// The retry in progress, counted against `maxRetries`.
+    retry: Option<RetrySlot>,
+    retries: u32,
+    /// Addresses of failed attempts (a retry avoids them).
+    tried: Vec<SocketAddr>,
+    hash_key: Option<Vec<u8>>,
+    /// Why the request got 503 without reaching a target.
+    refusal: Option<Refusal>,
 }
 
 impl Ctx {
@@ -84,6 +105,7 @@ impl Ctx {
             body_seen: 0,
             access_log: true,
             response_header_limit: ClientLimits::default().max_response_header_bytes,
+            up: Upstreaming::default(),
         }
     }
 }
@@ -228,6 +250,48 @@ fn upstream_error_kind(e: &Error) -> Option<UpstreamError> {
     })
 }
 
+/// An upstream response status the route retries: the response is not
+/// passed on, the request goes to another target.
+const RETRY_STATUS: ErrorType = ErrorType::Custom("UpstreamStatusRetried");
+
+/// Whether the request can be sent again as it was: an idempotent method,
+/// no body, and nothing of a response sent to the client yet.
+fn replayable(session: &mut Session) -> bool {
+    session.req_header().method.is_idempotent()
+        && session.is_body_empty()
+        && session.response_written().is_none()
+}
+
+impl Ctx {
+    /// Take a retry if the route allows another and the service's budget
+    /// and `maxRetries` do.
+    fn take_retry(&mut self) -> bool {
+        let Some(route) = &self.route else {
+            return false;
+        };
+        let Some(attempt) = &self.up.attempt else {
+            return false;
+        };
+        if self.up.retries >= route.config.upstream.retries.max {
+            return false;
+        }
+        match attempt.service().try_retry(Instant::now()) {
+            Some(slot) => {
+                self.up.retries += 1;
+                self.up.retry = Some(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Refuse with 503 before reaching a target.
+    fn refuse(&mut self, why: Refusal) -> Box<Error> {
+        self.up.refusal = Some(why);
+        Error::explain(ErrorType::HTTPStatus(503), why.message())
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -370,13 +434,118 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
-        let (peer, addr) = route.target.peer().await?;
-        ctx.upstream_addr = Some(addr);
+        let now = Instant::now();
+        if let Some(failed) = ctx.up.attempt.take() {
+            // a retry: the failed attempt's outcome is recorded
+            ctx.up.tried.push(failed.endpoint.addr);
+        }
+        let service = match &ctx.up.slot {
+            Some(slot) => slot.service().clone(),
+            None => {
+                let services = &route.services;
+                let i = match services.len() {
+                    1 => 0,
+                    _ => weighted_choice(services.iter().map(|(_, w)| *w)).unwrap_or(0),
+                };
+                let Some((service, _)) = services.get(i) else {
+                    return Error::e_explain(ErrorType::InternalError, "route without a service");
+                };
+                match service.admit_request(now) {
+                    Ok(slot) => ctx.up.slot = Some(slot),
+                    Err(why) => return Err(ctx.refuse(why)),
+                }
+                if let crate::config::model::Balance::Hash(on) = &service.config.balance {
+                    ctx.up.hash_key = hash_key(on, session.req_header(), ctx.x.client_ip);
+                }
+                service.clone()
+            }
+        };
+        service.ensure_resolved().await.map_err(Error::into_up)?;
+        let attempt = match service.choose(ctx.up.hash_key.as_deref(), &ctx.up.tried, now) {
+            Ok(a) => a,
+            Err(why) => return Err(ctx.refuse(why)),
+        };
+        let peer = service.peer(&attempt, &route.config.upstream.timeouts);
+        ctx.upstream_addr = Some(attempt.endpoint.addr);
+        ctx.up.attempt = Some(attempt);
         Ok(peer)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(a) = ctx.up.attempt.as_mut() {
+            a.connected();
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(a) = ctx.up.attempt.as_mut() {
+            a.finish(false, Instant::now());
+        }
+        // nothing was sent: any method may go to another target
+        let wanted = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.config.upstream.retries.connect_failure);
+        if wanted && ctx.take_retry() {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if *e.etype() == RETRY_STATUS {
+            return e; // decided in upstream_response_filter
+        }
+        // Pingora's rule: a pooled connection the upstream had closed is
+        // retried (idempotent requests); that is no fault of the target
+        if !session.req_header().method.is_idempotent() || session.retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if e.retry() {
+            return e;
+        }
+        if *e.esource() == ErrorSource::Upstream {
+            if let Some(a) = ctx.up.attempt.as_mut() {
+                a.finish(false, Instant::now());
+            }
+            let wanted = ctx
+                .route
+                .as_ref()
+                .is_some_and(|r| r.config.upstream.retries.timeout);
+            if wanted && is_timeout(&e) && replayable(session) && ctx.take_retry() {
+                e.set_retry(true);
+            }
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -388,7 +557,9 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
-        let up = &route.target.config;
+        let Some(up) = ctx.up.attempt.as_ref().map(|a| a.target().clone()) else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream target chosen");
+        };
         let original = session.req_header();
         let path = ctx.x.upstream_path.as_deref().unwrap_or(&ctx.x.path);
         if !up.base_path.is_empty() || original.uri.path() != path {
@@ -445,7 +616,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -456,7 +627,21 @@ impl ProxyHttp for Gateway {
                 format!("upstream response: {why}"),
             )
             .into_up()
-        })
+        })?;
+        let status = upstream_response.status.as_u16();
+        if let Some(a) = ctx.up.attempt.as_mut() {
+            a.finish(status < 500, Instant::now());
+        }
+        let retried = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.config.upstream.retries.statuses.contains(&status));
+        if retried && replayable(session) && ctx.take_retry() {
+            let mut e = Error::explain(RETRY_STATUS, format!("upstream answered {status}"));
+            e.set_retry(true);
+            return Err(e.into_up());
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -493,7 +678,12 @@ impl ProxyHttp for Gateway {
                     if ctx.x.request_id.is_empty() {
                         ctx.x.request_id = request_id::generate();
                     }
-                    let resp = local(status, message_for(status));
+                    let resp = match ctx.up.refusal {
+                        Some(why) => local(status, why.message())
+                            .with_header("x-flexgw-refused", why.reason())
+                            .with_header("retry-after", "1"),
+                        None => local(status, message_for(status)),
+                    };
                     if let Err(we) = respond(session, ctx, resp, self.draining()).await {
                         log::debug!("could not send the {status} response: {we}");
                     }

@@ -192,7 +192,7 @@ fn check<'r, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::{Upstream, DEFAULT_UPSTREAM_TIMEOUT};
+    use crate::config::model::{Retries, RouteUpstream, Timeouts, DEFAULT_UPSTREAM_TIMEOUT};
     use std::sync::Arc;
 
     impl Router<Arc<Route>> {
@@ -216,13 +216,10 @@ mod tests {
                 .collect(),
             methods: methods.map(|m| m.to_vec()),
             host: host.map(String::from),
-            upstream: Upstream {
-                tls: false,
-                host: "127.0.0.1".into(),
-                port: 1,
-                authority: "127.0.0.1:1".into(),
-                base_path: String::new(),
-                timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            upstream: RouteUpstream {
+                services: vec![],
+                timeouts: Timeouts::all(DEFAULT_UPSTREAM_TIMEOUT),
+                retries: Retries::default(),
             },
             max_body_size: None,
             allow_encoded_slashes: false,

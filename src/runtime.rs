@@ -14,7 +14,7 @@ use crate::ops::metrics::{Metrics, RouteMetrics};
 use crate::policy::chain::{Chain, Link};
 use crate::policy::{Policy, PolicyConfig, PolicySpec};
 use crate::router::Router;
-use crate::upstream::Target;
+use crate::upstream::Service;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,12 +22,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// A route ready to serve: its config, policy chain and upstream target.
+/// A route ready to serve: its config, policy chain and upstream services.
 pub struct CompiledRoute {
     pub config: Arc<Route>,
     pub id: Arc<str>,
     pub chain: Chain,
-    pub target: Target,
+    /// The route's services with their weights (config order).
+    pub services: Vec<(Arc<Service>, u32)>,
     pub metrics: RouteMetrics,
 }
 
@@ -83,6 +84,7 @@ impl CompiledRoute {
         config: &Arc<Route>,
         instances: &mut Instances,
         previous: Option<&Instances>,
+        services: &HashMap<String, Arc<Service>>,
         metrics: &Metrics,
     ) -> CompiledRoute {
         let links = config
@@ -97,7 +99,12 @@ impl CompiledRoute {
             config: config.clone(),
             id: Arc::from(config.id.as_str()),
             chain: Chain::new(links),
-            target: Target::new(&config.upstream),
+            services: config
+                .upstream
+                .services
+                .iter()
+                .filter_map(|w| services.get(&w.name).map(|s| (s.clone(), w.weight)))
+                .collect(),
             metrics: metrics.route(&config.id),
         }
     }
@@ -116,6 +123,8 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerRuntime>,
     pub routes: HashMap<String, Arc<CompiledRoute>>,
     pub instances: Instances,
+    /// Every upstream service by name.
+    pub services: HashMap<String, Arc<Service>>,
 }
 
 impl Snapshot {
@@ -123,9 +132,24 @@ impl Snapshot {
         let mut routes: HashMap<String, Arc<CompiledRoute>> = HashMap::new();
         let mut instances = Instances::default();
         let old = previous.map(|p| &p.instances);
+        // a service whose config is unchanged keeps its state: health,
+        // counters, resolved addresses
+        let services: HashMap<String, Arc<Service>> = config
+            .services
+            .iter()
+            .map(|c| {
+                let kept = previous
+                    .and_then(|p| p.services.get(&c.name))
+                    .filter(|s| *s.config == **c)
+                    .cloned();
+                let service =
+                    kept.unwrap_or_else(|| Arc::new(Service::new(c.clone(), metrics.upstream())));
+                (c.name.clone(), service)
+            })
+            .collect();
         for r in config.listeners.iter().flat_map(|l| &l.routes) {
             if !routes.contains_key(&r.id) {
-                let compiled = CompiledRoute::new(r, &mut instances, old, metrics);
+                let compiled = CompiledRoute::new(r, &mut instances, old, &services, metrics);
                 routes.insert(r.id.clone(), Arc::new(compiled));
             }
         }
@@ -147,6 +171,7 @@ impl Snapshot {
             listeners,
             routes,
             instances,
+            services,
         }
     }
 

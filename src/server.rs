@@ -182,6 +182,8 @@ pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server 
         server.add_service(service);
         must_accept.push(addr);
     }
+    let checker = crate::ops::upstreams::Checker::new(runtime.clone());
+    server.add_service(background_service("upstream checker", checker));
     let lifecycle = Lifecycle::new(runtime, server.watch_execution_phase(), must_accept);
     server.add_service(background_service("lifecycle", lifecycle));
     server

@@ -443,7 +443,7 @@ pub fn join(path: &str, key: &str) -> String {
 }
 
 /// The known name closest to a misspelt one, if any is close enough.
-fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+pub fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     let lower = key.to_ascii_lowercase();
     known
         .iter()

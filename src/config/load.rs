@@ -5,6 +5,7 @@
 use super::decode::{ConfigError, ConfigErrors, Decoder};
 use super::model::{
     ClientLimits, Config, LimitSettings, Listener, PathPattern, PolicySpec, Route, ServerSettings,
+    ServiceConfig,
 };
 use super::schema::{decode_document, GatewayDoc};
 use super::yaml::{parse_documents, Pos};
@@ -197,6 +198,55 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
         }
     }
 
+    // services: names unique across documents; routes name them
+    let mut services: Vec<Arc<ServiceConfig>> = Vec::new();
+    let mut service_at: HashMap<String, String> = HashMap::new();
+    for doc in docs {
+        for s in &doc.services {
+            if let Some(first) = service_at.get(&s.config.name) {
+                err(
+                    &doc.file,
+                    s.pos,
+                    &format!("{}.name", s.path),
+                    format!(
+                        "service name {:?} is already used at {first}",
+                        s.config.name
+                    ),
+                );
+            } else {
+                service_at.insert(s.config.name.clone(), at(doc, s.pos));
+                services.push(Arc::new(s.config.clone()));
+            }
+        }
+    }
+    let declared: Vec<&str> = service_at.keys().map(String::as_str).collect();
+    for doc in docs {
+        for r in &doc.routes {
+            for (name, pos, path) in &r.upstream.references {
+                if !service_at.contains_key(name) {
+                    let hint = match super::decode::suggest(name, &declared) {
+                        Some(s) => format!(" (did you mean {s:?}?)"),
+                        None if declared.is_empty() => " (declare it under spec.services)".into(),
+                        None => format!(" (declared: {})", {
+                            let mut d = declared.clone();
+                            d.sort();
+                            d.join(", ")
+                        }),
+                    };
+                    err(
+                        &doc.file,
+                        *pos,
+                        path,
+                        format!("unknown service {name:?}{hint}"),
+                    );
+                }
+            }
+            if let Some(inline) = &r.upstream.inline {
+                services.push(Arc::new(inline.clone()));
+            }
+        }
+    }
+
     let server_limits = server
         .as_ref()
         .map_or_else(ClientLimits::default, |(s, _)| s.limits);
@@ -258,7 +308,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                 paths: r.paths.iter().map(|(p, _)| p.clone()).collect(),
                 methods: r.methods.clone(),
                 host: r.host.clone(),
-                upstream: r.upstream.clone(),
+                upstream: r.upstream.upstream.clone(),
                 max_body_size: r.max_body_size,
                 allow_encoded_slashes: r.allow_encoded_slashes,
                 policies,
@@ -305,6 +355,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
         server: settings,
         listeners: listeners.into_iter().map(|(l, _)| l).collect(),
         gateways: docs.iter().map(|d| d.name.clone()).collect(),
+        services,
         secrets: Vec::new(),
         referenced_files: Vec::new(),
     }

@@ -8,6 +8,7 @@ pub mod load;
 pub mod model;
 pub mod schema;
 pub mod secrets; // ${ENV} and file: references in policy configs
+pub mod services;
 pub mod settings;
 pub mod values;
 pub mod yaml;

@@ -17,6 +17,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Names of the Gateway documents that contributed, for logs.
     pub gateways: Vec<String>,
+    /// Every upstream service: those declared in `spec.services` and one
+    /// per route that gives its upstream as a `url`.
+    pub services: Vec<Arc<ServiceConfig>>,
     /// Values read from `${ENV}` and `file:` references: never shown
     /// (`/config` and error messages replace them with `<redacted>`).
     pub secrets: Vec<String>,
@@ -144,7 +147,7 @@ pub struct Route {
     pub methods: Option<Vec<http::Method>>,
     /// Lower-case host name to match (`*.example.com` allowed); `None`: any host.
     pub host: Option<String>,
-    pub upstream: Upstream,
+    pub upstream: RouteUpstream,
     /// Request bodies larger than this get 413 (`None`: the server's
     /// `maxBodySize`, if any).
     pub max_body_size: Option<u64>,
@@ -156,18 +159,216 @@ pub struct Route {
     pub policies: Vec<PolicySpec>,
 }
 
+/// One upstream address as written in a URL: scheme, host, port, base path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub tls: bool,
-    /// Host name or IP literal, resolved at request time.
+    /// Host name or IP literal; names are resolved in the background
+    /// (`dnsRefresh`), never per request.
     pub host: String,
     pub port: u16,
     /// `host[:port]` as sent in the Host header.
     pub authority: String,
     /// Path prefix from the URL (`http://h/v1` gives `/v1`), empty for none.
     pub base_path: String,
-    /// Connect, read and write timeout; exceeded gives 504.
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority, self.base_path)
+    }
+}
+
+/// Where a route sends its requests and how long it waits for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUpstream {
+    /// The services and their weights; one request goes to one of them,
+    /// chosen with probability weight / total (a canary split).
+    pub services: Vec<WeightedService>,
+    pub timeouts: Timeouts,
+    pub retries: Retries,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedService {
+    pub name: String,
+    pub weight: u32,
+}
+
+/// Upstream timeouts of a route (504 when one runs out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP (and TLS) connection set-up.
+    pub connect: Duration,
+    /// The longest wait for a read: the response's first byte, and every
+    /// pause between bytes after it.
+    pub read: Duration,
+    /// The longest wait for a write of the request to the upstream.
+    pub write: Duration,
+}
+
+impl Timeouts {
+    pub fn all(t: Duration) -> Timeouts {
+        Timeouts {
+            connect: t,
+            read: t,
+            write: t,
+        }
+    }
+}
+
+/// When a failed upstream attempt is tried again (on another target when
+/// the service has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retries {
+    /// Attempts after the first; 0: never retry.
+    pub max: u32,
+    /// Connection failures (nothing was sent: any method).
+    pub connect_failure: bool,
+    /// Response statuses that are retried (idempotent requests without a
+    /// body only).
+    pub statuses: Vec<u16>,
+    /// Upstream read/write timeouts (idempotent requests without a body).
+    pub timeout: bool,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            max: 2,
+            connect_failure: true,
+            statuses: vec![502, 503, 504],
+            timeout: true,
+        }
+    }
+}
+
+/// A named upstream service: its targets and how traffic is spread over
+/// them and kept away from sick ones. Shared by every route naming it, so
+/// its health state, counters and connection pools are per service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// As declared, or `route:<route id>` for a route's inline `url`.
+    pub name: String,
+    pub targets: Vec<TargetSpec>,
+    pub balance: Balance,
+    pub health_check: Option<HealthCheck>,
+    pub passive: Option<PassiveCheck>,
+    /// When no target is available: send to all of them anyway instead of
+    /// answering 503.
+    pub fail_open: bool,
+    /// Host names are resolved again this often (every address is a target).
+    pub dns_refresh: Duration,
+    pub circuit: CircuitBreaker,
+}
+
+impl ServiceConfig {
+    /// The service of a route's inline `url`: one target, defaults.
+    pub fn inline(route_id: &str, upstream: Upstream) -> ServiceConfig {
+        ServiceConfig {
+            name: format!("route:{route_id}"),
+            targets: vec![TargetSpec {
+                upstream,
+                weight: 1,
+            }],
+            balance: Balance::RoundRobin,
+            health_check: None,
+            passive: None,
+            fail_open: false,
+            dns_refresh: DEFAULT_DNS_REFRESH,
+            circuit: CircuitBreaker::default(),
+        }
+    }
+}
+
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub upstream: Upstream,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Weighted round robin (smooth: a 3:1 split interleaves).
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// The target with the fewest requests in progress per unit of weight.
+    LeastRequests,
+    /// Consistent hashing (ketama) on a request property: one key keeps
+    /// its target while the set of targets is unchanged.
+    Hash(HashOn),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(http::HeaderName),
+    Cookie(String),
+    ClientIp,
+}
+
+/// Active health checks: a GET to each target every `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
     pub timeout: Duration,
+    /// Inclusive status range that counts as healthy.
+    pub statuses: (u16, u16),
+    /// Consecutive successes that bring an unhealthy target back.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a healthy target out.
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive checks: a target failing this many requests in a row (connect
+/// failures, 5xx) is ejected for `ejection` × the number of times it was
+/// ejected in a row, at most `max_ejection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveCheck {
+    pub consecutive_failures: u32,
+    pub ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+/// Limits per service (over one: 503 at once) and the error-rate breaker
+/// per target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Upstream connections in use at once.
+    pub max_connections: usize,
+    /// Requests waiting for an upstream connection to be set up.
+    pub max_pending: usize,
+    /// Requests in progress to the service.
+    pub max_requests: usize,
+    /// Retries in progress to the service.
+    pub max_retries: usize,
+    pub errors: Option<ErrorBreaker>,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            max_connections: 10_000,
+            max_pending: 10_000,
+            max_requests: 10_000,
+            max_retries: 3,
+            errors: None,
+        }
+    }
+}
+
+/// Opens after `failures` failed requests to one target within `window`;
+/// after `open_for` one probe request goes through (half-open); its success
+/// closes the breaker, its failure opens it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorBreaker {
+    pub failures: u32,
+    pub window: Duration,
+    pub open_for: Duration,
 }
 
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);

@@ -5,10 +5,9 @@
 //! live here; checks across routes and documents live in `load.rs`.
 
 use super::decode::{join, Decoder};
-use super::model::{
-    LimitSettings, PathPattern, ServerSettings, Upstream, API_VERSION, DEFAULT_UPSTREAM_TIMEOUT,
-};
-use super::values::{parse_path_pattern, parse_upstream_url};
+use super::model::{LimitSettings, PathPattern, ServerSettings, API_VERSION};
+use super::services::{decode_route_upstream, decode_service, ServiceSpec, UpstreamSpec};
+use super::values::parse_path_pattern;
 use super::yaml::{Node, Pos};
 use crate::policy::{self, PolicyConfig, PolicySpec, DEFAULT_ORDER};
 use std::collections::BTreeMap;
@@ -29,6 +28,8 @@ pub struct GatewayDoc {
     pub server: Option<(ServerSettings, Pos)>,
     /// `spec.policies`: run on every route of this document.
     pub policies: Vec<PolicySpec>,
+    /// `spec.services`: upstream services any route may name.
+    pub services: Vec<ServiceSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +59,7 @@ pub struct RouteSpec {
     pub paths: Vec<(PathPattern, Pos)>,
     pub methods: Option<Vec<http::Method>>,
     pub host: Option<String>,
-    pub upstream: Upstream,
+    pub upstream: UpstreamSpec,
     pub max_body_size: Option<u64>,
     pub allow_encoded_slashes: bool,
     pub policies: Vec<PolicySpec>,
@@ -66,7 +67,7 @@ pub struct RouteSpec {
 
 const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA_FIELDS: &[&str] = &["name", "labels"];
-const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server", "policies"];
+const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server", "policies", "services"];
 const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host", "limits"];
 const ROUTE_FIELDS: &[&str] = &[
     "id",
@@ -78,7 +79,6 @@ const ROUTE_FIELDS: &[&str] = &[
     "maxBodySize",
     "allowEncodedSlashes",
 ];
-const UPSTREAM_FIELDS: &[&str] = &["url", "timeout"];
 
 pub const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
@@ -121,6 +121,7 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
         route_ids: Vec::new(),
         server: None,
         policies: Vec::new(),
+        services: Vec::new(),
     };
     if let Some(meta) = d.required(&fields, "metadata", "") {
         decode_metadata(d, meta, &mut out);
@@ -151,6 +152,13 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
     if let Some(list) = spec.get("policies") {
         let name = out.name.clone();
         out.policies = decode_policies(d, list, "spec.policies", Some(&name));
+    }
+    if let Some(list) = spec.get("services") {
+        for (item, at) in d.items(list, "spec.services", false) {
+            if let Some(s) = decode_service(d, item, &at) {
+                out.services.push(s);
+            }
+        }
     }
     if let Some(list) = spec.get("routes") {
         if let Some(items) = d.list(list, "spec.routes", false) {
@@ -314,7 +322,7 @@ fn decode_route(
     });
     let upstream = d
         .required(&f, "upstream", path)
-        .and_then(|u| decode_upstream(d, u, &join(path, "upstream")));
+        .and_then(|u| decode_route_upstream(d, u, &join(path, "upstream"), id.as_deref()));
     let max_body_size = f
         .get("maxBodySize")
         .and_then(|n| d.size(n, &join(path, "maxBodySize")));
@@ -381,27 +389,6 @@ fn decode_methods(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<http::
         return None;
     }
     Some(out)
-}
-
-fn decode_upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<Upstream> {
-    let f = d.map(node, path, UPSTREAM_FIELDS)?;
-    let timeout = match f.get("timeout") {
-        Some(t) => d.duration(t, &join(path, "timeout"), false),
-        None => Some(DEFAULT_UPSTREAM_TIMEOUT),
-    };
-    let url_node = d.required(&f, "url", path)?;
-    let field = join(path, "url");
-    let text = d.scalar(url_node, &field, "a URL")?;
-    match parse_upstream_url(text) {
-        Ok(mut up) => {
-            up.timeout = timeout?;
-            Some(up)
-        }
-        Err(why) => {
-            d.error(url_node.pos, &field, why);
-            None
-        }
-    }
 }
 
 /// A policy list (`spec.policies` or a route's `policies`): each item is

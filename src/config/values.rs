@@ -2,7 +2,6 @@
 //! patterns and upstream URLs.
 
 use super::model::{PathPattern, Upstream};
-use std::time::Duration;
 
 /// `/exact/path` or `/prefix/*`; must already be in normal form, since
 /// requests are normalised before matching.
@@ -93,6 +92,5 @@ pub fn parse_upstream_url(text: &str) -> Result<Upstream, String> {
         port,
         authority: authority.as_str().to_ascii_lowercase(),
         base_path,
-        timeout: Duration::ZERO,
     })
 }

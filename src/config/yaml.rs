@@ -37,6 +37,10 @@ pub struct Node {
 
 impl Node {
     /// True for `~`, `null` and an empty plain scalar.
+    pub fn is_scalar(&self) -> bool {
+        matches!(self.value, Value::Scalar { .. })
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(&self.value, Value::Scalar { text, quoted: false } if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
     }

@@ -7,7 +7,7 @@
 //! `GET /metrics` Prometheus (OpenMetrics text)
 //! `GET /config`  the effective configuration as JSON (secrets redacted)
 
-use crate::config::model::Config;
+use crate::config::model::{Balance, Config, HashOn, ServiceConfig};
 use crate::config::secrets::redact;
 use crate::ops::metrics::CONTENT_TYPE;
 use crate::runtime::{Phase, Runtime};
@@ -90,8 +90,16 @@ fn config_tree(c: &Config) -> Value {
                         "methods": r.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
                         "host": r.host,
                         "upstream": {
-                            "url": format!("{}://{}{}", if r.upstream.tls { "https" } else { "http" }, r.upstream.authority, r.upstream.base_path),
-                            "timeoutMs": r.upstream.timeout.as_millis() as u64,
+                            "services": r.upstream.services.iter().map(|s| json!({"name": s.name, "weight": s.weight})).collect::<Vec<_>>(),
+                            "connectTimeoutMs": r.upstream.timeouts.connect.as_millis() as u64,
+                            "readTimeoutMs": r.upstream.timeouts.read.as_millis() as u64,
+                            "writeTimeoutMs": r.upstream.timeouts.write.as_millis() as u64,
+                            "retries": {
+                                "maxRetries": r.upstream.retries.max,
+                                "connectFailure": r.upstream.retries.connect_failure,
+                                "statuses": r.upstream.retries.statuses,
+                                "timeout": r.upstream.retries.timeout,
+                            },
                         },
                         "maxBodySize": r.max_body_size,
                         "allowEncodedSlashes": r.allow_encoded_slashes,
@@ -102,10 +110,12 @@ fn config_tree(c: &Config) -> Value {
             json!({"name": l.name, "address": l.addr.to_string(), "routes": routes})
         })
         .collect();
+    let services: Vec<Value> = c.services.iter().map(|s| service_json(s)).collect();
     let s = &c.server;
     json!({
         "gateways": c.gateways,
         "listeners": listeners,
+        "services": services,
         "server": {
             "threads": s.threads,
             "pidFile": s.pid_file,
@@ -125,6 +135,65 @@ fn config_tree(c: &Config) -> Value {
     })
 }
 
+fn service_json(s: &ServiceConfig) -> Value {
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let balance = match &s.balance {
+        Balance::RoundRobin => json!("round-robin"),
+        Balance::Random => json!("random"),
+        Balance::LeastRequests => json!("least-requests"),
+        Balance::Hash(on) => json!({"hash": match on {
+            HashOn::Header(h) => format!("header:{h}"),
+            HashOn::Cookie(c) => format!("cookie:{c}"),
+            HashOn::ClientIp => "client-ip".to_string(),
+        }}),
+    };
+    let c = &s.circuit;
+    json!({
+        "name": s.name,
+        "targets": s.targets.iter().map(|t| json!({"url": t.upstream.to_string(), "weight": t.weight})).collect::<Vec<_>>(),
+        "loadBalancing": balance,
+        "healthCheck": s.health_check.as_ref().map(|h| json!({
+            "path": h.path,
+            "intervalMs": ms(h.interval),
+            "timeoutMs": ms(h.timeout),
+            "expectedStatus": format!("{}-{}", h.statuses.0, h.statuses.1),
+            "healthyThreshold": h.healthy_threshold,
+            "unhealthyThreshold": h.unhealthy_threshold,
+        })),
+        "passiveHealthCheck": s.passive.map(|p| json!({
+            "consecutiveFailures": p.consecutive_failures,
+            "ejectionTimeMs": ms(p.ejection),
+            "maxEjectionTimeMs": ms(p.max_ejection),
+        })),
+        "failOpen": s.fail_open,
+        "dnsRefreshMs": ms(s.dns_refresh),
+        "circuitBreaker": {
+            "maxConnections": c.max_connections,
+            "maxPendingRequests": c.max_pending,
+            "maxRequests": c.max_requests,
+            "maxRetries": c.max_retries,
+            "errors": c.errors.map(|e| json!({
+                "failureThreshold": e.failures,
+                "failureWindowMs": ms(e.window),
+                "openTimeMs": ms(e.open_for),
+            })),
+        },
+    })
+}
+
+/// Live state of every upstream service: targets, health, counters.
+fn upstreams_json(runtime: &Runtime) -> Value {
+    let snapshot = runtime.snapshot();
+    let now = std::time::Instant::now();
+    let mut names: Vec<&String> = snapshot.services.keys().collect();
+    names.sort();
+    let services: Vec<Value> = names
+        .into_iter()
+        .map(|n| snapshot.services[n].report(now))
+        .collect();
+    json!({ "services": services })
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -139,15 +208,22 @@ impl ServeHttp for AdminApp {
                 Phase::Starting => json_reply(503, &json!({"status": "starting"})),
                 Phase::Draining => json_reply(503, &json!({"status": "draining"})),
             },
-            "/metrics" => reply(
-                200,
-                CONTENT_TYPE,
-                self.runtime.metrics.render().into_bytes(),
-            ),
+            "/metrics" => {
+                let now = std::time::Instant::now();
+                for service in self.runtime.snapshot().services.values() {
+                    service.export_gauges(now);
+                }
+                reply(
+                    200,
+                    CONTENT_TYPE,
+                    self.runtime.metrics.render().into_bytes(),
+                )
+            }
+            "/upstreams" => json_reply(200, &upstreams_json(&self.runtime)),
             "/config" => json_reply(200, &config_json(&self.runtime.snapshot().config)),
             _ => json_reply(
                 404,
-                &json!({"error": "not found (try /ready, /live, /metrics, /config)", "status": 404}),
+                &json!({"error": "not found (try /ready, /live, /metrics, /config, /upstreams)", "status": 404}),
             ),
         }
     }

@@ -74,6 +74,7 @@ pub struct Metrics {
     client_timeouts: Family<PhaseLabels, Counter>,
     /// For requests that matched no route.
     no_route: OnceLock<RouteMetrics>,
+    upstream: crate::upstream::UpstreamMetrics,
 }
 
 /// Counts one open client connection in `flexgw_connections_open` for as
@@ -210,7 +211,39 @@ impl Metrics {
             "Clients cut off for slowness or size: header (headerTimeout), header_size (a head far over maxHeaderSize), body (bodyTimeout)",
             client_timeouts.clone(),
         );
+        let upstream = crate::upstream::UpstreamMetrics::default();
+        registry.register(
+            "upstream_ejections",
+            "Targets ejected by passive health checks (failed requests in a row), by service and target",
+            upstream.ejections.clone(),
+        );
+        registry.register(
+            "upstream_breaker_opened",
+            "Times a target's error-rate circuit breaker opened, by service and target",
+            upstream.breaker_opened.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Upstream attempts that were retries, by service",
+            upstream.retries.clone(),
+        );
+        registry.register(
+            "upstream_refused",
+            "Requests answered 503 without reaching a target, by service and reason (max-requests, max-pending-requests, max-connections, no-healthy-target)",
+            upstream.refused.clone(),
+        );
+        registry.register(
+            "upstream_target_up",
+            "1 when a target takes traffic (healthy, not ejected, breaker not open), by service and target",
+            upstream.target_up.clone(),
+        );
+        registry.register(
+            "upstream_target_healthy",
+            "The active health checks' verdict (1 healthy), by service and target",
+            upstream.target_healthy.clone(),
+        );
         Metrics {
+            upstream,
             registry,
             requests,
             duration,
@@ -224,6 +257,11 @@ impl Metrics {
             client_timeouts,
             no_route: OnceLock::new(),
         }
+    }
+
+    /// The upstream services' series.
+    pub fn upstream(&self) -> &crate::upstream::UpstreamMetrics {
+        &self.upstream
     }
 
     /// The series of one route (built with the route, shared by its requests).

@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod request_id;
 pub mod time;
 pub mod upgrade;
+pub mod upstreams; // active health checks and DNS refresh

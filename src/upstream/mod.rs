@@ -1,80 +1,935 @@
-//! Upstreams: where a route's requests go. Host names are resolved at
-//! request time (an unresolvable host is a 502 for that request, never a
-//! failure at start-up); IP literals skip the resolver. Pingora pools the
-//! connections per peer.
+//! Upstream services: the targets of a service, which one a request goes
+//! to, and what keeps requests away from sick ones.
+//!
+//! A [`Service`] is shared by every route naming it (and carried into the
+//! next snapshot on reload when its config is unchanged), so its health
+//! state, counters and Pingora's connection pools are per service.
+//!
+//! - **Targets**: one per address. Host names are resolved in the
+//!   background every `dnsRefresh` (every address of a name is a target;
+//!   a failed refresh keeps the last addresses), never per request; a
+//!   request that finds a name never resolved resolves it once itself
+//!   (an unresolvable name is a 502 for it).
+//! - **Selection** ([`balance`]): round robin, random, least requests or
+//!   consistent hashing, skipping targets that are unhealthy, ejected,
+//!   breaker-open or already tried by this request.
+//! - **Health** ([`health`]): active checks (run by the checker in
+//!   `ops::upstreams`), passive ejection and the error-rate breaker.
+//! - **Limits** (circuit breaking): requests, pending requests,
+//!   connections and retries in progress per service; over one → 503 at
+//!   once. Retries are also held to a budget: 20 % of the service's
+//!   requests over the last 10 s (at least 10).
 
-use crate::config::model::Upstream;
+pub mod balance;
+pub mod health;
+
+use crate::config::model::{HashOn, ServiceConfig, Timeouts, Upstream};
+use arc_swap::ArcSwap;
+use balance::{Order, Weighted};
+use health::Health;
+use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType, Result};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 pub const RESOLVE_ERROR: ErrorType = ErrorType::Custom("UpstreamResolveError");
 
-pub struct Target {
-    pub config: Upstream,
-    literal: Option<SocketAddr>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub service: String,
+    pub target: String,
 }
 
-impl Target {
-    pub fn new(config: &Upstream) -> Target {
-        let literal = config
-            .host
-            .parse::<IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, config.port));
-        Target {
-            config: config.clone(),
-            literal,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub service: String,
+    pub reason: &'static str,
+}
+
+/// The upstream series, registered by `ops::metrics`.
+#[derive(Clone, Default)]
+pub struct UpstreamMetrics {
+    /// Passive ejections.
+    pub ejections: Family<TargetLabels, Counter>,
+    /// Error-rate breaker openings.
+    pub breaker_opened: Family<TargetLabels, Counter>,
+    pub retries: Family<ServiceLabels, Counter>,
+    /// Requests answered 503 at once, by reason.
+    pub refused: Family<RefusedLabels, Counter>,
+    /// 1 when the target takes traffic (set when metrics are read).
+    pub target_up: Family<TargetLabels, Gauge>,
+    /// The active checks' verdict (set when metrics are read).
+    pub target_healthy: Family<TargetLabels, Gauge>,
+}
+
+/// Why a request got 503 without reaching a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    MaxRequests,
+    MaxPending,
+    MaxConnections,
+    NoHealthyTarget,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::MaxRequests => "max-requests",
+            Refusal::MaxPending => "max-pending-requests",
+            Refusal::MaxConnections => "max-connections",
+            Refusal::NoHealthyTarget => "no-healthy-target",
         }
     }
 
-    async fn resolve(&self) -> Result<SocketAddr> {
-        if let Some(addr) = self.literal {
-            return Ok(addr);
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::NoHealthyTarget => "no healthy upstream target is available",
+            _ => "the upstream service is at its limit (circuit breaker); retry shortly",
         }
-        let name = self.config.host.trim_end_matches('.');
-        // RFC 6761: `.invalid` never resolves; `localhost` is always loopback
-        if name == "invalid" || name.ends_with(".invalid") {
-            return Error::e_explain(
-                RESOLVE_ERROR,
-                format!("{name}: the .invalid domain never resolves (RFC 6761)"),
-            );
+    }
+}
+
+/// One address of a target.
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Index into the service's `targets`.
+    pub target: usize,
+    pub weight: u32,
+    outstanding: AtomicUsize,
+    health: Mutex<Health>,
+    /// An active check is in progress.
+    checking: AtomicBool,
+    /// When the next active check is due.
+    next_check: Mutex<Option<Instant>>,
+    /// The HTTP client of its active checks (connects to this address).
+    checker: OnceLock<reqwest::Client>,
+}
+
+impl Weighted for Arc<Endpoint> {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr, target: usize, weight: u32) -> Endpoint {
+        Endpoint {
+            addr,
+            target,
+            weight,
+            outstanding: AtomicUsize::new(0),
+            health: Mutex::new(Health::default()),
+            checking: AtomicBool::new(false),
+            next_check: Mutex::new(None),
+            checker: OnceLock::new(),
         }
-        if name == "localhost" || name.ends_with(".localhost") {
-            return Ok(SocketAddr::new(
-                IpAddr::from([127, 0, 0, 1]),
-                self.config.port,
-            ));
+    }
+
+    fn health(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The targets as last resolved, in selection order.
+struct Pool {
+    endpoints: Vec<Arc<Endpoint>>,
+    order: Order,
+    /// Every host name was resolved at least once.
+    resolved: bool,
+    /// Why there are no endpoints, when there are none.
+    error: Option<String>,
+}
+
+/// Retries allowed in a 10 s window: 20 % of requests, at least 10.
+struct Budget {
+    epoch: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    born: Instant,
+}
+
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+const BUDGET_PERCENT: u64 = 20;
+const BUDGET_MIN: u64 = 10;
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            epoch: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            born: Instant::now(),
         }
-        let host = (self.config.host.as_str(), self.config.port);
-        match tokio::net::lookup_host(host).await {
-            Ok(mut addrs) => addrs.next().ok_or_else(|| {
-                Error::explain(
-                    RESOLVE_ERROR,
-                    format!("{} resolved to no address", self.config.host),
-                )
+    }
+
+    fn roll(&self, now: Instant) {
+        let epoch = now.duration_since(self.born).as_secs() / BUDGET_WINDOW.as_secs();
+        let seen = self.epoch.load(Ordering::Relaxed);
+        if epoch != seen
+            && self
+                .epoch
+                .compare_exchange(seen, epoch, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.requests.store(0, Ordering::Relaxed);
+            self.retries.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn request(&self, now: Instant) {
+        self.roll(now);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn try_retry(&self, now: Instant) -> bool {
+        self.roll(now);
+        let allowed =
+            (self.requests.load(Ordering::Relaxed) * BUDGET_PERCENT / 100).max(BUDGET_MIN);
+        let used = self.retries.fetch_add(1, Ordering::Relaxed);
+        if used >= allowed {
+            self.retries.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+pub struct Service {
+    pub config: Arc<ServiceConfig>,
+    pool: ArcSwap<Pool>,
+    /// Health is tracked per request (passive checks or the breaker).
+    tracked: bool,
+    requests: AtomicUsize,
+    pending: AtomicUsize,
+    connections: AtomicUsize,
+    retries: AtomicUsize,
+    budget: Budget,
+    /// One resolution at a time; when the last one ran.
+    resolving: tokio::sync::Mutex<Option<Instant>>,
+    metrics: UpstreamMetrics,
+}
+
+/// The address of a name as RFC 6761 fixes it, without asking DNS.
+fn special(host: &str, port: u16) -> Option<std::result::Result<SocketAddr, String>> {
+    let name = host.trim_end_matches('.');
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Some(Ok(SocketAddr::new(ip, port)));
+    }
+    if name == "invalid" || name.ends_with(".invalid") {
+        return Some(Err(format!(
+            "{name}: the .invalid domain never resolves (RFC 6761)"
+        )));
+    }
+    if name == "localhost" || name.ends_with(".localhost") {
+        return Some(Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port)));
+    }
+    None
+}
+
+impl Service {
+    pub fn new(config: Arc<ServiceConfig>, metrics: &UpstreamMetrics) -> Service {
+        let mut endpoints = Vec::new();
+        let mut resolved = true;
+        for (i, t) in config.targets.iter().enumerate() {
+            match special(&t.upstream.host, t.upstream.port) {
+                Some(Ok(addr)) => endpoints.push(Arc::new(Endpoint::new(addr, i, t.weight))),
+                Some(Err(_)) | None => resolved = false,
+            }
+        }
+        let order = Order::new(&endpoints, &config.balance);
+        Service {
+            tracked: config.passive.is_some() || config.circuit.errors.is_some(),
+            pool: ArcSwap::from_pointee(Pool {
+                endpoints,
+                order,
+                resolved,
+                error: None,
             }),
-            Err(e) => Error::e_explain(
-                RESOLVE_ERROR,
-                format!("cannot resolve upstream host {}: {e}", self.config.host),
-            ),
+            config,
+            requests: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            retries: AtomicUsize::new(0),
+            budget: Budget::new(),
+            resolving: tokio::sync::Mutex::new(None),
+            metrics: metrics.clone(),
         }
     }
 
-    /// The peer for one request, with the route's timeouts, and its address.
-    pub async fn peer(&self) -> Result<(Box<HttpPeer>, SocketAddr)> {
-        let addr = self.resolve().await.map_err(Error::into_up)?;
-        let sni = if self.config.tls {
-            self.config.host.clone()
+    /// Some target is a host name (re-resolved every `dnsRefresh`).
+    pub fn has_names(&self) -> bool {
+        self.config
+            .targets
+            .iter()
+            .any(|t| special(&t.upstream.host, t.upstream.port).is_none())
+    }
+
+    /// Host names are due for resolution (none running, the last one
+    /// older than `dnsRefresh`).
+    pub fn dns_due(&self) -> bool {
+        self.has_names()
+            && self
+                .resolving
+                .try_lock()
+                .is_ok_and(|last| last.is_none_or(|t| t.elapsed() >= self.config.dns_refresh))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn target(&self, endpoint: &Endpoint) -> &Upstream {
+        &self.config.targets[endpoint.target].upstream
+    }
+
+    fn labels(&self, endpoint: &Endpoint) -> TargetLabels {
+        TargetLabels {
+            service: self.config.name.clone(),
+            target: endpoint.addr.to_string(),
+        }
+    }
+
+    /// Resolve host names now, unless a resolution ran within `fresh`.
+    /// Endpoints whose address stays keep their state. A name that does not
+    /// resolve keeps its last addresses (none, before its first success).
+    pub async fn resolve(&self, fresh: Duration) -> std::result::Result<(), String> {
+        let mut last = self.resolving.lock().await;
+        if last.is_some_and(|t| t.elapsed() < fresh) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let old = self.pool.load_full();
+        let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
+        let mut problem = None;
+        for (i, t) in self.config.targets.iter().enumerate() {
+            let (host, port) = (&t.upstream.host, t.upstream.port);
+            let addrs: Vec<SocketAddr> = match special(host, port) {
+                Some(Ok(addr)) => vec![addr],
+                Some(Err(why)) => {
+                    problem = Some(why);
+                    continue;
+                }
+                None => match tokio::net::lookup_host((host.as_str(), port)).await {
+                    Ok(found) => {
+                        let mut v: Vec<SocketAddr> = found.collect();
+                        v.sort();
+                        v.dedup();
+                        if v.is_empty() {
+                            problem = Some(format!("{host} resolved to no address"));
+                        }
+                        v
+                    }
+                    Err(e) => {
+                        problem = Some(format!("cannot resolve upstream host {host}: {e}"));
+                        let kept: Vec<SocketAddr> = old
+                            .endpoints
+                            .iter()
+                            .filter(|e| e.target == i)
+                            .map(|e| e.addr)
+                            .collect();
+                        if !kept.is_empty() {
+                            log::warn!(
+                                "service {}: {}; keeping its last addresses",
+                                self.config.name,
+                                problem.as_deref().unwrap_or_default()
+                            );
+                        }
+                        kept
+                    }
+                },
+            };
+            for addr in addrs {
+                let kept = old
+                    .endpoints
+                    .iter()
+                    .find(|e| e.target == i && e.addr == addr)
+                    .cloned();
+                endpoints.push(kept.unwrap_or_else(|| Arc::new(Endpoint::new(addr, i, t.weight))));
+            }
+        }
+        let same = endpoints.len() == old.endpoints.len()
+            && endpoints
+                .iter()
+                .zip(&old.endpoints)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        let error = problem.clone().filter(|_| endpoints.is_empty());
+        if !same || !old.resolved || error != old.error {
+            for gone in old
+                .endpoints
+                .iter()
+                .filter(|e| !endpoints.iter().any(|n| Arc::ptr_eq(n, e)))
+            {
+                let labels = self.labels(gone);
+                self.metrics.target_up.remove(&labels);
+                self.metrics.target_healthy.remove(&labels);
+            }
+            let order = Order::new(&endpoints, &self.config.balance);
+            self.pool.store(Arc::new(Pool {
+                endpoints,
+                order,
+                resolved: true,
+                error,
+            }));
+        }
+        match problem {
+            Some(why) if self.pool.load().endpoints.is_empty() => Err(why),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolve now when no resolution ever ran (the first request after
+    /// start or reload, before the checker got to it).
+    pub async fn ensure_resolved(&self) -> Result<()> {
+        if !self.pool.load().resolved {
+            self.resolve(self.config.dns_refresh)
+                .await
+                .or_else(|why| Error::e_explain(RESOLVE_ERROR, why))?;
+        }
+        let pool = self.pool.load();
+        match (&pool.error, pool.endpoints.is_empty()) {
+            (Some(why), true) => Error::e_explain(RESOLVE_ERROR, why.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Count a request to this service, or refuse it (`maxRequests`).
+    pub fn admit_request(
+        self: &Arc<Self>,
+        now: Instant,
+    ) -> std::result::Result<RequestSlot, Refusal> {
+        let n = self.requests.fetch_add(1, Ordering::AcqRel);
+        let slot = RequestSlot(self.clone());
+        if n >= self.config.circuit.max_requests {
+            return Err(self.refuse(Refusal::MaxRequests));
+        }
+        self.budget.request(now);
+        Ok(slot)
+    }
+
+    fn refuse(&self, why: Refusal) -> Refusal {
+        self.metrics
+            .refused
+            .get_or_create(&RefusedLabels {
+                service: self.config.name.clone(),
+                reason: why.reason(),
+            })
+            .inc();
+        why
+    }
+
+    /// A retry of a request to this service, if the budget and
+    /// `maxRetries` allow one now.
+    pub fn try_retry(self: &Arc<Self>, now: Instant) -> Option<RetrySlot> {
+        let n = self.retries.fetch_add(1, Ordering::AcqRel);
+        let slot = RetrySlot(self.clone());
+        if n >= self.config.circuit.max_retries || !self.budget.try_retry(now) {
+            return None;
+        }
+        self.metrics
+            .retries
+            .get_or_create(&ServiceLabels {
+                service: self.config.name.clone(),
+            })
+            .inc();
+        Some(slot)
+    }
+
+    /// Choose a target for one attempt. `key`: the hash key, if the service
+    /// hashes; `tried`: addresses this request already failed on (avoided
+    /// while another target is available).
+    pub fn choose(
+        self: &Arc<Self>,
+        key: Option<&[u8]>,
+        tried: &[SocketAddr],
+        now: Instant,
+    ) -> std::result::Result<Attempt, Refusal> {
+        let c = &self.config.circuit;
+        if self.connections.load(Ordering::Acquire) >= c.max_connections {
+            return Err(self.refuse(Refusal::MaxConnections));
+        }
+        if self.pending.load(Ordering::Acquire) >= c.max_pending {
+            return Err(self.refuse(Refusal::MaxPending));
+        }
+        let pool = self.pool.load();
+        let eps = &pool.endpoints;
+        let mut probe = false;
+        let mut admit = |i: usize, avoid: bool| {
+            let e = &eps[i];
+            if avoid && tried.contains(&e.addr) {
+                return false;
+            }
+            let checked = self.config.health_check.is_some();
+            if !self.tracked && !checked {
+                return true;
+            }
+            match e.health().admit(now) {
+                Some(a) => {
+                    probe = a.probe;
+                    true
+                }
+                None => false,
+            }
+        };
+        let balance = &self.config.balance;
+        let mut chosen = pool.order.pick(eps, balance, key, |i| admit(i, true));
+        if chosen.is_none() && !tried.is_empty() {
+            // every other target was tried: the same one again beats none
+            chosen = pool.order.pick(eps, balance, key, |i| admit(i, false));
+        }
+        if chosen.is_none() && self.config.fail_open {
+            chosen = pool.order.pick(eps, balance, key, |_| true);
+        }
+        let Some(i) = chosen else {
+            return Err(self.refuse(Refusal::NoHealthyTarget));
+        };
+        let endpoint = eps[i].clone();
+        endpoint.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        Ok(Attempt {
+            service: self.clone(),
+            endpoint,
+            probe,
+            connected: false,
+            recorded: false,
+        })
+    }
+
+    /// The Pingora peer for an attempt, with the route's timeouts.
+    pub fn peer(&self, attempt: &Attempt, t: &Timeouts) -> Box<HttpPeer> {
+        let up = self.target(&attempt.endpoint);
+        let sni = if up.tls {
+            up.host.clone()
         } else {
             String::new()
         };
-        let mut peer = HttpPeer::new(addr, self.config.tls, sni);
-        let t = self.config.timeout;
-        peer.options.connection_timeout = Some(t);
-        peer.options.total_connection_timeout = Some(t);
-        peer.options.read_timeout = Some(t);
-        peer.options.write_timeout = Some(t);
-        Ok((Box::new(peer), addr))
+        let mut peer = HttpPeer::new(attempt.endpoint.addr, up.tls, sni);
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(t.read);
+        peer.options.write_timeout = Some(t.write);
+        Box::new(peer)
+    }
+
+    fn record(&self, endpoint: &Endpoint, ok: bool, probe: bool, now: Instant) {
+        if !self.tracked {
+            return;
+        }
+        let changed = endpoint.health().record(
+            ok,
+            probe,
+            now,
+            self.config.passive.as_ref(),
+            self.config.circuit.errors.as_ref(),
+        );
+        if let Some(time) = changed.ejected {
+            log::warn!(
+                "service {}: target {} ejected for {}s after {} failed requests in a row",
+                self.config.name,
+                endpoint.addr,
+                time.as_secs(),
+                self.config.passive.map_or(0, |p| p.consecutive_failures)
+            );
+            self.metrics
+                .ejections
+                .get_or_create(&self.labels(endpoint))
+                .inc();
+        }
+        if changed.breaker_opened {
+            log::warn!(
+                "service {}: circuit breaker of target {} opened",
+                self.config.name,
+                endpoint.addr
+            );
+            self.metrics
+                .breaker_opened
+                .get_or_create(&self.labels(endpoint))
+                .inc();
+        }
+    }
+
+    /// Run the active checks that are due, each in its own task; `now`
+    /// from the caller. Returns at once.
+    pub fn run_checks(self: &Arc<Self>, now: Instant) {
+        let Some(check) = &self.config.health_check else {
+            return;
+        };
+        let pool = self.pool.load_full();
+        for e in &pool.endpoints {
+            {
+                let mut next = e.next_check.lock().unwrap_or_else(|x| x.into_inner());
+                if next.is_some_and(|t| now < t) || e.checking.load(Ordering::Acquire) {
+                    continue;
+                }
+                *next = Some(now + check.interval);
+            }
+            e.checking.store(true, Ordering::Release);
+            let (service, e) = (self.clone(), e.clone());
+            tokio::spawn(async move {
+                let result = service.check_once(&e).await;
+                service.checked(&e, result);
+                e.checking.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    async fn check_once(&self, e: &Endpoint) -> std::result::Result<(), String> {
+        let Some(check) = &self.config.health_check else {
+            return Ok(());
+        };
+        let up = self.target(e);
+        let client = match e.checker.get() {
+            Some(c) => c,
+            None => {
+                let mut b = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(check.timeout)
+                    .connect_timeout(check.timeout)
+                    .pool_max_idle_per_host(0)
+                    .redirect(reqwest::redirect::Policy::none());
+                if up.tls {
+                    b = b.resolve(&up.host, e.addr);
+                }
+                let c = b.build().map_err(|e| e.to_string())?;
+                e.checker.get_or_init(|| c)
+            }
+        };
+        let url = if up.tls {
+            format!(
+                "https://{}:{}{}{}",
+                up.host, up.port, up.base_path, check.path
+            )
+        } else {
+            format!("http://{}{}{}", e.addr, up.base_path, check.path)
+        };
+        let resp = client
+            .get(&url)
+            .header(http::header::HOST, up.authority.as_str())
+            .header(http::header::USER_AGENT, "flex-gateway-health-check")
+            .send()
+            .await
+            .map_err(|err| {
+                let mut s = err.to_string();
+                let mut src = std::error::Error::source(&err);
+                while let Some(inner) = src {
+                    s = format!("{s}: {inner}");
+                    src = inner.source();
+                }
+                s
+            })?;
+        let status = resp.status().as_u16();
+        let (lo, hi) = check.statuses;
+        if (lo..=hi).contains(&status) {
+            Ok(())
+        } else {
+            Err(format!("status {status} (expected {lo}-{hi})"))
+        }
+    }
+
+    fn checked(&self, e: &Endpoint, result: std::result::Result<(), String>) {
+        let Some(check) = &self.config.health_check else {
+            return;
+        };
+        let changed = e.health().checked(result.is_ok(), check);
+        match (changed, result) {
+            (Some(false), Err(why)) => log::warn!(
+                "service {}: target {} is unhealthy ({} failed checks in a row; last: {why})",
+                self.config.name,
+                e.addr,
+                check.unhealthy_threshold
+            ),
+            (Some(true), _) => log::info!(
+                "service {}: target {} is healthy again",
+                self.config.name,
+                e.addr
+            ),
+            _ => {}
+        }
+    }
+
+    /// Set the target gauges (called when metrics are read).
+    pub fn export_gauges(&self, now: Instant) {
+        for e in &self.pool.load().endpoints {
+            let h = e.health();
+            let labels = self.labels(e);
+            self.metrics
+                .target_up
+                .get_or_create(&labels)
+                .set(i64::from(h.available(now)));
+            if self.config.health_check.is_some() {
+                self.metrics
+                    .target_healthy
+                    .get_or_create(&labels)
+                    .set(i64::from(h.healthy));
+            }
+        }
+    }
+
+    /// The service's state for the admin API.
+    pub fn report(&self, now: Instant) -> Value {
+        let targets: Vec<Value> = self
+            .pool
+            .load()
+            .endpoints
+            .iter()
+            .map(|e| {
+                let h = e.health().clone();
+                let breaker = match h.breaker {
+                    health::Breaker::Closed => "closed",
+                    health::Breaker::Open { until } if now < until => "open",
+                    _ => "half-open",
+                };
+                json!({
+                    "url": self.target(e).to_string(),
+                    "address": e.addr.to_string(),
+                    "weight": e.weight,
+                    "available": h.available(now),
+                    "healthy": h.healthy,
+                    "ejectedForMs": h.ejected_until.filter(|t| *t > now).map(|t| (t - now).as_millis() as u64),
+                    "ejections": h.ejections,
+                    "breaker": breaker,
+                    "outstanding": e.outstanding.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        json!({
+            "name": self.config.name,
+            "requests": self.requests.load(Ordering::Relaxed),
+            "pending": self.pending.load(Ordering::Relaxed),
+            "connections": self.connections.load(Ordering::Relaxed),
+            "retries": self.retries.load(Ordering::Relaxed),
+            "targets": targets,
+        })
+    }
+}
+
+/// The hash key of a request for `hashOn`; `None` when the request has
+/// none (then the service balances round robin).
+pub fn hash_key(on: &HashOn, req: &RequestHeader, client_ip: Option<IpAddr>) -> Option<Vec<u8>> {
+    match on {
+        HashOn::Header(name) => req.headers.get(name).map(|v| v.as_bytes().to_vec()),
+        HashOn::Cookie(name) => req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes().to_vec()),
+        HashOn::ClientIp => client_ip.map(|ip| ip.to_string().into_bytes()),
+    }
+}
+
+/// A request counted against `maxRequests` while it lives.
+pub struct RequestSlot(Arc<Service>);
+
+impl RequestSlot {
+    pub fn service(&self) -> &Arc<Service> {
+        &self.0
+    }
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A retry counted against `maxRetries` while it lives.
+pub struct RetrySlot(Arc<Service>);
+
+impl Drop for RetrySlot {
+    fn drop(&mut self) {
+        self.0.retries.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One attempt at a target: counted as outstanding on it, as pending on
+/// the service until connected, then as a connection in use, until it is
+/// dropped (the response ended, or a retry replaced it). Its outcome,
+/// recorded once, feeds the target's health.
+pub struct Attempt {
+    service: Arc<Service>,
+    pub endpoint: Arc<Endpoint>,
+    probe: bool,
+    connected: bool,
+    recorded: bool,
+}
+
+impl Attempt {
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    pub fn target(&self) -> &Upstream {
+        self.service.target(&self.endpoint)
+    }
+
+    /// The connection is set up (new or reused).
+    pub fn connected(&mut self) {
+        if !self.connected {
+            self.connected = true;
+            self.service.pending.fetch_sub(1, Ordering::AcqRel);
+            self.service.connections.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The outcome: `ok` false for a connect failure, a timeout or a 5xx.
+    /// Only the first call counts.
+    pub fn finish(&mut self, ok: bool, now: Instant) {
+        if !self.recorded {
+            self.recorded = true;
+            self.service.record(&self.endpoint, ok, self.probe, now);
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let counter = if self.connected {
+            &self.service.connections
+        } else {
+            &self.service.pending
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
+        self.endpoint.outstanding.fetch_sub(1, Ordering::AcqRel);
+        if self.probe && !self.recorded {
+            self.endpoint.health().probe_abandoned();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{Balance, CircuitBreaker, PassiveCheck, TargetSpec};
+
+    fn service(targets: &[&str], circuit: CircuitBreaker) -> Arc<Service> {
+        let mut c = ServiceConfig::inline(
+            "t",
+            crate::config::values::parse_upstream_url(targets[0]).unwrap(),
+        );
+        c.targets = targets
+            .iter()
+            .map(|t| TargetSpec {
+                upstream: crate::config::values::parse_upstream_url(t).unwrap(),
+                weight: 1,
+            })
+            .collect();
+        c.circuit = circuit;
+        c.balance = Balance::RoundRobin;
+        c.passive = Some(PassiveCheck {
+            consecutive_failures: 1,
+            ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(10),
+        });
+        Arc::new(Service::new(Arc::new(c), &UpstreamMetrics::default()))
+    }
+
+    #[test]
+    fn limits_refuse_and_slots_release() {
+        let s = service(
+            &["http://10.0.0.1:80"],
+            CircuitBreaker {
+                max_requests: 1,
+                max_pending: 1,
+                max_retries: 1,
+                ..CircuitBreaker::default()
+            },
+        );
+        let now = Instant::now();
+        let slot = s.admit_request(now).expect("first");
+        assert_eq!(s.admit_request(now).err(), Some(Refusal::MaxRequests));
+        let a = s.choose(None, &[], now).expect("a target");
+        assert_eq!(
+            s.choose(None, &[], now).err(),
+            Some(Refusal::MaxPending),
+            "one pending at most"
+        );
+        drop(a);
+        drop(slot);
+        assert!(s.admit_request(now).is_ok(), "released on drop");
+        let r = s.try_retry(now).expect("one retry");
+        assert!(s.try_retry(now).is_none(), "maxRetries 1");
+        drop(r);
+        assert!(s.try_retry(now).is_some());
+    }
+
+    #[test]
+    fn retries_avoid_tried_targets_and_ejected_ones() {
+        let s = service(
+            &["http://10.0.0.1:80", "http://10.0.0.2:80"],
+            CircuitBreaker::default(),
+        );
+        let now = Instant::now();
+        let mut a = s.choose(None, &[], now).unwrap();
+        let first = a.endpoint.addr;
+        let b = s.choose(None, &[first], now).unwrap();
+        assert_ne!(b.endpoint.addr, first);
+        // one failure ejects (consecutiveFailures 1): the other takes all
+        a.finish(false, now);
+        for _ in 0..4 {
+            assert_ne!(s.choose(None, &[], now).unwrap().endpoint.addr, first);
+        }
+        // everything tried: the same target again rather than nothing
+        let other = b.endpoint.addr;
+        let again = s.choose(None, &[other], now).unwrap();
+        assert_eq!(again.endpoint.addr, other);
+    }
+
+    #[test]
+    fn budget_allows_a_fifth_of_requests_with_a_floor() {
+        let b = Budget::new();
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert!(b.try_retry(now));
+        }
+        assert!(!b.try_retry(now), "floor of 10 used up");
+        for _ in 0..100 {
+            b.request(now);
+        }
+        for _ in 0..10 {
+            assert!(b.try_retry(now));
+        }
+        assert!(!b.try_retry(now), "20 % of 100");
+        assert!(b.try_retry(now + BUDGET_WINDOW), "a new window");
+    }
+
+    #[test]
+    fn hash_keys() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("cookie", "a=1; session=abc; b=2")
+            .unwrap();
+        req.insert_header("x-user", "u1").unwrap();
+        let on = |s: &str| match s {
+            "h" => HashOn::Header(http::HeaderName::from_static("x-user")),
+            _ => HashOn::Cookie("session".into()),
+        };
+        assert_eq!(hash_key(&on("h"), &req, None), Some(b"u1".to_vec()));
+        assert_eq!(hash_key(&on("c"), &req, None), Some(b"abc".to_vec()));
+        let ip = Some(IpAddr::from([10, 1, 2, 3]));
+        assert_eq!(
+            hash_key(&HashOn::ClientIp, &req, ip),
+            Some(b"10.1.2.3".to_vec())
+        );
     }
 }

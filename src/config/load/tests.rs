@@ -21,9 +21,16 @@ fn seed_file_gives_the_expected_model() {
     let ids: Vec<&str> = l.routes.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["public-products", "health-check"]);
     let products = &l.routes[0];
-    assert_eq!(products.upstream.host, "host.docker.internal");
-    assert_eq!(products.upstream.port, 3000);
-    assert_eq!(products.upstream.timeout, Duration::from_secs(30));
+    assert_eq!(products.upstream.services.len(), 1);
+    let service = &products.upstream.services[0].name;
+    assert_eq!(service, "route:public-products");
+    let inline = c.services.iter().find(|s| &s.name == service).unwrap();
+    assert_eq!(inline.targets[0].upstream.host, "host.docker.internal");
+    assert_eq!(inline.targets[0].upstream.port, 3000);
+    assert_eq!(
+        products.upstream.timeouts,
+        crate::config::model::Timeouts::all(Duration::from_secs(30))
+    );
     assert_eq!(products.methods, Some(vec![http::Method::GET]));
     let health = &l.routes[1];
     assert_eq!(

@@ -1,0 +1,611 @@
+//! `spec.services` (named upstream services) and a route's `upstream`
+//! (an inline `url`, one `service`, or weighted `services`), decoded with
+//! every problem reported. References between them are checked in
+//! `load.rs`, where every document's services are known.
+
+use super::decode::{join, Decoder, Fields};
+use super::model::{
+    Balance, CircuitBreaker, ErrorBreaker, HashOn, HealthCheck, PassiveCheck, Retries,
+    RouteUpstream, ServiceConfig, TargetSpec, Timeouts, WeightedService, DEFAULT_DNS_REFRESH,
+    DEFAULT_UPSTREAM_TIMEOUT,
+};
+use super::values::parse_upstream_url;
+use super::yaml::{Node, Pos};
+use std::time::Duration;
+
+/// A declared service with where it was declared.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub config: ServiceConfig,
+    pub pos: Pos,
+    pub path: String,
+}
+
+/// A route's `upstream`, decoded: the model value, the inline service of
+/// a `url`, and the names it refers to (checked across documents).
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    pub upstream: RouteUpstream,
+    pub inline: Option<ServiceConfig>,
+    /// (service name, position, field path) of each `service`/`services` name.
+    pub references: Vec<(String, Pos, String)>,
+}
+
+const SERVICE_FIELDS: &[&str] = &[
+    "name",
+    "targets",
+    "loadBalancing",
+    "hashOn",
+    "healthCheck",
+    "passiveHealthCheck",
+    "failOpen",
+    "dnsRefresh",
+    "circuitBreaker",
+];
+const TARGET_FIELDS: &[&str] = &["url", "weight"];
+const HEALTH_FIELDS: &[&str] = &[
+    "path",
+    "interval",
+    "timeout",
+    "expectedStatus",
+    "healthyThreshold",
+    "unhealthyThreshold",
+];
+const PASSIVE_FIELDS: &[&str] = &["consecutiveFailures", "ejectionTime", "maxEjectionTime"];
+const BREAKER_FIELDS: &[&str] = &[
+    "maxConnections",
+    "maxPendingRequests",
+    "maxRequests",
+    "maxRetries",
+    "failureThreshold",
+    "failureWindow",
+    "openTime",
+];
+const UPSTREAM_FIELDS: &[&str] = &[
+    "url",
+    "service",
+    "services",
+    "timeout",
+    "connectTimeout",
+    "readTimeout",
+    "retries",
+];
+const RETRY_FIELDS: &[&str] = &["maxRetries", "retryOn"];
+const BALANCE: &[&str] = &["round-robin", "random", "least-requests", "hash"];
+const RETRY_ON: &str = "connect-failure, timeout or a 5xx status such as 503";
+
+/// A service name: letters, digits, `.`, `_`, `-` (so it never collides
+/// with the `route:<id>` names of inline URLs).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn optional<T>(
+    d: &mut Decoder,
+    f: &Fields,
+    key: &str,
+    path: &str,
+    default: T,
+    decode: impl FnOnce(&mut Decoder, &Node, &str) -> Option<T>,
+) -> Option<T> {
+    match f.get(key) {
+        Some(n) => decode(d, n, &join(path, key)),
+        None => Some(default),
+    }
+}
+
+fn count(d: &mut Decoder, n: &Node, path: &str, max: u64) -> Option<u32> {
+    let v = d.positive_int(n, path)?;
+    if v > max {
+        d.error(n.pos, path, format!("{v} is over the maximum of {max}"));
+        return None;
+    }
+    Some(v as u32)
+}
+
+fn limit(d: &mut Decoder, n: &Node, path: &str) -> Option<usize> {
+    d.positive_int(n, path).map(|v| v as usize)
+}
+
+fn duration(d: &mut Decoder, n: &Node, path: &str) -> Option<Duration> {
+    d.duration(n, path, false)
+}
+
+pub fn decode_service(d: &mut Decoder, node: &Node, path: &str) -> Option<ServiceSpec> {
+    let f = d.map(node, path, SERVICE_FIELDS)?;
+    let before = d.errors.len();
+    let name = d.required(&f, "name", path).and_then(|n| {
+        let at = join(path, "name");
+        let name = d.string(n, &at)?;
+        if !valid_name(&name) {
+            d.error(
+                n.pos,
+                &at,
+                format!("{name:?} is not a service name (letters, digits, '.', '_', '-')"),
+            );
+            return None;
+        }
+        Some(name)
+    });
+    let mut targets = Vec::new();
+    if let Some(list) = d.required(&f, "targets", path) {
+        let at = join(path, "targets");
+        for (item, item_path) in d.items(list, &at, false) {
+            if let Some(t) = decode_target(d, item, &item_path) {
+                targets.push(t);
+            }
+        }
+        if targets.is_empty() && d.errors.len() == before {
+            d.error(list.pos, &at, "at least one target is required");
+        }
+    }
+    let hash_on = f
+        .get("hashOn")
+        .and_then(|n| decode_hash_on(d, n, &join(path, "hashOn")));
+    let balance = match f.get("loadBalancing") {
+        None => Some(Balance::RoundRobin),
+        Some(n) => {
+            let at = join(path, "loadBalancing");
+            match d.scalar(n, &at, "a load-balancing algorithm") {
+                Some("round-robin") => Some(Balance::RoundRobin),
+                Some("random") => Some(Balance::Random),
+                Some("least-requests") => Some(Balance::LeastRequests),
+                Some("hash") => match &hash_on {
+                    Some(on) => Some(Balance::Hash(on.clone())),
+                    None => {
+                        if f.get("hashOn").is_none() {
+                            d.error(
+                                n.pos,
+                                &at,
+                                "`hash` needs `hashOn` (header:NAME, cookie:NAME or client-ip)",
+                            );
+                        }
+                        None
+                    }
+                },
+                Some(other) => {
+                    d.error(
+                        n.pos,
+                        &at,
+                        format!(
+                            "unknown algorithm {other:?} (expected one of: {})",
+                            BALANCE.join(", ")
+                        ),
+                    );
+                    None
+                }
+                None => None,
+            }
+        }
+    };
+    if let (Some(n), Some(b)) = (f.get("hashOn"), &balance) {
+        if !matches!(b, Balance::Hash(_)) {
+            d.error(
+                n.pos,
+                &join(path, "hashOn"),
+                "`hashOn` applies to `loadBalancing: hash` only",
+            );
+        }
+    }
+    let health_check = match f.get("healthCheck") {
+        Some(n) => decode_health_check(d, n, &join(path, "healthCheck")).map(Some),
+        None => Some(None),
+    };
+    let passive = match f.get("passiveHealthCheck") {
+        Some(n) => decode_passive(d, n, &join(path, "passiveHealthCheck")).map(Some),
+        None => Some(None),
+    };
+    let fail_open = optional(d, &f, "failOpen", path, false, |d, n, p| d.bool(n, p));
+    let dns_refresh = optional(d, &f, "dnsRefresh", path, DEFAULT_DNS_REFRESH, |d, n, p| {
+        let t = duration(d, n, p)?;
+        if t < Duration::from_secs(1) {
+            d.error(n.pos, p, "must be at least 1s");
+            return None;
+        }
+        Some(t)
+    });
+    let circuit = optional(
+        d,
+        &f,
+        "circuitBreaker",
+        path,
+        CircuitBreaker::default(),
+        decode_breaker,
+    );
+    if d.errors.len() > before {
+        return None;
+    }
+    Some(ServiceSpec {
+        config: ServiceConfig {
+            name: name?,
+            targets,
+            balance: balance?,
+            health_check: health_check?,
+            passive: passive?,
+            fail_open: fail_open?,
+            dns_refresh: dns_refresh?,
+            circuit: circuit?,
+        },
+        pos: node.pos,
+        path: path.to_string(),
+    })
+}
+
+/// `http://10.0.0.1:3000` or `{url: http://10.0.0.1:3000, weight: 3}`.
+fn decode_target(d: &mut Decoder, node: &Node, path: &str) -> Option<TargetSpec> {
+    let (url_node, url_path, weight) = if node.is_scalar() {
+        (node, path.to_string(), Some(1))
+    } else {
+        let f = d.map(node, path, TARGET_FIELDS)?;
+        let url = d.required(&f, "url", path)?;
+        let weight = optional(d, &f, "weight", path, 1, |d, n, p| count(d, n, p, 1000));
+        (url, join(path, "url"), weight)
+    };
+    let text = d.scalar(url_node, &url_path, "a URL")?;
+    match parse_upstream_url(text) {
+        Ok(upstream) => Some(TargetSpec {
+            upstream,
+            weight: weight?,
+        }),
+        Err(why) => {
+            d.error(url_node.pos, &url_path, why);
+            None
+        }
+    }
+}
+
+/// `header:X-User`, `cookie:session` or `client-ip`.
+fn decode_hash_on(d: &mut Decoder, node: &Node, path: &str) -> Option<HashOn> {
+    let text = d.scalar(node, path, "header:NAME, cookie:NAME or client-ip")?;
+    let parsed = match text.split_once(':') {
+        _ if text == "client-ip" => Some(HashOn::ClientIp),
+        Some(("header", name)) => http::HeaderName::from_bytes(name.trim().as_bytes())
+            .ok()
+            .map(HashOn::Header),
+        Some(("cookie", name)) if !name.trim().is_empty() && !name.contains([';', '=', ' ']) => {
+            Some(HashOn::Cookie(name.trim().to_string()))
+        }
+        _ => None,
+    };
+    if parsed.is_none() {
+        d.error(
+            node.pos,
+            path,
+            format!("{text:?} is not a hash key (expected header:NAME, cookie:NAME or client-ip)"),
+        );
+    }
+    parsed
+}
+
+/// `200`, `200-399`.
+fn parse_status_range(text: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let (lo, hi) = (
+        lo.trim().parse::<u16>().ok()?,
+        hi.trim().parse::<u16>().ok()?,
+    );
+    ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo, hi))
+}
+
+fn decode_health_check(d: &mut Decoder, node: &Node, path: &str) -> Option<HealthCheck> {
+    let f = d.map(node, path, HEALTH_FIELDS)?;
+    let check_path = d.required(&f, "path", path).and_then(|n| {
+        let at = join(path, "path");
+        let p = d.string(n, &at)?;
+        if !p.starts_with('/') || p.chars().any(|c| c.is_ascii_control() || c == ' ') {
+            d.error(
+                n.pos,
+                &at,
+                format!("{p:?} is not a request path (example: /health)"),
+            );
+            return None;
+        }
+        Some(p)
+    });
+    let interval = optional(d, &f, "interval", path, Duration::from_secs(10), duration);
+    let timeout = optional(d, &f, "timeout", path, Duration::from_secs(2), duration);
+    let statuses = optional(d, &f, "expectedStatus", path, (200, 399), |d, n, p| {
+        let text = d.scalar(n, p, "a status or range")?;
+        let range = parse_status_range(text);
+        if range.is_none() {
+            d.error(
+                n.pos,
+                p,
+                format!("{text:?} is not a status or range (examples: 200, 200-399)"),
+            );
+        }
+        range
+    });
+    let healthy = optional(d, &f, "healthyThreshold", path, 2, |d, n, p| {
+        count(d, n, p, 100)
+    });
+    let unhealthy = optional(d, &f, "unhealthyThreshold", path, 3, |d, n, p| {
+        count(d, n, p, 100)
+    });
+    if let (Some(i), Some(t), Some(n)) = (interval, timeout, f.get("timeout")) {
+        if t > i {
+            d.error(
+                n.pos,
+                &join(path, "timeout"),
+                "must not be longer than `interval`",
+            );
+            return None;
+        }
+    }
+    Some(HealthCheck {
+        path: check_path?,
+        interval: interval?,
+        timeout: timeout?,
+        statuses: statuses?,
+        healthy_threshold: healthy?,
+        unhealthy_threshold: unhealthy?,
+    })
+}
+
+fn decode_passive(d: &mut Decoder, node: &Node, path: &str) -> Option<PassiveCheck> {
+    let f = d.map(node, path, PASSIVE_FIELDS)?;
+    let failures = optional(d, &f, "consecutiveFailures", path, 5, |d, n, p| {
+        count(d, n, p, 1000)
+    });
+    let ejection = optional(
+        d,
+        &f,
+        "ejectionTime",
+        path,
+        Duration::from_secs(30),
+        duration,
+    );
+    let max = optional(
+        d,
+        &f,
+        "maxEjectionTime",
+        path,
+        Duration::from_secs(300),
+        duration,
+    );
+    if let (Some(e), Some(m), Some(n)) = (ejection, max, f.get("maxEjectionTime")) {
+        if m < e {
+            d.error(
+                n.pos,
+                &join(path, "maxEjectionTime"),
+                "must not be shorter than `ejectionTime`",
+            );
+            return None;
+        }
+    }
+    Some(PassiveCheck {
+        consecutive_failures: failures?,
+        ejection: ejection?,
+        max_ejection: max?.max(ejection?),
+    })
+}
+
+fn decode_breaker(d: &mut Decoder, node: &Node, path: &str) -> Option<CircuitBreaker> {
+    let f = d.map(node, path, BREAKER_FIELDS)?;
+    let dflt = CircuitBreaker::default();
+    let max_connections = optional(d, &f, "maxConnections", path, dflt.max_connections, limit);
+    let max_pending = optional(d, &f, "maxPendingRequests", path, dflt.max_pending, limit);
+    let max_requests = optional(d, &f, "maxRequests", path, dflt.max_requests, limit);
+    let max_retries = optional(d, &f, "maxRetries", path, dflt.max_retries, limit);
+    let failures = f
+        .get("failureThreshold")
+        .map(|n| count(d, n, &join(path, "failureThreshold"), 100_000));
+    let window = optional(
+        d,
+        &f,
+        "failureWindow",
+        path,
+        Duration::from_secs(10),
+        duration,
+    );
+    let open_for = optional(d, &f, "openTime", path, Duration::from_secs(30), duration);
+    if failures.is_none() {
+        for key in ["failureWindow", "openTime"] {
+            if let Some(n) = f.get(key) {
+                d.error(
+                    n.pos,
+                    &join(path, key),
+                    "applies with `failureThreshold` only (the error-rate breaker)",
+                );
+            }
+        }
+    }
+    let errors = match failures {
+        Some(failures) => Some(ErrorBreaker {
+            failures: failures?,
+            window: window?,
+            open_for: open_for?,
+        }),
+        None => None,
+    };
+    Some(CircuitBreaker {
+        max_connections: max_connections?,
+        max_pending: max_pending?,
+        max_requests: max_requests?,
+        max_retries: max_retries?,
+        errors,
+    })
+}
+
+/// A route's `upstream`.
+pub fn decode_route_upstream(
+    d: &mut Decoder,
+    node: &Node,
+    path: &str,
+    route_id: Option<&str>,
+) -> Option<UpstreamSpec> {
+    let f = d.map(node, path, UPSTREAM_FIELDS)?;
+    let before = d.errors.len();
+    let given: Vec<&str> = ["url", "service", "services"]
+        .into_iter()
+        .filter(|k| f.get(k).is_some())
+        .collect();
+    if given.len() != 1 {
+        let why = if given.is_empty() {
+            "missing `url`, `service` or `services` (where requests go)".to_string()
+        } else {
+            format!(
+                "give one of `url`, `service` or `services`, not {}",
+                given.join(" and ")
+            )
+        };
+        d.error(f.pos, path, why);
+    }
+    let mut inline = None;
+    let mut services = Vec::new();
+    let mut references = Vec::new();
+    if let Some(n) = f.get("url") {
+        let at = join(path, "url");
+        if let Some(text) = d.scalar(n, &at, "a URL") {
+            match parse_upstream_url(text) {
+                Ok(up) => {
+                    let config = ServiceConfig::inline(route_id.unwrap_or(""), up);
+                    services.push(WeightedService {
+                        name: config.name.clone(),
+                        weight: 1,
+                    });
+                    inline = Some(config);
+                }
+                Err(why) => d.error(n.pos, &at, why),
+            }
+        }
+    }
+    if let Some(n) = f.get("service") {
+        let at = join(path, "service");
+        if let Some(name) = d.string(n, &at) {
+            references.push((name.clone(), n.pos, at));
+            services.push(WeightedService { name, weight: 1 });
+        }
+    }
+    if let Some(list) = f.get("services") {
+        let at = join(path, "services");
+        for (item, item_path) in d.items(list, &at, false) {
+            let Some(g) = d.map(item, &item_path, TARGET_FIELDS_SERVICES) else {
+                continue;
+            };
+            let name = d.required(&g, "name", &item_path).and_then(|n| {
+                let p = join(&item_path, "name");
+                let name = d.string(n, &p)?;
+                references.push((name.clone(), n.pos, p));
+                Some(name)
+            });
+            let weight = match g.get("weight") {
+                Some(n) => d
+                    .int(n, &join(&item_path, "weight"), 0, 1000)
+                    .map(|w| w as u32),
+                None => Some(1),
+            };
+            if let (Some(name), Some(weight)) = (name, weight) {
+                if services.iter().any(|s: &WeightedService| s.name == name) {
+                    d.error(
+                        item.pos,
+                        &item_path,
+                        format!("service {name:?} is listed twice"),
+                    );
+                }
+                services.push(WeightedService { name, weight });
+            }
+        }
+        if services.iter().all(|s| s.weight == 0) && d.errors.len() == before {
+            d.error(list.pos, &at, "at least one service needs a weight above 0");
+        }
+    }
+    let timeout = optional(d, &f, "timeout", path, DEFAULT_UPSTREAM_TIMEOUT, duration);
+    let connect = f
+        .get("connectTimeout")
+        .map(|n| duration(d, n, &join(path, "connectTimeout")));
+    let read = f
+        .get("readTimeout")
+        .map(|n| duration(d, n, &join(path, "readTimeout")));
+    let retries = optional(d, &f, "retries", path, Retries::default(), decode_retries);
+    if d.errors.len() > before {
+        return None;
+    }
+    let mut timeouts = Timeouts::all(timeout?);
+    if let Some(c) = connect {
+        timeouts.connect = c?;
+    }
+    if let Some(r) = read {
+        timeouts.read = r?;
+    }
+    Some(UpstreamSpec {
+        upstream: RouteUpstream {
+            services,
+            timeouts,
+            retries: retries?,
+        },
+        inline,
+        references,
+    })
+}
+
+const TARGET_FIELDS_SERVICES: &[&str] = &["name", "weight"];
+
+fn decode_retries(d: &mut Decoder, node: &Node, path: &str) -> Option<Retries> {
+    let f = d.map(node, path, RETRY_FIELDS)?;
+    let max = optional(
+        d,
+        &f,
+        "maxRetries",
+        path,
+        Retries::default().max,
+        |d, n, p| d.int(n, p, 0, 10).map(|v| v as u32),
+    );
+    let on = match f.get("retryOn") {
+        None => Some(Retries::default()),
+        Some(list) => {
+            let mut r = Retries {
+                max: 0,
+                connect_failure: false,
+                statuses: Vec::new(),
+                timeout: false,
+            };
+            let before = d.errors.len();
+            for (item, at) in d.items(list, &join(path, "retryOn"), true) {
+                let Some(text) = d.scalar(item, &at, RETRY_ON) else {
+                    continue;
+                };
+                match text {
+                    "connect-failure" => r.connect_failure = true,
+                    "timeout" => r.timeout = true,
+                    code => match code.parse::<u16>() {
+                        Ok(s) if (500..=599).contains(&s) => r.statuses.push(s),
+                        _ => d.error(
+                            item.pos,
+                            &at,
+                            format!("{text:?} is not a retry condition (expected {RETRY_ON})"),
+                        ),
+                    },
+                }
+            }
+            (d.errors.len() == before).then_some(r)
+        }
+    };
+    let mut on = on?;
+    on.max = max?;
+    Some(on)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_range("200"), Some((200, 200)));
+        assert_eq!(parse_status_range("200-399"), Some((200, 399)));
+        assert_eq!(parse_status_range("399-200"), None);
+        assert_eq!(parse_status_range("700"), None);
+        assert_eq!(parse_status_range("2xx"), None);
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("catalog-v2.internal_1"));
+        assert!(!valid_name("route:x"));
+        assert!(!valid_name(""));
+    }
+}
