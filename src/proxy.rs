@@ -434,44 +434,72 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    /// Choose the service (a weighted split is decided once per request)
+    /// and the first target; a refusal (limits, no healthy target) is
+    /// answered here, keeping the client connection.
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
         let now = Instant::now();
-        if let Some(failed) = ctx.up.attempt.take() {
-            // a retry: the failed attempt's outcome is recorded
-            ctx.up.tried.push(failed.endpoint.addr);
-        }
-        let service = match &ctx.up.slot {
-            Some(slot) => slot.service().clone(),
-            None => {
-                let services = &route.services;
-                let i = match services.len() {
-                    1 => 0,
-                    _ => weighted_choice(services.iter().map(|(_, w)| *w)).unwrap_or(0),
-                };
-                let Some((service, _)) = services.get(i) else {
-                    return Error::e_explain(ErrorType::InternalError, "route without a service");
-                };
-                match service.admit_request(now) {
-                    Ok(slot) => ctx.up.slot = Some(slot),
-                    Err(why) => return Err(ctx.refuse(why)),
-                }
-                if let crate::config::model::Balance::Hash(on) = &service.config.balance {
-                    ctx.up.hash_key = hash_key(on, session.req_header(), ctx.x.client_ip);
-                }
-                service.clone()
+        let services = &route.services;
+        let i = match services.len() {
+            1 => 0,
+            _ => weighted_choice(services.iter().map(|(_, w)| *w)).unwrap_or(0),
+        };
+        let Some((service, _)) = services.get(i) else {
+            return Error::e_explain(ErrorType::InternalError, "route without a service");
+        };
+        let chosen = service.admit_request(now).map(|slot| {
+            ctx.up.slot = Some(slot);
+            if let crate::config::model::Balance::Hash(on) = &service.config.balance {
+                ctx.up.hash_key = hash_key(on, session.req_header(), ctx.x.client_ip);
             }
+        });
+        if chosen.is_ok() {
+            service.ensure_resolved().await.map_err(Error::into_up)?;
+        }
+        match chosen.and_then(|()| service.choose(ctx.up.hash_key.as_deref(), &[], now)) {
+            Ok(attempt) => {
+                ctx.up.attempt = Some(attempt);
+                Ok(true)
+            }
+            Err(why) => {
+                ctx.up.refusal = Some(why);
+                let resp = local(503, why.message())
+                    .with_header("x-flexgw-refused", why.reason())
+                    .with_header("retry-after", "1");
+                respond(session, ctx, resp, self.draining()).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
-        service.ensure_resolved().await.map_err(Error::into_up)?;
-        let attempt = match service.choose(ctx.up.hash_key.as_deref(), &ctx.up.tried, now) {
-            Ok(a) => a,
-            Err(why) => return Err(ctx.refuse(why)),
+        let Some(service) = ctx.up.slot.as_ref().map(|s| s.service().clone()) else {
+            return Error::e_explain(ErrorType::InternalError, "no service chosen");
         };
-        let peer = service.peer(&attempt, &route.config.upstream.timeouts);
+        if ctx.up.attempt.as_ref().is_some_and(|a| a.finished()) {
+            // a retry: the failed attempt (its outcome recorded) makes way
+            if let Some(failed) = ctx.up.attempt.take() {
+                ctx.up.tried.push(failed.endpoint.addr);
+            }
+        }
+        if ctx.up.attempt.is_none() {
+            let now = Instant::now();
+            match service.choose(ctx.up.hash_key.as_deref(), &ctx.up.tried, now) {
+                Ok(a) => ctx.up.attempt = Some(a),
+                Err(why) => return Err(ctx.refuse(why)),
+            }
+        }
+        let Some(attempt) = ctx.up.attempt.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no target chosen");
+        };
+        let peer = service.peer(attempt, &route.config.upstream.timeouts);
         ctx.upstream_addr = Some(attempt.endpoint.addr);
-        ctx.up.attempt = Some(attempt);
         Ok(peer)
     }
 
@@ -693,7 +721,9 @@ impl ProxyHttp for Gateway {
         };
         FailToProxy {
             error_code: status,
-            can_reuse_downstream: false,
+            // a refusal before any upstream contact leaves the client
+            // connection as good as after any local answer
+            can_reuse_downstream: ctx.up.refusal.is_some() && !ctx.close,
         }
     }
 

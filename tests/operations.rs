@@ -35,13 +35,7 @@ fn signal(pid: u32, sig: &str) {
 }
 
 fn metric(gw: &Gateway, line_start: &str) -> f64 {
-    gw.admin("/metrics")
-        .text()
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    gw.metric(line_start)
 }
 
 fn config_file(gw: &Gateway) -> std::path::PathBuf {

@@ -375,3 +375,54 @@ spec:
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+#[test]
+fn service_errors_name_line_column_and_field() {
+    let text = r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {name: g}
+spec:
+  listeners: [{name: l, port: 8080}]
+  services:
+    - name: catalog
+      targets: ["http://10.0.0.1:3000", {url: "http://10.0.0.2:3000", weight: 0}]
+      loadBalancing: hash
+    - name: catalog
+      targets: []
+      loadBalancing: fastest
+      healthCheck: {path: health, interval: 1s, timeout: 2s, expectedStatus: 2xx}
+      passiveHealthCheck: {ejectionTime: 60s, maxEjectionTime: 10s}
+      circuitBreaker: {openTime: 5s}
+  routes:
+    - id: a
+      path: /a
+      upstream: {service: catalgo}
+    - id: b
+      path: /b
+      upstream: {url: "http://x:1", service: catalog}
+    - id: c
+      path: /c
+      upstream: {services: [{name: catalog, weight: 0}], retries: {maxRetries: 20, retryOn: [sometimes]}}
+"#;
+    let (ok, err) = validate_text(text);
+    assert!(!ok);
+    for expected in [
+        "gateway.yaml:8:79: spec.services[0].targets[1].weight: expected a positive integer",
+        "gateway.yaml:9:22: spec.services[0].loadBalancing: `hash` needs `hashOn`",
+        "gateway.yaml:11:16: spec.services[1].targets: at least one target is required",
+        "gateway.yaml:12:22: spec.services[1].loadBalancing: unknown algorithm \"fastest\" (expected one of: round-robin, random, least-requests, hash)",
+        "spec.services[1].healthCheck.path: \"health\" is not a request path",
+        "spec.services[1].healthCheck.expectedStatus: \"2xx\" is not a status or range",
+        "spec.services[1].healthCheck.timeout: must not be longer than `interval`",
+        "spec.services[1].passiveHealthCheck.maxEjectionTime: must not be shorter than `ejectionTime`",
+        "spec.services[1].circuitBreaker.openTime: applies with `failureThreshold` only",
+        "gateway.yaml:19:27: spec.routes[0].upstream.service: unknown service \"catalgo\" (did you mean \"catalog\"?)",
+        "gateway.yaml:10:13: spec.services[1].name: service name \"catalog\" is already used at gateway.yaml:7:13",
+        "spec.routes[1].upstream: give one of `url`, `service` or `services`, not url and service",
+        "spec.routes[2].upstream.services: at least one service needs a weight above 0",
+        "spec.routes[2].upstream.retries.maxRetries: expected an integer from 0 to 10",
+        "spec.routes[2].upstream.retries.retryOn[0]: \"sometimes\" is not a retry condition",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -202,19 +202,20 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
     let mut services: Vec<Arc<ServiceConfig>> = Vec::new();
     let mut service_at: HashMap<String, String> = HashMap::new();
     for doc in docs {
-        for s in &doc.services {
-            if let Some(first) = service_at.get(&s.config.name) {
+        for (name, pos, path) in &doc.service_names {
+            if let Some(first) = service_at.get(name) {
                 err(
                     &doc.file,
-                    s.pos,
-                    &format!("{}.name", s.path),
-                    format!(
-                        "service name {:?} is already used at {first}",
-                        s.config.name
-                    ),
+                    *pos,
+                    path,
+                    format!("service name {name:?} is already used at {first}"),
                 );
             } else {
-                service_at.insert(s.config.name.clone(), at(doc, s.pos));
+                service_at.insert(name.clone(), at(doc, *pos));
+            }
+        }
+        for s in &doc.services {
+            if !services.iter().any(|c| c.name == s.config.name) {
                 services.push(Arc::new(s.config.clone()));
             }
         }

@@ -30,6 +30,9 @@ pub struct GatewayDoc {
     pub policies: Vec<PolicySpec>,
     /// `spec.services`: upstream services any route may name.
     pub services: Vec<ServiceSpec>,
+    /// Every service name written (name, position, field path), also of
+    /// services that have other errors.
+    pub service_names: Vec<(String, Pos, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +125,7 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
         server: None,
         policies: Vec::new(),
         services: Vec::new(),
+        service_names: Vec::new(),
     };
     if let Some(meta) = d.required(&fields, "metadata", "") {
         decode_metadata(d, meta, &mut out);
@@ -155,7 +159,7 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
     }
     if let Some(list) = spec.get("services") {
         for (item, at) in d.items(list, "spec.services", false) {
-            if let Some(s) = decode_service(d, item, &at) {
+            if let Some(s) = decode_service(d, item, &at, &mut out.service_names) {
                 out.services.push(s);
             }
         }

@@ -114,7 +114,15 @@ fn duration(d: &mut Decoder, n: &Node, path: &str) -> Option<Duration> {
     d.duration(n, path, false)
 }
 
-pub fn decode_service(d: &mut Decoder, node: &Node, path: &str) -> Option<ServiceSpec> {
+/// A declared service; `names` gets its name (with position and field
+/// path) even when other fields have errors, so references to it and
+/// duplicates are checked in the same run.
+pub fn decode_service(
+    d: &mut Decoder,
+    node: &Node,
+    path: &str,
+    names: &mut Vec<(String, Pos, String)>,
+) -> Option<ServiceSpec> {
     let f = d.map(node, path, SERVICE_FIELDS)?;
     let before = d.errors.len();
     let name = d.required(&f, "name", path).and_then(|n| {
@@ -128,6 +136,7 @@ pub fn decode_service(d: &mut Decoder, node: &Node, path: &str) -> Option<Servic
             );
             return None;
         }
+        names.push((name.clone(), n.pos, at));
         Some(name)
     });
     let mut targets = Vec::new();

@@ -784,6 +784,11 @@ impl Attempt {
         self.service.target(&self.endpoint)
     }
 
+    /// Its outcome was recorded.
+    pub fn finished(&self) -> bool {
+        self.recorded
+    }
+
     /// The connection is set up (new or reused).
     pub fn connected(&mut self) {
         if !self.connected {

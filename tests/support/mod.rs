@@ -156,6 +156,18 @@ impl Gateway {
         Client::connect(self.port)
     }
 
+    /// The value of the first metrics line starting with `line_start`
+    /// (0 when there is none).
+    pub fn metric(&self, line_start: &str) -> f64 {
+        self.admin("/metrics")
+            .text()
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// `GET` on the admin listener, on a fresh connection.
     pub fn admin(&self, path: &str) -> Response {
         Client::connect(self.admin_port).get(path)
@@ -568,36 +580,97 @@ pub enum Reply {
 pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
 
 /// A real HTTP/1.1 server on loopback, thread per connection, that records
-/// what it receives and counts accepted connections.
+/// what it receives and counts accepted connections. [`Backend::stop`]
+/// closes it (connections refused, open ones cut); [`Backend::restart`]
+/// brings it back on the same port.
 pub struct Backend {
     pub port: u16,
     pub connections: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    handler: Handler,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Backend {
     pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let port = listener.local_addr().expect("addr").port();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let handler: Handler = Arc::new(handler);
-        let (c, s) = (connections.clone(), seen.clone());
-        std::thread::spawn(move || {
+        let b = Backend {
+            port,
+            connections: Arc::new(AtomicUsize::new(0)),
+            seen: Arc::new(Mutex::new(Vec::new())),
+            handler: Arc::new(handler),
+            running: Mutex::new(None),
+        };
+        b.serve_on(listener);
+        b
+    }
+
+    fn serve_on(&self, listener: TcpListener) {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (c, s, h) = (
+            self.connections.clone(),
+            self.seen.clone(),
+            self.handler.clone(),
+        );
+        let (st, ss) = (stop.clone(), streams.clone());
+        let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    return; // the listener closes here
+                }
                 let Ok(stream) = stream else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (s, h) = (s.clone(), handler.clone());
+                if let Ok(clone) = stream.try_clone() {
+                    ss.lock().expect("lock").push(clone);
+                }
+                let (s, h) = (s.clone(), h.clone());
                 std::thread::spawn(move || {
                     let _ = serve(stream, &s, &h);
                 });
             }
         });
-        Backend {
-            port,
-            connections,
-            seen,
+        *self.running.lock().expect("lock") = Some(Running {
+            stop,
+            streams,
+            thread,
+        });
+    }
+
+    /// Stop listening and cut every open connection.
+    pub fn stop(&self) {
+        let Some(r) = self.running.lock().expect("lock").take() else {
+            return;
+        };
+        r.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wake accept
+        let _ = r.thread.join();
+        for s in r.streams.lock().expect("lock").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
         }
+    }
+
+    /// Listen again on the same port.
+    pub fn restart(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot listen on {} again: {e}", self.port),
+            }
+        };
+        self.serve_on(listener);
     }
 
     /// Answers every request with `{"ok":true,"path":...}`.
