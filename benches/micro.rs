@@ -11,7 +11,8 @@ use flex_gateway::exchange::Exchange;
 use flex_gateway::ops::metrics::Metrics;
 use flex_gateway::path::normalize;
 use flex_gateway::policy::jwt::Jwt;
-use flex_gateway::policy::rate_limit::{Config as RateLimitConfig, RateLimiter};
+use flex_gateway::policy::rate_limit::window::Limit;
+use flex_gateway::policy::rate_limit::{Config as RateLimitConfig, KeySource, RateLimiter};
 use flex_gateway::policy::PolicyConfig;
 use flex_gateway::response::error_body;
 use flex_gateway::router::{Match, Router};
@@ -20,7 +21,6 @@ use http::Method;
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// `n` routes: half exact (`/svc/rNNNN/status`), half wildcard (`/svc/rNNNN/*`).
 fn routes(n: usize) -> Vec<Arc<Route>> {
@@ -81,12 +81,37 @@ fn path_normalisation(c: &mut Criterion) {
 }
 
 fn rate_limit(c: &mut Criterion) {
-    let limiter = RateLimiter::new(&RateLimitConfig {
-        max_requests: u64::MAX / 2,
-        period: Duration::from_secs(60),
-    });
+    let config = |key| RateLimitConfig {
+        limits: vec![Limit {
+            max: u64::MAX / 2,
+            period_ms: 60_000,
+        }],
+        key,
+        max_keys: 100_000,
+        expose_headers: true,
+        clusterizable: false,
+        fail_open: true,
+        scope: "bench".into(),
+        redis: None,
+    };
+    let limiter = RateLimiter::new(&config(None));
     c.bench_function("rate_limit_check", |b| {
-        b.iter(|| black_box(limiter.check()))
+        b.iter(|| black_box(limiter.check_local(b"all", 1_000)))
+    });
+    // one of 100,000 client keys per request (the map full of live keys)
+    let per_client = RateLimiter::new(&config(Some(KeySource::ClientIp)));
+    let keys: Vec<Vec<u8>> = (0..100_000u32)
+        .map(|i| format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255).into_bytes())
+        .collect();
+    for k in &keys {
+        per_client.check_local(k, 1_000);
+    }
+    let mut i = 0;
+    c.bench_function("rate_limit_check_100k_keys", |b| {
+        b.iter(|| {
+            i = (i + 7919) % keys.len();
+            black_box(per_client.check_local(&keys[i], 1_000))
+        })
     });
 }
 

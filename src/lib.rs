@@ -19,4 +19,5 @@ pub mod response;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod upstream;

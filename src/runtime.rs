@@ -283,7 +283,7 @@ mod tests {
     use super::*;
     use crate::config::load_str;
 
-    const CONF: &str = "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  listeners: [{name: l, port: 9000}]\n  routes:\n    - id: limited\n      path: /a\n      upstream: {url: \"http://127.0.0.1:1\"}\n      policies:\n        - rate-limiting: {maxRequests: MAX, period: 60}\n";
+    const CONF: &str = "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  listeners: [{name: l, port: 9000}]\n  routes:\n    - id: limited\n      path: /a\n      upstream: {url: \"http://127.0.0.1:1\"}\n      policies:\n        - rate-limiting: {maxRequests: MAX, period: 1h}\n";
 
     fn snap(max: u32, previous: Option<&Snapshot>) -> Snapshot {
         let c = load_str("t.yaml", &CONF.replace("MAX", &max.to_string())).expect("valid");

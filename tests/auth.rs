@@ -208,6 +208,7 @@ fn secrets_never_show_in_logs_or_config() {
 
 #[test]
 fn auth_before_rate_limit_spends_no_quota_and_headers_reach_local_responses() {
+    fresh_window(Duration::from_secs(60), Duration::from_secs(15));
     let backend = Backend::echo();
     let url = backend.url();
     // document-level rate limit (one counter for the whole document) and a
@@ -280,6 +281,7 @@ fn auth_before_rate_limit_spends_no_quota_and_headers_reach_local_responses() {
 
 #[test]
 fn a_document_level_limit_is_one_counter_for_all_its_routes() {
+    fresh_window(Duration::from_secs(60), Duration::from_secs(15));
     let backend = Backend::echo();
     let url = backend.url();
     let config = config_with(

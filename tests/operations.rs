@@ -127,6 +127,7 @@ fn admin_probes_metrics_and_config() {
 
 #[test]
 fn reload_by_file_change_and_sighup_keeps_counters_and_rejects_broken_config() {
+    fresh_window(Duration::from_secs(60), Duration::from_secs(30));
     let backend = Backend::echo();
     let gw = Gateway::start(&routes(&backend.url(), ""));
     gw.wait_ready();

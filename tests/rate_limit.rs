@@ -1,6 +1,7 @@
 //! The rate-limiting policy as a client sees it.
 
 mod support;
+use std::time::Duration;
 use support::*;
 
 fn limited(backend: &Backend, max: u32, period: &str) -> String {
@@ -25,6 +26,7 @@ fn limited(backend: &Backend, max: u32, period: &str) -> String {
 
 #[test]
 fn exactly_max_requests_succeed_per_window() {
+    fresh_window(Duration::from_secs(60), Duration::from_secs(15));
     let backend = Backend::echo();
     let gw = Gateway::start(&limited(&backend, 100, "60"));
     let mut c = gw.connect();
@@ -93,4 +95,147 @@ fn the_window_resets() {
     wait_until(std::time::Duration::from_secs(5), "a new window", || {
         c.get("/health").status == 200
     });
+}
+
+/// Routes with per-client limits (`key`), several limits in one policy,
+/// and optionally Redis as shared storage.
+fn keyed(backend: &Backend, redis: Option<&str>) -> String {
+    let config = config_with_routes(&format!(
+        r#"    - id: per-tenant
+      path: /t/*
+      upstream: {{url: "{0}"}}
+      policies:
+        - rate-limiting: {{maxRequests: 2, period: 10m, key: "header:X-Tenant"}}
+    - id: two-limits
+      path: /two
+      upstream: {{url: "{0}"}}
+      policies:
+        - rate-limiting:
+            key: client-ip
+            limits:
+              - {{maxRequests: 3, period: 1s}}
+              - {{maxRequests: 5, period: 10m}}
+    - id: shared-open
+      path: /open/*
+      upstream: {{url: "{0}"}}
+      policies:
+        - rate-limiting: {{maxRequests: 4, period: 10m, key: "header:X-Key"}}
+    - id: shared-closed
+      path: /closed/*
+      upstream: {{url: "{0}"}}
+      policies:
+        - rate-limiting: {{maxRequests: 4, period: 10m, key: "header:X-Key", failOpen: false}}"#,
+        backend.url()
+    ));
+    match redis {
+        None => config,
+        Some(addr) => with_server_settings(
+            &config,
+            &[&format!(
+                "sharedStorage: {{redis: {{address: \"{addr}\", timeout: 300ms}}}}"
+            )],
+        ),
+    }
+}
+
+#[test]
+fn ten_thousand_client_keys_each_get_their_own_exact_quota() {
+    fresh_window(Duration::from_secs(600), Duration::from_secs(60));
+    let backend = Backend::echo();
+    let gw = Gateway::start(&keyed(&backend, None));
+    let mut c = gw.connect();
+    for t in 0..10_000 {
+        let tenant = format!("tenant-{t}");
+        let h = [("x-tenant", tenant.as_str())];
+        for expected in [200, 200, 429] {
+            let r = c.request("GET", "/t/x", &h, b"");
+            assert_eq!(r.status, expected, "{tenant}");
+        }
+    }
+    assert_eq!(backend.count(), 20_000);
+    // no key: counted under the client IP, like any other key
+    assert_eq!(c.get("/t/y").status, 200);
+    assert_eq!(c.get("/t/y").status, 200);
+    assert_eq!(c.get("/t/y").status, 429);
+}
+
+#[test]
+fn every_limit_of_a_policy_must_pass() {
+    fresh_window(Duration::from_secs(600), Duration::from_secs(30));
+    let backend = Backend::echo();
+    let gw = Gateway::start(&keyed(&backend, None));
+    let mut c = gw.connect();
+    // the per-second limit: 3 in one second (poll into a fresh second first)
+    fresh_window(Duration::from_secs(1), Duration::from_millis(500));
+    let statuses: Vec<u16> = (0..4).map(|_| c.get("/two").status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let r = c.get("/two");
+    assert_eq!(r.header("x-ratelimit-limit"), Some("3"));
+    // the next seconds: two more fit the 10-minute limit of 5, then it refuses
+    let mut ok = 0;
+    wait_until(Duration::from_secs(5), "two more in later seconds", || {
+        if c.get("/two").status == 200 {
+            ok += 1;
+        }
+        ok == 2
+    });
+    fresh_window(Duration::from_secs(1), Duration::from_millis(500));
+    let r = c.get("/two");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
+    assert_eq!(backend.count(), 5);
+}
+
+/// Send alternately to two gateways; how many were allowed.
+fn alternate(a: &mut Client, b: &mut Client, path: &str, key: &str, n: usize) -> usize {
+    (0..n)
+        .filter(|i| {
+            let c = if i % 2 == 0 { &mut *a } else { &mut *b };
+            c.request("GET", path, &[("x-key", key)], b"").status == 200
+        })
+        .count()
+}
+
+#[test]
+fn two_gateways_share_a_limit_through_redis_and_survive_its_loss() {
+    fresh_window(Duration::from_secs(600), Duration::from_secs(90));
+    let mut redis = RedisServer::start();
+    let backend = Backend::echo();
+    let config = keyed(&backend, Some(&redis.address()));
+    let (g1, g2) = (Gateway::start(&config), Gateway::start(&config));
+    let (mut a, mut b) = (g1.connect(), g2.connect());
+
+    // 4 allowed in total, not 4 per process
+    assert_eq!(alternate(&mut a, &mut b, "/open/x", "k1", 10), 4);
+    assert_eq!(alternate(&mut a, &mut b, "/closed/x", "k1", 10), 4);
+    let r = a.request("GET", "/open/x", &[("x-key", "k1")], b"");
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+
+    // Redis gone: fail-open counts locally (each process its own 4);
+    // fail-closed answers 503
+    redis.kill();
+    let r = a.request("GET", "/closed/x", &[("x-key", "k2")], b"");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["status"], 503);
+    let local = (0..6)
+        .filter(|_| a.request("GET", "/open/x", &[("x-key", "k2")], b"").status == 200)
+        .count();
+    assert_eq!(local, 4, "counted locally while Redis is down");
+    assert!(g1.metric("flexgw_shared_storage_errors_total") >= 1.0);
+    assert_eq!(g1.connect().get("/live-check-unrouted").status, 404);
+
+    // Redis back (empty): shared counting resumes by itself
+    redis.restart();
+    let mut n = 0;
+    wait_until(Duration::from_secs(10), "shared counting again", || {
+        n += 1;
+        let key = format!("probe-{n}");
+        let h = [("x-key", key.as_str())];
+        a.request("GET", "/closed/x", &h, b"").status == 200
+            && b.request("GET", "/closed/x", &h, b"")
+                .header("x-ratelimit-remaining")
+                == Some("2")
+    });
+    assert_eq!(alternate(&mut a, &mut b, "/open/x", "k3", 10), 4);
+    assert_eq!(alternate(&mut a, &mut b, "/closed/x", "k3", 10), 4);
 }

@@ -248,6 +248,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
         }
     }
 
+    let shared_storage = server.as_ref().and_then(|(s, _)| s.shared_storage.clone());
     let server_limits = server
         .as_ref()
         .map_or_else(ClientLimits::default, |(s, _)| s.limits);
@@ -302,6 +303,13 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
             // document-level policies first, then the route's; `order` decides
             let mut policies: Vec<PolicySpec> =
                 doc.policies.iter().chain(&r.policies).cloned().collect();
+            for p in &mut policies {
+                let scope = match &p.document {
+                    Some(g) => format!("gateway:{g}"),
+                    None => format!("route:{}", r.id),
+                };
+                p.config.bind(&scope, shared_storage.as_ref());
+            }
             policies.sort_by_key(|p| p.sort_key());
             let route = Arc::new(Route {
                 id: r.id.clone(),

@@ -409,6 +409,8 @@ pub struct ServerSettings {
     pub max_requests_in_flight: usize,
     /// Default client limits of every listener.
     pub limits: ClientLimits,
+    /// `sharedStorage.redis`: where cluster-wide counters live.
+    pub shared_storage: Option<crate::store::RedisSettings>,
 }
 
 pub const DEFAULT_ADMIN: SocketAddr =
@@ -434,6 +436,7 @@ impl Default for ServerSettings {
             max_body_size: None,
             max_requests_in_flight: 10_000,
             limits: ClientLimits::default(),
+            shared_storage: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::decode::{join, Decoder, Fields};
 use super::model::{LimitSettings, ServerSettings};
 use super::yaml::Node;
+use crate::store::RedisSettings;
 use std::path::PathBuf;
 
 const SERVER_FIELDS: &[&str] = &[
@@ -23,7 +24,10 @@ const SERVER_FIELDS: &[&str] = &[
     "maxBodySize",
     "maxRequestsInFlight",
     "limits",
+    "sharedStorage",
 ];
+const STORAGE_FIELDS: &[&str] = &["redis"];
+const REDIS_FIELDS: &[&str] = &["address", "username", "password", "db", "tls", "timeout"];
 const LIMIT_FIELDS: &[&str] = &[
     "maxHeaderSize",
     "maxHeaders",
@@ -132,6 +136,9 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
             s.limits = l.over(s.limits);
         }
     }
+    if let Some(n) = f.get("sharedStorage") {
+        s.shared_storage = decode_storage(d, n, &join(path, "sharedStorage"));
+    }
     if let Some(n) = f.get("trustedProxies") {
         let field = join(path, "trustedProxies");
         let nets = d.parsed_list(
@@ -143,6 +150,67 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
         s.trusted_proxies = crate::ipset::IpSet::new(nets);
     }
     (d.errors.len() == before).then_some(s)
+}
+
+/// `sharedStorage: {redis: {...}}`: the Redis server that gateway
+/// processes share state through (`${ENV}` and `file:` references allowed,
+/// as in policies).
+fn decode_storage(d: &mut Decoder, node: &Node, path: &str) -> Option<RedisSettings> {
+    let node = d.resolve_references(node, path);
+    let f = d.map(&node, path, STORAGE_FIELDS)?;
+    let rpath = join(path, "redis");
+    let r = d.required(&f, "redis", path)?;
+    let g = d.map(r, &rpath, REDIS_FIELDS)?;
+    let before = d.errors.len();
+    let address = d.required(&g, "address", &rpath).and_then(|n| {
+        let field = join(&rpath, "address");
+        let text = d.string(n, &field)?;
+        let bare = text
+            .strip_prefix("redis://")
+            .or_else(|| text.strip_prefix("rediss://"))
+            .unwrap_or(&text)
+            .trim_end_matches('/');
+        let ok = bare
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            d.error(
+                n.pos,
+                &field,
+                format!("{text:?} is not host:port (example: 127.0.0.1:6379)"),
+            );
+            return None;
+        }
+        Some((bare.to_string(), text.starts_with("rediss://")))
+    });
+    let text =
+        |d: &mut Decoder, key: &str| g.get(key).and_then(|n| d.string(n, &join(&rpath, key)));
+    let username = text(d, "username");
+    let password = text(d, "password");
+    let db = match g.get("db") {
+        Some(n) => d.int(n, &join(&rpath, "db"), 0, 1 << 20),
+        None => Some(0),
+    };
+    let tls = match g.get("tls") {
+        Some(n) => d.bool(n, &join(&rpath, "tls")),
+        None => Some(false),
+    };
+    let timeout = match g.get("timeout") {
+        Some(n) => d.duration(n, &join(&rpath, "timeout"), false),
+        None => Some(std::time::Duration::from_millis(500)),
+    };
+    if d.errors.len() > before {
+        return None;
+    }
+    let (address, rediss) = address?;
+    Some(RedisSettings {
+        address,
+        username,
+        password,
+        db: db?,
+        tls: tls? || rediss,
+        timeout: timeout?,
+    })
 }
 
 /// `limits:` of `spec.server` or of a listener (README, "Security defaults").

@@ -242,6 +242,11 @@ impl Metrics {
             "The active health checks' verdict (1 healthy), by service and target",
             upstream.target_healthy.clone(),
         );
+        registry.register(
+            "shared_storage_errors",
+            "Calls to the shared storage (Redis) that failed or timed out",
+            crate::store::ERRORS.clone(),
+        );
         Metrics {
             upstream,
             registry,

@@ -201,5 +201,17 @@ policies! {
     "cors" => Cors(cors),
 }
 
+impl PolicyConfig {
+    /// What a policy learns when the configuration is assembled: who owns
+    /// its instance (`route:<id>` or `gateway:<name>`: names its shared
+    /// state, the same in every process) and the server's shared storage.
+    pub fn bind(&mut self, scope: &str, redis: Option<&crate::store::RedisSettings>) {
+        if let PolicyConfig::RateLimit(c) = self {
+            c.scope = scope.to_string();
+            c.redis = redis.cloned();
+        }
+    }
+}
+
 /// Shown instead of a secret in `/config`.
 pub const REDACTED: &str = "<redacted>";

@@ -69,6 +69,21 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Rate-limit windows are aligned to the Unix clock (every gateway process
+/// agrees on them): a test that needs `needed` of one `period` window
+/// waits for the next window when the current one ends sooner.
+pub fn fresh_window(period: Duration, needed: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let period_ms = period.as_millis() as u64;
+    let left = period_ms - now % period_ms;
+    if left < needed.as_millis() as u64 {
+        std::thread::sleep(Duration::from_millis(left + 50));
+    }
+}
+
 /// A running gateway process.
 pub struct Gateway {
     pub child: Child,
@@ -832,4 +847,66 @@ spec:
       address: "127.0.0.1:{{admin}}"
 "#
     )
+}
+
+// ─── Redis ──────────────────────────────────────────────────────────────
+
+/// A real `redis-server` on a free loopback port (no persistence), killed
+/// on drop. `.ci/deps redis-server` installs it.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    /// Start it (again) on its port, and wait until it accepts.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (install it with .ci/deps redis-server)");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(10), "redis-server accepts", || {
+            port_open(self.port)
+        });
+    }
+
+    /// Kill it (SIGKILL: as a crash looks).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

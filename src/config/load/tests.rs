@@ -37,8 +37,17 @@ fn seed_file_gives_the_expected_model() {
         health.policies,
         vec![PolicySpec {
             config: PolicyConfig::RateLimit(rate_limit::Config {
-                max_requests: 100,
-                period: Duration::from_secs(60)
+                limits: vec![rate_limit::window::Limit {
+                    max: 100,
+                    period_ms: 60_000
+                }],
+                key: None,
+                max_keys: 100_000,
+                expose_headers: true,
+                clusterizable: true,
+                fail_open: true,
+                scope: "route:health-check".into(),
+                redis: None,
             }),
             order: 50,
             document: None,

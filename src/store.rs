@@ -1,0 +1,155 @@
+//! Shared storage: a Redis server through which several gateway processes
+//! share state (today the rate-limit counters). One connection (redis-rs's
+//! `ConnectionManager`: multiplexed, pipelined, reconnecting by itself) per
+//! configured server, shared by every policy that uses it and kept across
+//! reloads while the settings are unchanged.
+//!
+//! Every call has a deadline (`timeout`). After a failure the store is
+//! considered down for one second: calls fail at once instead of each
+//! waiting on a dead server, then the next call tries again. Failures are
+//! counted in `flexgw_shared_storage_errors_total` and logged at most once
+//! a minute.
+
+use prometheus_client::metrics::counter::Counter;
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+/// `spec.server.sharedStorage.redis`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RedisSettings {
+    /// `host:port`.
+    pub address: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: i64,
+    pub tls: bool,
+    /// Deadline of one call (connect included).
+    pub timeout: Duration,
+}
+
+impl RedisSettings {
+    fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{}/{}", self.address, self.db)
+    }
+}
+
+/// Calls that failed (unreachable, timed out, refused).
+pub static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+pub struct Redis {
+    settings: RedisSettings,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    down_until: Mutex<Option<Instant>>,
+    last_log: Mutex<Option<Instant>>,
+}
+
+const DOWN_FOR: Duration = Duration::from_secs(1);
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The store for these settings: one per distinct settings in the process.
+pub fn redis(settings: &RedisSettings) -> Arc<Redis> {
+    static ALL: LazyLock<Mutex<HashMap<RedisSettings, Arc<Redis>>>> =
+        LazyLock::new(Default::default);
+    let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
+    all.entry(settings.clone())
+        .or_insert_with(|| {
+            Arc::new(Redis {
+                settings: settings.clone(),
+                conn: tokio::sync::Mutex::new(None),
+                down_until: Mutex::new(None),
+                last_log: Mutex::new(None),
+            })
+        })
+        .clone()
+}
+
+impl Redis {
+    pub fn address(&self) -> &str {
+        &self.settings.address
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, String> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut info: redis::ConnectionInfo = self
+            .settings
+            .url()
+            .as_str()
+            .parse::<redis::ConnectionInfo>()
+            .map_err(|e| e.to_string())?;
+        let mut redis_info = info.redis_settings().clone();
+        if let Some(u) = &self.settings.username {
+            redis_info = redis_info.set_username(u);
+        }
+        if let Some(p) = &self.settings.password {
+            redis_info = redis_info.set_password(p);
+        }
+        info = info.set_redis_settings(redis_info);
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.settings.timeout))
+            .set_response_timeout(Some(self.settings.timeout))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| e.to_string())?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Run `script` with `keys` and `args`, within the deadline.
+    pub async fn eval(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[u64],
+    ) -> Result<Vec<i64>, String> {
+        if self
+            .down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| Instant::now() < t)
+        {
+            return Err(format!("Redis at {} is unreachable", self.settings.address));
+        }
+        let call = async {
+            let mut conn = self.connection().await?;
+            let mut inv = script.prepare_invoke();
+            for k in keys {
+                inv.key(k);
+            }
+            for a in args {
+                inv.arg(*a);
+            }
+            inv.invoke_async::<Vec<i64>>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let result = match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no answer within {}ms",
+                self.settings.timeout.as_millis()
+            )),
+        };
+        if let Err(why) = &result {
+            ERRORS.inc();
+            let now = Instant::now();
+            *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(now + DOWN_FOR);
+            let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
+                *last = Some(now);
+                log::warn!(
+                    "shared storage: Redis at {}: {why} (logged at most once a minute)",
+                    self.settings.address
+                );
+            }
+        }
+        result
+    }
+}
