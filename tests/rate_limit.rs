@@ -239,3 +239,55 @@ fn two_gateways_share_a_limit_through_redis_and_survive_its_loss() {
     assert_eq!(alternate(&mut a, &mut b, "/open/x", "k3", 10), 4);
     assert_eq!(alternate(&mut a, &mut b, "/closed/x", "k3", 10), 4);
 }
+
+#[test]
+fn spike_control_delays_a_burst_up_to_its_queue() {
+    let backend = Backend::echo();
+    let gw = Gateway::start(&config_with_routes(&format!(
+        r#"    - id: smooth
+      path: /s
+      upstream: {{url: "{}"}}
+      policies:
+        - spike-control: {{maxRequests: 5, period: 1s, delay: 1s, delayAttempts: 3, queueLimit: 10}}"#,
+        backend.url()
+    )));
+    let port = gw.port;
+    let started = std::time::Instant::now();
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let r = Client::connect(port).get("/s");
+                (
+                    r.status,
+                    started.elapsed(),
+                    r.header("retry-after").map(str::to_string),
+                )
+            })
+        })
+        .collect();
+    let results: Vec<_> = burst.into_iter().map(|t| t.join().unwrap()).collect();
+    let passed: Vec<Duration> = results.iter().filter(|r| r.0 == 200).map(|r| r.1).collect();
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    // 5 at once, 10 queued and delayed (not refused), 5 over the queue
+    assert_eq!(passed.len(), 15, "{results:?}");
+    assert_eq!(refused.len(), 5, "{results:?}");
+    let delayed = passed
+        .iter()
+        .filter(|d| **d >= Duration::from_millis(900))
+        .count();
+    assert_eq!(delayed, 10, "{results:?}");
+    for r in &refused {
+        assert!(
+            r.1 < Duration::from_millis(900),
+            "the full queue refuses at once"
+        );
+        assert!(r.2.is_some());
+    }
+    assert_eq!(backend.count(), 15);
+    // never more than 5 passed in any second: the rate holds
+    let mut times = passed.clone();
+    times.sort();
+    for w in times.windows(6) {
+        assert!(w[5] - w[0] >= Duration::from_millis(900), "{times:?}");
+    }
+}

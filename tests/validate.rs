@@ -426,3 +426,40 @@ spec:
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+#[test]
+fn rate_limit_spike_and_storage_errors() {
+    let text = r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {name: g}
+spec:
+  listeners: [{name: l, port: 8080}]
+  routes:
+    - id: a
+      path: /a
+      upstream: {url: "http://127.0.0.1:1"}
+      policies:
+        - rate-limiting: {maxRequests: 1, period: 1s, limits: [], key: "cookie:x"}
+        - spike-control: {maxRequests: 0, queueLimit: -1}
+    - id: b
+      path: /b
+      upstream: {url: "http://127.0.0.1:1"}
+      policies:
+        - rate-limiting: {limits: [{maxRequests: 5, period: 10ms}]}
+  server:
+    sharedStorage: {redis: {address: "localhost", db: x}}
+"#;
+    let (ok, err) = validate_text(text);
+    assert!(!ok);
+    for expected in [
+        "spec.routes[0].policies[0].rate-limiting.limits: give either maxRequests and period, or limits, not both",
+        "spec.routes[0].policies[0].rate-limiting.key: \"cookie:x\" is not a rate-limit key (expected client-ip, header:NAME, query:NAME, consumer or claim:NAME)",
+        "spec.routes[0].policies[1].spike-control.maxRequests: expected a positive integer",
+        "spec.routes[0].policies[1].spike-control.queueLimit: expected an integer from 0 to 100000",
+        "spec.routes[1].policies[0].rate-limiting.limits[0].period: the period must be at least 100ms",
+        "spec.server.sharedStorage.redis.address: \"localhost\" is not host:port",
+        "spec.server.sharedStorage.redis.db: expected an integer",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

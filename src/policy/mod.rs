@@ -35,6 +35,7 @@ pub mod ip_filter;
 pub mod jwt;
 pub mod path_rewrite;
 pub mod rate_limit;
+pub mod spike;
 
 use crate::config::decode::Decoder;
 use crate::config::yaml::Node;
@@ -189,6 +190,7 @@ macro_rules! policies {
 
 policies! {
     "rate-limiting" => RateLimit(rate_limit),
+    "spike-control" => SpikeControl(spike),
     "http-basic-authentication" => BasicAuth(basic_auth),
     "api-key" => ApiKey(api_key),
     "jwt-validation" => Jwt(jwt),
