@@ -87,6 +87,25 @@ struct Upstreaming {
     hash_key: Option<Vec<u8>>,
     /// Why the request got 503 without reaching a target.
     refusal: Option<Refusal>,
+    /// The route's `requestTimeout` runs out then.
+    deadline: Option<Instant>,
+}
+
+impl Upstreaming {
+    /// What is left of the request timeout (zero when it ran out).
+    fn left(&self) -> Option<std::time::Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// The route's `requestTimeout` ran out.
+fn request_timeout() -> Box<Error> {
+    Error::explain(
+        ErrorType::ReadTimedout,
+        "the route's requestTimeout ran out",
+    )
+    .into_up()
 }
 
 impl Ctx {
@@ -272,7 +291,9 @@ impl Ctx {
         let Some(attempt) = &self.up.attempt else {
             return false;
         };
-        if self.up.retries >= route.config.upstream.retries.max {
+        if self.up.retries >= route.config.upstream.retries.max
+            || self.up.left().is_some_and(|l| l.is_zero())
+        {
             return false;
         }
         match attempt.service().try_retry(Instant::now()) {
@@ -442,6 +463,7 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
         let now = Instant::now();
+        ctx.up.deadline = route.config.upstream.timeouts.request.map(|t| now + t);
         let services = &route.services;
         let i = match services.len() {
             1 => 0,
@@ -498,7 +520,11 @@ impl ProxyHttp for Gateway {
         let Some(attempt) = ctx.up.attempt.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no target chosen");
         };
-        let peer = service.peer(attempt, &route.config.upstream.timeouts);
+        let left = ctx.up.left();
+        if left.is_some_and(|l| l.is_zero()) {
+            return Err(request_timeout());
+        }
+        let peer = service.peer(attempt, &route.config.upstream.timeouts.within(left));
         ctx.upstream_addr = Some(attempt.endpoint.addr);
         Ok(peer)
     }
@@ -670,6 +696,19 @@ impl ProxyHttp for Gateway {
             return Err(e.into_up());
         }
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if !end_of_stream && ctx.up.left().is_some_and(|l| l.is_zero()) {
+            return Err(request_timeout());
+        }
+        Ok(None)
     }
 
     async fn response_filter(

@@ -484,3 +484,46 @@ fn passive_checks_eject_a_failing_target() {
         1.0
     );
 }
+
+#[test]
+fn the_request_timeout_bounds_every_attempt_together() {
+    let slow = || {
+        Backend::start(|_| {
+            Reply::Delayed(
+                Duration::from_secs(3),
+                Box::new(Reply::Json(200, "{}".into())),
+            )
+        })
+    };
+    let (a, b) = (slow(), slow());
+    let gw = Gateway::start(&config(
+        &format!(
+            "    - name: slow\n      targets: [\"{}\", \"{}\"]",
+            a.url(),
+            b.url()
+        ),
+        r#"    - id: bounded
+      path: /bounded
+      upstream: {service: slow, readTimeout: 500ms, requestTimeout: 800ms, retries: {maxRetries: 5}}
+    - id: per-read
+      path: /per-read
+      upstream: {service: slow, readTimeout: 500ms, retries: {maxRetries: 1}}"#,
+    ));
+    let started = Instant::now();
+    let r = gw.connect().get("/bounded");
+    let took = started.elapsed();
+    assert_eq!(r.status, 504);
+    assert!(
+        took >= Duration::from_millis(750) && took < Duration::from_millis(1500),
+        "two attempts of 500ms cut at 800ms in all, took {took:?}"
+    );
+    assert_eq!(a.count() + b.count(), 2, "the second attempt was cut short");
+    // without a request timeout each attempt gets its read timeout
+    let started = Instant::now();
+    assert_eq!(gw.connect().get("/per-read").status, 504);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(950),
+        "two attempts of 500ms: {took:?}"
+    );
+}

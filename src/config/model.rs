@@ -206,6 +206,11 @@ pub struct Timeouts {
     pub read: Duration,
     /// The longest wait for a write of the request to the upstream.
     pub write: Duration,
+    /// The whole exchange with the upstream, retries included, from the
+    /// first attempt: 504 before the response starts; a response still
+    /// streaming past it is cut (checked as its body arrives, so a stalled
+    /// body is cut within `read`).
+    pub request: Option<Duration>,
 }
 
 impl Timeouts {
@@ -214,6 +219,21 @@ impl Timeouts {
             connect: t,
             read: t,
             write: t,
+            request: None,
+        }
+    }
+
+    /// These timeouts for an attempt starting with `left` of the request
+    /// timeout to go.
+    pub fn within(&self, left: Option<Duration>) -> Timeouts {
+        match left {
+            None => *self,
+            Some(left) => Timeouts {
+                connect: self.connect.min(left),
+                read: self.read.min(left),
+                write: self.write.min(left),
+                request: self.request,
+            },
         }
     }
 }

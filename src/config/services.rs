@@ -68,6 +68,7 @@ const UPSTREAM_FIELDS: &[&str] = &[
     "timeout",
     "connectTimeout",
     "readTimeout",
+    "requestTimeout",
     "retries",
 ];
 const RETRY_FIELDS: &[&str] = &["maxRetries", "retryOn"];
@@ -529,6 +530,9 @@ pub fn decode_route_upstream(
     let read = f
         .get("readTimeout")
         .map(|n| duration(d, n, &join(path, "readTimeout")));
+    let request = f
+        .get("requestTimeout")
+        .map(|n| duration(d, n, &join(path, "requestTimeout")));
     let retries = optional(d, &f, "retries", path, Retries::default(), decode_retries);
     if d.errors.len() > before {
         return None;
@@ -539,6 +543,9 @@ pub fn decode_route_upstream(
     }
     if let Some(r) = read {
         timeouts.read = r?;
+    }
+    if let Some(r) = request {
+        timeouts.request = Some(r?);
     }
     Some(UpstreamSpec {
         upstream: RouteUpstream {

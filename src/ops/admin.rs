@@ -94,6 +94,7 @@ fn config_tree(c: &Config) -> Value {
                             "connectTimeoutMs": r.upstream.timeouts.connect.as_millis() as u64,
                             "readTimeoutMs": r.upstream.timeouts.read.as_millis() as u64,
                             "writeTimeoutMs": r.upstream.timeouts.write.as_millis() as u64,
+                            "requestTimeoutMs": r.upstream.timeouts.request.map(|t| t.as_millis() as u64),
                             "retries": {
                                 "maxRetries": r.upstream.retries.max,
                                 "connectFailure": r.upstream.retries.connect_failure,
