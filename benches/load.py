@@ -24,6 +24,11 @@ Scenarios:
      compared with its own (b) in the same run
   g  (b) with cors + ip-allowlist (1,000 ranges) + header-injection, the
      request carrying an allowed Origin; flex only, compared with its (b)
+  h  (b) with the rate limit per client: `key: header:X-Client-Key`, each
+     request one of 100,000 keys in turn (a wrk Lua script), so the map
+     holds 100,000 live keys; flex only, compared with its (b)
+  i  (h) with the counts in Redis (`sharedStorage`, a local redis-server):
+     one script call per request; flex only, compared with its (h)
 Every measurement is repeated (default 3) and the median reported. Beside
 requests/s and latency, each target's CPU time per request: user + system
 time of its processes (nginx's workers included) over the run, divided by
@@ -35,7 +40,7 @@ import subprocess, sys, tempfile, time, base64
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GATEWAY = os.path.join(ROOT, "target", "release", "flex-gateway")
 PORTS = {"backend": 18080, "direct": 18080, "nginx": 18081, "haproxy": 18082, "flex": 18083, "flex_admin": 18093,
-         "pingora": 18084, "base": 18085, "base_admin": 18095}
+         "pingora": 18084, "base": 18085, "base_admin": 18095, "redis": 18096}
 PRODUCTS = json.dumps([
     {"id": 1, "name": "API Gateway", "category": "infrastructure", "status": "active"},
     {"id": 2, "name": "Service Mesh", "category": "networking", "status": "active"},
@@ -49,8 +54,16 @@ SCENARIOS = {
     "e": ("1,000 concurrent connections", "/api/products", 1000),
     "f": ("user's route + jwt-validation (RS256) + api-key", "/api/products/2", 64),
     "g": ("user's route + cors + ip-allowlist (1,000 ranges) + header-injection", "/api/products/2", 64),
+    "h": ("user's route + per-client rate limit, 100,000 distinct keys", "/api/products/2", 64),
+    "i": ("(h) with the counts in Redis", "/api/products/2", 64),
 }
-FLEX_ONLY = "fg"  # policy scenarios: compared with flex's own (b)
+FLEX_ONLY = "fghi"  # policy scenarios: compared with flex's own (b)
+KEYS_SCRIPT = """counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, {["X-Client-Key"] = "client-" .. (counter % 100000)})
+end
+"""
 API_KEY = "bench-api-key-0123456789"
 AUTH_HEADERS = []  # filled in main() with the signed token (scenario f)
 TARGETS = ["direct", "nginx", "haproxy", "pingora", "flex"]
@@ -212,7 +225,7 @@ def flex_conf(work, scenario, target="flex"):
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
         routes = f"    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{up}\"}}\n"
-    elif scenario in ("b", "f", "g"):
+    elif scenario in ("b", "f", "g", "h", "i"):
         routes = (
             f"    - id: public-products\n      path: [\"/api/products\", \"/api/products/*\"]\n      methods: [\"GET\"]\n"
             f"      upstream: {{url: \"{up}\", timeout: 30s}}\n"
@@ -228,6 +241,9 @@ def flex_conf(work, scenario, target="flex"):
                 f"        - api-key: {{keys: [\"{API_KEY}\"]}}\n          order: 20\n"
             )
             routes = routes.replace(rl, rl + auth)
+        if scenario in ("h", "i"):
+            keyed = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60, key: \"header:X-Client-Key\"}\n"
+            routes = routes.replace(rl, keyed, 1)
         if scenario == "g":
             ranges = ", ".join(f"10.{i // 256}.{i % 256}.0/24" for i in range(999)) + ", 127.0.0.1"
             access = (
@@ -241,6 +257,7 @@ def flex_conf(work, scenario, target="flex"):
         routes = "".join(
             f"    - id: r{i:04d}\n      path: \"/svc/r{i:04d}/*\"\n      upstream: {{url: \"{up}\"}}\n{rl}" for i in range(ROUTES_C)
         )
+    storage = f"    sharedStorage: {{redis: {{address: \"127.0.0.1:{PORTS['redis']}\"}}}}\n" if scenario == "i" else ""
     return f"""apiVersion: gateway.mulesoft.com/v1alpha1
 kind: Gateway
 metadata: {{name: bench}}
@@ -248,7 +265,7 @@ spec:
   listeners: [{{name: bench, port: {PORTS[target]}, host: "127.0.0.1"}}]
   routes:
 {routes}  server:
-    threads: {WORKERS[0]}
+{storage}    threads: {WORKERS[0]}
     pidFile: {work}/{target}.pid
     upgradeSocket: {work}/{target}-upgrade.sock
     accessLog: false
@@ -331,8 +348,8 @@ def make_token(work):
     return f"{head}.{body}.{b64url(sig)}"
 
 
-def wrk(port, path, conns, duration, headers=()):
-    extra = [a for h in headers for a in ("-H", h)]
+def wrk(port, path, conns, duration, headers=(), script=None):
+    extra = [a for h in headers for a in ("-H", h)] + (["-s", script] if script else [])
     out = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s", *extra,
          f"http://127.0.0.1:{port}{path}"],
@@ -361,7 +378,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
     ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
-    ap.add_argument("--scenarios", default="abcdefg")
+    ap.add_argument("--scenarios", default="abcdefghi")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
@@ -398,11 +415,19 @@ def main():
     if "f" in args.scenarios:
         token = make_token(work)
         AUTH_HEADERS[:] = [f"Authorization: Bearer {token}", f"X-API-Key: {API_KEY}"]
+    script = os.path.join(work, "keys.lua")
+    open(script, "w").write(KEYS_SCRIPT)
+    redis = None
+    if "i" in args.scenarios:
+        redis = subprocess.Popen([which("redis-server"), "--port", str(PORTS["redis"]), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     results = {}  # (scenario, target) -> (rps, p50, p99, errors, cpu us per request)
     rss = {}
     failures = []
     try:
         wait_port(PORTS["backend"], backend)
+        if redis:
+            wait_port(PORTS["redis"], redis)
         for sc in args.scenarios:
             name, path, conns = SCENARIOS[sc]
             for t in targets:
@@ -411,30 +436,32 @@ def main():
                 if sc in FLEX_ONLY and t not in ("flex", "base"):
                     continue  # policy scenarios: compared with flex's own (b)
                 headers = {"f": AUTH_HEADERS, "g": ["Origin: https://app.example.com"]}.get(sc, ())
+                lua = script if sc in "hi" else None
                 proc = start_target(t, sc, work)
                 try:
                     if t == "flex" and proc:
                         time.sleep(0.2)
                         rss.setdefault("idle", rss_kib(proc.pid))
-                    wrk(PORTS[t], path, conns, 1, headers)  # warm-up: connections, pools, caches
+                    wrk(PORTS[t], path, conns, 1, headers, lua)  # warm-up: connections, pools, caches
                     runs = []
                     for _ in range(args.reps):
                         measured = proc or backend
                         before = cpu_seconds(measured.pid)
-                        r = wrk(PORTS[t], path, conns, args.duration, headers)
+                        r = wrk(PORTS[t], path, conns, args.duration, headers, lua)
                         cpu_us = (cpu_seconds(measured.pid) - before) * 1e6 / max(r[4], 1)
                         runs.append(r[:4] + (cpu_us,))
                     med = lambda i: statistics.median(r[i] for r in runs)
                     results[(sc, t)] = (med(0), med(1), med(2), sum(r[3] for r in runs), med(4))
                     if results[(sc, t)][3]:
                         failures.append(f"{sc}/{t}: {results[(sc, t)][3]} errors or non-2xx responses")
-                    if t == "flex" and proc and sc == "e":
-                        rss["e"] = rss_kib(proc.pid, "VmHWM")
+                    if t == "flex" and proc and sc in "ebh":
+                        rss[sc] = rss_kib(proc.pid, "VmHWM")
                     print(f"  [{sc}] {t:8s} {results[(sc, t)][0]:>10.0f} req/s  p50 {results[(sc, t)][1]:.3f} ms  p99 {results[(sc, t)][2]:.3f} ms  cpu {results[(sc, t)][4]:.1f} us/req", file=sys.stderr)
                 finally:
                     stop(proc, signal.SIGINT if t in ("flex", "base") else signal.SIGTERM)
     finally:
         stop(backend, signal.SIGTERM)
+        stop(redis, signal.SIGTERM)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -480,6 +507,16 @@ def main():
         b, g = results[("b", "flex")], results[("g", "flex")]
         lines.append(f"flex-gateway (g) vs (b): {g[0] / b[0]:.3f}x requests/s, p99 {g[2] / b[2]:.2f}x "
                      f"(cors + ip-allowlist of 1,000 ranges + header-injection; target >= 0.95x).")
+    if ("b", "flex") in results and ("h", "flex") in results:
+        b, h = results[("b", "flex")], results[("h", "flex")]
+        lines.append(f"flex-gateway (h) vs (b): {h[0] / b[0]:.3f}x requests/s, p99 {h[2] / b[2]:.2f}x "
+                     f"(rate limit per client over 100,000 keys; target >= 0.9x).")
+    if ("h", "flex") in results and ("i", "flex") in results:
+        h, i = results[("h", "flex")], results[("i", "flex")]
+        lines.append(f"flex-gateway (i) vs (h): {i[0] / h[0]:.3f}x requests/s, p99 {i[2] / h[2]:.2f}x "
+                     f"(the same limit counted in Redis instead of in the process).")
+    if "b" in rss and "h" in rss:
+        lines.append(f"flex-gateway peak RSS: (b) {rss['b'] / 1024:.1f} MiB, (h) with 100,000 keys {rss['h'] / 1024:.1f} MiB.")
     if rss:
         lines.append(f"flex-gateway RSS: idle {rss.get('idle', 0) / 1024:.1f} MiB; peak under (e) {rss.get('e', 0) / 1024:.1f} MiB.")
     report = "\n".join(lines)

@@ -16,8 +16,8 @@
 # FLEXGW_BENCH_PROFILE=release measures the faster-to-build test profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.ci/deps nginx haproxy wrk openssl
-for tool in nginx haproxy wrk openssl; do
+.ci/deps nginx haproxy wrk openssl redis-server
+for tool in nginx haproxy wrk openssl redis-server; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
         echo "flex-gateway bench: $tool is missing (apt-get install -y $tool)" >&2; exit 1; }
 done
