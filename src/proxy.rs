@@ -611,9 +611,15 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
-        let Some(up) = ctx.up.attempt.as_ref().map(|a| a.target().clone()) else {
+        let Some((service, endpoint)) = ctx
+            .up
+            .attempt
+            .as_ref()
+            .map(|a| (a.service().clone(), a.endpoint.clone()))
+        else {
             return Error::e_explain(ErrorType::InternalError, "no upstream target chosen");
         };
+        let up = service.target(&endpoint);
         let original = session.req_header();
         let path = ctx.x.upstream_path.as_deref().unwrap_or(&ctx.x.path);
         if !up.base_path.is_empty() || original.uri.path() != path {

@@ -249,6 +249,10 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
     }
 
     let shared_storage = server.as_ref().and_then(|(s, _)| s.shared_storage.clone());
+    let upstream_timeouts = server
+        .as_ref()
+        .map(|(s, _)| s.upstream_timeouts)
+        .unwrap_or_default();
     let server_limits = server
         .as_ref()
         .map_or_else(ClientLimits::default, |(s, _)| s.limits);
@@ -317,7 +321,10 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                 paths: r.paths.iter().map(|(p, _)| p.clone()).collect(),
                 methods: r.methods.clone(),
                 host: r.host.clone(),
-                upstream: r.upstream.upstream.clone(),
+                upstream: crate::config::model::RouteUpstream {
+                    timeouts: r.upstream.timeouts.resolve(upstream_timeouts),
+                    ..r.upstream.upstream.clone()
+                },
                 max_body_size: r.max_body_size,
                 allow_encoded_slashes: r.allow_encoded_slashes,
                 policies,

@@ -238,6 +238,37 @@ impl Timeouts {
     }
 }
 
+/// Upstream timeouts as written (a route's `upstream`, or the server's
+/// `upstreamTimeouts`): only the fields given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutSettings {
+    /// Connect, read and write, unless one of them is given on its own.
+    pub timeout: Option<Duration>,
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub request: Option<Duration>,
+}
+
+impl TimeoutSettings {
+    /// These over the server's `base`: a route's specific timeout, then its
+    /// `timeout`, then the server's specific one, then the server's
+    /// `timeout`, then 60s.
+    pub fn resolve(self, base: TimeoutSettings) -> Timeouts {
+        let pick = |mine: Option<Duration>, theirs: Option<Duration>| {
+            mine.or(self.timeout)
+                .or(theirs)
+                .or(base.timeout)
+                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT)
+        };
+        Timeouts {
+            connect: pick(self.connect, base.connect),
+            read: pick(self.read, base.read),
+            write: pick(None, None),
+            request: self.request.or(base.request),
+        }
+    }
+}
+
 /// When a failed upstream attempt is tried again (on another target when
 /// the service has one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,6 +462,8 @@ pub struct ServerSettings {
     pub limits: ClientLimits,
     /// `sharedStorage.redis`: where cluster-wide counters live.
     pub shared_storage: Option<crate::store::RedisSettings>,
+    /// `upstreamTimeouts`: the defaults of every route's upstream timeouts.
+    pub upstream_timeouts: TimeoutSettings,
 }
 
 pub const DEFAULT_ADMIN: SocketAddr =
@@ -457,6 +490,7 @@ impl Default for ServerSettings {
             max_requests_in_flight: 10_000,
             limits: ClientLimits::default(),
             shared_storage: None,
+            upstream_timeouts: TimeoutSettings::default(),
         }
     }
 }

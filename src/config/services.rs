@@ -6,8 +6,8 @@
 use super::decode::{join, Decoder, Fields};
 use super::model::{
     Balance, CircuitBreaker, ErrorBreaker, HashOn, HealthCheck, PassiveCheck, Retries,
-    RouteUpstream, ServiceConfig, TargetSpec, Timeouts, WeightedService, DEFAULT_DNS_REFRESH,
-    DEFAULT_UPSTREAM_TIMEOUT,
+    RouteUpstream, ServiceConfig, TargetSpec, TimeoutSettings, WeightedService,
+    DEFAULT_DNS_REFRESH,
 };
 use super::values::parse_upstream_url;
 use super::yaml::{Node, Pos};
@@ -29,6 +29,25 @@ pub struct UpstreamSpec {
     pub inline: Option<ServiceConfig>,
     /// (service name, position, field path) of each `service`/`services` name.
     pub references: Vec<(String, Pos, String)>,
+    /// The timeouts as written; `upstream.timeouts` is filled with the
+    /// server's defaults under them when the documents are assembled.
+    pub timeouts: TimeoutSettings,
+}
+
+pub const TIMEOUT_FIELDS: &[&str] = &["timeout", "connectTimeout", "readTimeout", "requestTimeout"];
+
+/// The timeout fields of a mapping (a route's `upstream`, or the server's
+/// `upstreamTimeouts`).
+pub fn decode_timeouts(d: &mut Decoder, f: &Fields, path: &str) -> Option<TimeoutSettings> {
+    let before = d.errors.len();
+    let mut get = |key: &str| f.get(key).and_then(|n| duration(d, n, &join(path, key)));
+    let t = TimeoutSettings {
+        timeout: get("timeout"),
+        connect: get("connectTimeout"),
+        read: get("readTimeout"),
+        request: get("requestTimeout"),
+    };
+    (d.errors.len() == before).then_some(t)
 }
 
 const SERVICE_FIELDS: &[&str] = &[
@@ -523,38 +542,21 @@ pub fn decode_route_upstream(
             d.error(list.pos, &at, "at least one service needs a weight above 0");
         }
     }
-    let timeout = optional(d, &f, "timeout", path, DEFAULT_UPSTREAM_TIMEOUT, duration);
-    let connect = f
-        .get("connectTimeout")
-        .map(|n| duration(d, n, &join(path, "connectTimeout")));
-    let read = f
-        .get("readTimeout")
-        .map(|n| duration(d, n, &join(path, "readTimeout")));
-    let request = f
-        .get("requestTimeout")
-        .map(|n| duration(d, n, &join(path, "requestTimeout")));
+    let timeouts = decode_timeouts(d, &f, path);
     let retries = optional(d, &f, "retries", path, Retries::default(), decode_retries);
     if d.errors.len() > before {
         return None;
     }
-    let mut timeouts = Timeouts::all(timeout?);
-    if let Some(c) = connect {
-        timeouts.connect = c?;
-    }
-    if let Some(r) = read {
-        timeouts.read = r?;
-    }
-    if let Some(r) = request {
-        timeouts.request = Some(r?);
-    }
+    let timeouts = timeouts?;
     Some(UpstreamSpec {
         upstream: RouteUpstream {
             services,
-            timeouts,
+            timeouts: timeouts.resolve(TimeoutSettings::default()),
             retries: retries?,
         },
         inline,
         references,
+        timeouts,
     })
 }
 
@@ -616,6 +618,37 @@ mod tests {
         assert_eq!(parse_status_range("399-200"), None);
         assert_eq!(parse_status_range("700"), None);
         assert_eq!(parse_status_range("2xx"), None);
+    }
+
+    #[test]
+    fn timeouts_route_then_server_then_default() {
+        use crate::config::model::Timeouts;
+        let s = |secs: u64| Some(Duration::from_secs(secs));
+        let server = TimeoutSettings {
+            timeout: s(20),
+            connect: s(2),
+            read: None,
+            request: s(30),
+        };
+        let route = TimeoutSettings {
+            read: s(5),
+            ..TimeoutSettings::default()
+        };
+        let t = route.resolve(server);
+        assert_eq!(
+            (t.connect, t.read, t.write, t.request),
+            (s(2).unwrap(), s(5).unwrap(), s(20).unwrap(), s(30))
+        );
+        // a route's `timeout` beats the server's specific ones
+        let route = TimeoutSettings {
+            timeout: s(10),
+            ..TimeoutSettings::default()
+        };
+        assert_eq!(route.resolve(server).connect, Duration::from_secs(10));
+        assert_eq!(
+            TimeoutSettings::default().resolve(TimeoutSettings::default()),
+            Timeouts::all(Duration::from_secs(60))
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ const SERVER_FIELDS: &[&str] = &[
     "maxRequestsInFlight",
     "limits",
     "sharedStorage",
+    "upstreamTimeouts",
 ];
 const STORAGE_FIELDS: &[&str] = &["redis"];
 const REDIS_FIELDS: &[&str] = &["address", "username", "password", "db", "tls", "timeout"];
@@ -134,6 +135,14 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
     if let Some(n) = f.get("limits") {
         if let Some(l) = decode_limits(d, n, &join(path, "limits")) {
             s.limits = l.over(s.limits);
+        }
+    }
+    if let Some(n) = f.get("upstreamTimeouts") {
+        let field = join(path, "upstreamTimeouts");
+        if let Some(g) = d.map(n, &field, super::services::TIMEOUT_FIELDS) {
+            if let Some(t) = super::services::decode_timeouts(d, &g, &field) {
+                s.upstream_timeouts = t;
+            }
         }
     }
     if let Some(n) = f.get("sharedStorage") {

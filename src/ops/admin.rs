@@ -131,6 +131,16 @@ fn config_tree(c: &Config) -> Value {
             "upstreamKeepalivePool": s.upstream_keepalive_pool,
             "maxBodySize": s.max_body_size,
             "maxRequestsInFlight": s.max_requests_in_flight,
+            "upstreamTimeouts": {
+                "timeoutMs": s.upstream_timeouts.timeout.map(|t| t.as_millis() as u64),
+                "connectTimeoutMs": s.upstream_timeouts.connect.map(|t| t.as_millis() as u64),
+                "readTimeoutMs": s.upstream_timeouts.read.map(|t| t.as_millis() as u64),
+                "requestTimeoutMs": s.upstream_timeouts.request.map(|t| t.as_millis() as u64),
+            },
+            "sharedStorage": s.shared_storage.as_ref().map(|r| json!({
+                "redis": {"address": r.address, "db": r.db, "tls": r.tls, "timeoutMs": r.timeout.as_millis() as u64,
+                          "username": r.username, "password": r.password.as_ref().map(|_| crate::policy::REDACTED)},
+            })),
             "trustedProxies": s.trusted_proxies.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         }
     })

@@ -124,14 +124,25 @@ impl Order {
                     Balance::Random => rand::random::<u32>() as usize,
                     _ => self.next.fetch_add(1, Ordering::Relaxed),
                 };
-                let mut seen = vec![false; targets.len()];
+                // targets already asked (a bit each; no allocation for up
+                // to 64 targets, the common case)
+                let mut small = 0u64;
+                let mut large = if targets.len() > 64 {
+                    vec![false; targets.len()]
+                } else {
+                    Vec::new()
+                };
                 for k in 0..len {
                     let i = self.sequence[(start + k) % len] as usize;
-                    if !seen[i] {
-                        seen[i] = true;
-                        if admit(i) {
-                            return Some(i);
-                        }
+                    let seen = if large.is_empty() {
+                        let was = small & (1 << i) != 0;
+                        small |= 1 << i;
+                        was
+                    } else {
+                        std::mem::replace(&mut large[i], true)
+                    };
+                    if !seen && admit(i) {
+                        return Some(i);
                     }
                 }
                 None
