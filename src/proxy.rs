@@ -529,21 +529,6 @@ impl ProxyHttp for Gateway {
         Ok(peer)
     }
 
-    async fn connected_to_upstream(
-        &self,
-        _session: &mut Session,
-        _reused: bool,
-        _peer: &HttpPeer,
-        _fd: std::os::unix::io::RawFd,
-        _digest: Option<&pingora::protocols::Digest>,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Some(a) = ctx.up.attempt.as_mut() {
-            a.connected();
-        }
-        Ok(())
-    }
-
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -552,7 +537,7 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(a) = ctx.up.attempt.as_mut() {
-            a.finish(false, Instant::now());
+            a.finish(false);
         }
         // nothing was sent: any method may go to another target
         let wanted = ctx
@@ -589,7 +574,7 @@ impl ProxyHttp for Gateway {
         }
         if *e.esource() == ErrorSource::Upstream {
             if let Some(a) = ctx.up.attempt.as_mut() {
-                a.finish(false, Instant::now());
+                a.finish(false);
             }
             let wanted = ctx
                 .route
@@ -611,12 +596,11 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
-        let Some((service, endpoint)) = ctx
-            .up
-            .attempt
-            .as_ref()
-            .map(|a| (a.service().clone(), a.endpoint.clone()))
-        else {
+        // connected (new or pooled): the attempt holds a connection now
+        let Some((service, endpoint)) = ctx.up.attempt.as_mut().map(|a| {
+            a.connected();
+            (a.service().clone(), a.endpoint.clone())
+        }) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream target chosen");
         };
         let up = service.target(&endpoint);
@@ -690,7 +674,7 @@ impl ProxyHttp for Gateway {
         })?;
         let status = upstream_response.status.as_u16();
         if let Some(a) = ctx.up.attempt.as_mut() {
-            a.finish(status < 500, Instant::now());
+            a.finish(status < 500);
         }
         let retried = ctx
             .route

@@ -530,9 +530,6 @@ impl Service {
     }
 
     fn record(&self, endpoint: &Endpoint, ok: bool, probe: bool, now: Instant) {
-        if !self.tracked {
-            return;
-        }
         let changed = endpoint.health().record(
             ok,
             probe,
@@ -800,10 +797,13 @@ impl Attempt {
 
     /// The outcome: `ok` false for a connect failure, a timeout or a 5xx.
     /// Only the first call counts.
-    pub fn finish(&mut self, ok: bool, now: Instant) {
+    pub fn finish(&mut self, ok: bool) {
         if !self.recorded {
             self.recorded = true;
-            self.service.record(&self.endpoint, ok, self.probe, now);
+            if self.service.tracked {
+                self.service
+                    .record(&self.endpoint, ok, self.probe, Instant::now());
+            }
         }
     }
 }
@@ -891,7 +891,7 @@ mod tests {
         let b = s.choose(None, &[first], now).unwrap();
         assert_ne!(b.endpoint.addr, first);
         // one failure ejects (consecutiveFailures 1): the other takes all
-        a.finish(false, now);
+        a.finish(false);
         for _ in 0..4 {
             assert_ne!(s.choose(None, &[], now).unwrap().endpoint.addr, first);
         }
