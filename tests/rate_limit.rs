@@ -291,3 +291,38 @@ fn spike_control_delays_a_burst_up_to_its_queue() {
         assert!(w[5] - w[0] >= Duration::from_millis(900), "{times:?}");
     }
 }
+
+#[test]
+fn redis_with_a_password_from_the_environment() {
+    fresh_window(Duration::from_secs(600), Duration::from_secs(30));
+    let redis = RedisServer::start_with_password(Some("s3cret-pass"));
+    let backend = Backend::echo();
+    let config = with_server_settings(
+        &keyed(&backend, None),
+        &[&format!(
+            "sharedStorage: {{redis: {{address: \"{}\", password: \"${{REDIS_PASSWORD}}\", timeout: 300ms}}}}",
+            redis.address()
+        )],
+    );
+    let good = Gateway::start_with_env(&config, &[("REDIS_PASSWORD", "s3cret-pass")]);
+    let good2 = Gateway::start_with_env(&config, &[("REDIS_PASSWORD", "s3cret-pass")]);
+    let (mut a, mut b) = (good.connect(), good2.connect());
+    assert_eq!(
+        alternate(&mut a, &mut b, "/closed/x", "k1", 10),
+        4,
+        "shared"
+    );
+    // the password is not shown
+    assert!(!good.admin("/config").text().contains("s3cret-pass"));
+    // a wrong password: Redis refuses; fail-closed answers 503, errors counted
+    let wrong = Gateway::start_with_env(&config, &[("REDIS_PASSWORD", "wrong")]);
+    let r = wrong
+        .connect()
+        .request("GET", "/closed/x", &[("x-key", "k2")], b"");
+    assert_eq!(r.status, 503);
+    assert!(wrong.metric("flexgw_shared_storage_errors_total") >= 1.0);
+    assert!(
+        !wrong.log_text().contains("wrong\""),
+        "the password is not logged"
+    );
+}

@@ -902,6 +902,30 @@ mod tests {
     }
 
     #[test]
+    fn resolution_keeps_endpoints_and_reports_names_that_never_resolve() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let s = service(
+            &["http://localhost:8080", "http://10.0.0.9:80"],
+            CircuitBreaker::default(),
+        );
+        let before: Vec<Arc<Endpoint>> = s.pool.load().endpoints.clone();
+        assert_eq!(before.len(), 2);
+        assert!(rt.block_on(s.resolve(Duration::ZERO)).is_ok());
+        let after = s.pool.load().endpoints.clone();
+        assert!(
+            before.iter().zip(&after).all(|(a, b)| Arc::ptr_eq(a, b)),
+            "same addresses: same endpoints (their health state stays)"
+        );
+        let bad = service(&["http://catalog.invalid:80"], CircuitBreaker::default());
+        let e = rt.block_on(bad.ensure_resolved()).unwrap_err();
+        assert_eq!(*e.etype(), RESOLVE_ERROR);
+        assert!(e.to_string().contains("never resolves"), "{e}");
+    }
+
+    #[test]
     fn budget_allows_a_fifth_of_requests_with_a_floor() {
         let b = Budget::new();
         let now = Instant::now();

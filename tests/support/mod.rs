@@ -856,13 +856,20 @@ spec:
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// `requirepass`, when set.
+    password: Option<String>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with_password(None)
+    }
+
+    pub fn start_with_password(password: Option<&str>) -> RedisServer {
         let mut r = RedisServer {
             port: free_port(),
             child: None,
+            password: password.map(str::to_string),
         };
         r.restart();
         r
@@ -871,17 +878,21 @@ impl RedisServer {
     /// Start it (again) on its port, and wait until it accepts.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
+        let mut args = vec![
+            "--port".to_string(),
+            self.port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+        ];
+        if let Some(p) = &self.password {
+            args.extend(["--requirepass".into(), p.clone()]);
+        }
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
