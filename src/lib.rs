@@ -20,4 +20,5 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod upstream;

@@ -632,7 +632,8 @@ impl ProxyHttp for Gateway {
             };
             upstream.insert_header("x-forwarded-for", xff)?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         upstream.insert_header("x-request-id", ctx.x.request_id.as_str())?;
         route.chain.on_upstream_request(upstream, &mut ctx.x)
     }

@@ -115,6 +115,8 @@ pub struct ListenerRuntime {
     pub addr: SocketAddr,
     pub limits: crate::config::ClientLimits,
     pub router: Router<Arc<CompiledRoute>>,
+    /// An HTTPS listener's certificates (new handshakes use these).
+    pub tls: Option<Arc<crate::tls::Contexts>>,
 }
 
 /// Everything built from one config.
@@ -157,6 +159,23 @@ impl Snapshot {
             .listeners
             .iter()
             .map(|l| ListenerRuntime {
+                tls: l.tls.as_ref().and_then(|t| {
+                    // unchanged files: the contexts are carried over
+                    let kept = previous
+                        .and_then(|p| p.listener(l.addr))
+                        .and_then(|p| p.tls.clone())
+                        .filter(|c| c.config == *t);
+                    kept.or_else(|| match crate::tls::Contexts::build(t) {
+                        Ok(c) => Some(Arc::new(c)),
+                        Err(e) => {
+                            log::error!(
+                                "listener {}: TLS: {e}; new handshakes keep the base certificate",
+                                l.name
+                            );
+                            None
+                        }
+                    })
+                }),
                 addr: l.addr,
                 limits: l.limits,
                 router: Router::new(

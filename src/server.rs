@@ -153,12 +153,12 @@ pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server 
     let listeners: Vec<_> = config
         .listeners
         .iter()
-        .map(|l| (l.name.clone(), l.addr, l.routes.len()))
+        .map(|l| (l.name.clone(), l.addr, l.routes.len(), l.tls.clone()))
         .collect();
     let admin = config.server.admin;
     let runtime = Runtime::new(config, config_path);
     let mut must_accept = Vec::new();
-    for (name, addr, routes) in listeners {
+    for (name, addr, routes, tls) in listeners {
         let proxy = http_proxy(&server.configuration, Gateway::new(runtime.clone(), addr));
         let mut service = Service::new(
             format!("listener {name} ({addr})"),
@@ -167,11 +167,24 @@ pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server 
         // no L4 read buffer: Pingora reads request heads and bodies into
         // buffers of its own, and the default 64 KB one would stay allocated
         // for every idle keep-alive connection
-        service.add_listener(
-            ListenerConfig::tcp(addr.to_string())
-                .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
-        );
-        log::info!("listener {name} on http://{addr} with {routes} route(s)");
+        let mut endpoint = ListenerConfig::tcp(addr.to_string())
+            .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
+        let scheme = match &tls {
+            Some(tls) => match crate::tls::settings(runtime.clone(), addr, tls) {
+                Ok(settings) => {
+                    endpoint = endpoint.tls(settings);
+                    "https"
+                }
+                Err(e) => {
+                    // validated at load; a file changed in between
+                    eprintln!("flex-gateway: listener {name}: TLS: {e}");
+                    std::process::exit(1);
+                }
+            },
+            None => "http",
+        };
+        service.add_listener(endpoint);
+        log::info!("listener {name} on {scheme}://{addr} with {routes} route(s)");
         server.add_service(service);
         must_accept.push(addr);
     }

@@ -63,12 +63,12 @@ fn every_problem_is_listed_with_line_column_and_field() {
         .replace("port: 8081", "port: 70000")
         .replace("      methods: [\"GET\"]\n      upstream:\n        url: \"http://host.docker.internal:3000\"\n      policies:",
                  "      methods: [\"GET\"]\n      upstream:\n        url: \"ftp://host.docker.internal:3000\"\n      policies:")
-        .replace("protocol: HTTP", "protocol: HTTP\n      tls: true");
+        .replace("protocol: HTTP", "protocol: HTTP\n      tsl: true");
     let (ok, err) = validate_text(&broken);
     assert!(!ok);
     let expected = [
         "gateway.yaml:12:13: spec.listeners[0].port: port 70000 is out of range (1-65535)",
-        "gateway.yaml:14:7: spec.listeners[0].tls: unknown field",
+        "gateway.yaml:14:7: spec.listeners[0].tsl: unknown field (did you mean `tls`?)",
         "gateway.yaml:27:18: spec.routes[0].upstream.timeout: \"30 s\" is not a duration (try 30s, 1500ms or 2m)",
         "gateway.yaml:36:14: spec.routes[1].upstream.url: unsupported scheme \"ftp\"",
         "gateway.yaml:39:26: spec.routes[1].policies[0].rate-limiting.maxRequests: expected a positive integer, found \"lots\"",

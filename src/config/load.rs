@@ -284,6 +284,13 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                             l.port
                         ));
                     }
+                    if existing.tls != l.tls {
+                        err(&doc.file, l.pos, &l.path, format!(
+                            "port {} is already declared with {} at {first}; give a shared port its protocol and tls in one way",
+                            l.port,
+                            if existing.tls.is_some() { "protocol HTTPS and its tls" } else { "protocol HTTP" }
+                        ));
+                    }
                     if !mine.contains(&i) {
                         mine.push(i);
                     }
@@ -297,6 +304,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                             addr,
                             routes: Vec::new(),
                             limits: l.limits.over(server_limits),
+                            tls: l.tls.clone(),
                         },
                         at(doc, l.pos),
                     ));

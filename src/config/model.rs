@@ -37,6 +37,8 @@ pub struct Listener {
     pub routes: Vec<Arc<Route>>,
     /// The server's `limits` with this listener's own `limits` over them.
     pub limits: ClientLimits,
+    /// `protocol: HTTPS`: its certificates and TLS settings.
+    pub tls: Option<crate::config::tls::ListenerTls>,
 }
 
 /// What a client may send and hold on one listener (README, "Security

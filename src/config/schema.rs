@@ -42,6 +42,7 @@ pub struct ListenerSpec {
     pub port: u16,
     /// `limits:` of this listener, over the server's.
     pub limits: LimitSettings,
+    pub tls: Option<super::tls::ListenerTls>,
     pub pos: Pos,
     pub path: String,
 }
@@ -71,7 +72,7 @@ pub struct RouteSpec {
 const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA_FIELDS: &[&str] = &["name", "labels"];
 const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server", "policies", "services"];
-const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host", "limits"];
+const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host", "limits", "tls"];
 const ROUTE_FIELDS: &[&str] = &[
     "id",
     "path",
@@ -210,18 +211,41 @@ fn decode_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerS
     let port = d
         .required(&f, "port", path)
         .and_then(|n| d.port(n, &join(path, "port")));
+    let mut https = false;
     if let Some(p) = f.get("protocol") {
         let field = join(path, "protocol");
         if let Some(text) = d.scalar(p, &field, "a protocol") {
-            if !text.eq_ignore_ascii_case("HTTP") {
+            if text.eq_ignore_ascii_case("HTTPS") {
+                https = true;
+            } else if !text.eq_ignore_ascii_case("HTTP") {
                 d.error(
                     p.pos,
                     &field,
-                    format!("unsupported protocol {text:?} (supported: HTTP)"),
+                    format!("unsupported protocol {text:?} (supported: HTTP, HTTPS)"),
                 );
             }
         }
     }
+    let tls = match (https, f.get("tls")) {
+        (true, Some(n)) => super::tls::decode(d, n, &join(path, "tls")).map(Some),
+        (true, None) => {
+            d.error(
+                f.pos,
+                path,
+                "protocol HTTPS needs `tls: {certificates: [{cert: FILE, key: FILE}]}`",
+            );
+            None
+        }
+        (false, Some(n)) => {
+            d.error(
+                n.pos,
+                &join(path, "tls"),
+                "`tls` applies to `protocol: HTTPS` listeners only",
+            );
+            None
+        }
+        (false, None) => Some(None),
+    };
     let host = match f.get("host") {
         None => Some(IpAddr::from([0, 0, 0, 0])),
         Some(h) => {
@@ -252,6 +276,7 @@ fn decode_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerS
         host: host?,
         port: port?,
         limits: limits?,
+        tls: tls?,
         pos: node.pos,
         path: path.to_string(),
     })

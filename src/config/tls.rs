@@ -1,0 +1,173 @@
+//! A listener's `tls:` (with `protocol: HTTPS`): its certificates, read and
+//! checked when the configuration loads, so a missing, unreadable,
+//! mismatched, expired or not-yet-valid certificate or key is a `validate`
+//! error naming the file. The names a certificate answers for (SNI) come
+//! from the certificate itself: its DNS subject alternative names, else its
+//! common name.
+
+use super::decode::{join, Decoder};
+use super::yaml::Node;
+use openssl::asn1::Asn1Time;
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::x509::X509;
+use std::path::PathBuf;
+
+/// The TLS side of an HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The first is the default (no SNI, or a name no certificate has).
+    pub certificates: Vec<Certificate>,
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// PEM: the certificate, then its chain.
+    pub cert: PathBuf,
+    /// PEM private key (RSA, EC, Ed25519).
+    pub key: PathBuf,
+    /// Lower-case names it serves (`api.example.com`, `*.example.com`).
+    pub names: Vec<String>,
+    /// SHA-256 of the two files as read: a reload with renewed files
+    /// differs, so the listener's contexts are rebuilt.
+    pub fingerprint: [u8; 32],
+}
+
+const TLS_FIELDS: &[&str] = &["certificates", "minVersion"];
+const CERT_FIELDS: &[&str] = &["cert", "key"];
+
+/// Read and check one certificate and key pair; the names it serves.
+pub fn check_pair(
+    cert_path: &str,
+    key_path: &str,
+) -> Result<(Vec<String>, [u8; 32]), (bool, String)> {
+    use sha2::{Digest, Sha256};
+    let read = |p: &str| std::fs::read(p).map_err(|e| format!("cannot read {p}: {e}"));
+    let cert_pem = read(cert_path).map_err(|e| (true, e))?;
+    let key_pem = read(key_path).map_err(|e| (false, e))?;
+    let chain = X509::stack_from_pem(&cert_pem)
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or((true, format!("{cert_path} holds no PEM certificate")))?;
+    let key = PKey::private_key_from_pem(&key_pem)
+        .map_err(|_| (false, format!("{key_path} holds no PEM private key")))?;
+    let leaf = &chain[0];
+    let matches = leaf
+        .public_key()
+        .map(|public| public.public_eq(&key))
+        .unwrap_or(false);
+    if !matches {
+        return Err((
+            false,
+            format!("the key in {key_path} does not belong to the certificate in {cert_path}"),
+        ));
+    }
+    let now = Asn1Time::days_from_now(0).map_err(|e| (true, e.to_string()))?;
+    if leaf.not_after() < now {
+        return Err((
+            true,
+            format!(
+                "the certificate in {cert_path} expired on {}",
+                leaf.not_after()
+            ),
+        ));
+    }
+    if leaf.not_before() > now {
+        return Err((
+            true,
+            format!(
+                "the certificate in {cert_path} is not valid before {}",
+                leaf.not_before()
+            ),
+        ));
+    }
+    let mut names: Vec<String> = leaf
+        .subject_alt_names()
+        .map(|sans| {
+            sans.iter()
+                .filter_map(|n| n.dnsname().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names.extend(
+            leaf.subject_name()
+                .entries_by_nid(Nid::COMMONNAME)
+                .filter_map(|e| e.data().to_string().ok().map(|s| s.to_ascii_lowercase())),
+        );
+    }
+    let mut h = Sha256::new();
+    h.update(&cert_pem);
+    h.update(&key_pem);
+    Ok((names, h.finalize().into()))
+}
+
+pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerTls> {
+    let f = d.map(node, path, TLS_FIELDS)?;
+    let before = d.errors.len();
+    let mut certificates = Vec::new();
+    if let Some(list) = d.required(&f, "certificates", path) {
+        let at = join(path, "certificates");
+        for (item, item_path) in d.items(list, &at, false) {
+            let Some(g) = d.map(item, &item_path, CERT_FIELDS) else {
+                continue;
+            };
+            let cert = d
+                .required(&g, "cert", &item_path)
+                .and_then(|n| Some((d.string(n, &join(&item_path, "cert"))?, n.pos)));
+            let key = d
+                .required(&g, "key", &item_path)
+                .and_then(|n| Some((d.string(n, &join(&item_path, "key"))?, n.pos)));
+            let (Some((cert, cert_pos)), Some((key, key_pos))) = (cert, key) else {
+                continue;
+            };
+            d.files.push(PathBuf::from(&cert));
+            d.files.push(PathBuf::from(&key));
+            match check_pair(&cert, &key) {
+                Ok((names, fingerprint)) => certificates.push(Certificate {
+                    cert: cert.into(),
+                    key: key.into(),
+                    names,
+                    fingerprint,
+                }),
+                Err((true, why)) => d.error(cert_pos, &join(&item_path, "cert"), why),
+                Err((false, why)) => d.error(key_pos, &join(&item_path, "key"), why),
+            }
+        }
+        if certificates.is_empty() && d.errors.len() == before {
+            d.error(list.pos, &at, "at least one certificate is required");
+        }
+    }
+    let min_version = match f.get("minVersion") {
+        None => Some(TlsVersion::Tls12),
+        Some(n) => {
+            let field = join(path, "minVersion");
+            match d.scalar(n, &field, "a TLS version")? {
+                "1.2" => Some(TlsVersion::Tls12),
+                "1.3" => Some(TlsVersion::Tls13),
+                other => {
+                    d.error(
+                        n.pos,
+                        &field,
+                        format!("unsupported minVersion {other:?} (expected \"1.2\" or \"1.3\"; older versions are not offered)"),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    if d.errors.len() > before {
+        return None;
+    }
+    Some(ListenerTls {
+        certificates,
+        min_version: min_version?,
+    })
+}

@@ -1,0 +1,361 @@
+//! HTTPS listeners: certificates generated here (a CA, server certificates
+//! for exact and wildcard names, an expired one), a real TLS client
+//! (OpenSSL) choosing its SNI name and protocol versions.
+
+mod support;
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
+use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+use openssl::x509::{X509NameBuilder, X509};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::*;
+
+struct Ca {
+    cert: X509,
+    key: PKey<Private>,
+}
+
+fn key() -> PKey<Private> {
+    let ec = openssl::ec::EcKey::generate(
+        &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+    )
+    .unwrap();
+    PKey::from_ec_key(ec).unwrap()
+}
+
+fn name(cn: &str) -> openssl::x509::X509Name {
+    let mut b = X509NameBuilder::new().unwrap();
+    b.append_entry_by_text("CN", cn).unwrap();
+    b.build()
+}
+
+fn serial() -> openssl::asn1::Asn1Integer {
+    let mut bn = BigNum::new().unwrap();
+    bn.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    bn.to_asn1_integer().unwrap()
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let key = key();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&serial()).unwrap();
+        b.set_subject_name(&name("flex-gateway test CA")).unwrap();
+        b.set_issuer_name(&name("flex-gateway test CA")).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        Ca {
+            cert: b.build(),
+            key,
+        }
+    }
+
+    /// A server certificate for `names`, valid from `from` to `until`
+    /// (Unix seconds); its PEM files under `dir` as `<file>.pem` / `.key`.
+    fn issue(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        until: Option<i64>,
+    ) -> (PathBuf, PathBuf) {
+        let key = key();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&serial()).unwrap();
+        b.set_subject_name(&name(names[0])).unwrap();
+        b.set_issuer_name(self.cert.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let until = until.unwrap_or(now + 30 * 86400);
+        b.set_not_before(&Asn1Time::from_unix(until.min(now) - 86400 * 2).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(until).unwrap())
+            .unwrap();
+        let mut san = SubjectAlternativeName::new();
+        for n in names {
+            san.dns(n);
+        }
+        let san = san
+            .build(&b.x509v3_context(Some(&self.cert), None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&self.key, MessageDigest::sha256()).unwrap();
+        let cert = b.build();
+        let (c, k) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        let mut chain = cert.to_pem().unwrap();
+        chain.extend(self.cert.to_pem().unwrap());
+        std::fs::write(&c, chain).unwrap();
+        std::fs::write(&k, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        (c, k)
+    }
+}
+
+/// A TLS connection to the gateway with `sni` (none: no SNI), versions
+/// limited to `max`, verifying against the CA when `verify`.
+fn connect(
+    port: u16,
+    ca: &Ca,
+    sni: Option<&str>,
+    versions: (Option<SslVersion>, Option<SslVersion>),
+) -> Result<SslStream<TcpStream>, String> {
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.cert_store_mut().add_cert(ca.cert.clone()).unwrap();
+    b.set_min_proto_version(versions.0).unwrap();
+    b.set_max_proto_version(versions.1).unwrap();
+    if versions
+        .1
+        .is_some_and(|v| v == SslVersion::TLS1_1 || v == SslVersion::TLS1)
+    {
+        b.set_security_level(0); // let the client offer old versions at all
+        b.set_cipher_list("DEFAULT@SECLEVEL=0").unwrap();
+    }
+    let connector = b.build();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut cfg = connector.configure().unwrap();
+    match sni {
+        Some(n) => cfg.connect(n, tcp).map_err(|e| e.to_string()),
+        None => {
+            cfg.set_use_server_name_indication(false);
+            cfg.set_verify_hostname(false);
+            cfg.set_verify(SslVerifyMode::PEER);
+            cfg.connect("", tcp).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The DNS names of the certificate the server presented.
+fn served_names(s: &SslStream<TcpStream>) -> Vec<String> {
+    s.ssl()
+        .peer_certificate()
+        .and_then(|c| c.subject_alt_names())
+        .map(|sans| {
+            sans.iter()
+                .filter_map(|n| n.dnsname().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn serial_of(s: &SslStream<TcpStream>) -> Vec<u8> {
+    s.ssl()
+        .peer_certificate()
+        .unwrap()
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_vec()
+}
+
+/// One keep-alive GET over the TLS stream: status and body.
+fn get(s: &mut SslStream<TcpStream>, host: &str, path: &str) -> (u16, String) {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = s.read(&mut buf).expect("read response");
+        assert!(n > 0, "closed before a full response");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                let status = text[9..12].parse().unwrap();
+                return (status, text[end + 4..end + 4 + len].to_string());
+            }
+        }
+    }
+}
+
+fn https_config(backend: &Backend, dir: &Path, certs: &[(PathBuf, PathBuf)], min: &str) -> String {
+    let list: Vec<String> = certs
+        .iter()
+        .map(|(c, k)| format!("{{cert: \"{}\", key: \"{}\"}}", c.display(), k.display()))
+        .collect();
+    let _ = dir;
+    catch_all_config(&backend.url()).replace(
+        "      host: \"127.0.0.1\"\n",
+        &format!(
+            "      host: \"127.0.0.1\"\n      protocol: HTTPS\n      tls: {{minVersion: \"{min}\", certificates: [{}]}}\n",
+            list.join(", ")
+        ),
+    )
+}
+
+#[test]
+fn sni_picks_the_certificate_and_the_backend_sees_https() {
+    let dir = temp_dir("tls-sni");
+    let ca = Ca::new();
+    let certs = vec![
+        ca.issue(&dir, "default", &["default.test"], None),
+        ca.issue(&dir, "api", &["api.test"], None),
+        ca.issue(&dir, "apps", &["*.apps.test"], None),
+    ];
+    let backend = Backend::echo();
+    let gw = Gateway::start(&https_config(&backend, &dir, &certs, "1.2"));
+    let mut s = connect(gw.port, &ca, Some("api.test"), (None, None)).expect("handshake");
+    assert_eq!(served_names(&s), ["api.test"]);
+    let (status, _) = get(&mut s, "api.test", "/x");
+    assert_eq!(status, 200);
+    assert_eq!(backend.last().header("x-forwarded-proto"), Some("https"));
+    // keep-alive over TLS
+    assert_eq!(get(&mut s, "api.test", "/y").0, 200);
+
+    let s = connect(gw.port, &ca, Some("shop.apps.test"), (None, None)).expect("wildcard");
+    assert_eq!(served_names(&s), ["*.apps.test"]);
+    // one label only: a.b.apps.test is not covered, the default answers
+    let s = connect(gw.port, &ca, None, (None, None)).expect("no SNI");
+    assert_eq!(served_names(&s), ["default.test"]);
+    // an unknown name gets the default certificate (and fails verification)
+    let err = connect(gw.port, &ca, Some("unknown.test"), (None, None)).unwrap_err();
+    assert!(
+        err.contains("certificate verify failed") || err.contains("hostname mismatch"),
+        "{err}"
+    );
+    // plain HTTP to the HTTPS port is not served
+    let mut plain = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = plain.read(&mut buf).unwrap_or(0);
+    assert!(!String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn old_protocol_versions_are_refused() {
+    let dir = temp_dir("tls-versions");
+    let ca = Ca::new();
+    let certs = vec![ca.issue(&dir, "api", &["api.test"], None)];
+    let backend = Backend::echo();
+    let gw = Gateway::start(&https_config(&backend, &dir, &certs, "1.2"));
+    let err = connect(
+        gw.port,
+        &ca,
+        Some("api.test"),
+        (None, Some(SslVersion::TLS1_1)),
+    )
+    .unwrap_err();
+    assert!(!err.is_empty());
+    assert!(connect(
+        gw.port,
+        &ca,
+        Some("api.test"),
+        (None, Some(SslVersion::TLS1_2))
+    )
+    .is_ok());
+    // minVersion 1.3 refuses 1.2
+    let strict = Gateway::start(&https_config(&backend, &dir, &certs, "1.3"));
+    assert!(connect(
+        strict.port,
+        &ca,
+        Some("api.test"),
+        (None, Some(SslVersion::TLS1_2))
+    )
+    .is_err());
+    let s = connect(strict.port, &ca, Some("api.test"), (None, None)).expect("TLS 1.3");
+    assert_eq!(s.ssl().version_str(), "TLSv1.3");
+}
+
+#[test]
+fn renewed_certificates_serve_new_handshakes_after_a_reload_and_open_connections_stay() {
+    let dir = temp_dir("tls-reload");
+    let ca = Ca::new();
+    let certs = vec![ca.issue(&dir, "api", &["api.test"], None)];
+    let backend = Backend::echo();
+    let gw = Gateway::start(&https_config(&backend, &dir, &certs, "1.2"));
+    let mut open = connect(gw.port, &ca, Some("api.test"), (None, None)).expect("handshake");
+    let old = serial_of(&open);
+    assert_eq!(get(&mut open, "api.test", "/before").0, 200);
+    // the files are renewed in place (as an ACME client does); the
+    // config watcher reloads
+    ca.issue(&dir, "api", &["api.test"], None);
+    wait_until(
+        Duration::from_secs(10),
+        "a new handshake gets the new certificate",
+        || {
+            connect(gw.port, &ca, Some("api.test"), (None, None))
+                .map(|s| serial_of(&s) != old)
+                .unwrap_or(false)
+        },
+    );
+    assert_eq!(
+        get(&mut open, "api.test", "/after").0,
+        200,
+        "the open connection stays"
+    );
+    assert_eq!(serial_of(&open), old);
+}
+
+#[test]
+fn certificate_problems_are_validate_errors_naming_the_file() {
+    let dir = temp_dir("tls-validate");
+    let ca = Ca::new();
+    let (good, good_key) = ca.issue(&dir, "good", &["api.test"], None);
+    let (_, other_key) = ca.issue(&dir, "other", &["other.test"], None);
+    let (expired, expired_key) = ca.issue(&dir, "expired", &["old.test"], Some(1_600_000_000));
+    let missing = dir.join("missing.pem");
+    let backend = Backend::echo();
+    let text = https_config(
+        &backend,
+        &dir,
+        &[
+            (missing.clone(), good_key.clone()),
+            (good.clone(), other_key.clone()),
+            (expired.clone(), expired_key),
+        ],
+        "1.1",
+    )
+    .replace("{port}", "8443")
+    .replace("{admin}", "9443")
+    .replace("{dir}", &dir.display().to_string());
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(GATEWAY)
+        .args(["validate", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        format!("spec.listeners[0].tls.certificates[0].cert: cannot read {}", missing.display()),
+        format!(
+            "spec.listeners[0].tls.certificates[1].key: the key in {} does not belong to the certificate in {}",
+            other_key.display(),
+            good.display()
+        ),
+        format!("spec.listeners[0].tls.certificates[2].cert: the certificate in {} expired on", expired.display()),
+        "spec.listeners[0].tls.minVersion: unsupported minVersion \"1.1\"".to_string(),
+    ] {
+        assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
+    }
+}
