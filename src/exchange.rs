@@ -26,6 +26,9 @@ pub struct Exchange {
     /// Who is calling, as an authentication policy established it
     /// (basic-auth user, API-key consumer, JWT `sub`).
     pub consumer: Option<String>,
+    /// The subject of the client certificate verified on an HTTPS
+    /// listener with `clientCertificates` (`CN=alice,O=Acme`).
+    pub client_cert_subject: Option<Arc<str>>,
     /// The claims of a verified token, for policies that key on them.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Per-policy state: each policy stores and fetches its own private

@@ -69,6 +69,9 @@ pub struct Ctx {
     response_header_limit: usize,
     /// The upstream side: the service chosen, its attempts and retries.
     up: Upstreaming,
+    /// The listener forwards the verified client-certificate subject in
+    /// this header (`tls.clientCertificates.forwardHeader`).
+    cert_header: Option<http::HeaderName>,
 }
 
 /// A request's dealings with its upstream service.
@@ -125,6 +128,7 @@ impl Ctx {
             access_log: true,
             response_header_limit: ClientLimits::default().max_response_header_bytes,
             up: Upstreaming::default(),
+            cert_header: None,
         }
     }
 }
@@ -348,6 +352,18 @@ impl ProxyHttp for Gateway {
         session.set_read_timeout(Some(limits.body_timeout));
         ctx.response_header_limit = limits.max_response_header_bytes;
         session.set_write_timeout(Some(limits.body_timeout));
+        if let Some(tls) = listener.and_then(|l| l.tls.as_ref()) {
+            ctx.cert_header = tls
+                .config
+                .clients
+                .as_ref()
+                .and_then(|c| c.forward_header.clone());
+            ctx.x.client_cert_subject = session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .and_then(|d| d.extension.get::<crate::tls::ClientCert>())
+                .map(|c| Arc::from(c.subject.as_str()));
+        }
         let req = session.req_header();
         let peer = session
             .client_addr()
@@ -635,6 +651,13 @@ impl ProxyHttp for Gateway {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         upstream.insert_header("x-request-id", ctx.x.request_id.as_str())?;
+        if let Some(h) = &ctx.cert_header {
+            // only the gateway's own word on the client certificate
+            upstream.remove_header(h);
+            if let Some(subject) = &ctx.x.client_cert_subject {
+                upstream.insert_header(h.clone(), subject.as_ref())?;
+            }
+        }
         route.chain.on_upstream_request(upstream, &mut ctx.x)
     }
 

@@ -9,10 +9,17 @@
 //! renewed files builds new contexts, so new handshakes get the new
 //! certificate while open connections keep theirs.
 
-use crate::config::tls::{ListenerTls, TlsVersion};
+use crate::config::tls::{ClientCertificates, ListenerTls, TlsVersion};
 use crate::runtime::Runtime;
-use openssl::ssl::{SniError, SslAcceptor, SslContext, SslFiletype, SslMethod, SslVersion};
+use async_trait::async_trait;
+use openssl::ssl::{
+    SniError, SslAcceptor, SslAcceptorBuilder, SslContext, SslFiletype, SslMethod, SslVerifyMode,
+    SslVersion,
+};
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use std::any::Any;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,9 +33,38 @@ pub struct Contexts {
     wildcard: HashMap<String, SslContext>,
 }
 
-fn context(cert: &str, key: &str) -> Result<SslContext, String> {
+/// Ask for and verify client certificates on `b`.
+fn verify_clients(b: &mut SslAcceptorBuilder, clients: &ClientCertificates) -> Result<(), String> {
+    let ca = clients.ca.to_string_lossy().into_owned();
+    b.set_ca_file(&clients.ca)
+        .map_err(|e| format!("{ca}: {e}"))?;
+    let pem = std::fs::read(&clients.ca).map_err(|e| format!("{ca}: {e}"))?;
+    let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| format!("{ca}: {e}"))?;
+    let mut names = openssl::stack::Stack::new().map_err(|e| e.to_string())?;
+    for c in certs {
+        if let Ok(n) = c.subject_name().to_owned() {
+            names.push(n).map_err(|e| e.to_string())?;
+        }
+    }
+    b.set_client_ca_list(names);
+    b.set_verify(if clients.required {
+        SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
+    } else {
+        SslVerifyMode::PEER
+    });
+    Ok(())
+}
+
+fn context(
+    cert: &str,
+    key: &str,
+    clients: Option<&ClientCertificates>,
+) -> Result<SslContext, String> {
     let mut b =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
+    if let Some(c) = clients {
+        verify_clients(&mut b, c)?;
+    }
     b.set_certificate_chain_file(cert)
         .map_err(|e| format!("{cert}: {e}"))?;
     b.set_private_key_file(key, SslFiletype::PEM)
@@ -45,7 +81,11 @@ impl Contexts {
         let mut wildcard = HashMap::new();
         let mut default = None;
         for c in &config.certificates {
-            let ctx = context(&c.cert.to_string_lossy(), &c.key.to_string_lossy())?;
+            let ctx = context(
+                &c.cert.to_string_lossy(),
+                &c.key.to_string_lossy(),
+                config.clients.as_ref(),
+            )?;
             for name in &c.names {
                 let slot = match name.strip_prefix("*.") {
                     Some(suffix) => wildcard.entry(suffix.to_string()),
@@ -86,8 +126,12 @@ pub fn settings(
     addr: SocketAddr,
     config: &ListenerTls,
 ) -> Result<TlsSettings, String> {
-    let mut b =
-        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
+    let mut settings =
+        TlsSettings::with_callbacks(Box::new(ClientSubject)).map_err(|e| e.to_string())?;
+    let b: &mut SslAcceptorBuilder = &mut settings;
+    if let Some(c) = &config.clients {
+        verify_clients(b, c)?;
+    }
     let min = match config.min_version {
         TlsVersion::Tls12 => SslVersion::TLS1_2,
         TlsVersion::Tls13 => SslVersion::TLS1_3,
@@ -110,7 +154,36 @@ pub fn settings(
         ssl.set_ssl_context(contexts.select(name))
             .map_err(|_| SniError::ALERT_FATAL)
     });
-    let mut settings = TlsSettings::from(b);
     settings.set_alpn(pingora::listeners::ALPN::H1);
     Ok(settings)
+}
+
+/// The verified client certificate of a connection, kept in its TLS digest.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    /// `CN=alice,O=Acme`: the subject's entries in order, `short=value`.
+    pub subject: String,
+}
+
+struct ClientSubject;
+
+#[async_trait]
+impl TlsAccept for ClientSubject {
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let cert = ssl.peer_certificate()?;
+        let subject = cert
+            .subject_name()
+            .entries()
+            .map(|e| {
+                let key = e.object().nid().short_name().unwrap_or("?");
+                let value = e.data().to_string().unwrap_or_default();
+                format!("{key}={value}")
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        Some(Arc::new(ClientCert { subject }))
+    }
 }

@@ -118,7 +118,23 @@ fn connect(
     sni: Option<&str>,
     versions: (Option<SslVersion>, Option<SslVersion>),
 ) -> Result<SslStream<TcpStream>, String> {
+    connect_as(port, ca, sni, versions, None)
+}
+
+/// [`connect`] presenting a client certificate (PEM files).
+fn connect_as(
+    port: u16,
+    ca: &Ca,
+    sni: Option<&str>,
+    versions: (Option<SslVersion>, Option<SslVersion>),
+    client: Option<&(PathBuf, PathBuf)>,
+) -> Result<SslStream<TcpStream>, String> {
     let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    if let Some((cert, key)) = client {
+        b.set_certificate_chain_file(cert).unwrap();
+        b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)
+            .unwrap();
+    }
     b.cert_store_mut().add_cert(ca.cert.clone()).unwrap();
     b.set_min_proto_version(versions.0).unwrap();
     b.set_max_proto_version(versions.1).unwrap();
@@ -334,6 +350,10 @@ fn certificate_problems_are_validate_errors_naming_the_file() {
         ],
         "1.1",
     )
+    .replace(
+        "tls: {minVersion",
+        "tls: {clientCertificates: {ca: \"/nonexistent/ca.pem\"}, minVersion",
+    )
     .replace("{port}", "8443")
     .replace("{admin}", "9443")
     .replace("{dir}", &dir.display().to_string());
@@ -355,7 +375,80 @@ fn certificate_problems_are_validate_errors_naming_the_file() {
         ),
         format!("spec.listeners[0].tls.certificates[2].cert: the certificate in {} expired on", expired.display()),
         "spec.listeners[0].tls.minVersion: unsupported minVersion \"1.1\"".to_string(),
+        "spec.listeners[0].tls.clientCertificates.ca: cannot read /nonexistent/ca.pem".to_string(),
     ] {
         assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
     }
+}
+
+/// A GET over a fresh TLS connection: the status, or why it failed (the
+/// handshake, or, with TLS 1.3, the first read after it).
+fn try_get(
+    port: u16,
+    ca: &Ca,
+    client: Option<&(PathBuf, PathBuf)>,
+    headers: &str,
+) -> Result<u16, String> {
+    let mut s = connect_as(port, ca, Some("api.test"), (None, None), client)?;
+    write!(s, "GET /m HTTP/1.1\r\nHost: api.test\r\n{headers}\r\n").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no response: {text:?}"))
+}
+
+#[test]
+fn mutual_tls_verifies_client_certificates_and_forwards_the_subject() {
+    let dir = temp_dir("tls-mtls");
+    let ca = Ca::new();
+    let clients_ca = Ca::new();
+    let other_ca = Ca::new();
+    let certs = vec![ca.issue(&dir, "api", &["api.test"], None)];
+    let alice = clients_ca.issue(&dir, "alice", &["alice"], None);
+    let mallory = other_ca.issue(&dir, "mallory", &["mallory"], None);
+    let clients_pem = dir.join("clients-ca.pem");
+    std::fs::write(&clients_pem, clients_ca.cert.to_pem().unwrap()).unwrap();
+    let backend = Backend::echo();
+    let config = |required: bool| {
+        https_config(&backend, &dir, &certs, "1.2").replace(
+            "tls: {minVersion",
+            &format!(
+                "tls: {{clientCertificates: {{ca: \"{}\", required: {required}, forwardHeader: X-Client-Subject}}, minVersion",
+                clients_pem.display()
+            ),
+        )
+    };
+    let gw = Gateway::start(&config(true));
+    // no certificate, or one from another CA: refused
+    assert!(
+        try_get(gw.port, &ca, None, "").is_err(),
+        "no client certificate"
+    );
+    assert!(
+        try_get(gw.port, &ca, Some(&mallory), "").is_err(),
+        "another CA"
+    );
+    assert_eq!(backend.count(), 0);
+    // a good one passes; its subject reaches the backend, a forged one does not
+    let status = try_get(gw.port, &ca, Some(&alice), "X-Client-Subject: CN=admin\r\n").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(backend.last().header("x-client-subject"), Some("CN=alice"));
+
+    // optional: served without a certificate, and no subject header then
+    let optional = Gateway::start(&config(false));
+    let status = try_get(optional.port, &ca, None, "X-Client-Subject: CN=admin\r\n").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        backend.last().header("x-client-subject"),
+        None,
+        "the forged header is removed"
+    );
+    assert!(
+        try_get(optional.port, &ca, Some(&mallory), "").is_err(),
+        "a bad certificate still fails"
+    );
+    assert_eq!(try_get(optional.port, &ca, Some(&alice), "").unwrap(), 200);
+    assert_eq!(backend.last().header("x-client-subject"), Some("CN=alice"));
 }

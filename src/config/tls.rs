@@ -19,6 +19,21 @@ pub struct ListenerTls {
     /// The first is the default (no SNI, or a name no certificate has).
     pub certificates: Vec<Certificate>,
     pub min_version: TlsVersion,
+    pub clients: Option<ClientCertificates>,
+}
+
+/// Mutual TLS: client certificates verified against `ca`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificates {
+    pub ca: PathBuf,
+    /// A handshake without a certificate fails; `false`: a certificate is
+    /// verified when presented.
+    pub required: bool,
+    /// The verified subject goes upstream in this header (a copy the client
+    /// sent is removed either way).
+    pub forward_header: Option<http::HeaderName>,
+    /// SHA-256 of the CA file as read.
+    pub fingerprint: [u8; 32],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +55,8 @@ pub struct Certificate {
     pub fingerprint: [u8; 32],
 }
 
-const TLS_FIELDS: &[&str] = &["certificates", "minVersion"];
+const TLS_FIELDS: &[&str] = &["certificates", "minVersion", "clientCertificates"];
+const CLIENT_FIELDS: &[&str] = &["ca", "required", "forwardHeader"];
 const CERT_FIELDS: &[&str] = &["cert", "key"];
 
 /// Read and check one certificate and key pair; the names it serves.
@@ -163,11 +179,54 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerTls> {
             }
         }
     };
+    let clients = match f.get("clientCertificates") {
+        Some(n) => decode_clients(d, n, &join(path, "clientCertificates")).map(Some),
+        None => Some(None),
+    };
     if d.errors.len() > before {
         return None;
     }
     Some(ListenerTls {
         certificates,
         min_version: min_version?,
+        clients: clients?,
+    })
+}
+
+fn decode_clients(d: &mut Decoder, node: &Node, path: &str) -> Option<ClientCertificates> {
+    use sha2::{Digest, Sha256};
+    let f = d.map(node, path, CLIENT_FIELDS)?;
+    let ca = d.required(&f, "ca", path).and_then(|n| {
+        let field = join(path, "ca");
+        let p = d.string(n, &field)?;
+        d.files.push(PathBuf::from(&p));
+        match std::fs::read(&p) {
+            Ok(pem) if X509::stack_from_pem(&pem).is_ok_and(|c| !c.is_empty()) => {
+                Some((PathBuf::from(&p), Sha256::digest(&pem).into()))
+            }
+            Ok(_) => {
+                d.error(n.pos, &field, format!("{p} holds no PEM certificate"));
+                None
+            }
+            Err(e) => {
+                d.error(n.pos, &field, format!("cannot read {p}: {e}"));
+                None
+            }
+        }
+    });
+    let required = match f.get("required") {
+        Some(n) => d.bool(n, &join(path, "required")),
+        None => Some(true),
+    };
+    let forward_header = match f.get("forwardHeader") {
+        Some(n) => crate::policy::common::header_name(d, n, &join(path, "forwardHeader")).map(Some),
+        None => Some(None),
+    };
+    let (ca, fingerprint) = ca?;
+    Some(ClientCertificates {
+        ca,
+        required: required?,
+        forward_header: forward_header?,
+        fingerprint,
     })
 }
