@@ -452,3 +452,88 @@ fn mutual_tls_verifies_client_certificates_and_forwards_the_subject() {
     assert_eq!(try_get(optional.port, &ca, Some(&alice), "").unwrap(), 200);
     assert_eq!(backend.last().header("x-client-subject"), Some("CN=alice"));
 }
+
+#[test]
+fn upstream_tls_is_verified_and_can_present_a_client_certificate() {
+    let dir = temp_dir("tls-upstream");
+    let ca = Ca::new();
+    let clients_ca = Ca::new();
+    let certs = vec![ca.issue(&dir, "backend", &["localhost"], None)];
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, ca.cert.to_pem().unwrap()).unwrap();
+    let clients_pem = dir.join("clients-ca.pem");
+    std::fs::write(&clients_pem, clients_ca.cert.to_pem().unwrap()).unwrap();
+    let (client_cert, client_key) = clients_ca.issue(&dir, "gateway", &["gateway"], None);
+    let echo = Backend::echo();
+    // the TLS upstream: another flex-gateway, requiring client certificates
+    let upstream = Gateway::start(&https_config(&echo, &dir, &certs, "1.2").replace(
+        "tls: {minVersion",
+        &format!(
+            "tls: {{clientCertificates: {{ca: \"{}\", forwardHeader: X-Client-Subject}}, minVersion",
+            clients_pem.display()
+        ),
+    ));
+    let url = format!("https://localhost:{}", upstream.port);
+    let client = format!(
+        "cert: \"{}\", key: \"{}\"",
+        client_cert.display(),
+        client_key.display()
+    );
+    let services = format!(
+        r#"  services:
+    - name: trusted
+      targets: ["{url}"]
+      tls: {{ca: "{ca}", {client}}}
+    - name: without-client-cert
+      targets: ["{url}"]
+      tls: {{ca: "{ca}"}}
+    - name: system-store
+      targets: ["{url}"]
+    - name: unverified
+      targets: ["{url}"]
+      tls: {{verify: false, {client}}}
+"#,
+        ca = ca_pem.display()
+    );
+    let routes = r#"    - id: trusted
+      path: /trusted/*
+      upstream: {service: trusted, retries: {maxRetries: 0}}
+    - id: nocert
+      path: /nocert/*
+      upstream: {service: without-client-cert, retries: {maxRetries: 0}}
+    - id: system
+      path: /system/*
+      upstream: {service: system-store, retries: {maxRetries: 0}}
+    - id: unverified
+      path: /unverified/*
+      upstream: {service: unverified, retries: {maxRetries: 0}}"#;
+    let front = Gateway::start(
+        &config_with_routes(routes).replace("  routes:\n", &format!("{services}  routes:\n")),
+    );
+    let mut c = front.connect();
+    let r = c.get("/trusted/x");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(echo.last().header("x-client-subject"), Some("CN=gateway"));
+    assert_eq!(echo.last().header("x-forwarded-proto"), Some("https"));
+    // a 502 closes the client connection: a fresh one each
+    let get = |path: &str| match front.connect().try_request("GET", path, &[], b"") {
+        Ok(r) => r.status,
+        Err(e) => panic!("{path}: {e}\n{}", front.log_text()),
+    };
+    assert_eq!(
+        get("/nocert/x"),
+        502,
+        "the upstream requires a client certificate"
+    );
+    assert_eq!(
+        get("/system/x"),
+        502,
+        "the test CA is not in the system store"
+    );
+    assert_eq!(get("/unverified/x"), 200, "verify: false accepts it");
+    assert!(
+        front.log_text().contains("NOT verified"),
+        "a warning at start"
+    );
+    assert_eq!(echo.count(), 2);
+}

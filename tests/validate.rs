@@ -463,3 +463,31 @@ spec:
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+#[test]
+fn upstream_tls_errors() {
+    let text = r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {name: g}
+spec:
+  listeners: [{name: l, port: 8080}]
+  services:
+    - name: s
+      targets: ["https://10.0.0.1:443"]
+      tls: {ca: /nonexistent/ca.pem, cert: /nonexistent/c.pem, verify: maybe}
+  routes:
+    - id: a
+      path: /a
+      upstream: {service: s, tls: {verify: false}}
+"#;
+    let (ok, err) = validate_text(text);
+    assert!(!ok);
+    for expected in [
+        "spec.services[0].tls.ca: cannot read /nonexistent/ca.pem",
+        "spec.services[0].tls: a client certificate needs both `cert` and `key`",
+        "spec.services[0].tls.verify: expected true or false",
+        "spec.routes[0].upstream.tls: `tls` here applies to a `url`; set it on the service instead",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -314,6 +314,35 @@ pub struct ServiceConfig {
     /// Host names are resolved again this often (every address is a target).
     pub dns_refresh: Duration,
     pub circuit: CircuitBreaker,
+    /// How `https://` targets are verified and what the gateway presents.
+    pub tls: UpstreamTls,
+}
+
+/// TLS to a service's `https://` targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Verify the target's certificate and host name (default true).
+    pub verify: bool,
+    /// Trust these CA certificates instead of the system store.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key for upstreams that require one.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// The name sent as SNI and verified (default: the target's host).
+    pub sni: Option<String>,
+    /// SHA-256 of the files as read (a renewal rebuilds the service).
+    pub fingerprint: [u8; 32],
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            verify: true,
+            ca: None,
+            client: None,
+            sni: None,
+            fingerprint: [0; 32],
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -331,6 +360,7 @@ impl ServiceConfig {
             fail_open: false,
             dns_refresh: DEFAULT_DNS_REFRESH,
             circuit: CircuitBreaker::default(),
+            tls: UpstreamTls::default(),
         }
     }
 }

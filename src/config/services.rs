@@ -6,7 +6,7 @@
 use super::decode::{join, Decoder, Fields};
 use super::model::{
     Balance, CircuitBreaker, ErrorBreaker, HashOn, HealthCheck, PassiveCheck, Retries,
-    RouteUpstream, ServiceConfig, TargetSpec, TimeoutSettings, WeightedService,
+    RouteUpstream, ServiceConfig, TargetSpec, TimeoutSettings, UpstreamTls, WeightedService,
     DEFAULT_DNS_REFRESH,
 };
 use super::values::parse_upstream_url;
@@ -60,7 +60,9 @@ const SERVICE_FIELDS: &[&str] = &[
     "failOpen",
     "dnsRefresh",
     "circuitBreaker",
+    "tls",
 ];
+const UPSTREAM_TLS_FIELDS: &[&str] = &["verify", "ca", "cert", "key", "sni"];
 const TARGET_FIELDS: &[&str] = &["url", "weight"];
 const HEALTH_FIELDS: &[&str] = &[
     "path",
@@ -89,6 +91,7 @@ const UPSTREAM_FIELDS: &[&str] = &[
     "readTimeout",
     "requestTimeout",
     "retries",
+    "tls",
 ];
 const RETRY_FIELDS: &[&str] = &["maxRetries", "retryOn"];
 const BALANCE: &[&str] = &["round-robin", "random", "least-requests", "hash"];
@@ -244,6 +247,14 @@ pub fn decode_service(
         CircuitBreaker::default(),
         decode_breaker,
     );
+    let tls = optional(
+        d,
+        &f,
+        "tls",
+        path,
+        UpstreamTls::default(),
+        decode_upstream_tls,
+    );
     if d.errors.len() > before {
         return None;
     }
@@ -257,6 +268,7 @@ pub fn decode_service(
             fail_open: fail_open?,
             dns_refresh: dns_refresh?,
             circuit: circuit?,
+            tls: tls?,
         },
         pos: node.pos,
         path: path.to_string(),
@@ -491,7 +503,12 @@ pub fn decode_route_upstream(
         if let Some(text) = d.scalar(n, &at, "a URL") {
             match parse_upstream_url(text) {
                 Ok(up) => {
-                    let config = ServiceConfig::inline(route_id.unwrap_or(""), up);
+                    let mut config = ServiceConfig::inline(route_id.unwrap_or(""), up);
+                    if let Some(t) = f.get("tls") {
+                        if let Some(tls) = decode_upstream_tls(d, t, &join(path, "tls")) {
+                            config.tls = tls;
+                        }
+                    }
                     services.push(WeightedService {
                         name: config.name.clone(),
                         weight: 1,
@@ -542,6 +559,13 @@ pub fn decode_route_upstream(
             d.error(list.pos, &at, "at least one service needs a weight above 0");
         }
     }
+    if let (Some(t), None) = (f.get("tls"), f.get("url")) {
+        d.error(
+            t.pos,
+            &join(path, "tls"),
+            "`tls` here applies to a `url`; set it on the service instead",
+        );
+    }
     let timeouts = decode_timeouts(d, &f, path);
     let retries = optional(d, &f, "retries", path, Retries::default(), decode_retries);
     if d.errors.len() > before {
@@ -561,6 +585,63 @@ pub fn decode_route_upstream(
 }
 
 const TARGET_FIELDS_SERVICES: &[&str] = &["name", "weight"];
+
+/// `tls:` of a service (or of a route's inline `url`).
+fn decode_upstream_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<UpstreamTls> {
+    use sha2::{Digest, Sha256};
+    let f = d.map(node, path, UPSTREAM_TLS_FIELDS)?;
+    let before = d.errors.len();
+    let mut t = UpstreamTls::default();
+    let mut h = Sha256::new();
+    if let Some(n) = f.get("verify") {
+        t.verify = d.bool(n, &join(path, "verify")).unwrap_or(true);
+    }
+    if let Some(n) = f.get("sni") {
+        t.sni = d.string(n, &join(path, "sni"));
+    }
+    if let Some(n) = f.get("ca") {
+        let field = join(path, "ca");
+        if let Some(p) = d.string(n, &field) {
+            d.files.push(p.clone().into());
+            match std::fs::read(&p) {
+                Ok(pem)
+                    if openssl::x509::X509::stack_from_pem(&pem).is_ok_and(|c| !c.is_empty()) =>
+                {
+                    h.update(&pem);
+                    t.ca = Some(p.into());
+                }
+                Ok(_) => d.error(n.pos, &field, format!("{p} holds no PEM certificate")),
+                Err(e) => d.error(n.pos, &field, format!("cannot read {p}: {e}")),
+            }
+        }
+    }
+    match (f.get("cert"), f.get("key")) {
+        (Some(c), Some(k)) => {
+            let cert = d.string(c, &join(path, "cert"));
+            let key = d.string(k, &join(path, "key"));
+            if let (Some(cert), Some(key)) = (cert, key) {
+                d.files.push(cert.clone().into());
+                d.files.push(key.clone().into());
+                match super::tls::check_pair(&cert, &key) {
+                    Ok((_, fp)) => {
+                        h.update(fp);
+                        t.client = Some((cert.into(), key.into()));
+                    }
+                    Err((true, why)) => d.error(c.pos, &join(path, "cert"), why),
+                    Err((false, why)) => d.error(k.pos, &join(path, "key"), why),
+                }
+            }
+        }
+        (Some(n), None) | (None, Some(n)) => d.error(
+            n.pos,
+            path,
+            "a client certificate needs both `cert` and `key`",
+        ),
+        (None, None) => {}
+    }
+    t.fingerprint = h.finalize().into();
+    (d.errors.len() == before).then_some(t)
+}
 
 fn decode_retries(d: &mut Decoder, node: &Node, path: &str) -> Option<Retries> {
     let f = d.map(node, path, RETRY_FIELDS)?;

@@ -178,6 +178,12 @@ fn service_json(s: &ServiceConfig) -> Value {
         })),
         "failOpen": s.fail_open,
         "dnsRefreshMs": ms(s.dns_refresh),
+        "tls": {
+            "verify": s.tls.verify,
+            "ca": s.tls.ca,
+            "clientCertificate": s.tls.client.as_ref().map(|(c, _)| c),
+            "sni": s.tls.sni,
+        },
         "circuitBreaker": {
             "maxConnections": c.max_connections,
             "maxPendingRequests": c.max_pending,

@@ -226,6 +226,48 @@ pub struct Service {
     /// One resolution at a time; when the last one ran.
     resolving: tokio::sync::Mutex<Option<Instant>>,
     metrics: UpstreamMetrics,
+    /// `tls.ca` and the client certificate, loaded once.
+    tls_ca: Option<Arc<pingora::protocols::tls::CaType>>,
+    tls_client: Option<Arc<pingora::utils::tls::CertKey>>,
+}
+
+/// Load a service's `tls` files (checked when the config loaded).
+#[allow(clippy::type_complexity)]
+fn load_tls(
+    c: &ServiceConfig,
+) -> Result<
+    (
+        Option<Arc<pingora::protocols::tls::CaType>>,
+        Option<Arc<pingora::utils::tls::CertKey>>,
+    ),
+    String,
+> {
+    use openssl::pkey::PKey;
+    use openssl::x509::X509;
+    let ca = match &c.tls.ca {
+        Some(p) => {
+            let pem = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let certs = X509::stack_from_pem(&pem).map_err(|e| format!("{}: {e}", p.display()))?;
+            Some(Arc::new(certs.into_boxed_slice()))
+        }
+        None => None,
+    };
+    let client = match &c.tls.client {
+        Some((cert, key)) => {
+            let pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+            let certs =
+                X509::stack_from_pem(&pem).map_err(|e| format!("{}: {e}", cert.display()))?;
+            let key_pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            let key = PKey::private_key_from_pem(&key_pem)
+                .map_err(|e| format!("{}: {e}", key.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{}: no certificate", cert.display()));
+            }
+            Some(Arc::new(pingora::utils::tls::CertKey::new(certs, key)))
+        }
+        None => None,
+    };
+    Ok((ca, client))
 }
 
 /// The address of a name as RFC 6761 fixes it, without asking DNS.
@@ -256,7 +298,20 @@ impl Service {
             }
         }
         let order = Order::new(&endpoints, &config.balance);
+        let (tls_ca, tls_client) = load_tls(&config).unwrap_or_else(|e| {
+            log::error!("service {}: upstream TLS: {e}", config.name);
+            (None, None)
+        });
+        let https = config.targets.iter().any(|t| t.upstream.tls);
+        if https && !config.tls.verify {
+            log::warn!(
+                "service {}: certificates of its https targets are NOT verified (tls.verify: false)",
+                config.name
+            );
+        }
         Service {
+            tls_ca,
+            tls_client,
             tracked: config.passive.is_some() || config.circuit.errors.is_some(),
             pool: ArcSwap::from_pointee(Pool {
                 endpoints,
@@ -516,12 +571,19 @@ impl Service {
     /// The Pingora peer for an attempt, with the route's timeouts.
     pub fn peer(&self, attempt: &Attempt, t: &Timeouts) -> Box<HttpPeer> {
         let up = self.target(&attempt.endpoint);
-        let sni = if up.tls {
-            up.host.clone()
-        } else {
-            String::new()
+        let sni = match (up.tls, &self.config.tls.sni) {
+            (false, _) => String::new(),
+            (true, Some(name)) => name.clone(),
+            (true, None) => up.host.clone(),
         };
         let mut peer = HttpPeer::new(attempt.endpoint.addr, up.tls, sni);
+        if up.tls {
+            let o = &mut peer.options;
+            o.verify_cert = self.config.tls.verify;
+            o.verify_hostname = self.config.tls.verify;
+            o.ca = self.tls_ca.clone();
+            peer.client_cert_key = self.tls_client.clone();
+        }
         peer.options.connection_timeout = Some(t.connect);
         peer.options.total_connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);
@@ -603,17 +665,36 @@ impl Service {
                     .pool_max_idle_per_host(0)
                     .redirect(reqwest::redirect::Policy::none());
                 if up.tls {
-                    b = b.resolve(&up.host, e.addr);
+                    let t = &self.config.tls;
+                    b = b.resolve(t.sni.as_deref().unwrap_or(&up.host), e.addr);
+                    if !t.verify {
+                        b = b
+                            .danger_accept_invalid_certs(true)
+                            .danger_accept_invalid_hostnames(true);
+                    }
+                    if let Some(ca) = &t.ca {
+                        let pem = std::fs::read(ca).map_err(|e| e.to_string())?;
+                        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                            .map_err(|e| e.to_string())?
+                        {
+                            b = b.add_root_certificate(cert);
+                        }
+                    }
+                    if let Some((cert, key)) = &t.client {
+                        let cert = std::fs::read(cert).map_err(|e| e.to_string())?;
+                        let key = std::fs::read(key).map_err(|e| e.to_string())?;
+                        let id = reqwest::Identity::from_pkcs8_pem(&cert, &key)
+                            .map_err(|e| format!("client certificate for health checks: {e}"))?;
+                        b = b.identity(id);
+                    }
                 }
                 let c = b.build().map_err(|e| e.to_string())?;
                 e.checker.get_or_init(|| c)
             }
         };
         let url = if up.tls {
-            format!(
-                "https://{}:{}{}{}",
-                up.host, up.port, up.base_path, check.path
-            )
+            let host = self.config.tls.sni.as_deref().unwrap_or(&up.host);
+            format!("https://{host}:{}{}{}", up.port, up.base_path, check.path)
         } else {
             format!("http://{}{}{}", e.addr, up.base_path, check.path)
         };
