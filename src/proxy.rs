@@ -72,6 +72,8 @@ pub struct Ctx {
     /// The listener forwards the verified client-certificate subject in
     /// this header (`tls.clientCertificates.forwardHeader`).
     cert_header: Option<http::HeaderName>,
+    /// An upgrade request: the listener's `upgradeIdleTimeout`.
+    upgrade: Option<std::time::Duration>,
 }
 
 /// A request's dealings with its upstream service.
@@ -129,6 +131,7 @@ impl Ctx {
             response_header_limit: ClientLimits::default().max_response_header_bytes,
             up: Upstreaming::default(),
             cert_header: None,
+            upgrade: None,
         }
     }
 }
@@ -349,9 +352,14 @@ impl ProxyHttp for Gateway {
         let limits = listener.map_or_else(ClientLimits::default, |l| l.limits);
         // a client pausing longer than this in its body gets 408; one not
         // reading the response for as long is cut off
-        session.set_read_timeout(Some(limits.body_timeout));
+        // an upgrade (WebSocket) becomes a tunnel: its own idle timeout
+        ctx.upgrade = session
+            .is_upgrade_req()
+            .then_some(limits.upgrade_idle_timeout);
+        let io_timeout = ctx.upgrade.unwrap_or(limits.body_timeout);
+        session.set_read_timeout(Some(io_timeout));
         ctx.response_header_limit = limits.max_response_header_bytes;
-        session.set_write_timeout(Some(limits.body_timeout));
+        session.set_write_timeout(Some(io_timeout));
         if let Some(tls) = listener.and_then(|l| l.tls.as_ref()) {
             ctx.cert_header = tls
                 .config
@@ -479,7 +487,10 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
         let now = Instant::now();
-        ctx.up.deadline = route.config.upstream.timeouts.request.map(|t| now + t);
+        ctx.up.deadline = match ctx.upgrade {
+            Some(_) => None, // a tunnel has no whole-request deadline
+            None => route.config.upstream.timeouts.request.map(|t| now + t),
+        };
         let services = &route.services;
         let i = match services.len() {
             1 => 0,
@@ -540,7 +551,13 @@ impl ProxyHttp for Gateway {
         if left.is_some_and(|l| l.is_zero()) {
             return Err(request_timeout());
         }
-        let peer = service.peer(attempt, &route.config.upstream.timeouts.within(left));
+        let mut timeouts = route.config.upstream.timeouts.within(left);
+        if let Some(idle) = ctx.upgrade {
+            // the upstream side of a tunnel waits as long as the client's
+            timeouts.read = idle;
+            timeouts.write = idle;
+        }
+        let peer = service.peer(attempt, &timeouts);
         ctx.upstream_addr = Some(attempt.endpoint.addr);
         Ok(peer)
     }
@@ -735,6 +752,9 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         resp.insert_header("x-request-id", ctx.x.request_id.as_str())?;
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            self.runtime.metrics.upgraded();
+        }
         match &ctx.route {
             Some(route) => route.chain.on_response(resp, &mut ctx.x, ctx.ran),
             None => Ok(()),

@@ -61,6 +61,9 @@ pub struct ClientLimits {
     /// The longest pause while the client sends a request body (408) or
     /// reads a response (the connection is closed).
     pub body_timeout: Duration,
+    /// An upgraded connection (WebSocket) quiet in both directions this
+    /// long is closed; request timeouts do not apply to it.
+    pub upgrade_idle_timeout: Duration,
     /// Open client connections on the listener; more are closed at accept.
     pub max_connections: usize,
     /// Open connections from one client IP (the TCP peer; trusted proxies
@@ -78,6 +81,7 @@ impl Default for ClientLimits {
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
+            upgrade_idle_timeout: Duration::from_secs(15 * 60),
             max_connections: 10_000,
             max_connections_per_client: None,
         }
@@ -96,6 +100,7 @@ pub struct LimitSettings {
     pub header_timeout: Option<Duration>,
     pub keepalive_timeout: Option<Duration>,
     pub body_timeout: Option<Duration>,
+    pub upgrade_idle_timeout: Option<Duration>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
 }
@@ -113,6 +118,9 @@ impl LimitSettings {
             header_timeout: self.header_timeout.unwrap_or(base.header_timeout),
             keepalive_timeout: self.keepalive_timeout.unwrap_or(base.keepalive_timeout),
             body_timeout: self.body_timeout.unwrap_or(base.body_timeout),
+            upgrade_idle_timeout: self
+                .upgrade_idle_timeout
+                .unwrap_or(base.upgrade_idle_timeout),
             max_connections: self.max_connections.unwrap_or(base.max_connections),
             max_connections_per_client: self
                 .max_connections_per_client

@@ -37,6 +37,7 @@ const LIMIT_FIELDS: &[&str] = &[
     "headerTimeout",
     "keepaliveTimeout",
     "bodyTimeout",
+    "upgradeIdleTimeout",
     "maxConnections",
     "maxConnectionsPerClient",
 ];
@@ -276,6 +277,7 @@ pub fn decode_limits(d: &mut Decoder, node: &Node, path: &str) -> Option<LimitSe
         ("headerTimeout", &mut l.header_timeout),
         ("keepaliveTimeout", &mut l.keepalive_timeout),
         ("bodyTimeout", &mut l.body_timeout),
+        ("upgradeIdleTimeout", &mut l.upgrade_idle_timeout),
     ] {
         if let Some(n) = f.get(key) {
             *slot = d.duration(n, &join(path, key), true);

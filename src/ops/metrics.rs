@@ -68,6 +68,7 @@ pub struct Metrics {
     rejections: Family<RejectionLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     overloaded: Counter,
+    upgrades: Counter,
     in_flight: Gauge,
     connections: Gauge,
     refused: Family<ReasonLabels, Counter>,
@@ -187,6 +188,12 @@ impl Metrics {
             "Requests answered 503 at once because maxRequestsInFlight were being handled",
             overloaded.clone(),
         );
+        let upgrades = Counter::default();
+        registry.register(
+            "upgrades",
+            "Connections upgraded to another protocol (101 Switching Protocols: WebSocket)",
+            upgrades.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "requests_in_flight",
@@ -256,6 +263,7 @@ impl Metrics {
             rejections,
             reloads,
             overloaded,
+            upgrades,
             in_flight,
             connections,
             refused,
@@ -302,6 +310,11 @@ impl Metrics {
         self.client_timeouts
             .get_or_create(&PhaseLabels { phase })
             .inc();
+    }
+
+    /// A response switched protocols (the connection is now a tunnel).
+    pub fn upgraded(&self) {
+        self.upgrades.inc();
     }
 
     pub fn overloaded(&self) {

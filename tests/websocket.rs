@@ -1,0 +1,115 @@
+//! Upgrade requests (WebSocket) through the gateway: the 101, then bytes
+//! both ways, over raw sockets on both sides.
+
+mod support;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+use support::*;
+
+/// A backend that answers an upgrade with 101 and then echoes every byte;
+/// it records the request head it got.
+fn upgrade_backend() -> (u16, std::sync::mpsc::Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let _ = tx.send(head);
+                let mut w = s;
+                w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n").unwrap();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match r.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if w.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+fn open_websocket(port: u16) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /ws/chat HTTP/1.1\r\nHost: chat.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed before the 101");
+        head.push(b[0]);
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+fn echo(s: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+    s.write_all(msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    s.read_exact(&mut got).unwrap();
+    got
+}
+
+#[test]
+fn websocket_upgrades_pass_and_outlive_the_request_timeouts() {
+    let (port, heads) = upgrade_backend();
+    let gw = Gateway::start(&with_server_settings(
+        &config_with_routes(&format!(
+            "    - id: ws\n      path: /ws/*\n      upstream: {{url: \"http://127.0.0.1:{port}\", readTimeout: 1s}}"
+        )),
+        &["limits: {bodyTimeout: 1s, upgradeIdleTimeout: 3s}"],
+    ));
+    let (mut s, head) = open_websocket(gw.port);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    let seen = heads
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(seen.contains("upgrade: websocket"), "{seen}");
+    assert!(
+        seen.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq=="),
+        "{seen}"
+    );
+    assert_eq!(echo(&mut s, b"hello"), b"hello");
+    // quiet for longer than the route's readTimeout and the bodyTimeout
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(echo(&mut s, b"still here"), b"still here");
+    let big = vec![b'x'; 256 * 1024];
+    assert_eq!(echo(&mut s, &big), big);
+    assert_eq!(gw.metric("flexgw_upgrades_total"), 1.0);
+    // quiet for longer than its own idle timeout: closed
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed by the gateway");
+    let quiet = started.elapsed();
+    assert!(
+        quiet >= Duration::from_millis(2500) && quiet < Duration::from_secs(8),
+        "closed after {quiet:?} (upgradeIdleTimeout 3s)"
+    );
+}
