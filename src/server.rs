@@ -153,13 +153,26 @@ pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server 
     let listeners: Vec<_> = config
         .listeners
         .iter()
-        .map(|l| (l.name.clone(), l.addr, l.routes.len(), l.tls.clone()))
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.addr,
+                l.routes.len(),
+                l.tls.clone(),
+                l.limits.max_concurrent_streams,
+            )
+        })
         .collect();
     let admin = config.server.admin;
     let runtime = Runtime::new(config, config_path);
     let mut must_accept = Vec::new();
-    for (name, addr, routes, tls) in listeners {
-        let proxy = http_proxy(&server.configuration, Gateway::new(runtime.clone(), addr));
+    for (name, addr, routes, tls, streams) in listeners {
+        let mut proxy = http_proxy(&server.configuration, Gateway::new(runtime.clone(), addr));
+        // HTTP/2 (HTTPS listeners offering h2): Pingora's default allows one
+        // request at a time per connection
+        let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
+        h2.max_concurrent_streams(streams);
+        proxy.h2_options = Some(h2);
         let mut service = Service::new(
             format!("listener {name} ({addr})"),
             Guarded::new(proxy, runtime.clone(), addr),

@@ -55,16 +55,27 @@ fn verify_clients(b: &mut SslAcceptorBuilder, clients: &ClientCertificates) -> R
     Ok(())
 }
 
-fn context(
-    cert: &str,
-    key: &str,
-    clients: Option<&ClientCertificates>,
-) -> Result<SslContext, String> {
+/// The ALPN protocols offered, in wire format, preferred first.
+fn alpn_wire(config: &ListenerTls) -> &'static [u8] {
+    match (config.h2, config.h1) {
+        (true, true) => b"\x02h2\x08http/1.1",
+        (true, false) => b"\x02h2",
+        _ => b"\x08http/1.1",
+    }
+}
+
+fn context(cert: &str, key: &str, config: &ListenerTls) -> Result<SslContext, String> {
     let mut b =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
-    if let Some(c) = clients {
+    if let Some(c) = &config.clients {
         verify_clients(&mut b, c)?;
     }
+    // the handshake switches to this context before ALPN is chosen, so it
+    // chooses the protocol too: ours first, else no ALPN (HTTP/1.1)
+    let ours = alpn_wire(config);
+    b.set_alpn_select_callback(move |_, theirs| {
+        openssl::ssl::select_next_proto(ours, theirs).ok_or(openssl::ssl::AlpnError::NOACK)
+    });
     b.set_certificate_chain_file(cert)
         .map_err(|e| format!("{cert}: {e}"))?;
     b.set_private_key_file(key, SslFiletype::PEM)
@@ -81,11 +92,7 @@ impl Contexts {
         let mut wildcard = HashMap::new();
         let mut default = None;
         for c in &config.certificates {
-            let ctx = context(
-                &c.cert.to_string_lossy(),
-                &c.key.to_string_lossy(),
-                config.clients.as_ref(),
-            )?;
+            let ctx = context(&c.cert.to_string_lossy(), &c.key.to_string_lossy(), config)?;
             for name in &c.names {
                 let slot = match name.strip_prefix("*.") {
                     Some(suffix) => wildcard.entry(suffix.to_string()),
@@ -119,7 +126,7 @@ impl Contexts {
 }
 
 /// Pingora's TLS settings for the listener at `addr`: minimum version,
-/// HTTP/1.1 by ALPN, and the SNI callback that picks the certificate from
+/// the ALPN protocols (`h2`, `http/1.1`), and the SNI callback that picks the certificate from
 /// the current snapshot.
 pub fn settings(
     runtime: Arc<Runtime>,
@@ -154,7 +161,11 @@ pub fn settings(
         ssl.set_ssl_context(contexts.select(name))
             .map_err(|_| SniError::ALERT_FATAL)
     });
-    settings.set_alpn(pingora::listeners::ALPN::H1);
+    settings.set_alpn(match (config.h2, config.h1) {
+        (true, true) => pingora::listeners::ALPN::H2H1,
+        (true, false) => pingora::listeners::ALPN::H2,
+        _ => pingora::listeners::ALPN::H1,
+    });
     Ok(settings)
 }
 

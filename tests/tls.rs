@@ -537,3 +537,71 @@ fn upstream_tls_is_verified_and_can_present_a_client_certificate() {
     );
     assert_eq!(echo.count(), 2);
 }
+
+#[test]
+fn http2_over_tls_multiplexes_a_hundred_streams_on_one_connection() {
+    let dir = temp_dir("tls-h2");
+    let ca = Ca::new();
+    let certs = vec![ca.issue(&dir, "api", &["api.test"], None)];
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, ca.cert.to_pem().unwrap()).unwrap();
+    let backend = Backend::start(|_| {
+        Reply::Delayed(
+            Duration::from_millis(200),
+            Box::new(Reply::Json(200, "{}".into())),
+        )
+    });
+    let gw = Gateway::start(&https_config(&backend, &dir, &certs, "1.2"));
+    let urls: Vec<String> = (0..100)
+        .map(|i| format!("https://api.test:{}/s/{i}", gw.port))
+        .collect();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("curl")
+        // without --parallel-immediate curl waits for the first connection
+        // to say it multiplexes, then puts every transfer on it
+        .args(["--http2", "--parallel", "--parallel-max", "100", "-s"])
+        .args(["--cacert", &ca_pem.display().to_string()])
+        .args(["--resolve", &format!("api.test:{}:127.0.0.1", gw.port)])
+        .args(["-w", "%{http_version} %{response_code} %{num_connects}\\n"])
+        .args(urls.iter().flat_map(|u| ["-o", "/dev/null", u.as_str()]))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        100,
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lines.iter().all(|l| l.starts_with("2 200 ")), "{text}");
+    let connects: u32 = lines
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(connects, 1, "one connection for all 100 streams:\n{text}");
+    // each answer takes 200 ms: one stream at a time would take 20 s
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "streams ran one at a time: {took:?}"
+    );
+    assert_eq!(backend.count(), 100);
+    assert_eq!(backend.last().header("x-forwarded-proto"), Some("https"));
+    // a client that offers only http/1.1 still gets it
+    let out = std::process::Command::new("curl")
+        .args([
+            "--http1.1",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{response_code}",
+        ])
+        .args(["--cacert", &ca_pem.display().to_string()])
+        .args(["--resolve", &format!("api.test:{}:127.0.0.1", gw.port)])
+        .arg(format!("https://api.test:{}/one", gw.port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1 200");
+}

@@ -64,6 +64,8 @@ pub struct ClientLimits {
     /// An upgraded connection (WebSocket) quiet in both directions this
     /// long is closed; request timeouts do not apply to it.
     pub upgrade_idle_timeout: Duration,
+    /// HTTP/2 requests at once on one connection (Pingora's default is 1).
+    pub max_concurrent_streams: u32,
     /// Open client connections on the listener; more are closed at accept.
     pub max_connections: usize,
     /// Open connections from one client IP (the TCP peer; trusted proxies
@@ -82,6 +84,7 @@ impl Default for ClientLimits {
             keepalive_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             upgrade_idle_timeout: Duration::from_secs(15 * 60),
+            max_concurrent_streams: 100,
             max_connections: 10_000,
             max_connections_per_client: None,
         }
@@ -101,6 +104,7 @@ pub struct LimitSettings {
     pub keepalive_timeout: Option<Duration>,
     pub body_timeout: Option<Duration>,
     pub upgrade_idle_timeout: Option<Duration>,
+    pub max_concurrent_streams: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
 }
@@ -121,6 +125,9 @@ impl LimitSettings {
             upgrade_idle_timeout: self
                 .upgrade_idle_timeout
                 .unwrap_or(base.upgrade_idle_timeout),
+            max_concurrent_streams: self
+                .max_concurrent_streams
+                .map_or(base.max_concurrent_streams, |v| v as u32),
             max_connections: self.max_connections.unwrap_or(base.max_connections),
             max_connections_per_client: self
                 .max_connections_per_client

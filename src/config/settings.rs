@@ -38,6 +38,7 @@ const LIMIT_FIELDS: &[&str] = &[
     "keepaliveTimeout",
     "bodyTimeout",
     "upgradeIdleTimeout",
+    "maxConcurrentStreams",
     "maxConnections",
     "maxConnectionsPerClient",
 ];
@@ -255,6 +256,11 @@ pub fn decode_limits(d: &mut Decoder, node: &Node, path: &str) -> Option<LimitSe
     }
     for (key, slot, cap) in [
         ("maxHeaders", &mut l.max_headers, 256),
+        (
+            "maxConcurrentStreams",
+            &mut l.max_concurrent_streams,
+            10_000,
+        ),
         ("maxConnections", &mut l.max_connections, 1 << 24),
         (
             "maxConnectionsPerClient",

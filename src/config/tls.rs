@@ -20,6 +20,10 @@ pub struct ListenerTls {
     pub certificates: Vec<Certificate>,
     pub min_version: TlsVersion,
     pub clients: Option<ClientCertificates>,
+    /// Offer HTTP/2 by ALPN (`h2`).
+    pub h2: bool,
+    /// Offer HTTP/1.1 by ALPN (`http/1.1`).
+    pub h1: bool,
 }
 
 /// Mutual TLS: client certificates verified against `ca`.
@@ -55,7 +59,7 @@ pub struct Certificate {
     pub fingerprint: [u8; 32],
 }
 
-const TLS_FIELDS: &[&str] = &["certificates", "minVersion", "clientCertificates"];
+const TLS_FIELDS: &[&str] = &["certificates", "minVersion", "clientCertificates", "alpn"];
 const CLIENT_FIELDS: &[&str] = &["ca", "required", "forwardHeader"];
 const CERT_FIELDS: &[&str] = &["cert", "key"];
 
@@ -179,6 +183,26 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerTls> {
             }
         }
     };
+    let mut alpn = (true, true);
+    if let Some(n) = f.get("alpn") {
+        let field = join(path, "alpn");
+        alpn = (false, false);
+        for (item, at) in d.items(n, &field, true) {
+            match d.scalar(item, &at, "h2 or http/1.1") {
+                Some("h2") => alpn.0 = true,
+                Some("http/1.1") => alpn.1 = true,
+                Some(other) => d.error(
+                    item.pos,
+                    &at,
+                    format!("unsupported protocol {other:?} (expected h2 or http/1.1)"),
+                ),
+                None => {}
+            }
+        }
+        if alpn == (false, false) && d.errors.len() == before {
+            d.error(n.pos, &field, "at least one protocol is required");
+        }
+    }
     let clients = match f.get("clientCertificates") {
         Some(n) => decode_clients(d, n, &join(path, "clientCertificates")).map(Some),
         None => Some(None),
@@ -190,6 +214,8 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerTls> {
         certificates,
         min_version: min_version?,
         clients: clients?,
+        h2: alpn.0,
+        h1: alpn.1,
     })
 }
 
