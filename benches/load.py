@@ -29,6 +29,10 @@ Scenarios:
      holds 100,000 live keys; flex only, compared with its (b)
   i  (h) with the counts in Redis (`sharedStorage`, a local redis-server):
      one script call per request; flex only, compared with its (h)
+  j  (b) over HTTPS (TLS 1.3, an ECDSA P-256 certificate made for the run),
+     keep-alive; nginx and flex terminate TLS with the same certificate
+  k  new TLS handshakes per second: (j) with `Connection: close` on every
+     request, so each request is a new connection and handshake
 Every measurement is repeated (default 3) and the median reported. Beside
 requests/s and latency, each target's CPU time per request: user + system
 time of its processes (nginx's workers included) over the run, divided by
@@ -56,7 +60,10 @@ SCENARIOS = {
     "g": ("user's route + cors + ip-allowlist (1,000 ranges) + header-injection", "/api/products/2", 64),
     "h": ("user's route + per-client rate limit, 100,000 distinct keys", "/api/products/2", 64),
     "i": ("(h) with the counts in Redis", "/api/products/2", 64),
+    "j": ("user's route over HTTPS, keep-alive", "/api/products/2", 64),
+    "k": ("new TLS handshakes (Connection: close)", "/api/products/2", 64),
 }
+TLS_ONLY = "jk"  # HTTPS scenarios: nginx and flex only
 FLEX_ONLY = "fghi"  # policy scenarios: compared with flex's own (b)
 KEYS_SCRIPT = """counter = 0
 request = function()
@@ -149,7 +156,7 @@ def nginx_proxy_conf(work, scenario):
     proxy = """proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";"""
     if scenario in ("a", "d", "e"):
         locations = f"location / {{ {proxy} }}"
-    elif scenario == "b":
+    elif scenario in ("b", "j", "k"):
         locations = (
             f"location = /api/products {{ limit_except GET {{ deny all; }} limit_req zone=rl burst=1000000 nodelay; {proxy} }}\n"
             f"        location /api/products/ {{ limit_except GET {{ deny all; }} limit_req zone=rl burst=1000000 nodelay; {proxy} }}\n"
@@ -160,6 +167,10 @@ def nginx_proxy_conf(work, scenario):
         locations = "\n        ".join(
             f"location /svc/r{i:04d}/ {{ limit_req zone=rl burst=1000000 nodelay; {proxy} }}" for i in range(ROUTES_C)
         )
+    tls_listen = ""
+    if scenario in TLS_ONLY:
+        tls_listen = (f" ssl;\n        ssl_certificate {work}/bench.pem; ssl_certificate_key {work}/bench.key;"
+                      "\n        ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off")
     return f"""
 worker_processes {WORKERS[0]};
 daemon off;
@@ -176,7 +187,7 @@ http {{
     keepalive_requests 1000000;
     {up}
     server {{
-        listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
+        listen 127.0.0.1:{PORTS['nginx']} backlog=4096{tls_listen};
         {locations}
     }}
 }}
@@ -225,7 +236,7 @@ def flex_conf(work, scenario, target="flex"):
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
         routes = f"    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{up}\"}}\n"
-    elif scenario in ("b", "f", "g", "h", "i"):
+    elif scenario in ("b", "f", "g", "h", "i", "j", "k"):
         routes = (
             f"    - id: public-products\n      path: [\"/api/products\", \"/api/products/*\"]\n      methods: [\"GET\"]\n"
             f"      upstream: {{url: \"{up}\", timeout: 30s}}\n"
@@ -257,12 +268,14 @@ def flex_conf(work, scenario, target="flex"):
         routes = "".join(
             f"    - id: r{i:04d}\n      path: \"/svc/r{i:04d}/*\"\n      upstream: {{url: \"{up}\"}}\n{rl}" for i in range(ROUTES_C)
         )
+    tls = (f", protocol: HTTPS, tls: {{certificates: [{{cert: \"{work}/bench.pem\", key: \"{work}/bench.key\"}}]}}"
+           if scenario in TLS_ONLY else "")
     storage = f"    sharedStorage: {{redis: {{address: \"127.0.0.1:{PORTS['redis']}\"}}}}\n" if scenario == "i" else ""
     return f"""apiVersion: gateway.mulesoft.com/v1alpha1
 kind: Gateway
 metadata: {{name: bench}}
 spec:
-  listeners: [{{name: bench, port: {PORTS[target]}, host: "127.0.0.1"}}]
+  listeners: [{{name: bench, port: {PORTS[target]}, host: "127.0.0.1"{tls}}}]
   routes:
 {routes}  server:
 {storage}    threads: {WORKERS[0]}
@@ -348,11 +361,11 @@ def make_token(work):
     return f"{head}.{body}.{b64url(sig)}"
 
 
-def wrk(port, path, conns, duration, headers=(), script=None):
+def wrk(port, path, conns, duration, headers=(), script=None, scheme="http"):
     extra = [a for h in headers for a in ("-H", h)] + (["-s", script] if script else [])
     out = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s", *extra,
-         f"http://127.0.0.1:{port}{path}"],
+         f"{scheme}://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -378,7 +391,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
     ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
-    ap.add_argument("--scenarios", default="abcdefghi")
+    ap.add_argument("--scenarios", default="abcdefghijk")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
@@ -415,6 +428,11 @@ def main():
     if "f" in args.scenarios:
         token = make_token(work)
         AUTH_HEADERS[:] = [f"Authorization: Bearer {token}", f"X-API-Key: {API_KEY}"]
+    if any(sc in TLS_ONLY for sc in args.scenarios):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", os.path.join(work, "bench.key"), "-out", os.path.join(work, "bench.pem"),
+                        "-days", "2", "-subj", "/CN=bench.test", "-addext", "subjectAltName=DNS:bench.test"],
+                       check=True, capture_output=True)
     script = os.path.join(work, "keys.lua")
     open(script, "w").write(KEYS_SCRIPT)
     redis = None
@@ -435,19 +453,23 @@ def main():
                     continue  # it has no routes or policies: only comparable on a plain proxy
                 if sc in FLEX_ONLY and t not in ("flex", "base"):
                     continue  # policy scenarios: compared with flex's own (b)
-                headers = {"f": AUTH_HEADERS, "g": ["Origin: https://app.example.com"]}.get(sc, ())
+                if sc in TLS_ONLY and t not in ("nginx", "flex", "base"):
+                    continue  # TLS termination: nginx and flex
+                headers = {"f": AUTH_HEADERS, "g": ["Origin: https://app.example.com"],
+                           "k": ["Connection: close"]}.get(sc, ())
+                scheme = "https" if sc in TLS_ONLY else "http"
                 lua = script if sc in "hi" else None
                 proc = start_target(t, sc, work)
                 try:
                     if t == "flex" and proc:
                         time.sleep(0.2)
                         rss.setdefault("idle", rss_kib(proc.pid))
-                    wrk(PORTS[t], path, conns, 1, headers, lua)  # warm-up: connections, pools, caches
+                    wrk(PORTS[t], path, conns, 1, headers, lua, scheme)  # warm-up: connections, pools, caches
                     runs = []
                     for _ in range(args.reps):
                         measured = proc or backend
                         before = cpu_seconds(measured.pid)
-                        r = wrk(PORTS[t], path, conns, args.duration, headers, lua)
+                        r = wrk(PORTS[t], path, conns, args.duration, headers, lua, scheme)
                         cpu_us = (cpu_seconds(measured.pid) - before) * 1e6 / max(r[4], 1)
                         runs.append(r[:4] + (cpu_us,))
                     med = lambda i: statistics.median(r[i] for r in runs)
