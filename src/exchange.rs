@@ -14,7 +14,8 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct Exchange {
     pub request_id: String,
-    /// The TCP peer's address (a later step consults trusted proxies).
+    /// The client: the TCP peer, or the address a trusted proxy in front
+    /// of the gateway reported in `X-Forwarded-For` (`trustedProxies`).
     pub client_ip: Option<IpAddr>,
     /// The normalised path: what routing saw and what goes upstream.
     pub path: String,
