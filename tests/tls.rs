@@ -605,3 +605,54 @@ fn http2_over_tls_multiplexes_a_hundred_streams_on_one_connection() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1 200");
 }
+
+#[test]
+fn http2_to_an_upstream_carries_concurrent_requests_on_one_connection() {
+    let dir = temp_dir("tls-h2-upstream");
+    let ca = Ca::new();
+    let certs = vec![ca.issue(&dir, "backend", &["localhost"], None)];
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, ca.cert.to_pem().unwrap()).unwrap();
+    let echo = Backend::start(|_| {
+        Reply::Delayed(
+            Duration::from_millis(600),
+            Box::new(Reply::Json(200, "{}".into())),
+        )
+    });
+    // the upstream: another flex-gateway offering h2 over TLS
+    let upstream = Gateway::start(&https_config(&echo, &dir, &certs, "1.2"));
+    let services = |http2: bool| {
+        format!(
+            "  services:\n    - name: up\n      targets: [\"https://localhost:{}\"]\n      http2: {http2}\n      tls: {{ca: \"{}\"}}\n",
+            upstream.port,
+            ca_pem.display()
+        )
+    };
+    let routes =
+        "    - id: all\n      path: /*\n      upstream: {service: up, retries: {maxRetries: 0}}";
+    for (http2, expected) in [(true, 1.0), (false, 8.0)] {
+        let front = Gateway::start(
+            &config_with_routes(routes)
+                .replace("  routes:\n", &format!("{}  routes:\n", services(http2))),
+        );
+        // one request first: Pingora shares only an established h2
+        // connection (requests racing a handshake each open their own)
+        assert_eq!(front.connect().get("/warm").status, 200);
+        let before = echo.count();
+        let port = front.port;
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                std::thread::spawn(move || Client::connect(port).get(&format!("/c{i}")).status)
+            })
+            .collect();
+        wait_until(Duration::from_secs(5), "all 8 reached the backend", || {
+            echo.count() - before == 8
+        });
+        // while they are all in flight: the upstream's open client connections
+        let open = upstream.metric("flexgw_connections_open");
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 200);
+        }
+        assert_eq!(open, expected, "http2: {http2}");
+    }
+}

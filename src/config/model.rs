@@ -331,6 +331,9 @@ pub struct ServiceConfig {
     pub circuit: CircuitBreaker,
     /// How `https://` targets are verified and what the gateway presents.
     pub tls: UpstreamTls,
+    /// Offer HTTP/2 to `https://` targets (ALPN `h2`, then `http/1.1`);
+    /// one connection then carries many requests at once.
+    pub http2: bool,
 }
 
 /// TLS to a service's `https://` targets.
@@ -376,6 +379,7 @@ impl ServiceConfig {
             dns_refresh: DEFAULT_DNS_REFRESH,
             circuit: CircuitBreaker::default(),
             tls: UpstreamTls::default(),
+            http2: false,
         }
     }
 }

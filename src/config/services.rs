@@ -61,6 +61,7 @@ const SERVICE_FIELDS: &[&str] = &[
     "dnsRefresh",
     "circuitBreaker",
     "tls",
+    "http2",
 ];
 const UPSTREAM_TLS_FIELDS: &[&str] = &["verify", "ca", "cert", "key", "sni"];
 const TARGET_FIELDS: &[&str] = &["url", "weight"];
@@ -255,6 +256,18 @@ pub fn decode_service(
         UpstreamTls::default(),
         decode_upstream_tls,
     );
+    let http2 = optional(d, &f, "http2", path, false, |d, n, p| {
+        let on = d.bool(n, p)?;
+        if on && targets.iter().any(|t: &TargetSpec| !t.upstream.tls) {
+            d.error(
+                n.pos,
+                p,
+                "HTTP/2 to upstreams needs https:// targets (cleartext h2c is not supported yet)",
+            );
+            return None;
+        }
+        Some(on)
+    });
     if d.errors.len() > before {
         return None;
     }
@@ -269,6 +282,7 @@ pub fn decode_service(
             dns_refresh: dns_refresh?,
             circuit: circuit?,
             tls: tls?,
+            http2: http2?,
         },
         pos: node.pos,
         path: path.to_string(),

@@ -177,6 +177,7 @@ fn service_json(s: &ServiceConfig) -> Value {
             "maxEjectionTimeMs": ms(p.max_ejection),
         })),
         "failOpen": s.fail_open,
+        "http2": s.http2,
         "dnsRefreshMs": ms(s.dns_refresh),
         "tls": {
             "verify": s.tls.verify,

@@ -582,6 +582,12 @@ impl Service {
             o.verify_cert = self.config.tls.verify;
             o.verify_hostname = self.config.tls.verify;
             o.ca = self.tls_ca.clone();
+            if self.config.http2 {
+                // h2 preferred, http/1.1 if the target does not offer it;
+                // Pingora's default is one request per h2 connection
+                o.alpn = pingora::protocols::ALPN::H2H1;
+                o.max_h2_streams = 100;
+            }
             peer.client_cert_key = self.tls_client.clone();
         }
         peer.options.connection_timeout = Some(t.connect);
