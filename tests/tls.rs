@@ -210,12 +210,11 @@ fn get(s: &mut SslStream<TcpStream>, host: &str, path: &str) -> (u16, String) {
     }
 }
 
-fn https_config(backend: &Backend, dir: &Path, certs: &[(PathBuf, PathBuf)], min: &str) -> String {
+fn https_config(backend: &Backend, certs: &[(PathBuf, PathBuf)], min: &str) -> String {
     let list: Vec<String> = certs
         .iter()
         .map(|(c, k)| format!("{{cert: \"{}\", key: \"{}\"}}", c.display(), k.display()))
         .collect();
-    let _ = dir;
     catch_all_config(&backend.url()).replace(
         "      host: \"127.0.0.1\"\n",
         &format!(
@@ -235,7 +234,7 @@ fn sni_picks_the_certificate_and_the_backend_sees_https() {
         ca.issue(&dir, "apps", &["*.apps.test"], None),
     ];
     let backend = Backend::echo();
-    let gw = Gateway::start(&https_config(&backend, &dir, &certs, "1.2"));
+    let gw = Gateway::start(&https_config(&backend, &certs, "1.2"));
     let mut s = connect(gw.port, &ca, Some("api.test"), (None, None)).expect("handshake");
     assert_eq!(served_names(&s), ["api.test"]);
     let (status, _) = get(&mut s, "api.test", "/x");
@@ -272,7 +271,7 @@ fn old_protocol_versions_are_refused() {
     let ca = Ca::new();
     let certs = vec![ca.issue(&dir, "api", &["api.test"], None)];
     let backend = Backend::echo();
-    let gw = Gateway::start(&https_config(&backend, &dir, &certs, "1.2"));
+    let gw = Gateway::start(&https_config(&backend, &certs, "1.2"));
     let err = connect(
         gw.port,
         &ca,
@@ -289,7 +288,7 @@ fn old_protocol_versions_are_refused() {
     )
     .is_ok());
     // minVersion 1.3 refuses 1.2
-    let strict = Gateway::start(&https_config(&backend, &dir, &certs, "1.3"));
+    let strict = Gateway::start(&https_config(&backend, &certs, "1.3"));
     assert!(connect(
         strict.port,
         &ca,
@@ -307,7 +306,7 @@ fn renewed_certificates_serve_new_handshakes_after_a_reload_and_open_connections
     let ca = Ca::new();
     let certs = vec![ca.issue(&dir, "api", &["api.test"], None)];
     let backend = Backend::echo();
-    let gw = Gateway::start(&https_config(&backend, &dir, &certs, "1.2"));
+    let gw = Gateway::start(&https_config(&backend, &certs, "1.2"));
     let mut open = connect(gw.port, &ca, Some("api.test"), (None, None)).expect("handshake");
     let old = serial_of(&open);
     assert_eq!(get(&mut open, "api.test", "/before").0, 200);
@@ -342,7 +341,6 @@ fn certificate_problems_are_validate_errors_naming_the_file() {
     let backend = Backend::echo();
     let text = https_config(
         &backend,
-        &dir,
         &[
             (missing.clone(), good_key.clone()),
             (good.clone(), other_key.clone()),
@@ -412,7 +410,7 @@ fn mutual_tls_verifies_client_certificates_and_forwards_the_subject() {
     std::fs::write(&clients_pem, clients_ca.cert.to_pem().unwrap()).unwrap();
     let backend = Backend::echo();
     let config = |required: bool| {
-        https_config(&backend, &dir, &certs, "1.2").replace(
+        https_config(&backend, &certs, "1.2").replace(
             "tls: {minVersion",
             &format!(
                 "tls: {{clientCertificates: {{ca: \"{}\", required: {required}, forwardHeader: X-Client-Subject}}, minVersion",
@@ -466,7 +464,7 @@ fn upstream_tls_is_verified_and_can_present_a_client_certificate() {
     let (client_cert, client_key) = clients_ca.issue(&dir, "gateway", &["gateway"], None);
     let echo = Backend::echo();
     // the TLS upstream: another flex-gateway, requiring client certificates
-    let upstream = Gateway::start(&https_config(&echo, &dir, &certs, "1.2").replace(
+    let upstream = Gateway::start(&https_config(&echo, &certs, "1.2").replace(
         "tls: {minVersion",
         &format!(
             "tls: {{clientCertificates: {{ca: \"{}\", forwardHeader: X-Client-Subject}}, minVersion",
@@ -551,7 +549,7 @@ fn http2_over_tls_multiplexes_a_hundred_streams_on_one_connection() {
             Box::new(Reply::Json(200, "{}".into())),
         )
     });
-    let gw = Gateway::start(&https_config(&backend, &dir, &certs, "1.2"));
+    let gw = Gateway::start(&https_config(&backend, &certs, "1.2"));
     let urls: Vec<String> = (0..100)
         .map(|i| format!("https://api.test:{}/s/{i}", gw.port))
         .collect();
@@ -620,7 +618,7 @@ fn http2_to_an_upstream_carries_concurrent_requests_on_one_connection() {
         )
     });
     // the upstream: another flex-gateway offering h2 over TLS
-    let upstream = Gateway::start(&https_config(&echo, &dir, &certs, "1.2"));
+    let upstream = Gateway::start(&https_config(&echo, &certs, "1.2"));
     let services = |http2: bool| {
         format!(
             "  services:\n    - name: up\n      targets: [\"https://localhost:{}\"]\n      http2: {http2}\n      tls: {{ca: \"{}\"}}\n",

@@ -617,15 +617,12 @@ fn decode_upstream_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<Upstr
         let field = join(path, "ca");
         if let Some(p) = d.string(n, &field) {
             d.files.push(p.clone().into());
-            match std::fs::read(&p) {
-                Ok(pem)
-                    if openssl::x509::X509::stack_from_pem(&pem).is_ok_and(|c| !c.is_empty()) =>
-                {
+            match super::tls::read_ca_bundle(&p) {
+                Ok(pem) => {
                     h.update(&pem);
                     t.ca = Some(p.into());
                 }
-                Ok(_) => d.error(n.pos, &field, format!("{p} holds no PEM certificate")),
-                Err(e) => d.error(n.pos, &field, format!("cannot read {p}: {e}")),
+                Err(why) => d.error(n.pos, &field, why),
             }
         }
     }

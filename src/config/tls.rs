@@ -63,6 +63,17 @@ const TLS_FIELDS: &[&str] = &["certificates", "minVersion", "clientCertificates"
 const CLIENT_FIELDS: &[&str] = &["ca", "required", "forwardHeader"];
 const CERT_FIELDS: &[&str] = &["cert", "key"];
 
+/// A CA bundle (`clientCertificates.ca`, a service's `tls.ca`): its PEM
+/// bytes, or why it cannot serve as one.
+pub fn read_ca_bundle(path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if X509::stack_from_pem(&pem).is_ok_and(|c| !c.is_empty()) {
+        Ok(pem)
+    } else {
+        Err(format!("{path} holds no PEM certificate"))
+    }
+}
+
 /// Read and check one certificate and key pair; the names it serves.
 pub fn check_pair(
     cert_path: &str,
@@ -226,16 +237,10 @@ fn decode_clients(d: &mut Decoder, node: &Node, path: &str) -> Option<ClientCert
         let field = join(path, "ca");
         let p = d.string(n, &field)?;
         d.files.push(PathBuf::from(&p));
-        match std::fs::read(&p) {
-            Ok(pem) if X509::stack_from_pem(&pem).is_ok_and(|c| !c.is_empty()) => {
-                Some((PathBuf::from(&p), Sha256::digest(&pem).into()))
-            }
-            Ok(_) => {
-                d.error(n.pos, &field, format!("{p} holds no PEM certificate"));
-                None
-            }
-            Err(e) => {
-                d.error(n.pos, &field, format!("cannot read {p}: {e}"));
+        match read_ca_bundle(&p) {
+            Ok(pem) => Some((PathBuf::from(&p), Sha256::digest(&pem).into())),
+            Err(why) => {
+                d.error(n.pos, &field, why);
                 None
             }
         }
