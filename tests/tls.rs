@@ -617,9 +617,7 @@ fn http2_to_an_upstream_carries_concurrent_requests_on_one_connection() {
             Box::new(Reply::Json(200, "{}".into())),
         )
     });
-    // the upstream: another flex-gateway offering h2 over TLS
-    let upstream = Gateway::start(&https_config(&echo, &certs, "1.2"));
-    let services = |http2: bool| {
+    let services = |http2: bool, upstream: &Gateway| {
         format!(
             "  services:\n    - name: up\n      targets: [\"https://localhost:{}\"]\n      http2: {http2}\n      tls: {{ca: \"{}\"}}\n",
             upstream.port,
@@ -629,10 +627,13 @@ fn http2_to_an_upstream_carries_concurrent_requests_on_one_connection() {
     let routes =
         "    - id: all\n      path: /*\n      upstream: {service: up, retries: {maxRetries: 0}}";
     for (http2, expected) in [(true, 1.0), (false, 8.0)] {
-        let front = Gateway::start(
-            &config_with_routes(routes)
-                .replace("  routes:\n", &format!("{}  routes:\n", services(http2))),
-        );
+        // the upstream: another flex-gateway offering h2 over TLS; a fresh
+        // one each time, so no connection of the previous case is counted
+        let upstream = Gateway::start(&https_config(&echo, &certs, "1.2"));
+        let front = Gateway::start(&config_with_routes(routes).replace(
+            "  routes:\n",
+            &format!("{}  routes:\n", services(http2, &upstream)),
+        ));
         // one request first: Pingora shares only an established h2
         // connection (requests racing a handshake each open their own)
         assert_eq!(front.connect().get("/warm").status, 200);
