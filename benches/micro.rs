@@ -82,6 +82,7 @@ fn path_normalisation(c: &mut Criterion) {
 
 fn rate_limit(c: &mut Criterion) {
     let config = |key| RateLimitConfig {
+        reset_in_ms: false,
         limits: vec![Limit {
             max: u64::MAX / 2,
             period_ms: 60_000,
@@ -246,7 +247,7 @@ fn policies(c: &mut Criterion) {
         // pool: not what is measured here); later ones hit its cache
         let mut x = Exchange::new();
         x.client_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
-        let mut ran = 0;
+        let mut ran = flex_gateway::policy::chain::Ran::default();
         let rejected = rt.block_on(route.chain.on_request(r, &mut x, &mut ran));
         assert!(rejected.is_none(), "{id}: {rejected:?}");
         group.bench_function(id, |b| {
@@ -254,13 +255,13 @@ fn policies(c: &mut Criterion) {
                 let mut x = Exchange::new();
                 x.client_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
                 x.path = "/x/orders".into();
-                let mut ran = 0;
+                let mut ran = flex_gateway::policy::chain::Ran::default();
                 let rejected = ready(route.chain.on_request(black_box(r), &mut x, &mut ran));
                 assert!(rejected.is_none());
                 let mut up = r.clone();
                 route
                     .chain
-                    .on_upstream_request(&mut up, &mut x)
+                    .on_upstream_request(&mut up, &mut x, ran)
                     .expect("upstream");
                 let mut resp = ResponseHeader::build(200, None).expect("response");
                 route

@@ -77,6 +77,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { config } => match load(&config.config) {
             Ok(c) => {
+                for n in &c.notices {
+                    println!("note: {n}");
+                }
                 let routes: usize = c.listeners.iter().map(|l| l.routes.len()).sum();
                 println!(
                     "{}: OK ({} gateway(s), {} listener(s), {} route binding(s))",
@@ -126,17 +129,20 @@ fn main() -> ExitCode {
             unsafe {
                 libc::signal(libc::SIGHUP, libc::SIG_IGN);
             }
-            ops::logging::init();
             let c = match load(&config.config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            ops::logging::init_at(c.log_level);
             log::info!(
                 "flex-gateway {} loaded {} ({})",
                 env!("CARGO_PKG_VERSION"),
                 config.config.display(),
                 c.gateways.join(", ")
             );
+            for n in &c.notices {
+                log::warn!("{n}");
+            }
             // an upgraded process inherits the old one's listening sockets
             let inherits = match upgrade {
                 true => std::fs::read_to_string(&c.server.pid_file)

@@ -24,6 +24,8 @@ use crate::ipset;
 use crate::ops::metrics::UpstreamError;
 use crate::ops::{access_log, request_id};
 use crate::path::{normalize_with, Options, PathError};
+use crate::policy::chain::Ran;
+use crate::policy::common::request_host;
 use crate::policy::{LocalResponse, Rejection};
 use crate::response::{error_body, message_for};
 use crate::router::Match;
@@ -50,7 +52,7 @@ pub struct Ctx {
     peer_ip: Option<std::net::IpAddr>,
     /// How many of the route's policies saw the request (their response
     /// hooks run, in reverse).
-    ran: usize,
+    ran: Ran,
     /// The peer address the request went to, once chosen.
     upstream_addr: Option<SocketAddr>,
     /// Status of a response the gateway wrote itself (routing, policy, error).
@@ -120,7 +122,7 @@ impl Ctx {
             start: Instant::now(),
             route: None,
             peer_ip: None,
-            ran: 0,
+            ran: Ran::default(),
             upstream_addr: None,
             local_status: None,
             in_flight: false,
@@ -158,20 +160,6 @@ impl Gateway {
 }
 
 /// The request's host name without port, from `Host` or the URI authority.
-fn request_host(req: &RequestHeader) -> &str {
-    let raw = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    if let Some(rest) = raw.strip_prefix('[') {
-        // [v6]:port
-        return rest.split(']').next().unwrap_or("");
-    }
-    raw.rsplit_once(':').map_or(raw, |(h, _)| h)
-}
-
 /// The body length the request declares in `Content-Length`, if any.
 fn declared_length(req: &RequestHeader) -> Option<u64> {
     req.headers
@@ -411,7 +399,15 @@ impl ProxyHttp for Gateway {
             }
         };
         let slash = path.contains('%') && (path.contains("%2F") || path.contains("%5C"));
-        let found = listener.map(|l| l.router.find(request_host(req), &req.method, &path));
+        let (found, rewritten) = match listener {
+            Some(l) => {
+                let (m, up) = l
+                    .router
+                    .route(request_host(req), &req.method, &path, &req.headers);
+                (Some(m), up)
+            }
+            None => (None, None),
+        };
         let found = match found {
             Some(Match::Found(route)) if slash && !route.config.allow_encoded_slashes => {
                 let resp = local(400, PathError::EncodedSlash.message());
@@ -420,6 +416,7 @@ impl ProxyHttp for Gateway {
             other => other,
         };
         ctx.x.path = path;
+        ctx.x.upstream_path = rewritten;
         let rejection = match found {
             Some(Match::Found(route)) => {
                 let route = route.clone();
@@ -675,7 +672,9 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header(h.clone(), subject.as_ref())?;
             }
         }
-        route.chain.on_upstream_request(upstream, &mut ctx.x)
+        route
+            .chain
+            .on_upstream_request(upstream, &mut ctx.x, ctx.ran)
     }
 
     async fn request_body_filter(

@@ -8,10 +8,19 @@
 //! At one pattern, routes naming the request's host go before host-less ones.
 //! The first candidate whose host and method fit wins; if some candidate fit
 //! the host but none the method, the answer is 405 with the allowed methods.
+//!
+//! Flex routes (ApiInstance rules, regexes) are tried when no `kind:
+//! Gateway` route took the request: grouped by the instance's base path,
+//! the path regexes of one group are one `RegexSet`, so a lookup is one
+//! pass over the path whatever the number of routes; the matching rules are
+//! then checked in route order (method, host, headers) and the first wins.
 
 use crate::config::model::{PathPattern, Route};
+use crate::config::rules::FlexRoute;
 use http::Method;
+use regex::{RegexSet, RegexSetBuilder};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 const KNOWN: [Method; 9] = [
     Method::GET,
@@ -75,7 +84,24 @@ struct Entry<T> {
 pub struct Router<T> {
     exact: HashMap<Box<str>, Vec<Entry<T>>>,
     prefix: HashMap<Box<str>, Vec<Entry<T>>>,
+    /// Flex routes by base path, longest base path first.
+    flex: Vec<FlexGroup<T>>,
 }
+
+/// The Flex routes under one base path, in route order.
+#[derive(Debug)]
+struct FlexGroup<T> {
+    base: FlexRoute,
+    routes: Vec<(T, Arc<FlexRoute>)>,
+    /// Per set pattern: (route index, rule index; `None`: no rules).
+    members: Vec<(usize, Option<usize>)>,
+    /// Every member's path regex; `None` if the set could not be built
+    /// (too large): the members are then tried one by one.
+    set: Option<RegexSet>,
+}
+
+/// A Flex match: the route and the path to send upstream.
+pub type FlexFound<'r, T> = (&'r T, String);
 
 #[derive(Debug)]
 pub enum Match<'r, T> {
@@ -96,8 +122,14 @@ impl<T: Clone> Router<T> {
         let mut router = Router {
             exact: HashMap::new(),
             prefix: HashMap::new(),
+            flex: Vec::new(),
         };
+        let mut flex: Vec<(T, Arc<FlexRoute>)> = Vec::new();
         for (route, value) in routes {
+            if let Some(f) = &route.flex {
+                flex.push((value, f.clone()));
+                continue;
+            }
             let host = match &route.host {
                 None => HostMatch::Any,
                 Some(h) => match h.strip_prefix('*') {
@@ -123,9 +155,134 @@ impl<T: Clone> Router<T> {
                 list.sort_by_key(|e| e.host.rank());
             }
         }
+        router.flex = FlexGroup::build(flex);
         router
     }
 
+    /// Route a request: `kind: Gateway` routes first, then Flex routes
+    /// (when no Gateway route took it). A Flex match carries the path to
+    /// send upstream.
+    pub fn route(
+        &self,
+        host: &str,
+        method: &Method,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> (Match<'_, T>, Option<String>) {
+        let found = self.find(host, method, path);
+        if self.flex.is_empty() || matches!(found, Match::Found(_)) {
+            return (found, None);
+        }
+        match self.find_flex(host, method.as_str(), path, headers) {
+            Some((route, upstream)) => (Match::Found(route), Some(upstream)),
+            None => (found, None),
+        }
+    }
+
+    /// The first Flex route (longest base path first, then route order)
+    /// whose rules match.
+    pub fn find_flex(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<FlexFound<'_, T>> {
+        for g in &self.flex {
+            let Some(rest) = g.base.strip(path) else {
+                continue;
+            };
+            let check = |m: usize| {
+                let (i, rule) = g.members[m];
+                let (value, route) = &g.routes[i];
+                let rule = rule.map(|r| &route.rules.0[r]);
+                let fits = match rule {
+                    Some(r) => r.matches_rest(method, host, headers),
+                    None => true,
+                };
+                fits.then(|| (value, route.rewrite(rule, rest)))
+            };
+            let found = match &g.set {
+                Some(set) => set.matches(rest).iter().find_map(check),
+                None => (0..g.members.len()).find_map(|m| {
+                    let (i, rule) = g.members[m];
+                    let route = &g.routes[i].1;
+                    let path_fits = rule
+                        .and_then(|r| route.rules.0[r].path.as_ref())
+                        .is_none_or(|re| re.is_match(rest));
+                    if path_fits {
+                        check(m)
+                    } else {
+                        None
+                    }
+                }),
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+}
+
+impl<T> FlexGroup<T> {
+    fn build(routes: Vec<(T, Arc<FlexRoute>)>) -> Vec<FlexGroup<T>> {
+        let mut groups: Vec<FlexGroup<T>> = Vec::new();
+        for (value, route) in routes {
+            let g = match groups
+                .iter()
+                .position(|g| g.base.base_path == route.base_path)
+            {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(FlexGroup {
+                        base: FlexRoute {
+                            base_path: route.base_path.clone(),
+                            rules: Default::default(),
+                            destination_path: String::new(),
+                        },
+                        routes: Vec::new(),
+                        members: Vec::new(),
+                        set: None,
+                    });
+                    groups.last_mut().expect("just pushed")
+                }
+            };
+            let i = g.routes.len();
+            if route.rules.0.is_empty() {
+                g.members.push((i, None));
+            } else {
+                g.members
+                    .extend((0..route.rules.0.len()).map(|r| (i, Some(r))));
+            }
+            g.routes.push((value, route));
+        }
+        for g in &mut groups {
+            let patterns: Vec<&str> = g
+                .members
+                .iter()
+                .map(|&(i, rule)| {
+                    rule.and_then(|r| g.routes[i].1.rules.0[r].path.as_ref())
+                        .map_or("^(?s:.*)$", |re| re.as_str())
+                })
+                .collect();
+            g.set = RegexSetBuilder::new(patterns)
+                .size_limit(256 << 20)
+                .dfa_size_limit(64 << 20)
+                .build()
+                .inspect_err(|e| {
+                    log::warn!(
+                        "flex routes: one regex set is not possible ({e}); matching route by route"
+                    )
+                })
+                .ok();
+        }
+        groups.sort_by_key(|g| std::cmp::Reverse(g.base.base_path.len()));
+        groups
+    }
+}
+
+impl<T: Clone> Router<T> {
     /// `host` without port; `path` already normalised.
     pub fn find(&self, host: &str, method: &Method, path: &str) -> Match<'_, T> {
         let bit = method_bit(method);
@@ -224,6 +381,7 @@ mod tests {
             max_body_size: None,
             allow_encoded_slashes: false,
             policies: vec![],
+            flex: None,
         })
     }
 

@@ -91,6 +91,7 @@ impl CompiledRoute {
             .policies
             .iter()
             .map(|spec| Link {
+                when: spec.when.clone(),
                 name: spec.name(),
                 policy: instances.get_or_build(spec, &config.id, previous),
             })
@@ -317,7 +318,7 @@ mod tests {
             .unwrap();
         let req = pingora::http::RequestHeader::build("GET", b"/a", None).unwrap();
         let mut x = crate::exchange::Exchange::new();
-        let mut ran = 0;
+        let mut ran = crate::policy::chain::Ran::default();
         let _ = rt.block_on(route.chain.on_request(&req, &mut x, &mut ran));
         let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
         route.chain.on_response(&mut resp, &mut x, ran).unwrap();

@@ -18,6 +18,7 @@ use std::sync::Arc;
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let files = list_files(path)?;
     let mut docs = Vec::new();
+    let mut flex = Vec::new();
     let mut errors = Vec::new();
     let mut secrets = Vec::new();
     let mut referenced = Vec::new();
@@ -27,6 +28,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             Ok(text) => {
                 let mut d = decode_source(&shown, &text);
                 docs.append(&mut d.docs);
+                flex.append(&mut d.flex);
                 errors.append(&mut d.errors);
                 secrets.append(&mut d.secrets);
                 referenced.append(&mut d.files);
@@ -34,7 +36,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             Err(e) => errors.push(file_error(&shown, format!("cannot read: {e}"))),
         }
     }
-    let mut config = assemble(&docs, &mut errors);
+    let mut config = finish(docs, flex, &mut errors);
     config.secrets = secrets;
     config.referenced_files = referenced;
     if errors.is_empty() {
@@ -48,11 +50,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn load_str(name: &str, text: &str) -> Result<Config, ConfigErrors> {
     let Decoded {
         docs,
+        flex,
         mut errors,
         secrets,
         files: _,
     } = decode_source(name, text);
-    let mut config = assemble(&docs, &mut errors);
+    let mut config = finish(docs, flex, &mut errors);
     config.secrets = secrets;
     if errors.is_empty() {
         Ok(config)
@@ -79,19 +82,8 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path)
-        .map_err(|e| ConfigErrors(vec![file_error(&shown, format!("cannot list: {e}"))]))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'))
-        })
-        .collect();
+    let mut files = Vec::new();
+    walk(path, &mut files)?;
     files.sort();
     if files.is_empty() {
         return Err(ConfigErrors(vec![file_error(
@@ -102,8 +94,64 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
     Ok(files)
 }
 
+/// The Flex resources compiled into documents, then everything assembled.
+fn finish(
+    mut docs: Vec<GatewayDoc>,
+    flex: Vec<super::flex::Resource>,
+    errors: &mut Vec<ConfigError>,
+) -> Config {
+    let mut compiled = super::flex::compile(&flex, errors);
+    if !compiled.server.is_empty() {
+        // Configuration resources over `spec.server` (or the defaults)
+        match docs.iter_mut().find_map(|d| d.server.as_mut()) {
+            Some((s, _)) => compiled.server.apply(s),
+            None => {
+                let mut s = ServerSettings::default();
+                compiled.server.apply(&mut s);
+                // the carrier of Flex services and settings is the last
+                if let Some(carrier) = compiled.docs.last_mut() {
+                    carrier.server = Some((s, carrier.pos));
+                }
+            }
+        }
+    }
+    docs.extend(compiled.docs);
+    let mut config = assemble(&docs, errors);
+    config.notices = compiled.notices;
+    config.log_level = compiled.log_level;
+    config
+}
+
+/// The `*.yaml`/`*.yml` files under `dir`, subdirectories included (Flex
+/// puts files in `conf.d/custom/`, `conf.d/policies/`); hidden files and
+/// directories are skipped.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConfigErrors> {
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConfigErrors(vec![file_error(&shown, format!("cannot list: {e}"))]))?;
+    for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if p.is_file()
+            && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
 struct Decoded {
     docs: Vec<GatewayDoc>,
+    /// Flex Local Mode resources, compiled once every file is read.
+    flex: Vec<super::flex::Resource>,
     errors: Vec<ConfigError>,
     secrets: Vec<String>,
     files: Vec<PathBuf>,
@@ -123,6 +171,7 @@ fn decode_source(file: &str, text: &str) -> Decoded {
             d.error(e.pos, "", message);
             return Decoded {
                 docs: Vec::new(),
+                flex: Vec::new(),
                 errors: d.errors,
                 secrets: d.secrets,
                 files: d.files,
@@ -132,12 +181,17 @@ fn decode_source(file: &str, text: &str) -> Decoded {
     if nodes.is_empty() {
         d.error(Pos::default(), "", "no YAML document in this file");
     }
-    let docs = nodes
-        .iter()
-        .filter_map(|n| decode_document(&mut d, n))
-        .collect();
+    let mut docs = Vec::new();
+    let mut flex = Vec::new();
+    for n in &nodes {
+        match super::flex::resources::flex_kind(n) {
+            Some(kind) => flex.extend(super::flex::decode_resource(&mut d, n, kind)),
+            None => docs.extend(decode_document(&mut d, n)),
+        }
+    }
     Decoded {
         docs,
+        flex,
         errors: d.errors,
         secrets: d.secrets,
         files: d.files,
@@ -336,6 +390,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                 max_body_size: r.max_body_size,
                 allow_encoded_slashes: r.allow_encoded_slashes,
                 policies,
+                flex: r.flex.clone(),
             });
             for &i in &mine {
                 for (k, (pattern, pos)) in r.paths.iter().enumerate() {
@@ -378,10 +433,16 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
     Config {
         server: settings,
         listeners: listeners.into_iter().map(|(l, _)| l).collect(),
-        gateways: docs.iter().map(|d| d.name.clone()).collect(),
+        gateways: docs
+            .iter()
+            .filter(|d| !d.name.is_empty())
+            .map(|d| d.name.clone())
+            .collect(),
         services,
         secrets: Vec::new(),
         referenced_files: Vec::new(),
+        notices: Vec::new(),
+        log_level: None,
     }
 }
 

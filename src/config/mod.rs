@@ -4,8 +4,10 @@
 //! and the validated runtime model the proxy uses (`model.rs`).
 
 pub mod decode;
+pub mod flex; // Flex Gateway Local Mode resources
 pub mod load;
 pub mod model;
+pub mod rules; // Flex request rules (regexes) and route rewriting
 pub mod schema;
 pub mod secrets; // ${ENV} and file: references in policy configs
 pub mod services;

@@ -26,6 +26,11 @@ pub struct Config {
     /// Files the policies read besides the config files (secret references,
     /// key lists), watched for changes like the config itself.
     pub referenced_files: Vec<PathBuf>,
+    /// What was accepted but is not applied (Flex `Configuration` keys we
+    /// do not implement): logged at start and shown by `validate`.
+    pub notices: Vec<String>,
+    /// Flex `logging.runtimeLogs.logLevel`.
+    pub log_level: Option<log::LevelFilter>,
 }
 
 /// A listening socket and the routes served on it (from every Gateway
@@ -174,6 +179,10 @@ pub struct Route {
     /// and the route's own, sorted by `order` (stable: list order breaks ties,
     /// document-level first).
     pub policies: Vec<PolicySpec>,
+    /// Flex routing (an ApiInstance's route): regex rules under the
+    /// instance's base path, rewriting the upstream path; `paths`, `methods`
+    /// and `host` are then empty.
+    pub flex: Option<Arc<crate::config::rules::FlexRoute>>,
 }
 
 /// One upstream address as written in a URL: scheme, host, port, base path.

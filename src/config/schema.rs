@@ -67,6 +67,8 @@ pub struct RouteSpec {
     pub max_body_size: Option<u64>,
     pub allow_encoded_slashes: bool,
     pub policies: Vec<PolicySpec>,
+    /// Flex routing (from an ApiInstance): regex rules instead of `paths`.
+    pub flex: Option<std::sync::Arc<super::rules::FlexRoute>>,
 }
 
 const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
@@ -109,7 +111,10 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
                 d.error(
                     v.pos,
                     "kind",
-                    format!("unsupported kind {text:?} (supported: Gateway)"),
+                    format!(
+                        "unsupported kind {text:?} (supported: Gateway, {})",
+                        super::flex::KINDS.join(", ")
+                    ),
                 );
                 return None;
             }
@@ -379,6 +384,7 @@ fn decode_route(
         max_body_size,
         allow_encoded_slashes,
         policies,
+        flex: None,
     })
 }
 
@@ -486,6 +492,8 @@ pub fn decode_policies(
             config,
             order: order as i32,
             document: document.map(str::to_string),
+            when: None,
+            tier: 1,
         });
     }
     out

@@ -166,7 +166,7 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
 /// `sharedStorage: {redis: {...}}`: the Redis server that gateway
 /// processes share state through (`${ENV}` and `file:` references allowed,
 /// as in policies).
-fn decode_storage(d: &mut Decoder, node: &Node, path: &str) -> Option<RedisSettings> {
+pub fn decode_storage(d: &mut Decoder, node: &Node, path: &str) -> Option<RedisSettings> {
     let node = d.resolve_references(node, path);
     let f = d.map(&node, path, STORAGE_FIELDS)?;
     let rpath = join(path, "redis");

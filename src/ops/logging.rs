@@ -8,7 +8,17 @@ use std::io::Write;
 pub const ACCESS_TARGET: &str = "access";
 
 pub fn init() {
-    let env = env_logger::Env::default().default_filter_or("info");
+    init_at(None)
+}
+
+/// `level` (Flex's `runtimeLogs.logLevel`) for the gateway's own logs
+/// unless `RUST_LOG` says otherwise; access logs are kept either way.
+pub fn init_at(level: Option<log::LevelFilter>) {
+    let default = match level {
+        Some(l) => format!("{},{ACCESS_TARGET}=info", l.as_str().to_ascii_lowercase()),
+        None => "info".to_string(),
+    };
+    let env = env_logger::Env::default().default_filter_or(default);
     env_logger::Builder::from_env(env)
         .format(|buf, record| {
             if record.target() == ACCESS_TARGET {

@@ -6,6 +6,7 @@
 //! the response headers of the first two, e.g. rate-limit headers on a 401).
 
 use super::{Decision, LocalResponse, Policy};
+use crate::config::rules::PolicyRules;
 use crate::exchange::Exchange;
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::sync::Arc;
@@ -15,6 +16,28 @@ use std::sync::Arc;
 pub struct Link {
     pub name: &'static str,
     pub policy: Arc<dyn Policy>,
+    /// Flex binding `rules`: the policy applies only to requests matching
+    /// them; `None`: to every request of the route.
+    pub when: Option<Arc<PolicyRules>>,
+}
+
+/// Which policies of a chain saw the request: the first `count` links,
+/// less those whose `rules` did not match (bit per link; a chain has at
+/// most [`MAX_LINKS`]). Their response and logging hooks run; the others'
+/// do not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ran {
+    pub count: usize,
+    skipped: u64,
+}
+
+/// The most policies one route's chain may hold.
+pub const MAX_LINKS: usize = 64;
+
+impl Ran {
+    fn saw(&self, i: usize) -> bool {
+        i < self.count && (i >= 64 || self.skipped & (1 << i) == 0)
+    }
 }
 
 /// A policy answered the request itself.
@@ -48,10 +71,14 @@ impl Chain {
         &self,
         req: &RequestHeader,
         x: &mut Exchange,
-        ran: &mut usize,
+        ran: &mut Ran,
     ) -> Option<Rejection> {
-        for link in &self.links {
-            *ran += 1;
+        for (i, link) in self.links.iter().enumerate() {
+            ran.count += 1;
+            if !applies(link, req, x) {
+                ran.skipped |= 1u64.checked_shl(i as u32).unwrap_or(0);
+                continue;
+            }
             if let Decision::Respond(response) = link.policy.on_request(req, x).await {
                 return Some(Rejection {
                     policy: link.name,
@@ -67,10 +94,14 @@ impl Chain {
         &self,
         req: &RequestHeader,
         x: &mut Exchange,
-        ran: &mut usize,
+        ran: &mut Ran,
     ) -> Option<Rejection> {
-        for link in &self.links {
-            *ran += 1;
+        for (i, link) in self.links.iter().enumerate() {
+            ran.count += 1;
+            if !applies(link, req, x) {
+                ran.skipped |= 1u64.checked_shl(i as u32).unwrap_or(0);
+                continue;
+            }
             if let Decision::Respond(response) = link.policy.on_method_not_allowed(req, x) {
                 return Some(Rejection {
                     policy: link.name,
@@ -81,34 +112,55 @@ impl Chain {
         None
     }
 
+    /// The upstream-request hooks of the policies that saw the request.
     pub fn on_upstream_request(
         &self,
         up: &mut RequestHeader,
         x: &mut Exchange,
+        ran: Ran,
     ) -> pingora::Result<()> {
-        for link in &self.links {
-            link.policy.on_upstream_request(up, x)?;
+        for (i, link) in self.links.iter().enumerate() {
+            if ran.saw(i) {
+                link.policy.on_upstream_request(up, x)?;
+            }
         }
         Ok(())
     }
 
-    /// Response hooks of the first `ran` policies, last first.
+    /// Response hooks of the policies that saw the request, last first.
     pub fn on_response(
         &self,
         resp: &mut ResponseHeader,
         x: &mut Exchange,
-        ran: usize,
+        ran: Ran,
     ) -> pingora::Result<()> {
-        for link in self.links[..ran.min(self.links.len())].iter().rev() {
-            link.policy.on_response(resp, x)?;
+        for (i, link) in self.links.iter().enumerate().rev() {
+            if ran.saw(i) {
+                link.policy.on_response(resp, x)?;
+            }
         }
         Ok(())
     }
 
-    pub fn on_logging(&self, x: &Exchange, status: u16, ran: usize) {
-        for link in &self.links[..ran.min(self.links.len())] {
-            link.policy.on_logging(x, status);
+    pub fn on_logging(&self, x: &Exchange, status: u16, ran: Ran) {
+        for (i, link) in self.links.iter().enumerate() {
+            if ran.saw(i) {
+                link.policy.on_logging(x, status);
+            }
         }
+    }
+}
+
+/// Whether a link's `rules` (if any) match the request.
+fn applies(link: &Link, req: &RequestHeader, x: &Exchange) -> bool {
+    match &link.when {
+        None => true,
+        Some(rules) => rules.applies(
+            req.method.as_str(),
+            super::common::request_host(req),
+            &x.path,
+            &req.headers,
+        ),
     }
 }
 
@@ -156,6 +208,7 @@ mod tests {
         Chain::new(
             spec.iter()
                 .map(|(tag, reject)| Link {
+                    when: None,
                     name: tag,
                     policy: Arc::new(Probe {
                         tag,
@@ -172,7 +225,7 @@ mod tests {
         let c = chain(spec, &log);
         let req = RequestHeader::build("GET", b"/", None).unwrap();
         let mut x = Exchange::new();
-        let mut ran = 0;
+        let mut ran = Ran::default();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -205,14 +258,14 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let c = chain(&[("auth", true), ("cors", false)], &log);
         let mut x = Exchange::new();
-        let mut ran = 0;
+        let mut ran = Ran::default();
         let options = RequestHeader::build("OPTIONS", b"/", None).unwrap();
         let answered = c.on_method_not_allowed(&options, &mut x, &mut ran).unwrap();
         assert_eq!((answered.policy, answered.response.status), ("cors", 204));
-        assert_eq!(ran, 2);
+        assert_eq!(ran.count, 2);
         assert!(log.lock().unwrap().is_empty(), "no request hook ran");
         let delete = RequestHeader::build("DELETE", b"/", None).unwrap();
-        let mut ran = 0;
+        let mut ran = Ran::default();
         assert_eq!(c.on_method_not_allowed(&delete, &mut x, &mut ran), None);
     }
 

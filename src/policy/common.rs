@@ -254,6 +254,22 @@ impl TokenSource {
     }
 }
 
+/// The request's host without port: the Host header, or the authority of
+/// an absolute request target (HTTP/2 `:authority`).
+pub fn request_host(req: &pingora::http::RequestHeader) -> &str {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or("");
+    }
+    raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,6 +122,11 @@ pub struct PolicySpec {
     /// instance for every route of that document (e.g. one rate-limit
     /// counter for the whole API). `None`: the route's own.
     pub document: Option<String>,
+    /// Flex binding `rules`: the policy applies only to matching requests.
+    pub when: Option<Arc<crate::config::rules::PolicyRules>>,
+    /// 0: bound through a Flex Selector, run before an API's own policies
+    /// (1) whatever their `order`.
+    pub tier: u8,
 }
 
 pub const DEFAULT_ORDER: i32 = 50;
@@ -132,9 +137,14 @@ impl PolicySpec {
     }
 
     /// Where the chain puts it: CORS before everything (a preflight must
-    /// not be refused for lacking credentials), then by `order`.
-    pub fn sort_key(&self) -> (bool, i32) {
-        (!matches!(self.config, PolicyConfig::Cors(_)), self.order)
+    /// not be refused for lacking credentials), then Selector-bound Flex
+    /// policies, then by `order`.
+    pub fn sort_key(&self) -> (bool, u8, i32) {
+        (
+            !matches!(self.config, PolicyConfig::Cors(_)),
+            self.tier,
+            self.order,
+        )
     }
 }
 

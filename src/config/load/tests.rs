@@ -46,11 +46,14 @@ fn seed_file_gives_the_expected_model() {
                 expose_headers: true,
                 clusterizable: true,
                 fail_open: true,
+                reset_in_ms: false,
                 scope: "route:health-check".into(),
                 redis: None,
             }),
             order: 50,
             document: None,
+            when: None,
+            tier: 1,
         }]
     );
     assert_eq!(c.server, crate::config::model::ServerSettings::default());
@@ -148,10 +151,12 @@ fn server_settings_once() {
 
 #[test]
 fn unsupported_kind_and_version() {
-    let text = SEED.replace("kind: Gateway", "kind: ApiInstance");
+    let text = SEED.replace("kind: Gateway", "kind: Ingress");
     let errs = errors(&text);
     assert!(
-        errs[0].contains("unsupported kind \"ApiInstance\""),
+        errs[0].contains(
+            "unsupported kind \"Ingress\" (supported: Gateway, ApiInstance, Service, PolicyBinding, Configuration)"
+        ),
         "{errs:?}"
     );
     let text = SEED.replace("v1alpha1", "v2");

@@ -62,6 +62,9 @@ pub struct Config {
     /// Share counts through the server's Redis when one is configured.
     pub clusterizable: bool,
     pub fail_open: bool,
+    /// `X-RateLimit-Reset` in milliseconds (Flex's `rate-limiting-flex`)
+    /// instead of seconds.
+    pub reset_in_ms: bool,
     /// Set when the configuration is assembled: the instance's owner (names
     /// its Redis keys, the same in every process) and the server's Redis.
     pub scope: String,
@@ -181,6 +184,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         expose_headers: expose_headers?,
         clusterizable: clusterizable?,
         fail_open: fail_open?,
+        reset_in_ms: false,
         scope: String::new(),
         redis: None,
     })
@@ -253,7 +257,8 @@ pub struct RateLimiter {
 pub struct RateLimitState {
     pub limit: u64,
     pub remaining: u64,
-    pub reset_secs: u64,
+    /// Until the window ends.
+    pub reset_ms: u64,
 }
 
 fn now_ms() -> u64 {
@@ -399,7 +404,7 @@ impl Policy for RateLimiter {
         let state = RateLimitState {
             limit: v.limit,
             remaining: v.remaining,
-            reset_secs: v.reset_ms.div_ceil(1000).max(1),
+            reset_ms: v.reset_ms,
         };
         if self.config.expose_headers {
             // several limits on one request (document and route): the
@@ -421,7 +426,12 @@ impl Policy for RateLimiter {
         if let (true, Some(s)) = (self.config.expose_headers, x.ext.get::<RateLimitState>()) {
             resp.insert_header("x-ratelimit-limit", s.limit)?;
             resp.insert_header("x-ratelimit-remaining", s.remaining)?;
-            resp.insert_header("x-ratelimit-reset", s.reset_secs)?;
+            let reset = if self.config.reset_in_ms {
+                s.reset_ms
+            } else {
+                s.reset_ms.div_ceil(1000).max(1)
+            };
+            resp.insert_header("x-ratelimit-reset", reset)?;
         }
         Ok(())
     }
@@ -433,6 +443,7 @@ mod tests {
 
     fn limiter(limits: &[(u64, u64)], key: Option<KeySource>) -> RateLimiter {
         RateLimiter::new(&Config {
+            reset_in_ms: false,
             limits: limits
                 .iter()
                 .map(|&(max, period_ms)| Limit { max, period_ms })

@@ -1,0 +1,684 @@
+//! Flex's policy catalog under its own names and field names, mapped onto
+//! our policies. Each Flex config is checked field by field (unknown
+//! fields get a suggestion in Flex's names), translated into our policy's
+//! config tree with the user's positions kept, and decoded by our policy;
+//! an error it reports is shown with Flex's field names.
+//!
+//! `route` and `route-weighted` are routing, not policies: they come back
+//! as [`Bound::Route`]. `circuit-breaker-flex` sets a Service's limits.
+
+use super::expr;
+use super::resources::Ref;
+use crate::config::decode::{join, suggest, Decoder};
+use crate::config::yaml::{Node, Pos, Value};
+use crate::policy::{self, PolicyConfig};
+
+/// What a binding's `policyRef` decodes to.
+#[derive(Debug, Clone)]
+pub enum Bound {
+    Policy(Box<PolicyConfig>),
+    /// `route` (one target) or `route-weighted` (several, by weight).
+    Route(Vec<RouteTo>),
+    CircuitBreaker(CircuitPatch),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteTo {
+    pub service: Ref,
+    pub destination_path: String,
+    pub weight: u32,
+}
+
+/// `circuit-breaker-flex` thresholds: the fields given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CircuitPatch {
+    pub max_connections: Option<usize>,
+    pub max_pending: Option<usize>,
+    pub max_requests: Option<usize>,
+    pub max_retries: Option<usize>,
+}
+
+/// Every Flex policy name we run.
+pub const FLEX_NAMES: &[&str] = &[
+    "route",
+    "route-weighted",
+    "rate-limiting-flex",
+    "spike-control-flex",
+    "http-basic-authentication-flex",
+    "ip-allowlist-flex",
+    "ip-blocklist-flex",
+    "header-injection-flex",
+    "header-removal-flex",
+    "cors-flex",
+    "circuit-breaker-flex",
+];
+
+/// Flex catalog names we know but do not run yet: `validate` says so.
+pub const NOT_YET: &[&str] = &[
+    "jwt-validation-flex",
+    "oauth2-token-introspection-flex",
+    "message-logging-flex",
+    "json-threat-protection-flex",
+    "tls",
+    "tls-outbound",
+    "http-caching-flex",
+    "ldap-authentication-flex",
+    "openid-token-enforcement-flex",
+    "schema-validation-flex",
+    "external-authorization-flex",
+    "external-processing-flex",
+    "health-check-flex",
+    "rate-limiting-sla-based-flex",
+    "client-id-enforcement-flex",
+    "http-basic-authentication-outbound-flex",
+];
+
+/// Decode the config of the policy called `name`.
+pub fn decode(
+    d: &mut Decoder,
+    name: &str,
+    name_pos: Pos,
+    config: Option<&Node>,
+    pos: Pos,
+    path: &str,
+    name_path: &str,
+) -> Option<Bound> {
+    let empty = Node {
+        value: Value::Map(Vec::new()),
+        pos,
+    };
+    let c = config.unwrap_or(&empty);
+    let policy = |b: Option<PolicyConfig>| b.map(|c| Bound::Policy(Box::new(c)));
+    match name {
+        "route" => route(d, c, path).map(|r| Bound::Route(vec![r])),
+        "route-weighted" => route_weighted(d, c, path).map(Bound::Route),
+        "rate-limiting-flex" => policy(rate_limiting(d, c, path)),
+        "spike-control-flex" => policy(spike_control(d, c, path)),
+        "http-basic-authentication-flex" => policy(basic_auth(d, c, path)),
+        "ip-allowlist-flex" => policy(ip_filter(d, c, path, true)),
+        "ip-blocklist-flex" => policy(ip_filter(d, c, path, false)),
+        "header-injection-flex" => policy(header_injection(d, c, path)),
+        "header-removal-flex" => policy(header_removal(d, c, path)),
+        "cors-flex" => policy(cors(d, c, path)),
+        "circuit-breaker-flex" => circuit_breaker(d, c, path).map(Bound::CircuitBreaker),
+        // our own policies, under our names and fields, are accepted too
+        n if policy::NAMES.contains(&n) => policy(PolicyConfig::decode(d, n, c, path)),
+        n if NOT_YET.contains(&n) => {
+            d.error(
+                name_pos,
+                name_path,
+                format!(
+                    "policy {n:?} is not supported by flex-gateway yet (supported: {})",
+                    FLEX_NAMES.join(", ")
+                ),
+            );
+            None
+        }
+        n => {
+            let mut known: Vec<&str> = FLEX_NAMES.to_vec();
+            known.extend(NOT_YET);
+            let hint = suggest(n, &known)
+                .map(|s| format!(" (did you mean {s:?}?)"))
+                .unwrap_or_else(|| format!(" (supported: {})", FLEX_NAMES.join(", ")));
+            d.error(name_pos, name_path, format!("unknown policy {n:?}{hint}"));
+            None
+        }
+    }
+}
+
+// --- building our config trees ------------------------------------------
+
+fn scalar(pos: Pos, text: impl Into<String>) -> Node {
+    Node {
+        value: Value::Scalar {
+            text: text.into(),
+            quoted: false,
+        },
+        pos,
+    }
+}
+
+fn map(pos: Pos, pairs: Vec<(&str, Node)>) -> Node {
+    Node {
+        value: Value::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (scalar(v.pos, k), v))
+                .collect(),
+        ),
+        pos,
+    }
+}
+
+fn seq(pos: Pos, items: Vec<Node>) -> Node {
+    Node {
+        value: Value::Seq(items),
+        pos,
+    }
+}
+
+/// Decode our tree with our policy's decoder; errors it reports are
+/// shown with Flex's names (`renames`: ours → Flex's).
+fn ours<T>(
+    d: &mut Decoder,
+    renames: &[(&str, &str)],
+    decode: impl FnOnce(&mut Decoder) -> Option<T>,
+) -> Option<T> {
+    let before = d.errors.len();
+    let out = decode(d);
+    for e in &mut d.errors[before..] {
+        for (our, flex) in renames {
+            if our.contains('[') {
+                // a level of ours that Flex does not have
+                e.path = e.path.replace(&format!(".{our}"), flex);
+                continue;
+            }
+            e.path = e
+                .path
+                .split('.')
+                .map(|seg| {
+                    let (name, index) = seg.split_at(seg.find('[').unwrap_or(seg.len()));
+                    if name == *our {
+                        format!("{flex}{index}")
+                    } else {
+                        seg.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(".");
+            e.message = e.message.replace(&format!("`{our}`"), &format!("`{flex}`"));
+        }
+    }
+    out
+}
+
+/// Milliseconds (a whole number) as our duration text.
+fn millis(d: &mut Decoder, n: &Node, path: &str) -> Option<Node> {
+    let ms = d.positive_int(n, path)?;
+    Some(scalar(n.pos, format!("{ms}ms")))
+}
+
+/// A value that may be an expression; its pieces, or an error at `n`.
+fn expression(d: &mut Decoder, n: &Node, path: &str) -> Option<Vec<expr::Piece>> {
+    let text = d.scalar(n, path, "an expression")?;
+    match expr::parse_value(text) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            d.error(n.pos, path, why);
+            None
+        }
+    }
+}
+
+fn bool_or(d: &mut Decoder, n: Option<&Node>, path: &str, default: bool) -> Option<bool> {
+    match n {
+        Some(n) => d.bool(n, path),
+        None => Some(default),
+    }
+}
+
+// --- routing ------------------------------------------------------------
+
+const ROUTE_FIELDS: &[&str] = &["destinationRef", "destinationPath"];
+const WEIGHTED_FIELDS: &[&str] = &["routes"];
+const WEIGHTED_ITEM_FIELDS: &[&str] = &["weight", "destinationRef", "destinationPath"];
+const REF_FIELDS: &[&str] = &["name", "namespace", "kind"];
+
+fn destination_ref(d: &mut Decoder, n: &Node, path: &str) -> Option<Ref> {
+    let f = d.map(n, path, REF_FIELDS)?;
+    if let Some(k) = f.get("kind") {
+        let kp = join(path, "kind");
+        if d.scalar(k, &kp, "a kind")? != "Service" {
+            d.error(k.pos, &kp, "a destination is a Service");
+            return None;
+        }
+    }
+    let name = d.required(&f, "name", path)?;
+    let np = join(path, "name");
+    let text = d.string(name, &np)?;
+    let namespace = match f.get("namespace") {
+        Some(ns) => d.string(ns, &join(path, "namespace"))?,
+        None => String::new(), // the binding's namespace, filled in later
+    };
+    Some(Ref {
+        name: text,
+        namespace,
+        pos: name.pos,
+        path: np,
+    })
+}
+
+fn route_target(
+    d: &mut Decoder,
+    f: &crate::config::decode::Fields,
+    path: &str,
+    weight: u32,
+) -> Option<RouteTo> {
+    let service = d
+        .required(f, "destinationRef", path)
+        .and_then(|n| destination_ref(d, n, &join(path, "destinationRef")));
+    let destination_path = match f.get("destinationPath") {
+        Some(n) => super::resources::destination(d, n, &join(path, "destinationPath")),
+        None => Some(String::new()),
+    };
+    Some(RouteTo {
+        service: service?,
+        destination_path: destination_path?,
+        weight,
+    })
+}
+
+fn route(d: &mut Decoder, c: &Node, path: &str) -> Option<RouteTo> {
+    let f = d.map(c, path, ROUTE_FIELDS)?;
+    route_target(d, &f, path, 1)
+}
+
+fn route_weighted(d: &mut Decoder, c: &Node, path: &str) -> Option<Vec<RouteTo>> {
+    let f = d.map(c, path, WEIGHTED_FIELDS)?;
+    let list = d.required(&f, "routes", path)?;
+    let before = d.errors.len();
+    let mut out = Vec::new();
+    for (item, at) in d.items(list, &join(path, "routes"), false) {
+        let Some(g) = d.map(item, &at, WEIGHTED_ITEM_FIELDS) else {
+            continue;
+        };
+        let weight = d
+            .required(&g, "weight", &at)
+            .and_then(|w| d.int(w, &join(&at, "weight"), 1, 100));
+        if let (Some(w), Some(r)) = (weight, route_target(d, &g, &at, 1)) {
+            out.push(RouteTo {
+                weight: w as u32,
+                ..r
+            });
+        }
+    }
+    if out.is_empty() && d.errors.len() == before {
+        d.error(
+            list.pos,
+            &join(path, "routes"),
+            "at least one route is required",
+        );
+    }
+    (d.errors.len() == before).then_some(out)
+}
+
+// --- policies -----------------------------------------------------------
+
+fn rate_limiting(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
+    let f = d.map(
+        c,
+        path,
+        &[
+            "rateLimits",
+            "keySelector",
+            "exposeHeaders",
+            "clusterizable",
+        ],
+    )?;
+    let before = d.errors.len();
+    let mut limits = Vec::new();
+    if let Some(list) = d.required(&f, "rateLimits", path) {
+        for (item, at) in d.items(list, &join(path, "rateLimits"), false) {
+            let Some(g) = d.map(item, &at, &["maximumRequests", "timePeriodInMilliseconds"]) else {
+                continue;
+            };
+            let max = d.required(&g, "maximumRequests", &at).cloned();
+            let period = d
+                .required(&g, "timePeriodInMilliseconds", &at)
+                .and_then(|n| millis(d, n, &join(&at, "timePeriodInMilliseconds")));
+            if let (Some(max), Some(period)) = (max, period) {
+                limits.push(map(
+                    item.pos,
+                    vec![("maxRequests", max), ("period", period)],
+                ));
+            }
+        }
+    }
+    let mut tree = vec![("limits", seq(f.pos, limits))];
+    if let Some(k) = f.get("keySelector") {
+        let kp = join(path, "keySelector");
+        if let Some(pieces) = expression(d, k, &kp) {
+            match expr::to_rate_limit_key(&pieces) {
+                Ok(Some(key)) => tree.push(("key", scalar(k.pos, key))),
+                Ok(None) => {}
+                Err(why) => d.error(k.pos, &kp, why),
+            }
+        }
+    }
+    let expose = bool_or(
+        d,
+        f.get("exposeHeaders"),
+        &join(path, "exposeHeaders"),
+        false,
+    )?;
+    tree.push(("exposeHeaders", scalar(f.pos, expose.to_string())));
+    if let Some(n) = f.get("clusterizable") {
+        tree.push(("clusterizable", n.clone()));
+    }
+    if d.errors.len() > before {
+        return None;
+    }
+    let renames = [
+        ("limits", "rateLimits"),
+        ("maxRequests", "maximumRequests"),
+        ("period", "timePeriodInMilliseconds"),
+        ("key", "keySelector"),
+    ];
+    let node = map(c.pos, tree);
+    ours(d, &renames, |d| {
+        policy::rate_limit::decode(d, &node, path).map(|mut c| {
+            c.reset_in_ms = true;
+            PolicyConfig::RateLimit(c)
+        })
+    })
+}
+
+fn spike_control(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
+    let f = d.map(
+        c,
+        path,
+        &[
+            "maximumRequests",
+            "timePeriodInMilliseconds",
+            "delayTimeInMillis",
+            "delayAttempts",
+            "queuingLimit",
+            "exposeHeaders",
+        ],
+    )?;
+    let before = d.errors.len();
+    let pos = f.pos;
+    let mut tree = vec![(
+        "maxRequests",
+        f.get("maximumRequests")
+            .cloned()
+            .unwrap_or_else(|| scalar(pos, "1")),
+    )];
+    for (flex, ours_key, default) in [
+        ("timePeriodInMilliseconds", "period", 1000),
+        ("delayTimeInMillis", "delay", 1000),
+    ] {
+        let n = match f.get(flex) {
+            Some(n) => millis(d, n, &join(path, flex)),
+            None => Some(scalar(pos, format!("{default}ms"))),
+        };
+        if let Some(n) = n {
+            tree.push((ours_key, n));
+        }
+    }
+    tree.push((
+        "delayAttempts",
+        f.get("delayAttempts")
+            .cloned()
+            .unwrap_or_else(|| scalar(pos, "1")),
+    ));
+    tree.push((
+        "queueLimit",
+        f.get("queuingLimit")
+            .cloned()
+            .unwrap_or_else(|| scalar(pos, "0")),
+    ));
+    let expose = bool_or(
+        d,
+        f.get("exposeHeaders"),
+        &join(path, "exposeHeaders"),
+        false,
+    )?;
+    tree.push(("exposeHeaders", scalar(pos, expose.to_string())));
+    if d.errors.len() > before {
+        return None;
+    }
+    let renames = [
+        ("maxRequests", "maximumRequests"),
+        ("period", "timePeriodInMilliseconds"),
+        ("delay", "delayTimeInMillis"),
+        ("queueLimit", "queuingLimit"),
+    ];
+    let node = map(c.pos, tree);
+    ours(d, &renames, |d| {
+        policy::spike::decode(d, &node, path).map(PolicyConfig::SpikeControl)
+    })
+}
+
+fn basic_auth(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
+    let f = d.map(c, path, &["username", "password"])?;
+    let user = d.required(&f, "username", path).cloned();
+    let pass = d.required(&f, "password", path).cloned();
+    let (user, pass) = (user?, pass?);
+    let node = map(
+        c.pos,
+        vec![(
+            "users",
+            seq(
+                f.pos,
+                vec![map(f.pos, vec![("username", user), ("password", pass)])],
+            ),
+        )],
+    );
+    ours(d, &[("users[0]", "")], |d| {
+        policy::basic_auth::decode(d, &node, path).map(PolicyConfig::BasicAuth)
+    })
+}
+
+fn ip_filter(d: &mut Decoder, c: &Node, path: &str, allow: bool) -> Option<PolicyConfig> {
+    let f = d.map(c, path, &["ips", "ipExpression"])?;
+    if let Some(n) = f.get("ipExpression") {
+        let ep = join(path, "ipExpression");
+        let pieces = expression(d, n, &ep)?;
+        let ok = matches!(
+            pieces.as_slice(),
+            [expr::Piece::Read(expr::Accessor::RemoteAddress)]
+        ) || matches!(pieces.as_slice(), [expr::Piece::Read(expr::Accessor::Header(h))] if h == "x-forwarded-for");
+        if !ok {
+            d.error(
+                n.pos,
+                &ep,
+                "only the client address is supported: #[attributes.remoteAddress], or X-Forwarded-For as believed from `trustedProxies` (#[attributes.headers['x-forwarded-for']])",
+            );
+            return None;
+        }
+    }
+    let ips = d.required(&f, "ips", path)?.clone();
+    let node = map(c.pos, vec![("ips", ips)]);
+    if allow {
+        policy::ip_filter::allow::decode(d, &node, path).map(PolicyConfig::IpAllowlist)
+    } else {
+        policy::ip_filter::block::decode(d, &node, path).map(PolicyConfig::IpBlocklist)
+    }
+}
+
+fn header_injection(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
+    let f = d.map(c, path, &["inboundHeaders", "outboundHeaders"])?;
+    let before = d.errors.len();
+    let mut tree = Vec::new();
+    for (flex, side) in [
+        ("inboundHeaders", "request"),
+        ("outboundHeaders", "response"),
+    ] {
+        let Some(list) = f.get(flex) else { continue };
+        let mut items = Vec::new();
+        for (item, at) in d.items(list, &join(path, flex), false) {
+            let Some(g) = d.map(item, &at, &["key", "value"]) else {
+                continue;
+            };
+            let key = d.required(&g, "key", &at).cloned();
+            let value = d.required(&g, "value", &at).and_then(|v| {
+                let vp = join(&at, "value");
+                let pieces = expression(d, v, &vp)?;
+                match expr::to_template(&pieces) {
+                    Ok(t) => Some(scalar(v.pos, t)),
+                    Err(why) => {
+                        d.error(v.pos, &vp, why);
+                        None
+                    }
+                }
+            });
+            if let (Some(k), Some(v)) = (key, value) {
+                items.push(map(item.pos, vec![("name", k), ("value", v)]));
+            }
+        }
+        tree.push((side, seq(list.pos, items)));
+    }
+    if d.errors.len() > before {
+        return None;
+    }
+    let node = map(c.pos, tree);
+    let renames = [
+        ("request", "inboundHeaders"),
+        ("response", "outboundHeaders"),
+        ("name", "key"),
+    ];
+    ours(d, &renames, |d| {
+        policy::headers::inject::decode(d, &node, path).map(PolicyConfig::HeaderInjection)
+    })
+}
+
+fn header_removal(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
+    let f = d.map(c, path, &["inboundHeaders", "outboundHeaders"])?;
+    let mut tree = Vec::new();
+    for (flex, side) in [
+        ("inboundHeaders", "request"),
+        ("outboundHeaders", "response"),
+    ] {
+        if let Some(list) = f.get(flex) {
+            tree.push((side, list.clone()));
+        }
+    }
+    let node = map(c.pos, tree);
+    let renames = [
+        ("request", "inboundHeaders"),
+        ("response", "outboundHeaders"),
+    ];
+    ours(d, &renames, |d| {
+        policy::headers::remove::decode(d, &node, path).map(PolicyConfig::HeaderRemoval)
+    })
+}
+
+fn cors(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
+    let f = d.map(
+        c,
+        path,
+        &["publicResource", "supportCredentials", "originGroups"],
+    )?;
+    let public = bool_or(
+        d,
+        f.get("publicResource"),
+        &join(path, "publicResource"),
+        true,
+    )?;
+    let credentials = bool_or(
+        d,
+        f.get("supportCredentials"),
+        &join(path, "supportCredentials"),
+        false,
+    )?;
+    let pos = f.pos;
+    let mut tree = vec![("allowCredentials", scalar(pos, credentials.to_string()))];
+    let groups = match f.get("originGroups") {
+        Some(list) => d.items(list, &join(path, "originGroups"), false),
+        None => Vec::new(),
+    };
+    if groups.len() > 1 {
+        d.error(
+            pos,
+            &join(path, "originGroups"),
+            "one origin group is supported (merge the groups' origins into one)",
+        );
+        return None;
+    }
+    let mut origins = None;
+    if let Some((g, gp)) = groups.first() {
+        let g = d.map(
+            g,
+            gp,
+            &[
+                "origins",
+                "accessControlMaxAge",
+                "allowedMethods",
+                "headers",
+                "exposedHeaders",
+            ],
+        )?;
+        origins = g.get("origins").cloned();
+        if let Some(n) = g.get("accessControlMaxAge") {
+            let secs = d.int(n, &join(gp, "accessControlMaxAge"), 0, 86_400)?;
+            tree.push(("maxAge", scalar(n.pos, format!("{secs}s"))));
+        } else {
+            tree.push(("maxAge", scalar(pos, "30s")));
+        }
+        if let Some(list) = g.get("allowedMethods") {
+            let mp = join(gp, "allowedMethods");
+            let mut methods = Vec::new();
+            for (item, at) in d.items(list, &mp, false) {
+                let Some(m) = d.map(item, &at, &["methodName", "isAllowed"]) else {
+                    continue;
+                };
+                let name = d.required(&m, "methodName", &at).cloned();
+                let allowed = bool_or(d, m.get("isAllowed"), &join(&at, "isAllowed"), true);
+                if let (Some(n), Some(true)) = (name, allowed) {
+                    methods.push(n);
+                }
+            }
+            tree.push(("methods", seq(list.pos, methods)));
+        }
+        if let Some(h) = g.get("headers") {
+            tree.push(("headers", h.clone()));
+        }
+        if let Some(h) = g.get("exposedHeaders") {
+            tree.push(("exposeHeaders", h.clone()));
+        }
+    }
+    let origins = match (public, origins) {
+        (true, _) => seq(pos, vec![scalar(pos, "*")]),
+        (false, Some(o)) => o,
+        (false, None) => {
+            d.error(
+                pos,
+                path,
+                "publicResource is false: give `originGroups` with the allowed origins",
+            );
+            return None;
+        }
+    };
+    tree.insert(0, ("origins", origins));
+    let node = map(c.pos, tree);
+    let renames = [
+        ("allowCredentials", "supportCredentials"),
+        ("maxAge", "accessControlMaxAge"),
+        ("methods", "allowedMethods"),
+        ("exposeHeaders", "exposedHeaders"),
+    ];
+    ours(d, &renames, |d| {
+        policy::cors::decode(d, &node, path).map(PolicyConfig::Cors)
+    })
+}
+
+fn circuit_breaker(d: &mut Decoder, c: &Node, path: &str) -> Option<CircuitPatch> {
+    let f = d.map(c, path, &["thresholds"])?;
+    let tp = join(path, "thresholds");
+    let t = d.required(&f, "thresholds", path)?;
+    let g = d.map(
+        t,
+        &tp,
+        &[
+            "maxConnections",
+            "maxPendingRequests",
+            "maxRequests",
+            "maxRetries",
+            "maxConnectionPools",
+        ],
+    )?;
+    let before = d.errors.len();
+    let mut count = |key: &str| {
+        g.get(key)
+            .and_then(|n| d.positive_int(n, &join(&tp, key)).map(|v| v as usize))
+    };
+    let patch = CircuitPatch {
+        max_connections: count("maxConnections"),
+        max_pending: count("maxPendingRequests"),
+        max_requests: count("maxRequests"),
+        max_retries: count("maxRetries"),
+    };
+    let _ = count("maxConnectionPools"); // checked; one pool per service here
+    (d.errors.len() == before).then_some(patch)
+}
