@@ -66,6 +66,54 @@ fn route_matching(c: &mut Criterion) {
     group.finish();
 }
 
+/// `n` Flex routes in one ApiInstance: `/svc/rNNNN(/.*)` with a methods
+/// rule, half of them also a header rule; regex routing through one set.
+fn flex_routes(n: usize) -> Vec<Arc<Route>> {
+    let mut yaml = String::from(
+        "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: ApiInstance\nmetadata: {name: b}\nspec:\n  address: http://0.0.0.0:9000/api\n  services:\n    s:\n      address: http://127.0.0.1:1\n      routes:\n",
+    );
+    for i in 0..n {
+        let header = if i % 2 == 0 {
+            ", headers: {x-tenant: \"acme|globex\"}"
+        } else {
+            ""
+        };
+        yaml.push_str(&format!(
+            "        - rules: [{{path: \"/svc/r{i:04}(/.*)\", methods: \"GET|POST\"{header}}}]\n          config: {{destinationPath: /v1}}\n"
+        ));
+    }
+    let config = load_str("bench.yaml", &yaml).expect("valid flex bench config");
+    config.listeners[0].routes.clone()
+}
+
+/// Flex regex routes: 1,000 of them, the last one hit (the worst case for
+/// a route-by-route scan), and a miss.
+fn flex_route_matching(c: &mut Criterion) {
+    let mut group = c.benchmark_group("flex_route_match");
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-tenant", "acme".parse().unwrap());
+    for n in [10usize, 100, 1000] {
+        let table = flex_routes(n);
+        let router = Router::new(table.iter().map(|r| (r.as_ref(), r.clone())));
+        let last = format!("/api/svc/r{:04}/items/42", n - 1);
+        let cases = [("last_hit", last.as_str()), ("miss", "/api/nothing/here")];
+        for (name, path) in cases {
+            group.bench_with_input(BenchmarkId::new(name, n), &path, |b, path| {
+                b.iter(|| {
+                    let found = router.route(
+                        black_box("api.example.com"),
+                        &Method::GET,
+                        black_box(path),
+                        &headers,
+                    );
+                    black_box(matches!(found.0, Match::Found(_)))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn path_normalisation(c: &mut Criterion) {
     let mut group = c.benchmark_group("normalize");
     for (name, path) in [
@@ -327,6 +375,7 @@ fn json_error(c: &mut Criterion) {
 criterion_group!(
     benches,
     route_matching,
+    flex_route_matching,
     path_normalisation,
     rate_limit,
     json_error,

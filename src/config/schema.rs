@@ -157,6 +157,8 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
                 );
             }
         }
+        // a document of server settings only (beside Flex resources)
+        None if spec.get("server").is_some() && spec.get("routes").is_none() => {}
         None => d.error(spec.pos, "spec", "missing required field `listeners`"),
     }
     if let Some(list) = spec.get("policies") {

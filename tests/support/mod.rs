@@ -88,6 +88,8 @@ pub fn fresh_window(period: Duration, needed: Duration) {
 pub struct Gateway {
     pub child: Child,
     pub port: u16,
+    /// A second listener port (`{port2}` in a template), if it used one.
+    pub port2: u16,
     /// The admin listener's port (`{admin}` in the template).
     pub admin_port: u16,
     pub dir: PathBuf,
@@ -113,16 +115,35 @@ impl Gateway {
     }
 
     fn launch(template: &str, env: &[(&str, &str)], conf_dir: bool) -> Gateway {
+        Self::launch_files(&[("gateway.yaml", template.to_string())], env, conf_dir)
+    }
+
+    /// A conf.d of several files (relative paths, subdirectories allowed),
+    /// each a template as for [`Gateway::start`] (`{port2}`: a second free
+    /// port, in [`Gateway::port2`]); `-c` names the directory.
+    pub fn start_files(files: &[(&str, String)], env: &[(&str, &str)]) -> Gateway {
+        Self::launch_files(files, env, true)
+    }
+
+    fn launch_files(files: &[(&str, String)], env: &[(&str, &str)], conf_dir: bool) -> Gateway {
+        let template: String = files.iter().map(|(_, t)| t.as_str()).collect();
+        let template = template.as_str();
         for _attempt in 0..3 {
             let dir = temp_dir("gw");
             let port = free_port();
             let admin_port = free_port();
-            let config = template
-                .replace("{port}", &port.to_string())
-                .replace("{admin}", &admin_port.to_string())
-                .replace("{dir}", &dir.display().to_string());
-            let file = dir.join("gateway.yaml");
-            std::fs::write(&file, config).expect("write config");
+            let port2 = free_port();
+            let mut file = dir.join("gateway.yaml");
+            for (rel, text) in files {
+                let config = text
+                    .replace("{port}", &port.to_string())
+                    .replace("{port2}", &port2.to_string())
+                    .replace("{admin}", &admin_port.to_string())
+                    .replace("{dir}", &dir.display().to_string());
+                file = dir.join(rel);
+                std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&file, config).expect("write config");
+            }
             let log = dir.join("gateway.log");
             let mut cmd = Command::new(GATEWAY);
             cmd.args(["run", "-c"])
@@ -140,10 +161,12 @@ impl Gateway {
             // with an admin listener, both accept before the test goes on
             let has_admin = template.contains("{admin}");
             loop {
-                if port_open(port) && (!has_admin || port_open(admin_port)) {
+                let second = !template.contains("{port2}") || port_open(port2);
+                if port_open(port) && second && (!has_admin || port_open(admin_port)) {
                     return Gateway {
                         child,
                         port,
+                        port2,
                         admin_port,
                         dir,
                         log,

@@ -192,6 +192,12 @@ pub fn compile(resources: &[Resource], errors: &mut Vec<ConfigError>) -> Compile
                         &r.path,
                         format!("unknown ApiInstance {name:?}{hint}"),
                     );
+                    // its destinations are still checked in this run
+                    if let Bound::Route(targets) = &b.policy {
+                        for t in targets {
+                            resolve(&mut err, b, &t.service);
+                        }
+                    }
                 }
             }
             _ => {}

@@ -357,9 +357,9 @@ fn decode_instance(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<Instance>
             }
         }
     }
-    if d.errors.len() > before {
-        return None;
-    }
+    // kept even when a route or policy failed (those are reported and left
+    // out), so references to the instance are still checked in this run
+    let _ = before;
     let ((https, host, port, base_path), address_pos) = address?;
     Some(Instance {
         meta,
