@@ -62,9 +62,10 @@ SCENARIOS = {
     "i": ("(h) with the counts in Redis", "/api/products/2", 64),
     "j": ("user's route over HTTPS, keep-alive", "/api/products/2", 64),
     "k": ("new TLS handshakes (Connection: close)", "/api/products/2", 64),
+    "l": ("(b) written as Flex resources: ApiInstance, regex route rules, rate-limiting-flex", "/api/products/2", 64),
 }
 TLS_ONLY = "jk"  # HTTPS scenarios: nginx and flex only
-FLEX_ONLY = "fghi"  # policy scenarios: compared with flex's own (b)
+FLEX_ONLY = "fghil"  # policy and format scenarios: compared with flex's own (b)
 KEYS_SCRIPT = """counter = 0
 request = function()
   counter = counter + 1
@@ -231,7 +232,45 @@ frontend fe
 """
 
 
+def flex_local_mode_conf(work, target):
+    """Scenario (l): the user's two routes and their rate limits as Flex
+    Local Mode resources (non-capturing groups: the path goes upstream
+    unchanged, as in (b)), beside a kind: Gateway document of settings."""
+    up = f"http://127.0.0.1:{PORTS['backend']}"
+    rl = ("    - policyRef: {name: rate-limiting-flex}\n"
+          "      config: {rateLimits: [{maximumRequests: 1000000000, timePeriodInMilliseconds: 60000}]}\n")
+    return f"""apiVersion: gateway.mulesoft.com/v1alpha1
+kind: ApiInstance
+metadata: {{name: bench}}
+spec:
+  address: http://127.0.0.1:{PORTS[target]}
+  services:
+    products:
+      address: {up}
+      routes:
+        - rules: [{{path: "/api/products(?:/.*)?", methods: GET}}]
+        - rules: [{{path: "/health|/status", methods: GET}}]
+  policies:
+{rl}---
+apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {{name: settings}}
+spec:
+  server:
+    threads: {WORKERS[0]}
+    pidFile: {work}/{target}.pid
+    upgradeSocket: {work}/{target}-upgrade.sock
+    accessLog: false
+    watchConfig: false
+    gracePeriod: 1s
+    shutdownTimeout: 1s
+    admin: {{address: "127.0.0.1:{PORTS[target + '_admin']}"}}
+"""
+
+
 def flex_conf(work, scenario, target="flex"):
+    if scenario == "l":
+        return flex_local_mode_conf(work, target)
     up = f"http://127.0.0.1:{PORTS['backend']}"
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
@@ -391,7 +430,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
     ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
-    ap.add_argument("--scenarios", default="abcdefghijk")
+    ap.add_argument("--scenarios", default="abcdefghijkl")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
@@ -533,6 +572,10 @@ def main():
         b, h = results[("b", "flex")], results[("h", "flex")]
         lines.append(f"flex-gateway (h) vs (b): {h[0] / b[0]:.3f}x requests/s, p99 {h[2] / b[2]:.2f}x "
                      f"(rate limit per client over 100,000 keys; target >= 0.9x).")
+    if ("b", "flex") in results and ("l", "flex") in results:
+        b, l = results[("b", "flex")], results[("l", "flex")]
+        lines.append(f"flex-gateway (l) vs (b): {l[0] / b[0]:.3f}x requests/s, p99 {l[2] / b[2]:.2f}x, "
+                     f"CPU per request {l[4] / b[4]:.3f}x (the same config as Flex resources; target >= 0.95x).")
     if ("h", "flex") in results and ("i", "flex") in results:
         h, i = results[("h", "flex")], results[("i", "flex")]
         lines.append(f"flex-gateway (i) vs (h): {i[0] / h[0]:.3f}x requests/s, p99 {i[2] / h[2]:.2f}x "

@@ -71,6 +71,17 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// An HS256 token signed with the fixture's `textKey`.
+fn hs256(claims: &str) -> String {
+    let claims: serde_json::Value = serde_json::from_str(claims).unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+    )
+    .unwrap()
+}
+
 fn start(files: &[(String, String)], env: &[(&str, &str)]) -> Gateway {
     let files: Vec<(&str, String)> = files.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
     let gw = Gateway::start_files(&files, env);
@@ -259,9 +270,22 @@ fn resource_based_conf_d_with_selectors_weighted_routes_and_a_gateway_document()
     assert!((57..=143).contains(&n2), "v2 got {n2} of 400");
     assert_eq!(v2.last().target, "/v2/x");
 
-    // the kind: Gateway document beside them
+    // the kind: Gateway document beside them, sharing a port with an
+    // ApiInstance whose jwt-validation-flex reads the token from a header
     let mut ops = Client::connect(gw.port2);
     assert_eq!(ops.get("/health").status, 200);
+    let r = ops.get("/tokens/x");
+    assert_eq!(r.status, 400, "no token: Flex answers 400");
+    let bad = ops.request("GET", "/tokens/x", &[("x-token", "not.a.token")], b"");
+    assert_eq!(bad.status, 401);
+    let user = hs256(r#"{"sub":"u1","role":"user"}"#);
+    let r = ops.request("GET", "/tokens/x", &[("x-token", &user)], b"");
+    assert_eq!(r.status, 403, "the mandatory custom claim: {}", r.text());
+    let admin = hs256(r#"{"sub":"u2","role":"admin"}"#);
+    // POST: the Selector-bound basic auth does not reach this instance
+    let r = ops.request("POST", "/tokens/x", &[("x-token", &admin)], b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(v1.last().target, "/x");
 
     // one instance of Flex's circuit-breaker thresholds on the service
     let upstreams = gw.admin("/upstreams").json();
@@ -318,7 +342,7 @@ spec:
         - rules: [{path: \"/orders(\"}]
   policies:
     - policyRef: {name: rate-limiting-flx}
-    - policyRef: {name: jwt-validation-flex}
+    - policyRef: {name: message-logging-flex}
     - policyRef: {name: rate-limiting-flex}
       config:
         rateLimits: [{maximumRequest: 3, timePeriodInMilliseconds: 1000}]
@@ -347,7 +371,7 @@ spec:
     let expect = [
         "api.yaml:10:26: spec.services.orders.routes[0].rules[0].path: invalid regular expression \"/orders(\"",
         "api.yaml:12:25: spec.policies[0].policyRef.name: unknown policy \"rate-limiting-flx\" (did you mean \"rate-limiting-flex\"?)",
-        "api.yaml:13:25: spec.policies[1].policyRef.name: policy \"jwt-validation-flex\" is not supported by flex-gateway yet",
+        "api.yaml:13:25: spec.policies[1].policyRef.name: policy \"message-logging-flex\" is not supported by flex-gateway yet",
         "api.yaml:16:23: spec.policies[2].config.rateLimits[0].maximumRequest: unknown field (did you mean `maximumRequests`?)",
         "api.yaml:17:22: spec.policies[2].config.keySelector: `upper(attributes.method)` is not supported in expressions here",
         "api.yaml:23:12: spec.address: port 8080: base path \"/shop/v2\" clashes with \"/shop\" of ApiInstance \"shop\"",

@@ -96,6 +96,9 @@ pub struct Config {
     pub claims: Vec<(String, ClaimCheck)>,
     pub forward_claims: Vec<(String, HeaderName)>,
     pub keep_token: bool,
+    /// The status of a request without a token: 401 (RFC 6750), or 400
+    /// as Flex's `jwt-validation-flex` answers.
+    pub missing_status: u16,
 }
 
 fn algorithm(d: &mut Decoder, node: &Node, path: &str) -> Option<Algorithm> {
@@ -393,6 +396,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         claims,
         forward_claims,
         keep_token: keep_token?,
+        missing_status: 401,
     })
 }
 

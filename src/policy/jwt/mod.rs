@@ -51,7 +51,7 @@ use config::{anchored, decoding_key};
 pub use config::{decode, describe, ClaimCheck, Config, JwksConfig, KeyConfig, Material};
 
 use super::common::{self, BearerRefusal};
-use super::{Decision, Policy};
+use super::{Decision, LocalResponse, Policy};
 use crate::exchange::Exchange;
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, Validation};
@@ -373,6 +373,9 @@ impl Jwt {
     }
 
     fn refuse(&self, f: Failure) -> Decision {
+        if let (Failure::Missing, 400) = (&f, self.config.missing_status) {
+            return Decision::Respond(LocalResponse::new(400, "bearer token required"));
+        }
         let r = match f {
             Failure::Missing => BearerRefusal::Missing,
             Failure::Invalid(why) => BearerRefusal::Invalid(why),
@@ -461,6 +464,7 @@ mod tests {
             claims,
             forward_claims: vec![],
             keep_token: true,
+            missing_status: 401,
         })
     }
 
