@@ -9,12 +9,11 @@
 //! renewed files builds new contexts, so new handshakes get the new
 //! certificate while open connections keep theirs.
 
-use crate::config::tls::{ClientCertificates, ListenerTls, TlsVersion};
+use crate::config::tls::{ClientCertificates, ListenerTls, Pem, TlsVersion};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use openssl::ssl::{
-    SniError, SslAcceptor, SslAcceptorBuilder, SslContext, SslFiletype, SslMethod, SslVerifyMode,
-    SslVersion,
+    SniError, SslAcceptor, SslAcceptorBuilder, SslContext, SslMethod, SslVerifyMode, SslVersion,
 };
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
@@ -35,13 +34,12 @@ pub struct Contexts {
 
 /// Ask for and verify client certificates on `b`.
 fn verify_clients(b: &mut SslAcceptorBuilder, clients: &ClientCertificates) -> Result<(), String> {
-    let ca = clients.ca.to_string_lossy().into_owned();
-    b.set_ca_file(&clients.ca)
-        .map_err(|e| format!("{ca}: {e}"))?;
-    let pem = std::fs::read(&clients.ca).map_err(|e| format!("{ca}: {e}"))?;
-    let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| format!("{ca}: {e}"))?;
+    let certs = clients.ca.certificates()?;
     let mut names = openssl::stack::Stack::new().map_err(|e| e.to_string())?;
-    for c in certs {
+    for c in &certs {
+        b.cert_store_mut()
+            .add_cert(c.clone())
+            .map_err(|e| format!("{}: {e}", clients.ca.source))?;
         if let Ok(n) = c.subject_name().to_owned() {
             names.push(n).map_err(|e| e.to_string())?;
         }
@@ -55,6 +53,45 @@ fn verify_clients(b: &mut SslAcceptorBuilder, clients: &ClientCertificates) -> R
     Ok(())
 }
 
+/// Versions and ciphers of the listener on `b`.
+fn protocol(b: &mut SslAcceptorBuilder, config: &ListenerTls) -> Result<(), String> {
+    let version = |v: TlsVersion| match v {
+        TlsVersion::Tls12 => SslVersion::TLS1_2,
+        TlsVersion::Tls13 => SslVersion::TLS1_3,
+    };
+    b.set_min_proto_version(Some(version(config.min_version)))
+        .map_err(|e| e.to_string())?;
+    b.set_max_proto_version(Some(version(config.max_version)))
+        .map_err(|e| e.to_string())?;
+    if let Some(list) = &config.ciphers {
+        b.set_cipher_list(list)
+            .map_err(|e| format!("ciphers {list}: {e}"))?;
+    }
+    if let Some(list) = &config.ciphersuites {
+        b.set_ciphersuites(list)
+            .map_err(|e| format!("ciphers {list}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The certificate, its chain and its key on `b`.
+fn certificate(b: &mut SslAcceptorBuilder, cert: &Pem, key: &Pem) -> Result<(), String> {
+    let chain = cert.certificates()?;
+    let mut chain = chain.into_iter();
+    let leaf = chain.next().ok_or("no certificate")?;
+    b.set_certificate(&leaf)
+        .map_err(|e| format!("{}: {e}", cert.source))?;
+    for extra in chain {
+        b.add_extra_chain_cert(extra)
+            .map_err(|e| format!("{}: {e}", cert.source))?;
+    }
+    let pkey = key.private_key()?;
+    b.set_private_key(&pkey)
+        .map_err(|e| format!("{}: {e}", key.source))?;
+    b.check_private_key()
+        .map_err(|e| format!("{} does not match {}: {e}", key.source, cert.source))
+}
+
 /// The ALPN protocols offered, in wire format, preferred first.
 fn alpn_wire(config: &ListenerTls) -> &'static [u8] {
     match (config.h2, config.h1) {
@@ -64,24 +101,20 @@ fn alpn_wire(config: &ListenerTls) -> &'static [u8] {
     }
 }
 
-fn context(cert: &str, key: &str, config: &ListenerTls) -> Result<SslContext, String> {
+fn context(cert: &Pem, key: &Pem, config: &ListenerTls) -> Result<SslContext, String> {
     let mut b =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
     if let Some(c) = &config.clients {
         verify_clients(&mut b, c)?;
     }
+    protocol(&mut b, config)?;
     // the handshake switches to this context before ALPN is chosen, so it
     // chooses the protocol too: ours first, else no ALPN (HTTP/1.1)
     let ours = alpn_wire(config);
     b.set_alpn_select_callback(move |_, theirs| {
         openssl::ssl::select_next_proto(ours, theirs).ok_or(openssl::ssl::AlpnError::NOACK)
     });
-    b.set_certificate_chain_file(cert)
-        .map_err(|e| format!("{cert}: {e}"))?;
-    b.set_private_key_file(key, SslFiletype::PEM)
-        .map_err(|e| format!("{key}: {e}"))?;
-    b.check_private_key()
-        .map_err(|e| format!("{key} does not match {cert}: {e}"))?;
+    certificate(&mut b, cert, key)?;
     Ok(b.build().into_context())
 }
 
@@ -92,7 +125,7 @@ impl Contexts {
         let mut wildcard = HashMap::new();
         let mut default = None;
         for c in &config.certificates {
-            let ctx = context(&c.cert.to_string_lossy(), &c.key.to_string_lossy(), config)?;
+            let ctx = context(&c.cert, &c.key, config)?;
             for name in &c.names {
                 let slot = match name.strip_prefix("*.") {
                     Some(suffix) => wildcard.entry(suffix.to_string()),
@@ -139,19 +172,11 @@ pub fn settings(
     if let Some(c) = &config.clients {
         verify_clients(b, c)?;
     }
-    let min = match config.min_version {
-        TlsVersion::Tls12 => SslVersion::TLS1_2,
-        TlsVersion::Tls13 => SslVersion::TLS1_3,
-    };
-    b.set_min_proto_version(Some(min))
-        .map_err(|e| e.to_string())?;
+    protocol(b, config)?;
     // a certificate on the base context too, for clients whose handshake
     // never reaches the callback
     let first = &config.certificates[0];
-    b.set_certificate_chain_file(&first.cert)
-        .map_err(|e| format!("{}: {e}", first.cert.display()))?;
-    b.set_private_key_file(&first.key, SslFiletype::PEM)
-        .map_err(|e| format!("{}: {e}", first.key.display()))?;
+    certificate(b, &first.cert, &first.key)?;
     b.set_servername_callback(move |ssl, _alert| {
         let snapshot = runtime.snapshot();
         let Some(contexts) = snapshot.listener(addr).and_then(|l| l.tls.as_ref()) else {

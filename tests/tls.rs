@@ -655,3 +655,117 @@ fn http2_to_an_upstream_carries_concurrent_requests_on_one_connection() {
         assert_eq!(open, expected, "http2: {http2}");
     }
 }
+
+/// `text` indented for a YAML block scalar at `indent` spaces.
+fn block(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+/// Flex's `tls` policy with the certificate, key and client CA written
+/// inline as PEM (as Flex's examples do), its cipher list and versions;
+/// `tls-outbound` with an inline trusted CA to an HTTPS upstream.
+#[test]
+fn flex_tls_policies_with_inline_pem() {
+    let dir = temp_dir("tls-flex");
+    let ca = Ca::new();
+    let clients_ca = Ca::new();
+    let (cert, key) = ca.issue(&dir, "api", &["localhost"], None);
+    let client = clients_ca.issue(&dir, "client", &["client"], None);
+    let echo = Backend::echo();
+    // the HTTPS upstream: another flex-gateway with the test CA's certificate
+    let upstream = Gateway::start(&https_config(&echo, &[(cert.clone(), key.clone())], "1.2"));
+    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap();
+    let ca_pem = String::from_utf8(ca.cert.to_pem().unwrap()).unwrap();
+    let clients_pem = String::from_utf8(clients_ca.cert.to_pem().unwrap()).unwrap();
+    let flex = format!(
+        r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: ApiInstance
+metadata: {{name: secure}}
+spec:
+  address: https://127.0.0.1:{{port}}
+  services:
+    up:
+      address: https://localhost:{up_port}
+---
+apiVersion: gateway.mulesoft.com/v1alpha1
+kind: PolicyBinding
+metadata: {{name: secure-tls}}
+spec:
+  targetRef: {{name: secure}}
+  policyRef: {{name: tls}}
+  config:
+    certificate:
+      key: |
+{key}      crt: |
+{crt}    trustedCA: |
+{clients}    requireClientCertificate: true
+    minversion: "1.1"
+    maxversion: "1.2"
+    alpn: [http/1.1]
+    ciphers:
+      - TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+      - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+---
+apiVersion: gateway.mulesoft.com/v1alpha1
+kind: PolicyBinding
+metadata: {{name: up-tls}}
+spec:
+  targetRef: {{kind: Service, name: secure-up}}
+  policyRef: {{name: tls-outbound}}
+  config:
+    trustedCA: |
+{ca}---
+apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {{name: settings}}
+spec:
+  server:
+    threads: 2
+    pidFile: "{{dir}}/gw.pid"
+    upgradeSocket: "{{dir}}/upgrade.sock"
+    gracePeriod: 1s
+    shutdownTimeout: 1s
+    admin: {{address: "127.0.0.1:{{admin}}"}}
+"#,
+        up_port = upstream.port,
+        key = block(&read(&key), 8),
+        crt = block(&read(&cert), 8),
+        clients = block(&clients_pem, 6),
+        ca = block(&ca_pem, 6),
+    );
+    let gw = Gateway::start_files(&[("flex.yaml", flex)], &[]);
+    let tls12 = (None, Some(SslVersion::TLS1_2));
+    // a client certificate from the trusted CA: served, through verified TLS upstream
+    let mut s = connect_as(gw.port, &ca, Some("localhost"), tls12, Some(&client))
+        .expect("handshake with a client certificate");
+    assert_eq!(
+        s.ssl().current_cipher().map(|c| c.name()),
+        Some("ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "the configured cipher"
+    );
+    let (status, body) = get(&mut s, "localhost", "/x");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(echo.last().target, "/x");
+    // TLS 1.3 is above maxversion: the handshake settles on 1.2
+    let s = connect_as(gw.port, &ca, Some("localhost"), (None, None), Some(&client)).unwrap();
+    assert_eq!(s.ssl().version_str(), "TLSv1.2");
+    // no client certificate: the handshake (or the first read) fails
+    let refused = connect(gw.port, &ca, Some("localhost"), tls12)
+        .and_then(|mut s| {
+            write!(s, "GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => Ok(()),
+                Ok(_) => Err("closed".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .is_err();
+    assert!(refused, "a client without a certificate is refused");
+    // minversion 1.1 is raised to 1.2, and the start log says so
+    assert!(gw.log_text().contains("raised to 1.2"), "{}", gw.log_text());
+    // the key never shows in /config
+    let config = gw.admin("/config").text();
+    assert!(!config.contains("PRIVATE KEY"), "{config}");
+}

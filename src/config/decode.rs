@@ -79,6 +79,9 @@ pub struct Decoder {
     /// Files read on the way (secret files, key lists): the config watcher
     /// reloads when they change, as for the config files themselves.
     pub files: Vec<std::path::PathBuf>,
+    /// What was accepted but changed or not applied (said at start and by
+    /// `validate`).
+    pub notices: Vec<String>,
 }
 
 const TYPOGRAPHIC: [char; 4] = ['\u{201C}', '\u{201D}', '\u{2018}', '\u{2019}'];
@@ -90,7 +93,19 @@ impl Decoder {
             errors: Vec::new(),
             secrets: Vec::new(),
             files: Vec::new(),
+            notices: Vec::new(),
         }
+    }
+
+    /// Something accepted but changed or not applied, at its place.
+    pub fn notice(&mut self, pos: super::yaml::Pos, path: &str, message: impl Into<String>) {
+        self.notices.push(format!(
+            "{}:{}:{}: {path}: {}",
+            self.file,
+            pos.line,
+            pos.col,
+            message.into()
+        ));
     }
 
     pub fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>) {

@@ -22,6 +22,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut secrets = Vec::new();
     let mut referenced = Vec::new();
+    let mut notices = Vec::new();
     for file in &files {
         let shown = file.display().to_string();
         match std::fs::read_to_string(file) {
@@ -29,6 +30,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
                 let mut d = decode_source(&shown, &text);
                 docs.append(&mut d.docs);
                 flex.append(&mut d.flex);
+                notices.append(&mut d.notices);
                 errors.append(&mut d.errors);
                 secrets.append(&mut d.secrets);
                 referenced.append(&mut d.files);
@@ -39,6 +41,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut config = finish(docs, flex, &mut errors);
     config.secrets = secrets;
     config.referenced_files = referenced;
+    notices.append(&mut config.notices);
+    config.notices = notices;
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -54,8 +58,11 @@ pub fn load_str(name: &str, text: &str) -> Result<Config, ConfigErrors> {
         mut errors,
         secrets,
         files: _,
+        mut notices,
     } = decode_source(name, text);
     let mut config = finish(docs, flex, &mut errors);
+    notices.append(&mut config.notices);
+    config.notices = notices;
     config.secrets = secrets;
     if errors.is_empty() {
         Ok(config)
@@ -155,6 +162,7 @@ struct Decoded {
     errors: Vec<ConfigError>,
     secrets: Vec<String>,
     files: Vec<PathBuf>,
+    notices: Vec<String>,
 }
 
 fn decode_source(file: &str, text: &str) -> Decoded {
@@ -175,6 +183,7 @@ fn decode_source(file: &str, text: &str) -> Decoded {
                 errors: d.errors,
                 secrets: d.secrets,
                 files: d.files,
+                notices: d.notices,
             };
         }
     };
@@ -195,6 +204,7 @@ fn decode_source(file: &str, text: &str) -> Decoded {
         errors: d.errors,
         secrets: d.secrets,
         files: d.files,
+        notices: d.notices,
     }
 }
 

@@ -351,9 +351,9 @@ pub struct UpstreamTls {
     /// Verify the target's certificate and host name (default true).
     pub verify: bool,
     /// Trust these CA certificates instead of the system store.
-    pub ca: Option<PathBuf>,
+    pub ca: Option<crate::config::tls::Pem>,
     /// A client certificate and key for upstreams that require one.
-    pub client: Option<(PathBuf, PathBuf)>,
+    pub client: Option<(crate::config::tls::Pem, crate::config::tls::Pem)>,
     /// The name sent as SNI and verified (default: the target's host).
     pub sni: Option<String>,
     /// SHA-256 of the files as read (a renewal rebuilds the service).

@@ -617,10 +617,10 @@ fn decode_upstream_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<Upstr
         let field = join(path, "ca");
         if let Some(p) = d.string(n, &field) {
             d.files.push(p.clone().into());
-            match super::tls::read_ca_bundle(&p) {
+            match super::tls::read_ca_bundle(&field, &p) {
                 Ok(pem) => {
-                    h.update(&pem);
-                    t.ca = Some(p.into());
+                    h.update(pem.bytes.as_slice());
+                    t.ca = Some(pem);
                 }
                 Err(why) => d.error(n.pos, &field, why),
             }
@@ -633,10 +633,13 @@ fn decode_upstream_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<Upstr
             if let (Some(cert), Some(key)) = (cert, key) {
                 d.files.push(cert.clone().into());
                 d.files.push(key.clone().into());
-                match super::tls::check_pair(&cert, &key) {
-                    Ok((_, fp)) => {
+                let pair = super::tls::Pem::read(&cert)
+                    .map_err(|e| (true, e))
+                    .and_then(|c| Ok((c, super::tls::Pem::read(&key).map_err(|e| (false, e))?)));
+                match pair.and_then(|(c, k)| super::tls::check_pair(&c, &k).map(|r| (c, k, r))) {
+                    Ok((cert, key, (_, fp))) => {
                         h.update(fp);
-                        t.client = Some((cert.into(), key.into()));
+                        t.client = Some((cert, key));
                     }
                     Err((true, why)) => d.error(c.pos, &join(path, "cert"), why),
                     Err((false, why)) => d.error(k.pos, &join(path, "key"), why),

@@ -13,6 +13,67 @@ use openssl::pkey::PKey;
 use openssl::x509::X509;
 use std::path::PathBuf;
 
+/// PEM data as configured: read from a file at every load, or written
+/// inline (Flex's `tls` policies). Compared by content; shown (`Debug`,
+/// `/config`) by its source only, never its bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pem {
+    /// The file path, or where the inline text is (`<inline: FIELD>`).
+    pub source: String,
+    pub bytes: std::sync::Arc<Vec<u8>>,
+}
+
+impl Pem {
+    pub fn read(path: &str) -> Result<Pem, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        Ok(Pem {
+            source: path.to_string(),
+            bytes: std::sync::Arc::new(bytes),
+        })
+    }
+
+    pub fn inline(field: &str, text: &str) -> Pem {
+        Pem {
+            source: format!("<inline: {field}>"),
+            bytes: std::sync::Arc::new(text.as_bytes().to_vec()),
+        }
+    }
+
+    /// The certificates it holds, in order.
+    pub fn certificates(&self) -> Result<Vec<X509>, String> {
+        X509::stack_from_pem(&self.bytes)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| format!("{} holds no PEM certificate", self.source))
+    }
+
+    pub fn private_key(&self) -> Result<PKey<openssl::pkey::Private>, String> {
+        PKey::private_key_from_pem(&self.bytes)
+            .map_err(|_| format!("{} holds no PEM private key", self.source))
+    }
+}
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl serde::Serialize for Pem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
+
+/// A file path, or PEM text itself (Flex writes certificates inline).
+pub fn pem_or_file(field: &str, text: &str) -> Result<Pem, String> {
+    if text.trim_start().starts_with("-----BEGIN") {
+        Ok(Pem::inline(field, text))
+    } else {
+        Pem::read(text)
+    }
+}
+
 /// The TLS side of an HTTPS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {
@@ -24,12 +85,19 @@ pub struct ListenerTls {
     pub h2: bool,
     /// Offer HTTP/1.1 by ALPN (`http/1.1`).
     pub h1: bool,
+    /// The highest version offered (default: TLS 1.3).
+    pub max_version: TlsVersion,
+    /// TLS 1.2 cipher list (OpenSSL syntax), `None`: OpenSSL's
+    /// intermediate profile.
+    pub ciphers: Option<String>,
+    /// TLS 1.3 cipher suites, `None`: OpenSSL's defaults.
+    pub ciphersuites: Option<String>,
 }
 
 /// Mutual TLS: client certificates verified against `ca`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertificates {
-    pub ca: PathBuf,
+    pub ca: Pem,
     /// A handshake without a certificate fails; `false`: a certificate is
     /// verified when presented.
     pub required: bool,
@@ -40,7 +108,7 @@ pub struct ClientCertificates {
     pub fingerprint: [u8; 32],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsVersion {
     Tls12,
     Tls13,
@@ -49,9 +117,9 @@ pub enum TlsVersion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
     /// PEM: the certificate, then its chain.
-    pub cert: PathBuf,
+    pub cert: Pem,
     /// PEM private key (RSA, EC, Ed25519).
-    pub key: PathBuf,
+    pub key: Pem,
     /// Lower-case names it serves (`api.example.com`, `*.example.com`).
     pub names: Vec<String>,
     /// SHA-256 of the two files as read: a reload with renewed files
@@ -59,40 +127,121 @@ pub struct Certificate {
     pub fingerprint: [u8; 32],
 }
 
-const TLS_FIELDS: &[&str] = &["certificates", "minVersion", "clientCertificates", "alpn"];
+const TLS_FIELDS: &[&str] = &[
+    "certificates",
+    "minVersion",
+    "maxVersion",
+    "ciphers",
+    "clientCertificates",
+    "alpn",
+];
+
+/// IANA cipher names (as Flex and most documentation write them) and
+/// OpenSSL's names for them: the TLS 1.2 suites with forward secrecy and
+/// AEAD or CBC, and the RSA-key-exchange ones Flex's examples list.
+const IANA_CIPHERS: &[(&str, &str)] = &[
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+        "ECDHE-ECDSA-AES128-SHA",
+    ),
+    ("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", "ECDHE-RSA-AES128-SHA"),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+        "ECDHE-ECDSA-AES256-SHA",
+    ),
+    ("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", "ECDHE-RSA-AES256-SHA"),
+    ("TLS_RSA_WITH_AES_128_GCM_SHA256", "AES128-GCM-SHA256"),
+    ("TLS_RSA_WITH_AES_256_GCM_SHA384", "AES256-GCM-SHA384"),
+    ("TLS_RSA_WITH_AES_128_CBC_SHA", "AES128-SHA"),
+    ("TLS_RSA_WITH_AES_256_CBC_SHA", "AES256-SHA"),
+];
+
+/// TLS 1.3 suites (set apart from the TLS 1.2 list in OpenSSL).
+const TLS13_SUITES: &[&str] = &[
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+];
+
+/// Cipher names (IANA or OpenSSL) as OpenSSL's TLS 1.2 cipher list and
+/// TLS 1.3 suite list; each name is checked against this OpenSSL.
+pub fn cipher_lists(names: &[String]) -> Result<(Option<String>, Option<String>), String> {
+    use openssl::ssl::{SslContextBuilder, SslMethod};
+    let mut tls12 = Vec::new();
+    let mut tls13 = Vec::new();
+    for name in names {
+        if TLS13_SUITES.contains(&name.as_str()) {
+            tls13.push(name.clone());
+            continue;
+        }
+        let openssl = IANA_CIPHERS
+            .iter()
+            .find(|(iana, _)| iana == name)
+            .map_or(name.as_str(), |(_, o)| o);
+        let mut probe = SslContextBuilder::new(SslMethod::tls()).map_err(|e| e.to_string())?;
+        if openssl.contains([':', ',', ' ', '!']) || probe.set_cipher_list(openssl).is_err() {
+            return Err(format!("unknown cipher {name:?} (IANA names like TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, or OpenSSL names)"));
+        }
+        tls12.push(openssl.to_string());
+    }
+    let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join(":"));
+    Ok((join(tls12), join(tls13)))
+}
+
+/// `"1.2"` / `"1.3"`.
+pub fn tls_version(text: &str) -> Option<TlsVersion> {
+    match text {
+        "1.2" => Some(TlsVersion::Tls12),
+        "1.3" => Some(TlsVersion::Tls13),
+        _ => None,
+    }
+}
 const CLIENT_FIELDS: &[&str] = &["ca", "required", "forwardHeader"];
 const CERT_FIELDS: &[&str] = &["cert", "key"];
 
-/// A CA bundle (`clientCertificates.ca`, a service's `tls.ca`): its PEM
-/// bytes, or why it cannot serve as one.
-pub fn read_ca_bundle(path: &str) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    if X509::stack_from_pem(&pem).is_ok_and(|c| !c.is_empty()) {
-        Ok(pem)
-    } else {
-        Err(format!("{path} holds no PEM certificate"))
-    }
+/// A CA bundle (`clientCertificates.ca`, a service's `tls.ca`, Flex's
+/// `trustedCA`): a file or inline PEM, holding at least one certificate.
+pub fn read_ca_bundle(field: &str, text: &str) -> Result<Pem, String> {
+    let pem = pem_or_file(field, text)?;
+    pem.certificates()?;
+    Ok(pem)
 }
 
-/// Read and check one certificate and key pair; the names it serves.
-pub fn check_pair(
-    cert_path: &str,
-    key_path: &str,
-) -> Result<(Vec<String>, [u8; 32]), (bool, String)> {
+/// Check one certificate and key pair; the names it serves. The error
+/// says which of the two is at fault (`true`: the certificate).
+pub fn check_pair(cert: &Pem, key: &Pem) -> Result<(Vec<String>, [u8; 32]), (bool, String)> {
     use sha2::{Digest, Sha256};
-    let read = |p: &str| std::fs::read(p).map_err(|e| format!("cannot read {p}: {e}"));
-    let cert_pem = read(cert_path).map_err(|e| (true, e))?;
-    let key_pem = read(key_path).map_err(|e| (false, e))?;
-    let chain = X509::stack_from_pem(&cert_pem)
-        .ok()
-        .filter(|c| !c.is_empty())
-        .ok_or((true, format!("{cert_path} holds no PEM certificate")))?;
-    let key = PKey::private_key_from_pem(&key_pem)
-        .map_err(|_| (false, format!("{key_path} holds no PEM private key")))?;
+    let (cert_path, key_path) = (&cert.source, &key.source);
+    let chain = cert.certificates().map_err(|e| (true, e))?;
+    let pkey = key.private_key().map_err(|e| (false, e))?;
     let leaf = &chain[0];
     let matches = leaf
         .public_key()
-        .map(|public| public.public_eq(&key))
+        .map(|public| public.public_eq(&pkey))
         .unwrap_or(false);
     if !matches {
         return Err((
@@ -135,8 +284,8 @@ pub fn check_pair(
         );
     }
     let mut h = Sha256::new();
-    h.update(&cert_pem);
-    h.update(&key_pem);
+    h.update(cert.bytes.as_slice());
+    h.update(key.bytes.as_slice());
     Ok((names, h.finalize().into()))
 }
 
@@ -161,10 +310,13 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerTls> {
             };
             d.files.push(PathBuf::from(&cert));
             d.files.push(PathBuf::from(&key));
-            match check_pair(&cert, &key) {
-                Ok((names, fingerprint)) => certificates.push(Certificate {
-                    cert: cert.into(),
-                    key: key.into(),
+            let pair = Pem::read(&cert)
+                .map_err(|e| (true, e))
+                .and_then(|c| Ok((c, Pem::read(&key).map_err(|e| (false, e))?)));
+            match pair.and_then(|(c, k)| check_pair(&c, &k).map(|r| (c, k, r))) {
+                Ok((cert, key, (names, fingerprint))) => certificates.push(Certificate {
+                    cert,
+                    key,
                     names,
                     fingerprint,
                 }),
@@ -218,6 +370,40 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerTls> {
         Some(n) => decode_clients(d, n, &join(path, "clientCertificates")).map(Some),
         None => Some(None),
     };
+    let max_version = match f.get("maxVersion") {
+        None => Some(TlsVersion::Tls13),
+        Some(n) => {
+            let field = join(path, "maxVersion");
+            let text = d.scalar(n, &field, "a TLS version")?;
+            let v = tls_version(text);
+            if v.is_none() {
+                d.error(
+                    n.pos,
+                    &field,
+                    format!("unsupported maxVersion {text:?} (expected \"1.2\" or \"1.3\")"),
+                );
+            }
+            v
+        }
+    };
+    if let (Some(min), Some(max)) = (min_version, max_version) {
+        if max < min {
+            d.error(
+                f.pos,
+                &join(path, "maxVersion"),
+                "maxVersion is below minVersion",
+            );
+        }
+    }
+    let mut ciphers = (None, None);
+    if let Some(n) = f.get("ciphers") {
+        let field = join(path, "ciphers");
+        let names = d.parsed_list(n, &field, "a cipher name", |s| Ok(s.to_string()));
+        match cipher_lists(&names) {
+            Ok(c) => ciphers = c,
+            Err(why) => d.error(n.pos, &field, why),
+        }
+    }
     if d.errors.len() > before {
         return None;
     }
@@ -227,6 +413,9 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerTls> {
         clients: clients?,
         h2: alpn.0,
         h1: alpn.1,
+        max_version: max_version?,
+        ciphers: ciphers.0,
+        ciphersuites: ciphers.1,
     })
 }
 
@@ -237,8 +426,11 @@ fn decode_clients(d: &mut Decoder, node: &Node, path: &str) -> Option<ClientCert
         let field = join(path, "ca");
         let p = d.string(n, &field)?;
         d.files.push(PathBuf::from(&p));
-        match read_ca_bundle(&p) {
-            Ok(pem) => Some((PathBuf::from(&p), Sha256::digest(&pem).into())),
+        match read_ca_bundle(&field, &p) {
+            Ok(pem) => {
+                let fp = Sha256::digest(pem.bytes.as_slice()).into();
+                Some((pem, fp))
+            }
             Err(why) => {
                 d.error(n.pos, &field, why);
                 None

@@ -242,29 +242,15 @@ fn load_tls(
     ),
     String,
 > {
-    use openssl::pkey::PKey;
-    use openssl::x509::X509;
     let ca = match &c.tls.ca {
-        Some(p) => {
-            let pem = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let certs = X509::stack_from_pem(&pem).map_err(|e| format!("{}: {e}", p.display()))?;
-            Some(Arc::new(certs.into_boxed_slice()))
-        }
+        Some(pem) => Some(Arc::new(pem.certificates()?.into_boxed_slice())),
         None => None,
     };
     let client = match &c.tls.client {
-        Some((cert, key)) => {
-            let pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-            let certs =
-                X509::stack_from_pem(&pem).map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key_pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            let key = PKey::private_key_from_pem(&key_pem)
-                .map_err(|e| format!("{}: {e}", key.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: no certificate", cert.display()));
-            }
-            Some(Arc::new(pingora::utils::tls::CertKey::new(certs, key)))
-        }
+        Some((cert, key)) => Some(Arc::new(pingora::utils::tls::CertKey::new(
+            cert.certificates()?,
+            key.private_key()?,
+        ))),
         None => None,
     };
     Ok((ca, client))
@@ -679,17 +665,14 @@ impl Service {
                             .danger_accept_invalid_hostnames(true);
                     }
                     if let Some(ca) = &t.ca {
-                        let pem = std::fs::read(ca).map_err(|e| e.to_string())?;
-                        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                        for cert in reqwest::Certificate::from_pem_bundle(&ca.bytes)
                             .map_err(|e| e.to_string())?
                         {
                             b = b.add_root_certificate(cert);
                         }
                     }
                     if let Some((cert, key)) = &t.client {
-                        let cert = std::fs::read(cert).map_err(|e| e.to_string())?;
-                        let key = std::fs::read(key).map_err(|e| e.to_string())?;
-                        let id = reqwest::Identity::from_pkcs8_pem(&cert, &key)
+                        let id = reqwest::Identity::from_pkcs8_pem(&cert.bytes, &key.bytes)
                             .map_err(|e| format!("client certificate for health checks: {e}"))?;
                         b = b.identity(id);
                     }

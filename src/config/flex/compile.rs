@@ -154,6 +154,7 @@ pub fn compile(resources: &[Resource], errors: &mut Vec<ConfigError>) -> Compile
 
     // bindings to Services: circuit-breaker-flex
     let mut patches: Vec<(String, CircuitPatch)> = Vec::new();
+    let mut tls_out: Vec<(String, crate::config::model::UpstreamTls, bool)> = Vec::new();
     for b in &bindings {
         match (&b.target, &b.policy) {
             (Target::Service(r), Bound::CircuitBreaker(p)) => {
@@ -161,6 +162,17 @@ pub fn compile(resources: &[Resource], errors: &mut Vec<ConfigError>) -> Compile
                     patches.push((name, *p));
                 }
             }
+            (Target::Service(r), Bound::TlsOutbound(t, h2)) => {
+                if let Some(name) = resolve(&mut err, b, r) {
+                    tls_out.push((name, t.as_ref().clone(), *h2));
+                }
+            }
+            (_, Bound::TlsOutbound(..)) => err.at(
+                &b.meta.file,
+                b.pos,
+                &format!("{}.targetRef", b.path),
+                "tls-outbound is bound to a Service (targetRef: {kind: Service, name: ...})",
+            ),
             (Target::Service(r), _) => err.at(
                 &b.meta.file,
                 r.pos,
@@ -201,6 +213,12 @@ pub fn compile(resources: &[Resource], errors: &mut Vec<ConfigError>) -> Compile
                 }
             }
             _ => {}
+        }
+    }
+    for (name, t, h2) in tls_out {
+        if let Some((c, _, _)) = services.get_mut(&name) {
+            c.tls = t;
+            c.http2 = h2 && c.targets.iter().all(|t| t.upstream.tls);
         }
     }
     for (name, p) in patches {
@@ -311,18 +329,70 @@ pub fn compile(resources: &[Resource], errors: &mut Vec<ConfigError>) -> Compile
         }
     }
 
+    // inbound TLS is per port: every instance on a port bound to `tls`
+    // serves it
+    let mut port_tls: HashMap<u16, (crate::config::tls::ListenerTls, String)> = HashMap::new();
+    for inst in &instances {
+        let bound = inst
+            .policies
+            .iter()
+            .chain(bindings.iter().copied().filter(|b| targets(b, inst)));
+        for b in bound {
+            let Bound::Tls(t) = &b.policy else { continue };
+            match port_tls.get(&inst.port) {
+                Some((existing, first)) if existing != t.as_ref() => err.at(
+                    &b.meta.file,
+                    b.pos,
+                    &b.path,
+                    format!(
+                        "port {} already has another tls policy ({first}); instances sharing a port share its TLS",
+                        inst.port
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    port_tls.insert(inst.port, (t.as_ref().clone(), here(&b.meta, b.pos)));
+                }
+            }
+        }
+    }
+    for inst in &instances {
+        match (inst.https, port_tls.contains_key(&inst.port)) {
+            (true, false) => err.at(
+                &inst.meta.file,
+                inst.address_pos,
+                "spec.address",
+                format!(
+                    "https address, but no `tls` policy is bound to an API instance on port {} (bind one with the certificate)",
+                    inst.port
+                ),
+            ),
+            (false, true) => err.at(
+                &inst.meta.file,
+                inst.address_pos,
+                "spec.address",
+                format!(
+                    "port {} serves TLS (a `tls` policy is bound): write the address with https://",
+                    inst.port
+                ),
+            ),
+            _ => {}
+        }
+    }
+
     let timeouts = TimeoutSettings {
         request: Some(response_timeout),
         ..TimeoutSettings::default()
     };
     let mut derived: Vec<ServiceConfig> = Vec::new();
     for inst in &instances {
+        let tls = port_tls.get(&inst.port).map(|(t, _)| t.clone());
         if let Some(doc) = compile_instance(
             inst,
             &bindings,
             &services,
             &mut derived,
-            timeouts,
+            Listening { timeouts, tls },
             &mut err,
             &resolve,
         ) {
@@ -416,6 +486,13 @@ fn targets(b: &Binding, inst: &Instance) -> bool {
     }
 }
 
+/// What an instance's routes and listener get from the whole config: the
+/// upstream timeouts (`Configuration.timeouts`) and its port's TLS.
+struct Listening {
+    timeouts: TimeoutSettings,
+    tls: Option<crate::config::tls::ListenerTls>,
+}
+
 type Resolve<'a> = dyn Fn(&mut Errors, &Binding, &super::resources::Ref) -> Option<String> + 'a;
 
 fn compile_instance(
@@ -423,7 +500,7 @@ fn compile_instance(
     bindings: &[&Binding],
     services: &BTreeMap<String, (ServiceConfig, Meta, Pos)>,
     derived: &mut Vec<ServiceConfig>,
-    timeouts: TimeoutSettings,
+    Listening { timeouts, tls }: Listening,
     err: &mut Errors,
     resolve: &Resolve,
 ) -> Option<GatewayDoc> {
@@ -547,17 +624,9 @@ fn compile_instance(
                     tier: u8::from(!matches!(b.target, Target::Selector(_))),
                 });
             }
-            Bound::CircuitBreaker(_) => {} // reported with the Service bindings
+            // applied to the port / the Service before the instances
+            Bound::CircuitBreaker(_) | Bound::Tls(_) | Bound::TlsOutbound(..) => {}
         }
-    }
-    if inst.https {
-        err.at(
-            &inst.meta.file,
-            inst.address_pos,
-            "spec.address",
-            "https API instances need the `tls` policy, which flex-gateway does not run yet: serve HTTPS from a `kind: Gateway` listener (protocol: HTTPS) for now",
-        );
-        return None;
     }
     if drafts.is_empty() {
         err.at(
@@ -617,7 +686,7 @@ fn compile_instance(
             host: inst.host,
             port: inst.port,
             limits: LimitSettings::default(),
-            tls: None,
+            tls,
             pos: inst.address_pos,
             path: "spec.address".into(),
         }],
