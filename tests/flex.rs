@@ -287,12 +287,31 @@ fn resource_based_conf_d_with_selectors_weighted_routes_and_a_gateway_document()
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(v1.last().target, "/x");
 
-    // one instance of Flex's circuit-breaker thresholds on the service
-    let upstreams = gw.admin("/upstreams").json();
-    let text = upstreams.to_string();
+    // Flex's probe paths on the admin listener
+    assert_eq!(gw.admin("/probes/readiness").status, 200);
+    assert_eq!(gw.admin("/probes/liveness").status, 200);
+
+    // Flex's probe paths on the admin listener
+    assert_eq!(gw.admin("/probes/readiness").status, 200);
+    assert_eq!(gw.admin("/probes/liveness").status, 200);
+
+    // circuit-breaker-flex set the Service's limits
+    let upstreams = gw.admin("/upstreams").text();
     assert!(
-        text.contains("orders-v1") && text.contains("orders-v2"),
-        "{text}"
+        upstreams.contains("orders-v1") && upstreams.contains("orders-v2"),
+        "{upstreams}"
+    );
+    let config = gw.admin("/config").json();
+    let services = config["services"].as_array().expect("services in /config");
+    let v1 = services
+        .iter()
+        .find(|s| s["name"] == "orders-v1")
+        .expect("orders-v1 in /config");
+    assert_eq!(v1["circuitBreaker"]["maxRequests"], 500, "{v1}");
+    let v2 = services.iter().find(|s| s["name"] == "orders-v2").unwrap();
+    assert_eq!(
+        v2["circuitBreaker"]["maxRequests"], 10_000,
+        "defaults: {v2}"
     );
 }
 

@@ -350,7 +350,7 @@ fn certificate_problems_are_validate_errors_naming_the_file() {
     )
     .replace(
         "tls: {minVersion",
-        "tls: {clientCertificates: {ca: \"/nonexistent/ca.pem\"}, minVersion",
+        "tls: {clientCertificates: {ca: \"/nonexistent/ca.pem\"}, maxVersion: \"1.4\", ciphers: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_NO_SUCH_CIPHER], minVersion",
     )
     .replace("{port}", "8443")
     .replace("{admin}", "9443")
@@ -374,6 +374,8 @@ fn certificate_problems_are_validate_errors_naming_the_file() {
         format!("spec.listeners[0].tls.certificates[2].cert: the certificate in {} expired on", expired.display()),
         "spec.listeners[0].tls.minVersion: unsupported minVersion \"1.1\"".to_string(),
         "spec.listeners[0].tls.clientCertificates.ca: cannot read /nonexistent/ca.pem".to_string(),
+        "spec.listeners[0].tls.maxVersion: unsupported maxVersion \"1.4\"".to_string(),
+        "spec.listeners[0].tls.ciphers: unknown cipher \"TLS_NO_SUCH_CIPHER\"".to_string(),
     ] {
         assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
     }

@@ -220,8 +220,9 @@ impl ServeHttp for AdminApp {
             return json_reply(405, &json!({"error": "only GET", "status": 405}));
         }
         match req.uri.path() {
-            "/live" => json_reply(200, &json!({"status": "live"})),
-            "/ready" => match self.runtime.phase() {
+            // Flex's probe paths too
+            "/live" | "/probes/liveness" => json_reply(200, &json!({"status": "live"})),
+            "/ready" | "/probes/readiness" => match self.runtime.phase() {
                 Phase::Ready => json_reply(200, &json!({"status": "ready"})),
                 Phase::Starting => json_reply(503, &json!({"status": "starting"})),
                 Phase::Draining => json_reply(503, &json!({"status": "draining"})),

@@ -400,11 +400,13 @@ pub fn compile(resources: &[Resource], errors: &mut Vec<ConfigError>) -> Compile
         }
     }
 
-    // the carrier of services and settings
+    // the services ride on documents of their own, one per file (so a
+    // clash with a kind: Gateway service names the right file); the last
+    // one carries the settings
     let first = resources[0].meta();
-    let mut carrier = GatewayDoc {
-        file: first.file.clone(),
-        pos: first.pos,
+    let carrier = |file: &str, pos: Pos| GatewayDoc {
+        file: file.to_string(),
+        pos,
         name: String::new(),
         labels: BTreeMap::new(),
         listeners: Vec::new(),
@@ -415,24 +417,37 @@ pub fn compile(resources: &[Resource], errors: &mut Vec<ConfigError>) -> Compile
         services: Vec::new(),
         service_names: Vec::new(),
     };
+    let mut carriers: Vec<GatewayDoc> = Vec::new();
     for (name, (config, meta, pos)) in services {
-        carrier
-            .service_names
+        let i = match carriers.iter().position(|c| c.file == meta.file) {
+            Some(i) => i,
+            None => {
+                carriers.push(carrier(&meta.file, meta.pos));
+                carriers.len() - 1
+            }
+        };
+        let c = &mut carriers[i];
+        c.service_names
             .push((name.clone(), pos, format!("{} {name:?}", meta.kind)));
-        carrier.services.push(ServiceSpec {
+        c.services.push(ServiceSpec {
             config,
             pos,
             path: String::new(),
         });
     }
-    for config in derived {
-        carrier.services.push(ServiceSpec {
-            config,
-            pos: first.pos,
-            path: String::new(),
-        });
+    if carriers.is_empty() {
+        carriers.push(carrier(&first.file, first.pos));
     }
-    out.docs.push(carrier);
+    if let Some(last) = carriers.last_mut() {
+        for config in derived {
+            last.services.push(ServiceSpec {
+                config,
+                pos: first.pos,
+                path: String::new(),
+            });
+        }
+    }
+    out.docs.extend(carriers);
     out
 }
 
