@@ -210,6 +210,10 @@ fn resource_based_conf_d_with_selectors_weighted_routes_and_a_gateway_document()
     assert_eq!(seen.header("x-client-address"), Some("127.0.0.1"));
     assert_eq!(seen.header("x-internal"), None, "header-removal-flex");
     assert_eq!(r.header("x-served-by"), Some("flex-gateway"));
+    assert_eq!(seen.header("x-request-line"), Some("GET /shop/orders/7"));
+    assert_eq!(r.header("x-tier"), Some("basic"));
+    let vip = c.request("GET", "/shop/orders/8", &[("x-client", "vip")], b"");
+    assert_eq!(vip.header("x-tier"), Some("gold"));
     assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
     let reset: u64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
     assert!(reset <= 60_000, "reset in milliseconds: {reset}");
@@ -237,7 +241,8 @@ fn resource_based_conf_d_with_selectors_weighted_routes_and_a_gateway_document()
         let r = c.request("GET", "/shop/orders/1", &[("x-client", "limited")], b"");
         assert_eq!(r.status, 200, "request {i}");
     }
-    let r = c.request("GET", "/shop/orders/1", &[("x-client", "limited")], b"");
+    // the key is lower-cased by the keySelector expression
+    let r = c.request("GET", "/shop/orders/1", &[("x-client", "LIMITED")], b"");
     assert_eq!(r.status, 429);
     let r = c.request("GET", "/shop/orders/1", &[("x-client", "other")], b"");
     assert_eq!(r.status, 200);
@@ -365,7 +370,7 @@ spec:
     - policyRef: {name: rate-limiting-flex}
       config:
         rateLimits: [{maximumRequest: 3, timePeriodInMilliseconds: 1000}]
-        keySelector: \"#[upper(attributes.method)]\"
+        keySelector: \"#[sizeOf(attributes.headers)]\"
 ---
 apiVersion: gateway.mulesoft.com/v1alpha1
 kind: ApiInstance
@@ -392,7 +397,7 @@ spec:
         "api.yaml:12:25: spec.policies[0].policyRef.name: unknown policy \"rate-limiting-flx\" (did you mean \"rate-limiting-flex\"?)",
         "api.yaml:13:25: spec.policies[1].policyRef.name: policy \"message-logging-flex\" is not supported by flex-gateway yet",
         "api.yaml:16:23: spec.policies[2].config.rateLimits[0].maximumRequest: unknown field (did you mean `maximumRequests`?)",
-        "api.yaml:17:22: spec.policies[2].config.keySelector: `upper(attributes.method)` is not supported in expressions here",
+        "api.yaml:17:22: spec.policies[2].config.keySelector: `sizeOf(...)` is not supported in expressions",
         "api.yaml:23:12: spec.address: port 8080: base path \"/shop/v2\" clashes with \"/shop\" of ApiInstance \"shop\"",
         "api.yaml:31:21: spec.targetRef.name: unknown ApiInstance \"shpo\" (did you mean \"shop\"?)",
         "api.yaml:34:28: spec.config.destinationRef.name: unknown Service \"missing\" (defined: nested-s, shop-orders)",

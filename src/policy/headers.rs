@@ -16,7 +16,8 @@
 //!
 //! Values are templates compiled at load: `{client_ip}`, `{request_id}`,
 //! `{route_id}`, `{consumer}`, `{claim.NAME}` (a verified JWT claim),
-//! `{header.NAME}` (a request header); `{{` and `}}` are literal braces. A
+//! `{header.NAME}` (a request header), and Flex expressions `#[...]`
+//! (`policy/expr.rs`); `{{` and `}}` are literal braces. A
 //! header whose variables are not all known for a request (no consumer, no
 //! such claim) is left out for that request, never sent half-filled.
 //!
@@ -49,7 +50,7 @@ pub const PROTECTED: &[&str] = &[
 ];
 
 const VARIABLES: &str =
-    "{client_ip}, {request_id}, {route_id}, {consumer}, {claim.NAME}, {header.NAME}";
+    "{client_ip}, {request_id}, {route_id}, {consumer}, {claim.NAME}, {header.NAME}, or a Flex expression #[...]";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Var {
@@ -65,6 +66,17 @@ enum Var {
 enum Part {
     Text(String),
     Var(Var),
+    /// A Flex expression, `#[...]`.
+    Expr(Arc<super::expr::Expr>),
+}
+
+/// The request as templates read it: on the way upstream the request
+/// itself, on the way back what the request hook kept.
+#[derive(Clone, Copy, Default)]
+pub struct Req<'a> {
+    pub method: Option<&'a str>,
+    pub query: Option<&'a str>,
+    pub headers: Option<&'a http::HeaderMap>,
 }
 
 /// A header value with variables, compiled once.
@@ -90,6 +102,20 @@ impl Template {
                     lit.push('}');
                 }
                 '}' => return Err("a lone `}` (write `}}` for a literal brace)".into()),
+                '#' if chars.peek().map(|(_, c)| *c) == Some('[') => {
+                    let body = &text[i + 2..];
+                    let end = super::expr::closing(body)
+                        .ok_or_else(|| format!("unclosed `#[` in {text:?}"))?;
+                    let e = super::expr::Expr::parse(&body[..end])?;
+                    if !lit.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut lit)));
+                    }
+                    parts.push(Part::Expr(Arc::new(e)));
+                    // skip `[`, the expression and `]`
+                    for _ in 0..body[..=end].chars().count() + 1 {
+                        chars.next();
+                    }
+                }
                 '{' => {
                     let rest = &text[i + 1..];
                     let Some(end) = rest.find('}') else {
@@ -134,7 +160,7 @@ impl Template {
                 .iter()
                 .map(|p| match p {
                     Part::Text(t) => t.as_str(),
-                    Part::Var(_) => "",
+                    Part::Var(_) | Part::Expr(_) => "",
                 })
                 .collect();
             HeaderValue::from_str(&whole).map_err(|_| {
@@ -148,7 +174,8 @@ impl Template {
     }
 
     /// The value for this request; `None` when a variable is unknown here.
-    pub fn render(&self, headers: Option<&http::HeaderMap>, x: &Exchange) -> Option<HeaderValue> {
+    pub fn render(&self, req: Req<'_>, x: &Exchange) -> Option<HeaderValue> {
+        let headers = req.headers;
         if let [Part::Text(t)] = self.parts.as_slice() {
             return HeaderValue::from_str(t).ok();
         }
@@ -173,6 +200,15 @@ impl Template {
                     other => out.push_str(&other.to_string()),
                 },
                 Part::Var(Var::Header(h)) => out.push_str(headers?.get(h)?.to_str().ok()?),
+                Part::Expr(e) => {
+                    let input = super::expr::Input {
+                        method: req.method,
+                        query: req.query,
+                        headers: req.headers,
+                        x,
+                    };
+                    out.push_str(&e.eval(&input).text());
+                }
             }
         }
         // a value that became invalid (a claim with a newline) is left out
@@ -338,21 +374,30 @@ pub mod inject {
 
     pub struct Inject(Config);
 
-    /// The request head the response-side templates read (`{header.X}`).
+    /// The request the response-side templates read (`{header.X}`,
+    /// expressions).
     #[derive(Clone)]
-    struct RequestHeaders(http::HeaderMap);
+    struct RequestSeen {
+        method: String,
+        query: Option<String>,
+        headers: http::HeaderMap,
+    }
 
     #[async_trait]
     impl Policy for Inject {
         async fn on_request(&self, req: &RequestHeader, x: &mut Exchange) -> Decision {
-            let reads_headers = self.0.response.iter().any(|i| {
+            let reads_request = self.0.response.iter().any(|i| {
                 i.value
                     .parts
                     .iter()
-                    .any(|p| matches!(p, Part::Var(Var::Header(_))))
+                    .any(|p| matches!(p, Part::Var(Var::Header(_)) | Part::Expr(_)))
             });
-            if reads_headers {
-                x.ext.insert(RequestHeaders(req.headers.clone()));
+            if reads_request {
+                x.ext.insert(RequestSeen {
+                    method: req.method.as_str().to_string(),
+                    query: req.uri.query().map(str::to_string),
+                    headers: req.headers.clone(),
+                });
             }
             Decision::Continue
         }
@@ -363,7 +408,12 @@ pub mod inject {
             x: &mut Exchange,
         ) -> pingora::Result<()> {
             for i in &self.0.request {
-                if let Some(v) = i.value.render(Some(&up.headers), x) {
+                let req = Req {
+                    method: Some(up.method.as_str()),
+                    query: up.uri.query(),
+                    headers: Some(&up.headers),
+                };
+                if let Some(v) = i.value.render(req, x) {
                     if i.append {
                         up.append_header(i.name.clone(), v)?;
                     } else {
@@ -375,12 +425,17 @@ pub mod inject {
         }
 
         fn on_response(&self, resp: &mut ResponseHeader, x: &mut Exchange) -> pingora::Result<()> {
-            let headers = x.ext.get::<RequestHeaders>().map(|h| &h.0);
+            let seen = x.ext.get::<RequestSeen>();
+            let req = seen.map_or_else(Req::default, |r| Req {
+                method: Some(&r.method),
+                query: r.query.as_deref(),
+                headers: Some(&r.headers),
+            });
             let values: Vec<(&Injection, HeaderValue)> = self
                 .0
                 .response
                 .iter()
-                .filter_map(|i| Some((i, i.value.render(headers, x)?)))
+                .filter_map(|i| Some((i, i.value.render(req, x)?)))
                 .collect();
             for (i, v) in values {
                 {
@@ -492,13 +547,13 @@ mod tests {
         let t = Template::parse("ip={client_ip} c={consumer} t={claim.tenant} {{x}}").unwrap();
         let mut x = Exchange::new();
         x.client_ip = Some("192.0.2.1".parse().unwrap());
-        assert_eq!(t.render(None, &x), None, "no consumer yet");
+        assert_eq!(t.render(Req::default(), &x), None, "no consumer yet");
         x.consumer = Some("alice".into());
         let mut claims = serde_json::Map::new();
         claims.insert("tenant".into(), json!("acme"));
         x.claims = Some(Arc::new(claims));
         assert_eq!(
-            t.render(None, &x).unwrap(),
+            t.render(Req::default(), &x).unwrap(),
             "ip=192.0.2.1 c=alice t=acme {x}"
         );
         assert!(Template::parse("{nope}")
@@ -506,6 +561,19 @@ mod tests {
             .contains("unknown variable"));
         assert!(Template::parse("{client_ip").is_err());
         assert!(Template::parse("a\u{7}b").is_err());
+        // Flex expressions among the text
+        let t = Template::parse(
+            "{{#[upper(attributes.method) ++ '!']}} via #[attributes.headers.via default 'none']",
+        )
+        .unwrap();
+        let req = Req {
+            method: Some("get"),
+            ..Req::default()
+        };
+        assert_eq!(t.render(req, &x).unwrap(), "{GET!} via none");
+        assert!(Template::parse("#[payload]")
+            .unwrap_err()
+            .contains("`payload`"));
     }
 
     #[test]

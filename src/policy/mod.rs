@@ -29,6 +29,7 @@ pub mod basic_auth;
 pub mod chain;
 pub mod common;
 pub mod cors;
+pub mod expr; // Flex expressions #[...]
 pub mod headers;
 pub mod introspection;
 pub mod ip_filter;

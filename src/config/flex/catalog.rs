@@ -208,11 +208,33 @@ fn millis(d: &mut Decoder, n: &Node, path: &str) -> Option<Node> {
     Some(scalar(n.pos, format!("{ms}ms")))
 }
 
-/// A value that may be an expression; its pieces, or an error at `n`.
-fn expression(d: &mut Decoder, n: &Node, path: &str) -> Option<Vec<expr::Piece>> {
+/// A field holding one expression (`#[...]`): the accessor it reads when
+/// it is a single one, or an error at `n`.
+fn accessor(
+    d: &mut Decoder,
+    n: &Node,
+    path: &str,
+) -> Option<Option<crate::policy::expr::Accessor>> {
     let text = d.scalar(n, path, "an expression")?;
-    match expr::parse_value(text) {
-        Ok(p) => Some(p),
+    match expr::single(text) {
+        Ok(e) => Some(e.accessor().cloned()),
+        Err(why) => {
+            d.error(n.pos, path, why);
+            None
+        }
+    }
+}
+
+/// A text with expressions, mapped by `f`; an error at `n`.
+fn mapped<T>(
+    d: &mut Decoder,
+    n: &Node,
+    path: &str,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    let text = d.scalar(n, path, "an expression")?;
+    match f(text) {
+        Ok(v) => Some(v),
         Err(why) => {
             d.error(n.pos, path, why);
             None
@@ -347,12 +369,8 @@ fn rate_limiting(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> 
     let mut tree = vec![("limits", seq(f.pos, limits))];
     if let Some(k) = f.get("keySelector") {
         let kp = join(path, "keySelector");
-        if let Some(pieces) = expression(d, k, &kp) {
-            match expr::to_rate_limit_key(&pieces) {
-                Ok(Some(key)) => tree.push(("key", scalar(k.pos, key))),
-                Ok(None) => {}
-                Err(why) => d.error(k.pos, &kp, why),
-            }
+        if let Some(Some(key)) = mapped(d, k, &kp, expr::to_rate_limit_key) {
+            tree.push(("key", scalar(k.pos, key)));
         }
     }
     let expose = bool_or(
@@ -474,11 +492,12 @@ fn ip_filter(d: &mut Decoder, c: &Node, path: &str, allow: bool) -> Option<Polic
     let f = d.map(c, path, &["ips", "ipExpression"])?;
     if let Some(n) = f.get("ipExpression") {
         let ep = join(path, "ipExpression");
-        let pieces = expression(d, n, &ep)?;
-        let ok = matches!(
-            pieces.as_slice(),
-            [expr::Piece::Read(expr::Accessor::RemoteAddress)]
-        ) || matches!(pieces.as_slice(), [expr::Piece::Read(expr::Accessor::Header(h))] if h == "x-forwarded-for");
+        use crate::policy::expr::Accessor;
+        let ok = match accessor(d, n, &ep)? {
+            Some(Accessor::RemoteAddress) => true,
+            Some(Accessor::Header(h)) => h == "x-forwarded-for",
+            _ => false,
+        };
         if !ok {
             d.error(
                 n.pos,
@@ -514,14 +533,7 @@ fn header_injection(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfi
             let key = d.required(&g, "key", &at).cloned();
             let value = d.required(&g, "value", &at).and_then(|v| {
                 let vp = join(&at, "value");
-                let pieces = expression(d, v, &vp)?;
-                match expr::to_template(&pieces) {
-                    Ok(t) => Some(scalar(v.pos, t)),
-                    Err(why) => {
-                        d.error(v.pos, &vp, why);
-                        None
-                    }
-                }
+                mapped(d, v, &vp, expr::to_template).map(|t| scalar(v.pos, t))
             });
             if let (Some(k), Some(v)) = (key, value) {
                 items.push(map(item.pos, vec![("name", k), ("value", v)]));
@@ -717,10 +729,10 @@ const JWT_FIELDS: &[&str] = &[
 /// Where the token is: `#[attributes.headers['x']]` / `queryParams['t']`
 /// as our `token: {header|queryParam}`.
 fn token_source(d: &mut Decoder, n: &Node, path: &str) -> Option<Node> {
-    let pieces = expression(d, n, path)?;
-    let (key, name) = match pieces.as_slice() {
-        [expr::Piece::Read(expr::Accessor::Header(h))] => ("header", h.clone()),
-        [expr::Piece::Read(expr::Accessor::Query(q))] => ("queryParam", q.clone()),
+    use crate::policy::expr::Accessor;
+    let (key, name) = match accessor(d, n, path)? {
+        Some(Accessor::Header(h)) => ("header", h),
+        Some(Accessor::Query(q)) => ("queryParam", q),
         _ => {
             d.error(
                 n.pos,

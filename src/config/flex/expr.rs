@@ -1,189 +1,54 @@
-//! Flex's DataWeave-style expressions (`#[...]`), the part of them these
-//! policies use, parsed at load: accessors of the request and of what
-//! authentication established, string literals and `++` (concatenation).
-//! Anything else is an error naming the part that is not supported.
+//! Flex expressions in policy configs, mapped onto our policies: a simple
+//! accessor becomes our native setting (a rate-limit `key: header:X`, a
+//! token in a header); anything else in the subset of
+//! [`crate::policy::expr`] is kept as an expression the policy evaluates
+//! per request. Parsed here, so an expression outside the subset is a
+//! `validate` error at its position.
 
-/// What an expression reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Accessor {
-    Header(String),
-    Query(String),
-    Method,
-    RequestPath,
-    RemoteAddress,
-    /// `authentication.principal` / `authentication.clientId`.
-    Principal,
-    /// `vars.claimSet.<claim>`.
-    Claim(String),
+use crate::policy::expr::{parse_value, Accessor, Expr, Piece};
+
+/// The one expression a field holds (`#[...]`, nothing around it).
+pub fn single(text: &str) -> Result<Expr, String> {
+    match parse_value(text)?.as_slice() {
+        [Piece::Expr(e)] => Ok(e.clone()),
+        _ => Err(format!("expected one expression #[...], found {text:?}")),
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
-    Literal(String),
-    Read(Accessor),
-}
-
-const SUPPORTED: &str = "attributes.headers['NAME'], attributes.queryParams['NAME'], attributes.method, attributes.requestPath, attributes.remoteAddress, authentication.principal, authentication.clientId, vars.claimSet.CLAIM, 'literals' and ++";
-
-/// A value that may hold `#[...]` expressions among literal text.
-pub fn parse_value(text: &str) -> Result<Vec<Piece>, String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("#[") {
-        if i > 0 {
-            out.push(Piece::Literal(rest[..i].to_string()));
-        }
-        let body = &rest[i + 2..];
-        let end = closing(body).ok_or_else(|| format!("unclosed `#[` in {text:?}"))?;
-        out.extend(parse_expr(&body[..end])?);
-        rest = &body[end + 1..];
-    }
-    if !rest.is_empty() {
-        out.push(Piece::Literal(rest.to_string()));
-    }
-    Ok(out)
-}
-
-/// The `]` closing an expression, skipping brackets and quotes inside it.
-fn closing(body: &str) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut quote: Option<char> = None;
-    for (i, c) in body.char_indices() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"') => quote = Some(c),
-            (None, '[') => depth += 1,
-            (None, ']') if depth == 0 => return Some(i),
-            (None, ']') => depth -= 1,
-            _ => {}
-        }
-    }
-    None
-}
-
-/// One expression: terms joined by `++`.
-pub fn parse_expr(expr: &str) -> Result<Vec<Piece>, String> {
-    let mut out = Vec::new();
-    for term in split_concat(expr) {
-        let t = term.trim();
-        if let Some(lit) = quoted(t) {
-            out.push(Piece::Literal(lit.to_string()));
-            continue;
-        }
-        out.push(Piece::Read(accessor(t).ok_or_else(|| {
-            format!("`{t}` is not supported in expressions here (supported: {SUPPORTED})")
-        })?));
-    }
-    if out.is_empty() {
-        return Err("empty expression".into());
-    }
-    Ok(out)
-}
-
-fn split_concat(expr: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut quote: Option<char> = None;
-    let mut start = 0;
-    let bytes = expr.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i] as char;
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"') => quote = Some(c),
-            (None, '+') if bytes.get(i + 1) == Some(&b'+') => {
-                parts.push(&expr[start..i]);
-                start = i + 2;
-                i += 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    parts.push(&expr[start..]);
-    parts
-}
-
-fn quoted(t: &str) -> Option<&str> {
-    let q = t.chars().next().filter(|c| *c == '\'' || *c == '"')?;
-    let inner = t.strip_prefix(q)?.strip_suffix(q)?;
-    (!inner.contains(q)).then_some(inner)
-}
-
-fn accessor(t: &str) -> Option<Accessor> {
-    let indexed = |prefix: &str| -> Option<String> {
-        let rest = t.strip_prefix(prefix)?;
-        if let Some(name) = rest.strip_prefix('.') {
-            return valid_name(name).then(|| name.to_string());
-        }
-        let inner = rest.strip_prefix('[')?.strip_suffix(']')?;
-        quoted(inner.trim())
-            .filter(|n| !n.is_empty())
-            .map(str::to_string)
-    };
-    match t {
-        "attributes.method" => return Some(Accessor::Method),
-        "attributes.requestPath" => return Some(Accessor::RequestPath),
-        "attributes.remoteAddress" => return Some(Accessor::RemoteAddress),
-        "authentication.principal" | "authentication.clientId" => return Some(Accessor::Principal),
-        _ => {}
-    }
-    if let Some(h) = indexed("attributes.headers") {
-        return Some(Accessor::Header(h.to_ascii_lowercase()));
-    }
-    if let Some(q) = indexed("attributes.queryParams") {
-        return Some(Accessor::Query(q));
-    }
-    indexed("vars.claimSet").map(Accessor::Claim)
-}
-
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-/// A header-injection value as our template text (`{header.x}`, ...).
-pub fn to_template(pieces: &[Piece]) -> Result<String, String> {
+/// A `header-injection-flex` value as our template text: literal text with
+/// its braces escaped, expressions kept (the template compiles them).
+pub fn to_template(text: &str) -> Result<String, String> {
     let mut out = String::new();
-    for p in pieces {
+    for p in parse_value(text)? {
         match p {
-            Piece::Literal(l) => out.push_str(&l.replace('{', "{{").replace('}', "}}")),
-            Piece::Read(a) => out.push_str(&match a {
-                Accessor::Header(h) => format!("{{header.{h}}}"),
-                Accessor::RemoteAddress => "{client_ip}".into(),
-                Accessor::Principal => "{consumer}".into(),
-                Accessor::Claim(c) => format!("{{claim.{c}}}"),
-                other => {
-                    return Err(format!(
-                        "{other:?} cannot be used in a header value yet (supported: headers, remoteAddress, authentication.principal, vars.claimSet)"
-                    ))
-                }
-            }),
+            Piece::Text(t) => out.push_str(&t.replace('{', "{{").replace('}', "}}")),
+            Piece::Expr(e) => {
+                out.push_str("#[");
+                out.push_str(e.source());
+                out.push(']');
+            }
         }
     }
     Ok(out)
 }
 
-/// A rate-limit `keySelector` as our `key` (one accessor, nothing else).
-pub fn to_rate_limit_key(pieces: &[Piece]) -> Result<Option<String>, String> {
-    match pieces {
-        [Piece::Read(a)] => match a {
-            Accessor::Header(h) => Ok(Some(format!("header:{h}"))),
-            Accessor::Query(q) => Ok(Some(format!("query:{q}"))),
-            Accessor::RemoteAddress => Ok(Some("client-ip".into())),
-            Accessor::Principal => Ok(Some("consumer".into())),
-            Accessor::Claim(c) => Ok(Some(format!("claim:{c}"))),
-            other => Err(format!(
-                "keySelector on {other:?} is not supported yet (supported: a header, a query parameter, remoteAddress, authentication.principal, vars.claimSet.CLAIM)"
-            )),
-        },
-        // a constant key: every request in one group, as with no key
-        [Piece::Literal(_)] => Ok(None),
-        _ => Err("keySelector must be a single accessor (e.g. #[attributes.headers['client_id']])".into()),
-    }
+/// A `keySelector` as our rate-limit `key`: a native key for a simple
+/// accessor, else the expression; `None` for a constant (one counter).
+pub fn to_rate_limit_key(text: &str) -> Result<Option<String>, String> {
+    let pieces = parse_value(text)?;
+    let e = match pieces.as_slice() {
+        [Piece::Text(_)] => return Ok(None),
+        [Piece::Expr(e)] => e,
+        _ => return Err("keySelector must be one expression #[...]".into()),
+    };
+    Ok(Some(match e.accessor() {
+        Some(Accessor::Header(h)) => format!("header:{h}"),
+        Some(Accessor::Query(q)) => format!("query:{q}"),
+        Some(Accessor::RemoteAddress) => "client-ip".into(),
+        Some(Accessor::Principal) => "consumer".into(),
+        Some(Accessor::Claim(c)) => format!("claim:{c}"),
+        _ => format!("#[{}]", e.source()),
+    }))
 }
 
 #[cfg(test)]
@@ -191,44 +56,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accessors_literals_and_concatenation() {
+    fn keys_are_native_when_simple() {
+        let k = |t: &str| to_rate_limit_key(t).unwrap();
         assert_eq!(
-            parse_value("#[attributes.headers['X-Client']]").unwrap(),
-            [Piece::Read(Accessor::Header("x-client".into()))]
+            k("#[attributes.headers['X-Client']]").as_deref(),
+            Some("header:x-client")
+        );
+        assert_eq!(k("#[authentication.clientId]").as_deref(), Some("consumer"));
+        assert_eq!(
+            k("#[attributes.method]").as_deref(),
+            Some("#[attributes.method]")
         );
         assert_eq!(
-            parse_value("Bearer #['v=' ++ vars.claimSet.sub]").unwrap(),
-            [
-                Piece::Literal("Bearer ".into()),
-                Piece::Literal("v=".into()),
-                Piece::Read(Accessor::Claim("sub".into())),
-            ]
+            k("#[lower(attributes.headers.tenant) default 'none']").as_deref(),
+            Some("#[lower(attributes.headers.tenant) default 'none']")
         );
-        assert_eq!(
-            parse_value("#[attributes.queryParams[\"k\"]]").unwrap(),
-            [Piece::Read(Accessor::Query("k".into()))]
-        );
-        assert_eq!(
-            parse_value("plain").unwrap(),
-            [Piece::Literal("plain".into())]
-        );
-    }
-
-    #[test]
-    fn outside_the_subset_is_an_error_naming_the_part() {
-        let e = parse_value("#[upper(attributes.method)]").unwrap_err();
-        assert!(e.contains("`upper(attributes.method)`"), "{e}");
-        assert!(parse_value("#[attributes.method")
+        assert_eq!(k("global"), None);
+        assert!(to_rate_limit_key("#[payload.id]")
             .unwrap_err()
-            .contains("unclosed"));
+            .contains("`payload.id`"));
     }
 
     #[test]
-    fn templates_and_keys() {
-        let p = parse_value("{x} #[attributes.remoteAddress]").unwrap();
-        assert_eq!(to_template(&p).unwrap(), "{{x}} {client_ip}");
-        let k = parse_value("#[authentication.clientId]").unwrap();
-        assert_eq!(to_rate_limit_key(&k).unwrap().as_deref(), Some("consumer"));
-        assert!(to_rate_limit_key(&parse_value("#[attributes.method]").unwrap()).is_err());
+    fn templates_escape_text_and_keep_expressions() {
+        assert_eq!(
+            to_template("{x} #[attributes.remoteAddress]").unwrap(),
+            "{{x}} #[attributes.remoteAddress]"
+        );
     }
 }

@@ -40,7 +40,8 @@ const FIELDS: &[&str] = &[
     "failOpen",
 ];
 const LIMIT_FIELDS: &[&str] = &["maxRequests", "period"];
-const KEYS: &str = "client-ip, header:NAME, query:NAME, consumer or claim:NAME";
+const KEYS: &str =
+    "client-ip, header:NAME, query:NAME, consumer, claim:NAME or a Flex expression #[...]";
 
 /// Whose requests are counted together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub enum KeySource {
     Query(String),
     Consumer,
     Claim(String),
+    /// A Flex expression (`#[...]`, `keySelector`): its value as text.
+    Expr(Arc<crate::policy::expr::Expr>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +98,15 @@ fn decode_limit(d: &mut Decoder, f: &crate::config::decode::Fields, path: &str) 
 
 fn decode_key(d: &mut Decoder, n: &Node, field: &str) -> Option<KeySource> {
     let text = d.scalar(n, field, KEYS)?;
+    if let Some(inner) = text.strip_prefix("#[").and_then(|t| t.strip_suffix(']')) {
+        return match crate::policy::expr::Expr::parse(inner) {
+            Ok(e) => Some(KeySource::Expr(Arc::new(e))),
+            Err(why) => {
+                d.error(n.pos, field, why);
+                None
+            }
+        };
+    }
     let key = match text.split_once(':') {
         _ if text == "client-ip" => Some(KeySource::ClientIp),
         _ if text == "consumer" => Some(KeySource::Consumer),
@@ -209,6 +221,7 @@ pub fn describe(c: &Config) -> Value {
         KeySource::Query(q) => format!("query:{q}"),
         KeySource::Consumer => "consumer".to_string(),
         KeySource::Claim(c) => format!("claim:{c}"),
+        KeySource::Expr(e) => format!("#[{}]", e.source()),
     });
     json!({
         "limits": c.limits.iter().map(|l| json!({"maxRequests": l.max, "period": ms(l.period_ms)})).collect::<Vec<_>>(),
@@ -323,6 +336,17 @@ impl RateLimiter {
                 Value::Number(n) => Some(stored_key("j", n.to_string().as_bytes())),
                 _ => None,
             }),
+            KeySource::Expr(e) => {
+                let input = crate::policy::expr::Input {
+                    method: Some(req.method.as_str()),
+                    query: req.uri.query(),
+                    headers: Some(&req.headers),
+                    x,
+                };
+                Some(e.eval(&input).text())
+                    .filter(|v| !v.is_empty())
+                    .map(|v| stored_key("e", v.as_bytes()))
+            }
         };
         found.unwrap_or_else(ip)
     }
