@@ -453,7 +453,7 @@ spec:
     assert!(!ok);
     for expected in [
         "spec.routes[0].policies[0].rate-limiting.limits: give either maxRequests and period, or limits, not both",
-        "spec.routes[0].policies[0].rate-limiting.key: \"cookie:x\" is not a rate-limit key (expected client-ip, header:NAME, query:NAME, consumer or claim:NAME)",
+        "spec.routes[0].policies[0].rate-limiting.key: \"cookie:x\" is not a rate-limit key (expected client-ip, header:NAME, query:NAME, consumer, claim:NAME or a Flex expression #[...])",
         "spec.routes[0].policies[1].spike-control.maxRequests: expected a positive integer",
         "spec.routes[0].policies[1].spike-control.queueLimit: expected an integer from 0 to 100000",
         "spec.routes[1].policies[0].rate-limiting.limits[0].period: the period must be at least 100ms",

@@ -23,3 +23,6 @@ pub const API_VERSIONS: &[&str] = &[
     "gateway.mulesoft.com/v1alpha1",
     "gateway.mulesoft.com/v1beta1",
 ];
+
+#[cfg(test)]
+mod tests;

@@ -760,6 +760,12 @@ fn shared_storage(
                 true
             });
             for (k, v) in redis.iter_mut() {
+                // Flex documents `db` as a string: "2" is database 2
+                if matches!(&k.value, Value::Scalar { text, .. } if text == "db") {
+                    if let Value::Scalar { quoted, .. } = &mut v.value {
+                        *quoted = false;
+                    }
+                }
                 if matches!(&k.value, Value::Scalar { text, .. } if text == "tls") {
                     if let Value::Map(settings) = &v.value {
                         for (sk, _) in settings {
