@@ -406,3 +406,37 @@ spec:
         assert!(out.contains(e), "missing {e:?} in:\n{out}");
     }
 }
+
+#[test]
+fn introspection_and_spike_control_under_their_flex_names() {
+    let backend = Backend::echo();
+    // the introspection endpoint: checks the gateway's authorizationValue
+    let idp = Backend::start(|seen| {
+        if seen.header("authorization") != Some("Basic Z2F0ZXdheTpzM2NyZXQ=") {
+            return Reply::Json(401, r#"{"error":"invalid_client"}"#.into());
+        }
+        let body = String::from_utf8_lossy(&seen.body).to_string();
+        let active = body.contains("token=good");
+        Reply::Json(
+            200,
+            serde_json::json!({"active": active, "scope": "read write", "client_id": "app"})
+                .to_string(),
+        )
+    });
+    let gw = start(&fixture("more-policies.yaml", &[&backend, &idp]), &[]);
+    let mut c = gw.connect();
+    assert_eq!(c.get("/orders/1").status, 401, "no token");
+    let bad = c.request("GET", "/orders/1", &[("authorization", "Bearer bad")], b"");
+    assert_eq!(bad.status, 401);
+    let good = c.request("GET", "/orders/1", &[("authorization", "Bearer good")], b"");
+    assert_eq!(good.status, 200, "{}", good.text());
+    assert_eq!(backend.last().target, "/1");
+    assert!(idp.count() >= 2, "the endpoint was asked");
+    // spike control on /burst only: 2 pass, the 3rd is refused at once
+    assert_eq!(c.get("/burst/a").status, 200);
+    assert_eq!(c.get("/burst/b").status, 200);
+    assert_eq!(c.get("/burst/c").status, 429);
+    // its rules keep it off /orders
+    let again = c.request("GET", "/orders/2", &[("authorization", "Bearer good")], b"");
+    assert_eq!(again.status, 200);
+}
