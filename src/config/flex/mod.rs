@@ -9,7 +9,9 @@
 
 pub mod catalog;
 pub mod compile;
+pub mod configuration;
 pub mod expr;
+mod instance;
 pub mod resources;
 
 pub use compile::compile;

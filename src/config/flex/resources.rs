@@ -3,6 +3,7 @@
 //! References between resources are resolved in `compile.rs`.
 
 use super::catalog::{self, Bound};
+pub use super::configuration::{ConfigRes, FlexTimeouts};
 use super::{API_VERSIONS, KINDS};
 use crate::config::decode::{join, Decoder};
 use crate::config::model::Upstream;
@@ -123,26 +124,6 @@ pub struct Binding {
     pub path: String,
 }
 
-/// Flex's `timeouts` (seconds).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FlexTimeouts {
-    pub upstream_connection_idle: Option<u64>,
-    pub upstream_response: Option<u64>,
-    pub stream_idle: Option<u64>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ConfigRes {
-    pub meta: Meta,
-    pub shared_storage: Option<crate::store::RedisSettings>,
-    pub timeouts: Option<FlexTimeouts>,
-    pub log_level: Option<log::LevelFilter>,
-    /// `probe: {enabled, port}`: `Some(None)` disables it.
-    pub probe: Option<Option<u16>>,
-    /// Keys accepted but not applied, reported at start.
-    pub not_applied: Vec<String>,
-}
-
 const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const META_FIELDS: &[&str] = &["name", "namespace", "labels", "annotations"];
 const INSTANCE_FIELDS: &[&str] = &["address", "services", "policies"];
@@ -156,23 +137,6 @@ const TARGET_FIELDS: &[&str] = &["kind", "name", "namespace", "selector"];
 const SELECTOR_FIELDS: &[&str] = &["kind", "labels"];
 const POLICY_REF_FIELDS: &[&str] = &["name", "namespace", "kind"];
 const RULE_FIELDS: &[&str] = &["path", "methods", "host", "headers"];
-const CONFIG_KEYS: &[&str] = &[
-    "logging",
-    "sharedStorage",
-    "timeouts",
-    "forwardProxy",
-    "proxyProtocol",
-    "circuitBreaker",
-    "tracing",
-    "probe",
-    "tls",
-];
-const TIMEOUT_FIELDS: &[&str] = &[
-    "upstreamConnectionIdleSeconds",
-    "upstreamResponseSeconds",
-    "streamIdleSeconds",
-];
-
 /// The `kind` of a document when it is a Flex resource kind.
 pub fn flex_kind(doc: &Node) -> Option<&'static str> {
     let Value::Map(pairs) = &doc.value else {
@@ -218,7 +182,7 @@ pub fn decode_resource(d: &mut Decoder, doc: &Node, kind: &'static str) -> Optio
         "PolicyBinding" => {
             decode_binding(d, spec, "spec", meta, false).map(|b| Resource::Binding(Box::new(b)))
         }
-        _ => decode_configuration(d, spec, meta).map(Resource::Configuration),
+        _ => super::configuration::decode(d, spec, meta).map(Resource::Configuration),
     }
 }
 
@@ -630,157 +594,4 @@ fn dollar_references(node: &Node) -> Node {
         value,
         pos: node.pos,
     }
-}
-
-fn decode_configuration(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ConfigRes> {
-    let s = d.map(spec, "spec", CONFIG_KEYS)?;
-    let before = d.errors.len();
-    let mut out = ConfigRes {
-        meta,
-        shared_storage: None,
-        timeouts: None,
-        log_level: None,
-        probe: None,
-        not_applied: Vec::new(),
-    };
-    for (key, n) in s.keys() {
-        let at = join("spec", key);
-        match key {
-            "sharedStorage" => {
-                out.shared_storage = shared_storage(d, n, &at, &mut out.not_applied);
-            }
-            "timeouts" => {
-                let Some(g) = d.map(n, &at, TIMEOUT_FIELDS) else {
-                    continue;
-                };
-                let secs = |d: &mut Decoder, k: &str| {
-                    g.get(k).and_then(|v| d.positive_int(v, &join(&at, k)))
-                };
-                out.timeouts = Some(FlexTimeouts {
-                    upstream_connection_idle: secs(d, "upstreamConnectionIdleSeconds"),
-                    upstream_response: secs(d, "upstreamResponseSeconds"),
-                    stream_idle: secs(d, "streamIdleSeconds"),
-                });
-            }
-            "logging" => {
-                let Some(g) = d.map(n, &at, &["runtimeLogs", "accessLogs", "outputs"]) else {
-                    continue;
-                };
-                for (k, v) in g.keys() {
-                    let kp = join(&at, k);
-                    if k != "runtimeLogs" {
-                        out.not_applied
-                            .push(format!("{kp} (logs go to journald / stderr)"));
-                        continue;
-                    }
-                    let Some(r) = d.map(v, &kp, &["logLevel", "outputs"]) else {
-                        continue;
-                    };
-                    if r.get("outputs").is_some() {
-                        out.not_applied.push(format!("{kp}.outputs"));
-                    }
-                    if let Some(l) = r.get("logLevel") {
-                        let lp = join(&kp, "logLevel");
-                        let level = d.scalar(l, &lp, "a log level").map(str::to_ascii_lowercase);
-                        out.log_level = match level.as_deref() {
-                            Some("trace") => Some(log::LevelFilter::Trace),
-                            Some("debug") => Some(log::LevelFilter::Debug),
-                            Some("info") => Some(log::LevelFilter::Info),
-                            Some("warn" | "warning") => Some(log::LevelFilter::Warn),
-                            Some("error") => Some(log::LevelFilter::Error),
-                            Some("off") => Some(log::LevelFilter::Off),
-                            Some(other) => {
-                                d.error(
-                                    l.pos,
-                                    &lp,
-                                    format!("{other:?}: expected trace, debug, info, warn, error or off"),
-                                );
-                                None
-                            }
-                            None => None,
-                        };
-                    }
-                }
-            }
-            "probe" => {
-                let Some(g) = d.map(n, &at, &["enabled", "port"]) else {
-                    continue;
-                };
-                let enabled = match g.get("enabled") {
-                    Some(v) => d.bool(v, &join(&at, "enabled")),
-                    None => Some(true),
-                };
-                let port = match g.get("port") {
-                    Some(v) => d.port(v, &join(&at, "port")),
-                    None => Some(3000),
-                };
-                if let (Some(e), Some(p)) = (enabled, port) {
-                    out.probe = Some(e.then_some(p));
-                }
-            }
-            other => out
-                .not_applied
-                .push(format!("{at} ({other} is not implemented)")),
-        }
-    }
-    (d.errors.len() == before).then_some(out)
-}
-
-/// Flex's `sharedStorage.redis`: our decoder, with Flex's `tls` mapping
-/// (its presence turns TLS on; its settings are reported as not applied)
-/// and `sentinel` reported as not supported.
-fn shared_storage(
-    d: &mut Decoder,
-    n: &Node,
-    path: &str,
-    not_applied: &mut Vec<String>,
-) -> Option<crate::store::RedisSettings> {
-    let mut node = n.clone();
-    if let Value::Map(pairs) = &mut node.value {
-        for (k, v) in pairs.iter_mut() {
-            let is_redis = matches!(&k.value, Value::Scalar { text, .. } if text == "redis");
-            let Value::Map(redis) = &mut v.value else {
-                continue;
-            };
-            if !is_redis {
-                continue;
-            }
-            redis.retain(|(k, v)| {
-                let Value::Scalar { text, .. } = &k.value else {
-                    return true;
-                };
-                if text == "sentinel" {
-                    d.error(
-                        v.pos,
-                        &format!("{path}.redis.sentinel"),
-                        "Redis Sentinel is not supported: give the master's `address`",
-                    );
-                    return false;
-                }
-                true
-            });
-            for (k, v) in redis.iter_mut() {
-                // Flex documents `db` as a string: "2" is database 2
-                if matches!(&k.value, Value::Scalar { text, .. } if text == "db") {
-                    if let Value::Scalar { quoted, .. } = &mut v.value {
-                        *quoted = false;
-                    }
-                }
-                if matches!(&k.value, Value::Scalar { text, .. } if text == "tls") {
-                    if let Value::Map(settings) = &v.value {
-                        for (sk, _) in settings {
-                            if let Value::Scalar { text, .. } = &sk.value {
-                                not_applied.push(format!("{path}.redis.tls.{text}"));
-                            }
-                        }
-                    }
-                    v.value = Value::Scalar {
-                        text: "true".into(),
-                        quoted: false,
-                    };
-                }
-            }
-        }
-    }
-    crate::config::settings::decode_storage(d, &node, path)
 }

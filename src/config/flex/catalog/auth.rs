@@ -1,0 +1,374 @@
+//! `http-basic-authentication-flex`, `jwt-validation-flex`,
+//! `oauth2-token-introspection-flex`.
+
+use super::accessor;
+use super::{bool_or, map, millis, ours, scalar, seq};
+use crate::config::decode::{join, Decoder};
+use crate::config::yaml::{Node, Value};
+use crate::policy::{self, PolicyConfig};
+
+pub(super) fn basic_auth(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
+    let f = d.map(c, path, &["username", "password"])?;
+    let user = d.required(&f, "username", path).cloned();
+    let pass = d.required(&f, "password", path).cloned();
+    let (user, pass) = (user?, pass?);
+    let node = map(
+        c.pos,
+        vec![(
+            "users",
+            seq(
+                f.pos,
+                vec![map(f.pos, vec![("username", user), ("password", pass)])],
+            ),
+        )],
+    );
+    ours(d, &[("users[0]", "")], |d| {
+        policy::basic_auth::decode(d, &node, path).map(PolicyConfig::BasicAuth)
+    })
+}
+
+const JWT_FIELDS: &[&str] = &[
+    "signingMethod",
+    "signingKeyLength",
+    "jwtOrigin",
+    "jwtExpression",
+    "jwtKeyOrigin",
+    "textKey",
+    "jwksUrl",
+    "jwksServiceTimeToLive",
+    "jwksServiceConnectionTimeout",
+    "validateAudClaim",
+    "supportedAudiences",
+    "mandatoryAudClaim",
+    "mandatoryExpClaim",
+    "mandatoryNbfClaim",
+    "validateCustomClaim",
+    "mandatoryCustomClaims",
+    "nonMandatoryCustomClaims",
+    "skipClientIdValidation",
+];
+
+/// Where the token is: `#[attributes.headers['x']]` / `queryParams['t']`
+/// as our `token: {header|queryParam}`.
+fn token_source(d: &mut Decoder, n: &Node, path: &str) -> Option<Node> {
+    use crate::policy::expr::Accessor;
+    let (key, name) = match accessor(d, n, path)? {
+        Some(Accessor::Header(h)) => ("header", h),
+        Some(Accessor::Query(q)) => ("queryParam", q),
+        _ => {
+            d.error(
+                n.pos,
+                path,
+                "jwtExpression: a header (#[attributes.headers['NAME']]) or a query parameter (#[attributes.queryParams['NAME']]) is supported",
+            );
+            return None;
+        }
+    };
+    Some(map(n.pos, vec![(key, scalar(n.pos, name))]))
+}
+
+pub(super) fn jwt_validation(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
+    let f = d.map(c, path, JWT_FIELDS)?;
+    let before = d.errors.len();
+    let pos = f.pos;
+    let text = |d: &mut Decoder, key: &str, default: &str| -> Option<String> {
+        match f.get(key) {
+            Some(n) => d
+                .scalar(n, &join(path, key), "a string")
+                .map(str::to_string),
+            None => Some(default.to_string()),
+        }
+    };
+    let method = text(d, "signingMethod", "rsa")?;
+    let length = match f.get("signingKeyLength") {
+        Some(n) => d.int(n, &join(path, "signingKeyLength"), 256, 512)?,
+        None => 256,
+    };
+    let algorithm = match (method.to_ascii_lowercase().as_str(), length) {
+        ("none", _) => {
+            let at = f.get("signingMethod").map_or(pos, |n| n.pos);
+            d.error(
+                at,
+                &join(path, "signingMethod"),
+                "`none` is never accepted: unsigned tokens prove nothing",
+            );
+            return None;
+        }
+        ("rsa", 256 | 384 | 512) => format!("RS{length}"),
+        ("hmac", 256 | 384 | 512) => format!("HS{length}"),
+        ("es", 256 | 384) => format!("ES{length}"),
+        (m, l) => {
+            d.error(
+                pos,
+                &join(path, "signingMethod"),
+                format!("{m} with signingKeyLength {l} is not supported (rsa or hmac: 256, 384, 512; es: 256, 384)"),
+            );
+            return None;
+        }
+    };
+    let mut tree: Vec<(&str, Node)> = Vec::new();
+    let origin = text(d, "jwtOrigin", "httpBearerAuthenticationHeader")?;
+    match origin.as_str() {
+        "httpBearerAuthenticationHeader" => {}
+        "customExpression" => {
+            let ep = join(path, "jwtExpression");
+            match f.get("jwtExpression") {
+                Some(n) => tree.push(("token", token_source(d, n, &ep)?)),
+                None => {
+                    d.error(
+                        pos,
+                        path,
+                        "jwtOrigin customExpression needs `jwtExpression`",
+                    );
+                    return None;
+                }
+            }
+        }
+        other => {
+            d.error(
+                f.get("jwtOrigin").map_or(pos, |n| n.pos),
+                &join(path, "jwtOrigin"),
+                format!("{other:?}: expected httpBearerAuthenticationHeader or customExpression"),
+            );
+            return None;
+        }
+    }
+    let key_origin = text(d, "jwtKeyOrigin", "text")?;
+    match key_origin.as_str() {
+        "text" => {
+            let key = d.required(&f, "textKey", path)?.clone();
+            let field = if algorithm.starts_with("HS") {
+                "secret"
+            } else {
+                "publicKey"
+            };
+            let k = map(
+                key.pos,
+                vec![("algorithm", scalar(pos, algorithm.clone())), (field, key)],
+            );
+            tree.push(("keys", seq(pos, vec![k])));
+        }
+        "jwks" => {
+            let url = d.required(&f, "jwksUrl", path)?.clone();
+            let j = map(
+                url.pos,
+                vec![
+                    ("url", url.clone()),
+                    ("algorithms", seq(pos, vec![scalar(pos, algorithm.clone())])),
+                ],
+            );
+            tree.push(("jwks", seq(pos, vec![j])));
+            let minutes = match f.get("jwksServiceTimeToLive") {
+                Some(n) => d.positive_int(n, &join(path, "jwksServiceTimeToLive"))?,
+                None => 60,
+            };
+            tree.push(("jwksTtl", scalar(pos, format!("{minutes}m"))));
+            let timeout = match f.get("jwksServiceConnectionTimeout") {
+                Some(n) => millis(d, n, &join(path, "jwksServiceConnectionTimeout"))?,
+                None => scalar(pos, "10000ms"),
+            };
+            tree.push(("jwksTimeout", timeout));
+        }
+        other => {
+            d.error(
+                f.get("jwtKeyOrigin").map_or(pos, |n| n.pos),
+                &join(path, "jwtKeyOrigin"),
+                format!("{other:?}: expected text or jwks"),
+            );
+            return None;
+        }
+    }
+    let flag = |d: &mut Decoder, key: &str| bool_or(d, f.get(key), &join(path, key), false);
+    if flag(d, "validateAudClaim")? {
+        let Some(n) = f.get("supportedAudiences") else {
+            d.error(pos, path, "validateAudClaim needs `supportedAudiences`");
+            return None;
+        };
+        let ap = join(path, "supportedAudiences");
+        // a comma-separated string, or a list
+        let list = match &n.value {
+            Value::Scalar { text, .. } => text
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| scalar(n.pos, a))
+                .collect(),
+            Value::Seq(items) => items.clone(),
+            Value::Map(_) => {
+                d.error(n.pos, &ap, "expected audiences, comma-separated or a list");
+                return None;
+            }
+        };
+        tree.push(("audiences", seq(n.pos, list)));
+    }
+    let require_exp = flag(d, "mandatoryExpClaim")?;
+    tree.push(("requireExp", scalar(pos, require_exp.to_string())));
+    if flag(d, "mandatoryNbfClaim")? {
+        d.error(
+            f.get("mandatoryNbfClaim").map_or(pos, |n| n.pos),
+            &join(path, "mandatoryNbfClaim"),
+            "a mandatory nbf claim is not supported yet (an nbf present is always checked)",
+        );
+    }
+    let _ = flag(d, "mandatoryAudClaim")?; // audiences given: aud is checked
+    let _ = flag(d, "skipClientIdValidation")?; // no client contracts in Local Mode
+    if flag(d, "validateCustomClaim")? {
+        if let Some(list) = f.get("nonMandatoryCustomClaims") {
+            d.error(
+                list.pos,
+                &join(path, "nonMandatoryCustomClaims"),
+                "optional custom claims are not supported yet (mandatoryCustomClaims are)",
+            );
+        }
+        let mut claims = Vec::new();
+        if let Some(list) = f.get("mandatoryCustomClaims") {
+            for (item, at) in d.items(list, &join(path, "mandatoryCustomClaims"), false) {
+                let Some(g) = d.map(item, &at, &["key", "value"]) else {
+                    continue;
+                };
+                let key = d.required(&g, "key", &at).cloned();
+                let value = d.required(&g, "value", &at).and_then(|v| {
+                    let vp = join(&at, "value");
+                    let text = d.scalar(v, &vp, "a value")?;
+                    if text.contains("#[") {
+                        d.error(
+                            v.pos,
+                            &vp,
+                            "claim values are compared as written; expressions are not supported here yet",
+                        );
+                        return None;
+                    }
+                    Some(v.clone())
+                });
+                if let (Some(k), Some(v)) = (key, value) {
+                    claims.push(map(item.pos, vec![("name", k), ("value", v)]));
+                }
+            }
+        }
+        tree.push(("claims", seq(pos, claims)));
+    }
+    if d.errors.len() > before {
+        return None;
+    }
+    let node = map(c.pos, tree);
+    let renames = [
+        ("publicKey", "textKey"),
+        ("secret", "textKey"),
+        ("keys[0]", ""),
+        ("jwks[0]", ""),
+        ("url", "jwksUrl"),
+        ("audiences", "supportedAudiences"),
+        ("claims", "mandatoryCustomClaims"),
+        ("name", "key"),
+    ];
+    ours(d, &renames, |d| {
+        policy::jwt::decode(d, &node, path).map(|mut c| {
+            c.missing_status = 400;
+            PolicyConfig::Jwt(c)
+        })
+    })
+}
+
+pub(super) fn introspection(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
+    let f = d.map(
+        c,
+        path,
+        &[
+            "introspectionURL",
+            "authorizationValue",
+            "validatedTokenTTL",
+            "authenticationTimeout",
+            "scopes",
+            "scopeValidationCriteria",
+            "exposeHeaders",
+            "maxCacheEntries",
+            "skipClientIdValidation",
+            "consumerBy",
+        ],
+    )?;
+    let before = d.errors.len();
+    let pos = f.pos;
+    let mut tree: Vec<(&str, Node)> = Vec::new();
+    if let Some(u) = d.required(&f, "introspectionURL", path) {
+        tree.push(("url", u.clone()));
+    }
+    if let Some(a) = d.required(&f, "authorizationValue", path) {
+        tree.push(("authorization", a.clone()));
+    }
+    if let Some(n) = f.get("validatedTokenTTL") {
+        if let Some(s) = d.positive_int(n, &join(path, "validatedTokenTTL")) {
+            tree.push(("cacheTtl", scalar(n.pos, format!("{s}s"))));
+        }
+    }
+    let timeout = match f.get("authenticationTimeout") {
+        Some(n) => millis(d, n, &join(path, "authenticationTimeout")),
+        None => Some(scalar(pos, "10000ms")),
+    };
+    if let Some(t) = timeout {
+        tree.push(("timeout", t));
+    }
+    if let Some(n) = f.get("scopes") {
+        let list = match &n.value {
+            Value::Scalar { text, .. } => {
+                text.split_whitespace().map(|s| scalar(n.pos, s)).collect()
+            }
+            Value::Seq(items) => items.clone(),
+            Value::Map(_) => {
+                d.error(
+                    n.pos,
+                    &join(path, "scopes"),
+                    "expected scopes, space-separated or a list",
+                );
+                Vec::new()
+            }
+        };
+        if !list.is_empty() {
+            tree.push(("scopes", seq(n.pos, list)));
+        }
+    }
+    if let Some(n) = f.get("scopeValidationCriteria") {
+        tree.push(("scopeMatch", n.clone()));
+    }
+    if let Some(n) = f.get("maxCacheEntries") {
+        tree.push(("maxCacheEntries", n.clone()));
+    }
+    if bool_or(
+        d,
+        f.get("exposeHeaders"),
+        &join(path, "exposeHeaders"),
+        false,
+    )? {
+        d.error(
+            f.get("exposeHeaders").map_or(pos, |n| n.pos),
+            &join(path, "exposeHeaders"),
+            "exposing the introspection response as headers is not supported yet",
+        );
+    }
+    if let Some(n) = f.get("consumerBy") {
+        d.error(
+            n.pos,
+            &join(path, "consumerBy"),
+            "consumerBy is not supported yet",
+        );
+    }
+    let _ = bool_or(
+        d,
+        f.get("skipClientIdValidation"),
+        &join(path, "skipClientIdValidation"),
+        false,
+    )?;
+    if d.errors.len() > before {
+        return None;
+    }
+    let node = map(c.pos, tree);
+    let renames = [
+        ("url", "introspectionURL"),
+        ("authorization", "authorizationValue"),
+        ("cacheTtl", "validatedTokenTTL"),
+        ("timeout", "authenticationTimeout"),
+        ("scopeMatch", "scopeValidationCriteria"),
+    ];
+    ours(d, &renames, |d| {
+        policy::introspection::decode(d, &node, path).map(PolicyConfig::Introspection)
+    })
+}

@@ -1,0 +1,261 @@
+//! Flex's policy catalog under its own names and field names, mapped onto
+//! our policies. Each Flex config is checked field by field (unknown
+//! fields get a suggestion in Flex's names), translated into our policy's
+//! config tree with the user's positions kept, and decoded by our policy;
+//! an error it reports is shown with Flex's field names.
+//!
+//! `route` and `route-weighted` are routing, not policies: they come back
+//! as [`Bound::Route`]. `circuit-breaker-flex` sets a Service's limits.
+
+mod access;
+mod auth;
+mod routing;
+mod tls;
+mod traffic;
+
+use super::expr;
+use super::resources::Ref;
+use crate::config::decode::{suggest, Decoder};
+use crate::config::yaml::{Node, Pos, Value};
+use crate::policy::{self, PolicyConfig};
+
+/// What a binding's `policyRef` decodes to.
+#[derive(Debug, Clone)]
+pub enum Bound {
+    Policy(Box<PolicyConfig>),
+    /// `route` (one target) or `route-weighted` (several, by weight).
+    Route(Vec<RouteTo>),
+    CircuitBreaker(CircuitPatch),
+    /// `tls`: the HTTPS side of the instance's port.
+    Tls(Box<crate::config::tls::ListenerTls>),
+    /// `tls-outbound`: TLS to a Service, and whether to offer h2.
+    TlsOutbound(Box<crate::config::model::UpstreamTls>, bool),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteTo {
+    pub service: Ref,
+    pub destination_path: String,
+    pub weight: u32,
+}
+
+/// `circuit-breaker-flex` thresholds: the fields given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CircuitPatch {
+    pub max_connections: Option<usize>,
+    pub max_pending: Option<usize>,
+    pub max_requests: Option<usize>,
+    pub max_retries: Option<usize>,
+}
+
+/// Every Flex policy name we run.
+pub const FLEX_NAMES: &[&str] = &[
+    "route",
+    "route-weighted",
+    "rate-limiting-flex",
+    "spike-control-flex",
+    "http-basic-authentication-flex",
+    "ip-allowlist-flex",
+    "ip-blocklist-flex",
+    "header-injection-flex",
+    "header-removal-flex",
+    "cors-flex",
+    "jwt-validation-flex",
+    "oauth2-token-introspection-flex",
+    "circuit-breaker-flex",
+    "tls",
+    "tls-outbound",
+];
+
+/// Flex catalog names we know but do not run yet: `validate` says so.
+pub const NOT_YET: &[&str] = &[
+    "message-logging-flex",
+    "json-threat-protection-flex",
+    "http-caching-flex",
+    "ldap-authentication-flex",
+    "openid-token-enforcement-flex",
+    "schema-validation-flex",
+    "external-authorization-flex",
+    "external-processing-flex",
+    "health-check-flex",
+    "rate-limiting-sla-based-flex",
+    "client-id-enforcement-flex",
+    "http-basic-authentication-outbound-flex",
+];
+
+/// Decode the config of the policy called `name`.
+pub fn decode(
+    d: &mut Decoder,
+    name: &str,
+    name_pos: Pos,
+    config: Option<&Node>,
+    pos: Pos,
+    path: &str,
+    name_path: &str,
+) -> Option<Bound> {
+    let empty = Node {
+        value: Value::Map(Vec::new()),
+        pos,
+    };
+    let c = config.unwrap_or(&empty);
+    let policy = |b: Option<PolicyConfig>| b.map(|c| Bound::Policy(Box::new(c)));
+    match name {
+        "route" => routing::route(d, c, path).map(|r| Bound::Route(vec![r])),
+        "route-weighted" => routing::route_weighted(d, c, path).map(Bound::Route),
+        "rate-limiting-flex" => policy(traffic::rate_limiting(d, c, path)),
+        "spike-control-flex" => policy(traffic::spike_control(d, c, path)),
+        "http-basic-authentication-flex" => policy(auth::basic_auth(d, c, path)),
+        "ip-allowlist-flex" => policy(access::ip_filter(d, c, path, true)),
+        "ip-blocklist-flex" => policy(access::ip_filter(d, c, path, false)),
+        "header-injection-flex" => policy(access::header_injection(d, c, path)),
+        "header-removal-flex" => policy(access::header_removal(d, c, path)),
+        "cors-flex" => policy(access::cors(d, c, path)),
+        "jwt-validation-flex" => policy(auth::jwt_validation(d, c, path)),
+        "oauth2-token-introspection-flex" => policy(auth::introspection(d, c, path)),
+        "circuit-breaker-flex" => traffic::circuit_breaker(d, c, path).map(Bound::CircuitBreaker),
+        "tls" => tls::tls_inbound(d, c, path).map(|t| Bound::Tls(Box::new(t))),
+        "tls-outbound" => {
+            tls::tls_outbound(d, c, path).map(|(t, h2)| Bound::TlsOutbound(Box::new(t), h2))
+        }
+        // our own policies, under our names and fields, are accepted too
+        n if policy::NAMES.contains(&n) => policy(PolicyConfig::decode(d, n, c, path)),
+        n if NOT_YET.contains(&n) => {
+            d.error(
+                name_pos,
+                name_path,
+                format!(
+                    "policy {n:?} is not supported by flex-gateway yet (supported: {})",
+                    FLEX_NAMES.join(", ")
+                ),
+            );
+            None
+        }
+        n => {
+            let mut known: Vec<&str> = FLEX_NAMES.to_vec();
+            known.extend(NOT_YET);
+            let hint = suggest(n, &known)
+                .map(|s| format!(" (did you mean {s:?}?)"))
+                .unwrap_or_else(|| format!(" (supported: {})", FLEX_NAMES.join(", ")));
+            d.error(name_pos, name_path, format!("unknown policy {n:?}{hint}"));
+            None
+        }
+    }
+}
+
+// --- building our config trees ------------------------------------------
+
+pub(super) fn scalar(pos: Pos, text: impl Into<String>) -> Node {
+    Node {
+        value: Value::Scalar {
+            text: text.into(),
+            quoted: false,
+        },
+        pos,
+    }
+}
+
+pub(super) fn map(pos: Pos, pairs: Vec<(&str, Node)>) -> Node {
+    Node {
+        value: Value::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (scalar(v.pos, k), v))
+                .collect(),
+        ),
+        pos,
+    }
+}
+
+pub(super) fn seq(pos: Pos, items: Vec<Node>) -> Node {
+    Node {
+        value: Value::Seq(items),
+        pos,
+    }
+}
+
+/// Decode our tree with our policy's decoder; errors it reports are
+/// shown with Flex's names (`renames`: ours → Flex's).
+pub(super) fn ours<T>(
+    d: &mut Decoder,
+    renames: &[(&str, &str)],
+    decode: impl FnOnce(&mut Decoder) -> Option<T>,
+) -> Option<T> {
+    let before = d.errors.len();
+    let out = decode(d);
+    for e in &mut d.errors[before..] {
+        for (our, flex) in renames {
+            if our.contains('[') {
+                // a level of ours that Flex does not have
+                e.path = e.path.replace(&format!(".{our}"), flex);
+                continue;
+            }
+            e.path = e
+                .path
+                .split('.')
+                .map(|seg| {
+                    let (name, index) = seg.split_at(seg.find('[').unwrap_or(seg.len()));
+                    if name == *our {
+                        format!("{flex}{index}")
+                    } else {
+                        seg.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(".");
+            e.message = e.message.replace(&format!("`{our}`"), &format!("`{flex}`"));
+        }
+    }
+    out
+}
+
+/// Milliseconds (a whole number) as our duration text.
+pub(super) fn millis(d: &mut Decoder, n: &Node, path: &str) -> Option<Node> {
+    let ms = d.positive_int(n, path)?;
+    Some(scalar(n.pos, format!("{ms}ms")))
+}
+
+/// A field holding one expression (`#[...]`): the accessor it reads when
+/// it is a single one, or an error at `n`.
+pub(super) fn accessor(
+    d: &mut Decoder,
+    n: &Node,
+    path: &str,
+) -> Option<Option<crate::policy::expr::Accessor>> {
+    let text = d.scalar(n, path, "an expression")?;
+    match expr::single(text) {
+        Ok(e) => Some(e.accessor().cloned()),
+        Err(why) => {
+            d.error(n.pos, path, why);
+            None
+        }
+    }
+}
+
+/// A text with expressions, mapped by `f`; an error at `n`.
+pub(super) fn mapped<T>(
+    d: &mut Decoder,
+    n: &Node,
+    path: &str,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    let text = d.scalar(n, path, "an expression")?;
+    match f(text) {
+        Ok(v) => Some(v),
+        Err(why) => {
+            d.error(n.pos, path, why);
+            None
+        }
+    }
+}
+
+pub(super) fn bool_or(
+    d: &mut Decoder,
+    n: Option<&Node>,
+    path: &str,
+    default: bool,
+) -> Option<bool> {
+    match n {
+        Some(n) => d.bool(n, path),
+        None => Some(default),
+    }
+}
