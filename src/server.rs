@@ -160,22 +160,30 @@ pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server 
                 l.routes.len(),
                 l.tls.clone(),
                 l.limits.max_concurrent_streams,
+                l.h2c,
             )
         })
         .collect();
     let admin = config.server.admin;
     let runtime = Runtime::new(config, config_path);
     let mut must_accept = Vec::new();
-    for (name, addr, routes, tls, streams) in listeners {
+    for (name, addr, routes, tls, streams, h2c) in listeners {
         let mut proxy = http_proxy(&server.configuration, Gateway::new(runtime.clone(), addr));
         // HTTP/2 (HTTPS listeners offering h2): Pingora's default allows one
         // request at a time per connection
         let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
         h2.max_concurrent_streams(streams);
         proxy.h2_options = Some(h2);
+        if h2c {
+            // cleartext HTTP/2 with prior knowledge (the connection layer
+            // hands such connections over once it has seen the preface)
+            let mut options = pingora::apps::HttpServerOptions::default();
+            options.h2c = true;
+            proxy.server_options = Some(options);
+        }
         let mut service = Service::new(
             format!("listener {name} ({addr})"),
-            Guarded::new(proxy, runtime.clone(), addr),
+            Guarded::new(proxy, runtime.clone(), addr, h2c),
         );
         // no L4 read buffer: Pingora reads request heads and bodies into
         // buffers of its own, and the default 64 KB one would stay allocated

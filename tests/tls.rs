@@ -641,11 +641,20 @@ fn http2_to_an_upstream_carries_concurrent_requests_on_one_connection() {
         assert_eq!(front.connect().get("/warm").status, 200);
         let before = echo.count();
         let port = front.port;
-        let threads: Vec<_> = (0..8)
-            .map(|i| {
-                std::thread::spawn(move || Client::connect(port).get(&format!("/c{i}")).status)
-            })
-            .collect();
+        // the first in flight before the others start: Pingora shares an
+        // h2 connection once it is in use (requests racing for an idle
+        // one from the pool may each open their own)
+        let mut threads = vec![std::thread::spawn(move || {
+            Client::connect(port).get("/c0").status
+        })];
+        wait_until(
+            Duration::from_secs(5),
+            "the first reached the backend",
+            || echo.count() - before == 1,
+        );
+        threads.extend((1..8).map(|i| {
+            std::thread::spawn(move || Client::connect(port).get(&format!("/c{i}")).status)
+        }));
         wait_until(Duration::from_secs(5), "all 8 reached the backend", || {
             echo.count() - before == 8
         });
@@ -770,4 +779,161 @@ spec:
     // the key never shows in /config
     let config = gw.admin("/config").text();
     assert!(!config.contains("PRIVATE KEY"), "{config}");
+}
+
+/// A plain listener with `h2c: true`, whose backend answers after `delay`.
+fn h2c_config(backend: &Backend) -> String {
+    catch_all_config(&backend.url()).replace(
+        "      host: \"127.0.0.1\"\n",
+        "      host: \"127.0.0.1\"\n      h2c: true\n",
+    )
+}
+
+/// `n` GETs at once on one HTTP/2 connection with prior knowledge (the
+/// `h2` crate's client); their statuses.
+fn h2c_requests(port: u16, n: usize) -> Vec<u16> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut client = client.ready().await.unwrap();
+        let mut responses = Vec::new();
+        for i in 0..n {
+            let req = http::Request::get(format!("http://127.0.0.1:{port}/s/{i}"))
+                .body(())
+                .unwrap();
+            let (resp, _) = client.send_request(req, true).expect("send");
+            responses.push(resp);
+            client = client.ready().await.unwrap();
+        }
+        let mut out = Vec::new();
+        for r in responses {
+            out.push(r.await.expect("response").status().as_u16());
+        }
+        out
+    })
+}
+
+/// Cleartext HTTP/2 with prior knowledge (`h2c: true`): 100 concurrent
+/// streams on one connection, and HTTP/1.1 on the same listener.
+#[test]
+fn h2c_listener_multiplexes_prior_knowledge_clients_and_still_speaks_http1() {
+    let backend = Backend::start(|_| {
+        Reply::Delayed(
+            Duration::from_millis(200),
+            Box::new(Reply::Json(200, "{}".into())),
+        )
+    });
+    let gw = Gateway::start(&h2c_config(&backend));
+    let started = std::time::Instant::now();
+    let statuses = h2c_requests(gw.port, 100);
+    assert_eq!(statuses, vec![200; 100]);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "streams ran one at a time: {took:?}"
+    );
+    // curl too (one request: curl 7.88's prior-knowledge multiplexing
+    // errors on its own side)
+    let out = std::process::Command::new("curl")
+        .args(["--http2-prior-knowledge", "-s", "-o", "/dev/null"])
+        .args(["-w", "%{http_version} %{response_code}"])
+        .arg(format!("http://127.0.0.1:{}/curl", gw.port))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+    assert_eq!(backend.count(), 101);
+    assert_eq!(backend.last().header("x-forwarded-proto"), Some("http"));
+    // HTTP/1.1 on the same listener, whole and in small pieces
+    let mut c = gw.connect();
+    assert_eq!(c.get("/one").status, 200);
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    for piece in ["GE", "T /two HTTP/1.1\r\nHo", "st: x\r\n\r\n"] {
+        raw.write_all(piece.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut buf = [0u8; 12];
+    raw.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    // h2c is refused on HTTPS listeners by validate
+    let dir = temp_dir("h2c-validate");
+    let ca = Ca::new();
+    let certs = vec![ca.issue(&dir, "api", &["api.test"], None)];
+    let text = https_config(&backend, &certs, "1.2")
+        .replace(
+            "      protocol: HTTPS\n",
+            "      protocol: HTTPS\n      h2c: true\n",
+        )
+        .replace("{port}", "8443")
+        .replace("{admin}", "9443")
+        .replace("{dir}", &dir.display().to_string());
+    std::fs::write(dir.join("gateway.yaml"), text).unwrap();
+    let out = std::process::Command::new(GATEWAY)
+        .args(["validate", "-c"])
+        .arg(dir.join("gateway.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("h2c: h2c is cleartext HTTP/2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `http2: true` on a service with http:// targets: h2c with prior
+/// knowledge, 8 concurrent requests on one upstream connection.
+#[test]
+fn h2c_to_an_upstream_carries_concurrent_requests_on_one_connection() {
+    let echo = Backend::start(|_| {
+        Reply::Delayed(
+            Duration::from_millis(600),
+            Box::new(Reply::Json(200, "{}".into())),
+        )
+    });
+    let routes =
+        "    - id: all\n      path: /*\n      upstream: {service: up, retries: {maxRetries: 0}}";
+    for (http2, expected) in [(true, 1.0), (false, 8.0)] {
+        let upstream = Gateway::start(&h2c_config(&echo));
+        let services = format!(
+            "  services:\n    - name: up\n      targets: [\"http://127.0.0.1:{}\"]\n      http2: {http2}\n",
+            upstream.port
+        );
+        let front = Gateway::start(
+            &config_with_routes(routes).replace("  routes:\n", &format!("{services}  routes:\n")),
+        );
+        assert_eq!(front.connect().get("/warm").status, 200);
+        let before = echo.count();
+        let port = front.port;
+        // the first in flight before the others start: Pingora shares an
+        // h2 connection once it is in use (requests racing for an idle
+        // one from the pool may each open their own)
+        let mut threads = vec![std::thread::spawn(move || {
+            Client::connect(port).get("/c0").status
+        })];
+        wait_until(
+            Duration::from_secs(5),
+            "the first reached the backend",
+            || echo.count() - before == 1,
+        );
+        threads.extend((1..8).map(|i| {
+            std::thread::spawn(move || Client::connect(port).get(&format!("/c{i}")).status)
+        }));
+        wait_until(Duration::from_secs(5), "all 8 reached the backend", || {
+            echo.count() - before == 8
+        });
+        let open = upstream.metric("flexgw_connections_open");
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 200);
+        }
+        assert_eq!(open, expected, "http2: {http2}");
+    }
 }

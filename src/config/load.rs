@@ -348,6 +348,12 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                             l.port
                         ));
                     }
+                    if existing.h2c != l.h2c {
+                        err(&doc.file, l.pos, &format!("{}.h2c", l.path), format!(
+                            "port {} is already declared with h2c: {} at {first}; give a shared port its h2c in one document",
+                            l.port, existing.h2c
+                        ));
+                    }
                     if existing.tls != l.tls {
                         err(&doc.file, l.pos, &l.path, format!(
                             "port {} is already declared with {} at {first}; give a shared port its protocol and tls in one way",
@@ -369,6 +375,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                             routes: Vec::new(),
                             limits: l.limits.over(server_limits),
                             tls: l.tls.clone(),
+                            h2c: l.h2c,
                         },
                         at(doc, l.pos),
                     ));

@@ -44,6 +44,8 @@ pub struct Listener {
     pub limits: ClientLimits,
     /// `protocol: HTTPS`: its certificates and TLS settings.
     pub tls: Option<crate::config::tls::ListenerTls>,
+    /// Cleartext HTTP/2 with prior knowledge (`h2c: true`) beside HTTP/1.1.
+    pub h2c: bool,
 }
 
 /// What a client may send and hold on one listener (README, "Security

@@ -43,6 +43,8 @@ pub struct ListenerSpec {
     /// `limits:` of this listener, over the server's.
     pub limits: LimitSettings,
     pub tls: Option<super::tls::ListenerTls>,
+    /// Cleartext HTTP/2 with prior knowledge.
+    pub h2c: bool,
     pub pos: Pos,
     pub path: String,
 }
@@ -74,7 +76,7 @@ pub struct RouteSpec {
 const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA_FIELDS: &[&str] = &["name", "labels"];
 const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server", "policies", "services"];
-const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host", "limits", "tls"];
+const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host", "limits", "tls", "h2c"];
 const ROUTE_FIELDS: &[&str] = &[
     "id",
     "path",
@@ -278,12 +280,30 @@ fn decode_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerS
         Some(n) => super::settings::decode_limits(d, n, &join(path, "limits")),
         None => Some(LimitSettings::default()),
     };
+    let h2c = match f.get("h2c") {
+        None => Some(false),
+        Some(n) => {
+            let field = join(path, "h2c");
+            let on = d.bool(n, &field);
+            if on == Some(true) && https {
+                d.error(
+                    n.pos,
+                    &field,
+                    "h2c is cleartext HTTP/2; an HTTPS listener offers h2 by ALPN (`tls.alpn`)",
+                );
+                None
+            } else {
+                on
+            }
+        }
+    };
     Some(ListenerSpec {
         name: name?,
         host: host?,
         port: port?,
         limits: limits?,
         tls: tls?,
+        h2c: h2c?,
         pos: node.pos,
         path: path.to_string(),
     })

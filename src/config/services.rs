@@ -256,18 +256,8 @@ pub fn decode_service(
         UpstreamTls::default(),
         decode_upstream_tls,
     );
-    let http2 = optional(d, &f, "http2", path, false, |d, n, p| {
-        let on = d.bool(n, p)?;
-        if on && targets.iter().any(|t: &TargetSpec| !t.upstream.tls) {
-            d.error(
-                n.pos,
-                p,
-                "HTTP/2 to upstreams needs https:// targets (cleartext h2c is not supported yet)",
-            );
-            return None;
-        }
-        Some(on)
-    });
+    // https:// targets: h2 offered by ALPN; http:// ones: h2c (prior knowledge)
+    let http2 = optional(d, &f, "http2", path, false, |d, n, p| d.bool(n, p));
     if d.errors.len() > before {
         return None;
     }

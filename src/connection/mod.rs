@@ -113,7 +113,12 @@ pub struct Guarded<A> {
     runtime: Arc<Runtime>,
     addr: SocketAddr,
     gate: Arc<Gate>,
+    /// Cleartext HTTP/2 with prior knowledge is accepted beside HTTP/1.1.
+    h2c: bool,
 }
+
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The first read of a request: most request heads fit.
 const FIRST_READ: usize = 1024;
@@ -137,12 +142,13 @@ impl<A> Guarded<A> {
         None
     }
 
-    pub fn new(app: A, runtime: Arc<Runtime>, addr: SocketAddr) -> Guarded<A> {
+    pub fn new(app: A, runtime: Arc<Runtime>, addr: SocketAddr, h2c: bool) -> Guarded<A> {
         Guarded {
             app: Arc::new(app),
             runtime,
             addr,
             gate: Arc::default(),
+            h2c,
         }
     }
 
@@ -187,12 +193,38 @@ where
             phase: AtomicU8::new(HEAD),
             cut: AtomicU8::new(CUT_NONE),
         });
-        let mut stream: Stream = Box::new(Watched::new(stream, state.clone(), &limits));
+        let mut watched = Watched::new(stream, state.clone(), &limits);
         let mut settings: Option<HttpPersistentSettings> = None;
         // made once per connection: registering it anew for every request
         // costs more than the rest of this loop
         let stop = stopping(shutdown);
         tokio::pin!(stop);
+        if self.h2c {
+            // the first bytes say which protocol: read up to the preface's
+            // length (within the head deadline), then give them back
+            let mut got = [0u8; H2_PREFACE.len()];
+            let mut n = 0;
+            while n < got.len() && got[..n] == H2_PREFACE[..n] {
+                let read = tokio::select! {
+                    biased;
+                    why = Cut(&state) => return self.cut(why),
+                    _ = &mut stop => return None,
+                    read = watched.read(&mut got[n..]) => read,
+                };
+                match read {
+                    Ok(0) | Err(_) => return None,
+                    Ok(k) => n += k,
+                }
+            }
+            watched.replay(&got[..n]);
+            if got == *H2_PREFACE {
+                // HTTP/2 multiplexes: Pingora's own session handling, with
+                // the head deadlines off (its HTTP/2 handling keeps its own)
+                state.phase.store(BUSY, Ordering::Relaxed);
+                return self.app.process_new(Box::new(watched), shutdown).await;
+            }
+        }
+        let mut stream: Stream = Box::new(watched);
         loop {
             // Wait for the request's first bytes here, holding a small
             // buffer only: Pingora's request future (about 10 KB) is made

@@ -53,6 +53,9 @@ pub struct Watched {
     since: Instant,
     /// Bytes read since the current head began.
     head_bytes: usize,
+    /// Bytes already read, to be read again first (the first bytes of an
+    /// h2c listener's connection, looked at before choosing the protocol).
+    replay: Option<bytes::Bytes>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +86,15 @@ impl Watched {
             seen: HEAD,
             since: now,
             head_bytes: 0,
+            replay: None,
+        }
+    }
+
+    /// Give `bytes` (already read) back: the next reads and peeks see them
+    /// first.
+    pub(super) fn replay(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.replay = Some(bytes::Bytes::copy_from_slice(bytes));
         }
     }
 
@@ -132,6 +144,14 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if let Some(r) = this.replay.as_mut() {
+            let n = r.len().min(buf.remaining());
+            buf.put_slice(&r.split_to(n));
+            if r.is_empty() {
+                this.replay = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
         let phase = this.state.phase.load(Ordering::Relaxed);
         if phase == BUSY {
             this.seen = BUSY;
@@ -267,6 +287,12 @@ impl GetSocketDigest for Watched {
 #[async_trait]
 impl Peek for Watched {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
+        match &self.replay {
+            Some(r) if r.len() >= buf.len() => {
+                buf.copy_from_slice(&r[..buf.len()]);
+                Ok(true)
+            }
+            _ => self.inner.try_peek(buf).await,
+        }
     }
 }

@@ -575,6 +575,10 @@ impl Service {
                 o.max_h2_streams = 100;
             }
             peer.client_cert_key = self.tls_client.clone();
+        } else if self.config.http2 {
+            // cleartext: HTTP/2 with prior knowledge (h2c), no fallback
+            peer.options.alpn = pingora::protocols::ALPN::H2;
+            peer.options.max_h2_streams = 100;
         }
         peer.options.connection_timeout = Some(t.connect);
         peer.options.total_connection_timeout = Some(t.connect);

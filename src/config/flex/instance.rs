@@ -230,6 +230,7 @@ pub(super) fn compile_instance(
             port: inst.port,
             limits: LimitSettings::default(),
             tls,
+            h2c: false,
             pos: inst.address_pos,
             path: "spec.address".into(),
         }],
