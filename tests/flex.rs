@@ -313,6 +313,14 @@ fn resource_based_conf_d_with_selectors_weighted_routes_and_a_gateway_document()
         .find(|s| s["name"] == "orders-v1")
         .expect("orders-v1 in /config");
     assert_eq!(v1["circuitBreaker"]["maxRequests"], 500, "{v1}");
+    // /config shows the Flex routes and the binding rules
+    let routes = config["listeners"].to_string();
+    assert!(routes.contains(r#""basePath":"/shop""#), "{routes}");
+    assert!(routes.contains(r#""path":"/orders(/.*)""#), "{routes}");
+    assert!(
+        routes.contains(r#""methods":"POST|PUT|DELETE""#),
+        "{routes}"
+    );
     let v2 = services.iter().find(|s| s["name"] == "orders-v2").unwrap();
     assert_eq!(
         v2["circuitBreaker"]["maxRequests"], 10_000,

@@ -80,10 +80,13 @@ fn config_tree(c: &Config) -> Value {
                             if let Some(doc) = &p.document {
                                 v["document"] = json!(doc);
                             }
+                            if let Some(w) = &p.when {
+                                v["rules"] = w.rules.describe();
+                            }
                             v
                         })
                         .collect();
-                    json!({
+                    let mut route = json!({
                         "id": r.id,
                         "gateway": r.gateway,
                         "paths": r.paths.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
@@ -105,7 +108,16 @@ fn config_tree(c: &Config) -> Value {
                         "maxBodySize": r.max_body_size,
                         "allowEncodedSlashes": r.allow_encoded_slashes,
                         "policies": policies,
-                    })
+                    });
+                    if let Some(f) = &r.flex {
+                        // a Flex route: regex rules under its instance's base path
+                        route["flex"] = json!({
+                            "basePath": f.base_path,
+                            "rules": f.rules.describe(),
+                            "destinationPath": f.destination_path,
+                        });
+                    }
+                    route
                 })
                 .collect();
             json!({"name": l.name, "address": l.addr.to_string(), "routes": routes})
