@@ -434,6 +434,9 @@ def main():
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record the flex target's first measured run of each scenario with `perf record -g` "
+                         "into DIR/perf-<scenario>.data (for benches/profile.sh)")
     ap.add_argument("--gateway", default=GATEWAY, help="the flex-gateway binary to measure")
     ap.add_argument("--bare", help="the bare Pingora proxy binary (examples/bare_pingora.rs); without it, no pingora target")
     ap.add_argument("--base", help="a flex-gateway binary of another commit, measured as target `base` beside `flex`")
@@ -505,10 +508,20 @@ def main():
                         rss.setdefault("idle", rss_kib(proc.pid))
                     wrk(PORTS[t], path, conns, 1, headers, lua, scheme)  # warm-up: connections, pools, caches
                     runs = []
-                    for _ in range(args.reps):
+                    for rep in range(args.reps):
                         measured = proc or backend
+                        perf = None
+                        if args.perf and t == "flex" and rep == 0 and proc:
+                            os.makedirs(args.perf, exist_ok=True)
+                            perf = subprocess.Popen(
+                                ["perf", "record", "-F", "299", "--call-graph", "dwarf,16384", "-p", str(proc.pid),
+                                 "-o", os.path.join(args.perf, f"perf-{sc}.data")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            time.sleep(0.5)  # attached before the load starts
                         before = cpu_seconds(measured.pid)
                         r = wrk(PORTS[t], path, conns, args.duration, headers, lua, scheme)
+                        if perf:
+                            stop(perf, signal.SIGINT)
                         cpu_us = (cpu_seconds(measured.pid) - before) * 1e6 / max(r[4], 1)
                         runs.append(r[:4] + (cpu_us,))
                     med = lambda i: statistics.median(r[i] for r in runs)
