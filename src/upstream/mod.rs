@@ -5,7 +5,7 @@
 //! next snapshot on reload when its config is unchanged), so its health
 //! state, counters and Pingora's connection pools are per service.
 //!
-//! - **Targets**: one per address. Host names are resolved in the
+//! - **Targets** (`dns.rs`): one per address. Host names are resolved in the
 //!   background every `dnsRefresh` (every address of a name is a target;
 //!   a failed refresh keeps the last addresses), never per request; a
 //!   request that finds a name never resolved resolves it once itself
@@ -13,14 +13,17 @@
 //! - **Selection** ([`balance`]): round robin, random, least requests or
 //!   consistent hashing, skipping targets that are unhealthy, ejected,
 //!   breaker-open or already tried by this request.
-//! - **Health** ([`health`]): active checks (run by the checker in
-//!   `ops::upstreams`), passive ejection and the error-rate breaker.
+//! - **Health** ([`health`]): active checks (`checks.rs`, run by the
+//!   checker in `ops::upstreams`), passive ejection and the error-rate
+//!   breaker.
 //! - **Limits** (circuit breaking): requests, pending requests,
 //!   connections and retries in progress per service; over one → 503 at
 //!   once. Retries are also held to a budget: 20 % of the service's
 //!   requests over the last 10 s (at least 10).
 
 pub mod balance;
+mod checks;
+mod dns;
 pub mod health;
 
 use crate::config::model::{HashOn, ServiceConfig, Timeouts, Upstream};
@@ -256,29 +259,12 @@ fn load_tls(
     Ok((ca, client))
 }
 
-/// The address of a name as RFC 6761 fixes it, without asking DNS.
-fn special(host: &str, port: u16) -> Option<std::result::Result<SocketAddr, String>> {
-    let name = host.trim_end_matches('.');
-    if let Ok(ip) = name.parse::<IpAddr>() {
-        return Some(Ok(SocketAddr::new(ip, port)));
-    }
-    if name == "invalid" || name.ends_with(".invalid") {
-        return Some(Err(format!(
-            "{name}: the .invalid domain never resolves (RFC 6761)"
-        )));
-    }
-    if name == "localhost" || name.ends_with(".localhost") {
-        return Some(Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port)));
-    }
-    None
-}
-
 impl Service {
     pub fn new(config: Arc<ServiceConfig>, metrics: &UpstreamMetrics) -> Service {
         let mut endpoints = Vec::new();
         let mut resolved = true;
         for (i, t) in config.targets.iter().enumerate() {
-            match special(&t.upstream.host, t.upstream.port) {
+            match dns::special(&t.upstream.host, t.upstream.port) {
                 Some(Ok(addr)) => endpoints.push(Arc::new(Endpoint::new(addr, i, t.weight))),
                 Some(Err(_)) | None => resolved = false,
             }
@@ -316,24 +302,6 @@ impl Service {
         }
     }
 
-    /// Some target is a host name (re-resolved every `dnsRefresh`).
-    pub fn has_names(&self) -> bool {
-        self.config
-            .targets
-            .iter()
-            .any(|t| special(&t.upstream.host, t.upstream.port).is_none())
-    }
-
-    /// Host names are due for resolution (none running, the last one
-    /// older than `dnsRefresh`).
-    pub fn dns_due(&self) -> bool {
-        self.has_names()
-            && self
-                .resolving
-                .try_lock()
-                .is_ok_and(|last| last.is_none_or(|t| t.elapsed() >= self.config.dns_refresh))
-    }
-
     pub fn name(&self) -> &str {
         &self.config.name
     }
@@ -346,109 +314,6 @@ impl Service {
         TargetLabels {
             service: self.config.name.clone(),
             target: endpoint.addr.to_string(),
-        }
-    }
-
-    /// Resolve host names now, unless a resolution ran within `fresh`.
-    /// Endpoints whose address stays keep their state. A name that does not
-    /// resolve keeps its last addresses (none, before its first success).
-    pub async fn resolve(&self, fresh: Duration) -> std::result::Result<(), String> {
-        let mut last = self.resolving.lock().await;
-        if last.is_some_and(|t| t.elapsed() < fresh) {
-            return Ok(());
-        }
-        *last = Some(Instant::now());
-        let old = self.pool.load_full();
-        let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
-        let mut problem = None;
-        for (i, t) in self.config.targets.iter().enumerate() {
-            let (host, port) = (&t.upstream.host, t.upstream.port);
-            let addrs: Vec<SocketAddr> = match special(host, port) {
-                Some(Ok(addr)) => vec![addr],
-                Some(Err(why)) => {
-                    problem = Some(why);
-                    continue;
-                }
-                None => match tokio::net::lookup_host((host.as_str(), port)).await {
-                    Ok(found) => {
-                        let mut v: Vec<SocketAddr> = found.collect();
-                        v.sort();
-                        v.dedup();
-                        if v.is_empty() {
-                            problem = Some(format!("{host} resolved to no address"));
-                        }
-                        v
-                    }
-                    Err(e) => {
-                        problem = Some(format!("cannot resolve upstream host {host}: {e}"));
-                        let kept: Vec<SocketAddr> = old
-                            .endpoints
-                            .iter()
-                            .filter(|e| e.target == i)
-                            .map(|e| e.addr)
-                            .collect();
-                        if !kept.is_empty() {
-                            log::warn!(
-                                "service {}: {}; keeping its last addresses",
-                                self.config.name,
-                                problem.as_deref().unwrap_or_default()
-                            );
-                        }
-                        kept
-                    }
-                },
-            };
-            for addr in addrs {
-                let kept = old
-                    .endpoints
-                    .iter()
-                    .find(|e| e.target == i && e.addr == addr)
-                    .cloned();
-                endpoints.push(kept.unwrap_or_else(|| Arc::new(Endpoint::new(addr, i, t.weight))));
-            }
-        }
-        let same = endpoints.len() == old.endpoints.len()
-            && endpoints
-                .iter()
-                .zip(&old.endpoints)
-                .all(|(a, b)| Arc::ptr_eq(a, b));
-        let error = problem.clone().filter(|_| endpoints.is_empty());
-        if !same || !old.resolved || error != old.error {
-            for gone in old
-                .endpoints
-                .iter()
-                .filter(|e| !endpoints.iter().any(|n| Arc::ptr_eq(n, e)))
-            {
-                let labels = self.labels(gone);
-                self.metrics.target_up.remove(&labels);
-                self.metrics.target_healthy.remove(&labels);
-            }
-            let order = Order::new(&endpoints, &self.config.balance);
-            self.pool.store(Arc::new(Pool {
-                endpoints,
-                order,
-                resolved: true,
-                error,
-            }));
-        }
-        match problem {
-            Some(why) if self.pool.load().endpoints.is_empty() => Err(why),
-            _ => Ok(()),
-        }
-    }
-
-    /// Resolve now when no resolution ever ran (the first request after
-    /// start or reload, before the checker got to it).
-    pub async fn ensure_resolved(&self) -> Result<()> {
-        if !self.pool.load().resolved {
-            self.resolve(self.config.dns_refresh)
-                .await
-                .or_else(|why| Error::e_explain(RESOLVE_ERROR, why))?;
-        }
-        let pool = self.pool.load();
-        match (&pool.error, pool.endpoints.is_empty()) {
-            (Some(why), true) => Error::e_explain(RESOLVE_ERROR, why.clone()),
-            _ => Ok(()),
         }
     }
 
@@ -618,121 +483,6 @@ impl Service {
                 .breaker_opened
                 .get_or_create(&self.labels(endpoint))
                 .inc();
-        }
-    }
-
-    /// Run the active checks that are due, each in its own task; `now`
-    /// from the caller. Returns at once.
-    pub fn run_checks(self: &Arc<Self>, now: Instant) {
-        let Some(check) = &self.config.health_check else {
-            return;
-        };
-        let pool = self.pool.load_full();
-        for e in &pool.endpoints {
-            {
-                let mut next = e.next_check.lock().unwrap_or_else(|x| x.into_inner());
-                if next.is_some_and(|t| now < t) || e.checking.load(Ordering::Acquire) {
-                    continue;
-                }
-                *next = Some(now + check.interval);
-            }
-            e.checking.store(true, Ordering::Release);
-            let (service, e) = (self.clone(), e.clone());
-            tokio::spawn(async move {
-                let result = service.check_once(&e).await;
-                service.checked(&e, result);
-                e.checking.store(false, Ordering::Release);
-            });
-        }
-    }
-
-    async fn check_once(&self, e: &Endpoint) -> std::result::Result<(), String> {
-        let Some(check) = &self.config.health_check else {
-            return Ok(());
-        };
-        let up = self.target(e);
-        let client = match e.checker.get() {
-            Some(c) => c,
-            None => {
-                let mut b = reqwest::Client::builder()
-                    .no_proxy()
-                    .timeout(check.timeout)
-                    .connect_timeout(check.timeout)
-                    .pool_max_idle_per_host(0)
-                    .redirect(reqwest::redirect::Policy::none());
-                if up.tls {
-                    let t = &self.config.tls;
-                    b = b.resolve(t.sni.as_deref().unwrap_or(&up.host), e.addr);
-                    if !t.verify {
-                        b = b
-                            .danger_accept_invalid_certs(true)
-                            .danger_accept_invalid_hostnames(true);
-                    }
-                    if let Some(ca) = &t.ca {
-                        for cert in reqwest::Certificate::from_pem_bundle(&ca.bytes)
-                            .map_err(|e| e.to_string())?
-                        {
-                            b = b.add_root_certificate(cert);
-                        }
-                    }
-                    if let Some((cert, key)) = &t.client {
-                        let id = reqwest::Identity::from_pkcs8_pem(&cert.bytes, &key.bytes)
-                            .map_err(|e| format!("client certificate for health checks: {e}"))?;
-                        b = b.identity(id);
-                    }
-                }
-                let c = b.build().map_err(|e| e.to_string())?;
-                e.checker.get_or_init(|| c)
-            }
-        };
-        let url = if up.tls {
-            let host = self.config.tls.sni.as_deref().unwrap_or(&up.host);
-            format!("https://{host}:{}{}{}", up.port, up.base_path, check.path)
-        } else {
-            format!("http://{}{}{}", e.addr, up.base_path, check.path)
-        };
-        let resp = client
-            .get(&url)
-            .header(http::header::HOST, up.authority.as_str())
-            .header(http::header::USER_AGENT, "flex-gateway-health-check")
-            .send()
-            .await
-            .map_err(|err| {
-                let mut s = err.to_string();
-                let mut src = std::error::Error::source(&err);
-                while let Some(inner) = src {
-                    s = format!("{s}: {inner}");
-                    src = inner.source();
-                }
-                s
-            })?;
-        let status = resp.status().as_u16();
-        let (lo, hi) = check.statuses;
-        if (lo..=hi).contains(&status) {
-            Ok(())
-        } else {
-            Err(format!("status {status} (expected {lo}-{hi})"))
-        }
-    }
-
-    fn checked(&self, e: &Endpoint, result: std::result::Result<(), String>) {
-        let Some(check) = &self.config.health_check else {
-            return;
-        };
-        let changed = e.health().checked(result.is_ok(), check);
-        match (changed, result) {
-            (Some(false), Err(why)) => log::warn!(
-                "service {}: target {} is unhealthy ({} failed checks in a row; last: {why})",
-                self.config.name,
-                e.addr,
-                check.unhealthy_threshold
-            ),
-            (Some(true), _) => log::info!(
-                "service {}: target {} is healthy again",
-                self.config.name,
-                e.addr
-            ),
-            _ => {}
         }
     }
 
