@@ -7,6 +7,7 @@ pub mod decode;
 pub mod flex; // Flex Gateway Local Mode resources
 pub mod load;
 pub mod model;
+pub mod route_upstream; // a route's upstream, timeouts, retries
 pub mod rules; // Flex request rules (regexes) and route rewriting
 pub mod schema;
 pub mod secrets; // ${ENV} and file: references in policy configs
