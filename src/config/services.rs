@@ -468,13 +468,10 @@ pub(super) fn decode_upstream_tls(d: &mut Decoder, node: &Node, path: &str) -> O
             if let (Some(cert), Some(key)) = (cert, key) {
                 d.files.push(cert.clone().into());
                 d.files.push(key.clone().into());
-                let pair = super::tls::Pem::read(&cert)
-                    .map_err(|e| (true, e))
-                    .and_then(|c| Ok((c, super::tls::Pem::read(&key).map_err(|e| (false, e))?)));
-                match pair.and_then(|(c, k)| super::tls::check_pair(&c, &k).map(|r| (c, k, r))) {
-                    Ok((cert, key, (_, fp))) => {
-                        h.update(fp);
-                        t.client = Some((cert, key));
+                match super::tls::Certificate::read(&cert, &key) {
+                    Ok(c) => {
+                        h.update(c.fingerprint);
+                        t.client = Some((c.cert, c.key));
                     }
                     Err((true, why)) => d.error(c.pos, &join(path, "cert"), why),
                     Err((false, why)) => d.error(k.pos, &join(path, "key"), why),

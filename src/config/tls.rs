@@ -231,6 +231,44 @@ pub fn read_ca_bundle(field: &str, text: &str) -> Result<Pem, String> {
     Ok(pem)
 }
 
+impl Certificate {
+    /// A certificate and its key, checked together ([`check_pair`]).
+    pub fn new(cert: Pem, key: Pem) -> Result<Certificate, (bool, String)> {
+        let (names, fingerprint) = check_pair(&cert, &key)?;
+        Ok(Certificate {
+            cert,
+            key,
+            names,
+            fingerprint,
+        })
+    }
+
+    /// Read from the two files and checked together; the error says which
+    /// file is at fault (`true`: the certificate's).
+    pub fn read(cert: &str, key: &str) -> Result<Certificate, (bool, String)> {
+        let cert = Pem::read(cert).map_err(|e| (true, e))?;
+        let key = Pem::read(key).map_err(|e| (false, e))?;
+        Certificate::new(cert, key)
+    }
+}
+
+/// `ciphers: [...]` (IANA or OpenSSL names) as the TLS 1.2 list and the
+/// TLS 1.3 suites; none given: OpenSSL's defaults.
+pub fn decode_ciphers(
+    d: &mut Decoder,
+    node: Option<&Node>,
+    path: &str,
+) -> (Option<String>, Option<String>) {
+    let Some(n) = node else {
+        return (None, None);
+    };
+    let names = d.parsed_list(n, path, "a cipher name", |s| Ok(s.to_string()));
+    cipher_lists(&names).unwrap_or_else(|why| {
+        d.error(n.pos, path, why);
+        (None, None)
+    })
+}
+
 /// Check one certificate and key pair; the names it serves. The error
 /// says which of the two is at fault (`true`: the certificate).
 pub fn check_pair(cert: &Pem, key: &Pem) -> Result<(Vec<String>, [u8; 32]), (bool, String)> {
@@ -310,16 +348,8 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerTls> {
             };
             d.files.push(PathBuf::from(&cert));
             d.files.push(PathBuf::from(&key));
-            let pair = Pem::read(&cert)
-                .map_err(|e| (true, e))
-                .and_then(|c| Ok((c, Pem::read(&key).map_err(|e| (false, e))?)));
-            match pair.and_then(|(c, k)| check_pair(&c, &k).map(|r| (c, k, r))) {
-                Ok((cert, key, (names, fingerprint))) => certificates.push(Certificate {
-                    cert,
-                    key,
-                    names,
-                    fingerprint,
-                }),
+            match Certificate::read(&cert, &key) {
+                Ok(c) => certificates.push(c),
                 Err((true, why)) => d.error(cert_pos, &join(&item_path, "cert"), why),
                 Err((false, why)) => d.error(key_pos, &join(&item_path, "key"), why),
             }
@@ -395,15 +425,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerTls> {
             );
         }
     }
-    let mut ciphers = (None, None);
-    if let Some(n) = f.get("ciphers") {
-        let field = join(path, "ciphers");
-        let names = d.parsed_list(n, &field, "a cipher name", |s| Ok(s.to_string()));
-        match cipher_lists(&names) {
-            Ok(c) => ciphers = c,
-            Err(why) => d.error(n.pos, &field, why),
-        }
-    }
+    let ciphers = decode_ciphers(d, f.get("ciphers"), &join(path, "ciphers"));
     if d.errors.len() > before {
         return None;
     }

@@ -2,6 +2,7 @@
 
 use super::bool_or;
 use crate::config::decode::{join, Decoder};
+use crate::config::tls::{pem_or_file, Certificate};
 use crate::config::yaml::Node;
 
 const TLS_FIELDS: &[&str] = &[
@@ -25,17 +26,7 @@ const TLS_OUT_FIELDS: &[&str] = &[
 const CERT_FIELDS: &[&str] = &["key", "crt", "keyPassphrase"];
 
 /// `certificate: {key, crt}`: PEM text (as Flex writes it) or file paths.
-fn certificate_pair(
-    d: &mut Decoder,
-    n: &Node,
-    path: &str,
-) -> Option<(
-    crate::config::tls::Pem,
-    crate::config::tls::Pem,
-    Vec<String>,
-    [u8; 32],
-)> {
-    use crate::config::tls::{check_pair, pem_or_file};
+fn certificate_pair(d: &mut Decoder, n: &Node, path: &str) -> Option<Certificate> {
     let f = d.map(n, path, CERT_FIELDS)?;
     if let Some(p) = f.get("keyPassphrase") {
         d.error(
@@ -60,8 +51,8 @@ fn certificate_pair(
     let crt = text(d, "crt");
     let key = text(d, "key");
     let ((crt, crt_pos), (key, key_pos)) = (crt?, key?);
-    match check_pair(&crt, &key) {
-        Ok((names, fp)) => Some((crt, key, names, fp)),
+    match Certificate::new(crt, key) {
+        Ok(c) => Some(c),
         Err((true, why)) => {
             d.error(crt_pos, &join(path, "crt"), why);
             None
@@ -126,7 +117,7 @@ pub(super) fn tls_inbound(
     path: &str,
 ) -> Option<crate::config::tls::ListenerTls> {
     use crate::config::tls::{
-        cipher_lists, read_ca_bundle, Certificate, ClientCertificates, ListenerTls, TlsVersion,
+        decode_ciphers, read_ca_bundle, ClientCertificates, ListenerTls, TlsVersion,
     };
     use sha2::{Digest, Sha256};
     let f = d.map(c, path, TLS_FIELDS)?;
@@ -147,15 +138,7 @@ pub(super) fn tls_inbound(
         TlsVersion::Tls13,
     );
     let (h2, h1) = alpn(d, f.get("alpn"), &join(path, "alpn"))?;
-    let mut ciphers = (None, None);
-    if let Some(n) = f.get("ciphers") {
-        let field = join(path, "ciphers");
-        let names = d.parsed_list(n, &field, "a cipher name", |s| Ok(s.to_string()));
-        match cipher_lists(&names) {
-            Ok(c) => ciphers = c,
-            Err(why) => d.error(n.pos, &field, why),
-        }
-    }
+    let ciphers = decode_ciphers(d, f.get("ciphers"), &join(path, "ciphers"));
     let required = bool_or(
         d,
         f.get("requireClientCertificate"),
@@ -192,14 +175,8 @@ pub(super) fn tls_inbound(
     if d.errors.len() > before {
         return None;
     }
-    let (cert, key, names, fingerprint) = cert?;
     Some(ListenerTls {
-        certificates: vec![Certificate {
-            cert,
-            key,
-            names,
-            fingerprint,
-        }],
+        certificates: vec![cert?],
         min_version: min?,
         clients,
         h2,
@@ -239,9 +216,9 @@ pub(super) fn tls_outbound(
         }
     }
     if let Some(n) = f.get("certificate") {
-        if let Some((crt, key, _, fp)) = certificate_pair(d, n, &join(path, "certificate")) {
-            h.update(fp);
-            t.client = Some((crt, key));
+        if let Some(c) = certificate_pair(d, n, &join(path, "certificate")) {
+            h.update(c.fingerprint);
+            t.client = Some((c.cert, c.key));
         }
     }
     let (h2, _) = alpn(d, f.get("alpn"), &join(path, "alpn"))?;
