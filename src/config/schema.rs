@@ -35,6 +35,25 @@ pub struct GatewayDoc {
     pub service_names: Vec<(String, Pos, String)>,
 }
 
+impl GatewayDoc {
+    /// A document of `file` at `pos` with nothing in it yet.
+    pub fn empty(file: &str, pos: Pos) -> GatewayDoc {
+        GatewayDoc {
+            file: file.to_string(),
+            pos,
+            name: String::new(),
+            labels: BTreeMap::new(),
+            listeners: Vec::new(),
+            routes: Vec::new(),
+            route_ids: Vec::new(),
+            server: None,
+            policies: Vec::new(),
+            services: Vec::new(),
+            service_names: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ListenerSpec {
     pub name: String,
@@ -122,19 +141,7 @@ pub fn decode_document(d: &mut Decoder, doc: &Node) -> Option<GatewayDoc> {
             }
         }
     }
-    let mut out = GatewayDoc {
-        file: d.file.clone(),
-        pos: doc.pos,
-        name: String::new(),
-        labels: BTreeMap::new(),
-        listeners: Vec::new(),
-        routes: Vec::new(),
-        route_ids: Vec::new(),
-        server: None,
-        policies: Vec::new(),
-        services: Vec::new(),
-        service_names: Vec::new(),
-    };
+    let mut out = GatewayDoc::empty(&d.file, doc.pos);
     if let Some(meta) = d.required(&fields, "metadata", "") {
         decode_metadata(d, meta, &mut out);
     }

@@ -375,25 +375,12 @@ fn carriers(
     derived: Vec<ServiceConfig>,
 ) -> Vec<GatewayDoc> {
     let first = resources[0].meta();
-    let carrier = |file: &str, pos: Pos| GatewayDoc {
-        file: file.to_string(),
-        pos,
-        name: String::new(),
-        labels: BTreeMap::new(),
-        listeners: Vec::new(),
-        routes: Vec::new(),
-        route_ids: Vec::new(),
-        server: None,
-        policies: Vec::new(),
-        services: Vec::new(),
-        service_names: Vec::new(),
-    };
     let mut carriers: Vec<GatewayDoc> = Vec::new();
     for (name, (config, meta, pos)) in services {
         let i = match carriers.iter().position(|c| c.file == meta.file) {
             Some(i) => i,
             None => {
-                carriers.push(carrier(&meta.file, meta.pos));
+                carriers.push(GatewayDoc::empty(&meta.file, meta.pos));
                 carriers.len() - 1
             }
         };
@@ -407,7 +394,7 @@ fn carriers(
         });
     }
     if carriers.is_empty() {
-        carriers.push(carrier(&first.file, first.pos));
+        carriers.push(GatewayDoc::empty(&first.file, first.pos));
     }
     if let Some(last) = carriers.last_mut() {
         for config in derived {
