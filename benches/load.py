@@ -232,6 +232,19 @@ frontend fe
 """
 
 
+def server_settings(work, target):
+    """`spec.server` of a bench gateway (under `server:`, 4 spaces in)."""
+    return f"""    threads: {WORKERS[0]}
+    pidFile: {work}/{target}.pid
+    upgradeSocket: {work}/{target}-upgrade.sock
+    accessLog: false
+    watchConfig: false
+    gracePeriod: 1s
+    shutdownTimeout: 1s
+    admin: {{address: "127.0.0.1:{PORTS[target + '_admin']}"}}
+"""
+
+
 def flex_local_mode_conf(work, target):
     """Scenario (l): the user's two routes and their rate limits as Flex
     Local Mode resources (non-capturing groups: the path goes upstream
@@ -257,15 +270,7 @@ kind: Gateway
 metadata: {{name: settings}}
 spec:
   server:
-    threads: {WORKERS[0]}
-    pidFile: {work}/{target}.pid
-    upgradeSocket: {work}/{target}-upgrade.sock
-    accessLog: false
-    watchConfig: false
-    gracePeriod: 1s
-    shutdownTimeout: 1s
-    admin: {{address: "127.0.0.1:{PORTS[target + '_admin']}"}}
-"""
+{server_settings(work, target)}"""
 
 
 def flex_conf(work, scenario, target="flex"):
@@ -317,15 +322,7 @@ spec:
   listeners: [{{name: bench, port: {PORTS[target]}, host: "127.0.0.1"{tls}}}]
   routes:
 {routes}  server:
-{storage}    threads: {WORKERS[0]}
-    pidFile: {work}/{target}.pid
-    upgradeSocket: {work}/{target}-upgrade.sock
-    accessLog: false
-    watchConfig: false
-    gracePeriod: 1s
-    shutdownTimeout: 1s
-    admin: {{address: "127.0.0.1:{PORTS[target + '_admin']}"}}
-"""
+{storage}{server_settings(work, target)}"""
 
 
 def rss_kib(pid, field="VmRSS"):
