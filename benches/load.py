@@ -432,8 +432,10 @@ def main():
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     ap.add_argument("--perf", metavar="DIR",
-                    help="record the flex target's first measured run of each scenario with `perf record -g` "
-                         "into DIR/perf-<scenario>.data (for benches/profile.sh)")
+                    help="record the first measured run of each scenario of the --perf-targets with "
+                         "`perf record -g` into DIR/perf-<scenario>[-<target>].data (for benches/profile.sh)")
+    ap.add_argument("--perf-targets", default="flex",
+                    help="the targets --perf records (comma-separated; flex's file has no suffix)")
     ap.add_argument("--gateway", default=GATEWAY, help="the flex-gateway binary to measure")
     ap.add_argument("--bare", help="the bare Pingora proxy binary (examples/bare_pingora.rs); without it, no pingora target")
     ap.add_argument("--base", help="a flex-gateway binary of another commit, measured as target `base` beside `flex`")
@@ -508,11 +510,12 @@ def main():
                     for rep in range(args.reps):
                         measured = proc or backend
                         perf = None
-                        if args.perf and t == "flex" and rep == 0 and proc:
+                        if args.perf and t in args.perf_targets.split(",") and rep == 0 and proc:
                             os.makedirs(args.perf, exist_ok=True)
+                            suffix = "" if t == "flex" else f"-{t}"
                             perf = subprocess.Popen(
                                 ["perf", "record", "-F", "299", "--call-graph", "dwarf,16384", "-p", str(proc.pid),
-                                 "-o", os.path.join(args.perf, f"perf-{sc}.data")],
+                                 "-o", os.path.join(args.perf, f"perf-{sc}{suffix}.data")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                             time.sleep(0.5)  # attached before the load starts
                         before = cpu_seconds(measured.pid)

@@ -2,12 +2,14 @@
 //! route matching at 10 / 100 / 1,000 routes, path normalisation, the
 //! rate-limit check, the JSON error body, and each policy's cost per request
 //! through the chain (request, upstream-request and response hooks), alone
-//! and as a chain of five. `cargo bench --bench micro`.
+//! and as a chain of five; the forwarding headers each request gets.
+//! `cargo bench --bench micro`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use flex_gateway::config::load_str;
 use flex_gateway::config::model::Route;
 use flex_gateway::exchange::Exchange;
+use flex_gateway::forwarding::{forward, Hop};
 use flex_gateway::ops::metrics::Metrics;
 use flex_gateway::path::normalize;
 use flex_gateway::policy::jwt::Jwt;
@@ -360,6 +362,41 @@ fn ip_lookup(c: &mut Criterion) {
     group.finish();
 }
 
+/// The request as Pingora parses wrk's (`Host` only), copied for the
+/// upstream as Pingora does, then given the forwarding headers; with and
+/// without an `X-Forwarded-For` from a proxy in front.
+fn forward_headers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("forward_headers");
+    for (name, xff) in [("plain", None), ("behind_a_proxy", Some("203.0.113.7"))] {
+        let mut req = RequestHeader::build("GET", b"/api/products", Some(2)).unwrap();
+        req.insert_header("Host", "127.0.0.1:18083").unwrap();
+        if let Some(xff) = xff {
+            req.insert_header("X-Forwarded-For", xff).unwrap();
+        }
+        let id = http::HeaderValue::from_static("9eecca89d00cd07b0a9471a0ef3900e1");
+        let authority = http::HeaderValue::from_static("127.0.0.1:18080");
+        if xff.is_none() {
+            // Pingora's copy of the request for the upstream, alone
+            group.bench_function("copy_only", |b| b.iter(|| black_box(req.clone())));
+        }
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut upstream = req.clone();
+                let hop = Hop {
+                    host: req.headers.get(http::header::HOST),
+                    peer: Some(black_box([127, 0, 0, 1].into())),
+                    tls: false,
+                    authority: &authority,
+                    request_id: &id,
+                };
+                forward(&mut upstream, &hop).unwrap();
+                black_box(upstream)
+            })
+        });
+    }
+    group.finish();
+}
+
 fn json_error(c: &mut Criterion) {
     c.bench_function("json_error_body", |b| {
         b.iter(|| {
@@ -379,6 +416,7 @@ criterion_group!(
     path_normalisation,
     rate_limit,
     json_error,
+    forward_headers,
     policies,
     ip_lookup
 );

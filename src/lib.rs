@@ -9,6 +9,7 @@
 pub mod config;
 pub mod connection;
 pub mod exchange;
+pub mod forwarding;
 pub mod framing;
 pub mod ipset;
 pub mod ops;

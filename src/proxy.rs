@@ -19,6 +19,7 @@
 
 use crate::config::ClientLimits;
 use crate::exchange::Exchange;
+use crate::forwarding::{self, Hop};
 use crate::framing;
 use crate::ipset;
 use crate::ops::metrics::UpstreamError;
@@ -74,6 +75,9 @@ pub struct Ctx {
     /// The listener forwards the verified client-certificate subject in
     /// this header (`tls.clientCertificates.forwardHeader`).
     cert_header: Option<http::HeaderName>,
+    /// `x.request_id` as a header value, made once and shared by the
+    /// request upstream and the response.
+    request_id_header: Option<http::HeaderValue>,
     /// An upgrade request: the listener's `upgradeIdleTimeout`.
     upgrade: Option<std::time::Duration>,
 }
@@ -133,8 +137,23 @@ impl Ctx {
             response_header_limit: ClientLimits::default().max_response_header_bytes,
             up: Upstreaming::default(),
             cert_header: None,
+            request_id_header: None,
             upgrade: None,
         }
+    }
+
+    /// The request id as a header value (made on first use).
+    fn request_id_value(&mut self) -> &http::HeaderValue {
+        let id = &self.x.request_id;
+        self.request_id_header.get_or_insert_with(|| {
+            http::HeaderValue::from_str(id).unwrap_or(http::HeaderValue::from_static(""))
+        })
+    }
+
+    /// A new request id (for an answer to a request that had none yet).
+    fn set_request_id(&mut self, id: String) {
+        self.x.request_id = id;
+        self.request_id_header = None;
     }
 }
 
@@ -198,7 +217,7 @@ async fn respond(
         resp.insert_header("content-type", "application/json")?;
         resp.insert_header("content-length", body.len().to_string())?;
     }
-    resp.insert_header("x-request-id", ctx.x.request_id.as_str())?;
+    resp.insert_header("x-request-id", ctx.request_id_value().clone())?;
     for (name, value) in local.headers {
         resp.append_header(name, value)?;
     }
@@ -646,25 +665,15 @@ impl ProxyHttp for Gateway {
                 .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream path", e))?;
             upstream.set_uri(uri);
         }
-        if let Some(host) = original.headers.get(http::header::HOST).cloned() {
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        upstream.insert_header(http::header::HOST, up.authority.as_str())?;
-        // each hop appends the address it got the connection from
-        if let Some(ip) = ctx.peer_ip {
-            let xff = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        upstream.insert_header("x-request-id", ctx.x.request_id.as_str())?;
+        let hop = Hop {
+            host: original.headers.get(http::header::HOST),
+            peer: ctx.peer_ip,
+            tls,
+            authority: &up.host_header,
+            request_id: ctx.request_id_value(),
+        };
+        forwarding::forward(upstream, &hop)?;
         if let Some(h) = &ctx.cert_header {
             // only the gateway's own word on the client certificate
             upstream.remove_header(h);
@@ -750,7 +759,7 @@ impl ProxyHttp for Gateway {
         if self.draining() {
             session.set_keepalive(None);
         }
-        resp.insert_header("x-request-id", ctx.x.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id_value().clone())?;
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             self.runtime.metrics.upgraded();
         }
@@ -776,7 +785,7 @@ impl ProxyHttp for Gateway {
                 let status = failure_status(e);
                 if status > 0 {
                     if ctx.x.request_id.is_empty() {
-                        ctx.x.request_id = request_id::generate();
+                        ctx.set_request_id(request_id::generate());
                     }
                     let resp = match ctx.up.refusal {
                         Some(why) => local(status, why.message())

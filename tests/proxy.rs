@@ -65,6 +65,26 @@ fn forwarded_headers_and_request_id() {
         Some("203.0.113.7, 127.0.0.1")
     );
 
+    // a chain sent on two lines is one list (RFC 9110 §5.3): both kept,
+    // in order, and a forged X-Forwarded-Proto is replaced
+    let r = c.request(
+        "GET",
+        "/api",
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "198.51.100.2"),
+            ("x-forwarded-proto", "https"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let seen = backend.last();
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.7, 198.51.100.2, 127.0.0.1")
+    );
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+
     // ids differ per request
     let a = c.get("/api").header("x-request-id").map(String::from);
     let b = c.get("/api").header("x-request-id").map(String::from);

@@ -197,6 +197,8 @@ pub struct Upstream {
     pub port: u16,
     /// `host[:port]` as sent in the Host header.
     pub authority: String,
+    /// The same, made once as the header value every request sends.
+    pub host_header: http::HeaderValue,
     /// Path prefix from the URL (`http://h/v1` gives `/v1`), empty for none.
     pub base_path: String,
 }

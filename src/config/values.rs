@@ -86,11 +86,15 @@ pub fn parse_upstream_url(text: &str) -> Result<Upstream, String> {
         }
     };
     let base_path = uri.path().trim_end_matches('/').to_string();
+    let authority = authority.as_str().to_ascii_lowercase();
+    let host_header = http::HeaderValue::from_str(&authority)
+        .map_err(|_| format!("{text:?}: the host is not a valid Host header"))?;
     Ok(Upstream {
         tls,
         host: host.to_ascii_lowercase(),
         port,
-        authority: authority.as_str().to_ascii_lowercase(),
+        authority,
+        host_header,
         base_path,
     })
 }

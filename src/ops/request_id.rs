@@ -29,10 +29,22 @@ fn splitmix(mut z: u64) -> u64 {
 }
 
 pub fn generate() -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    id_for(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The id of the `n`th request (hex digits written by hand, without the
+/// formatting machinery).
+fn id_for(n: u64) -> String {
     let a = splitmix(*SEED ^ n);
     let b = splitmix(a ^ n.rotate_left(32));
-    format!("{a:016x}{b:016x}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for v in [a, b] {
+        for shift in (0..16).rev() {
+            out.push(HEX[(v >> (shift * 4)) as usize & 0xf] as char);
+        }
+    }
+    out
 }
 
 /// A client-supplied id is kept if it is 1-128 visible ASCII characters.
@@ -54,6 +66,12 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        // the same digits `format!` gives
+        for n in [0, 1, 0xdead_beef, u64::MAX] {
+            let x = splitmix(*SEED ^ n);
+            let y = splitmix(x ^ n.rotate_left(32));
+            assert_eq!(id_for(n), format!("{x:016x}{y:016x}"));
+        }
     }
 
     #[test]
