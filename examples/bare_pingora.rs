@@ -3,7 +3,8 @@
 //! (target `pingora`), so the report separates Pingora's own cost from ours.
 //!
 //! `bare_pingora LISTEN UPSTREAM [THREADS]` (default one worker thread;
-//! mimalloc like flex-gateway)
+//! mimalloc and the runtime flavour of flex-gateway's defaults: a
+//! single-threaded runtime for one thread, work stealing for more)
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -38,6 +39,7 @@ fn main() {
     let conf = ServerConf {
         threads,
         upstream_keepalive_pool_size: 1024,
+        work_stealing: threads > 1,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(0),
         ..ServerConf::default()

@@ -510,8 +510,9 @@ pub struct ServerSettings {
     pub admin: Option<SocketAddr>,
     /// Reload when files under the config path change.
     pub watch_config: bool,
-    /// Tokio work-stealing runtime per listener (Pingora's default); `false`
-    /// gives each worker thread its own single-threaded runtime.
+    /// Tokio work-stealing runtime per listener (Pingora's default, ours
+    /// with more than one thread); `false` gives each worker thread its own
+    /// single-threaded runtime (our default with one thread).
     pub work_stealing: bool,
     /// Idle upstream connections kept for reuse, per listener service.
     pub upstream_keepalive_pool: usize,
@@ -535,10 +536,9 @@ pub const DEFAULT_ADMIN: SocketAddr =
 
 impl Default for ServerSettings {
     fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         ServerSettings {
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            threads,
             pid_file: PathBuf::from("/run/flex-gateway/flex-gateway.pid"),
             upgrade_socket: PathBuf::from("/run/flex-gateway/upgrade.sock"),
             grace_period: Duration::from_secs(10),
@@ -547,7 +547,7 @@ impl Default for ServerSettings {
             access_log: true,
             admin: Some(DEFAULT_ADMIN),
             watch_config: true,
-            work_stealing: true,
+            work_stealing: threads > 1,
             upstream_keepalive_pool: 1024,
             trusted_proxies: crate::ipset::IpSet::default(),
             max_body_size: None,

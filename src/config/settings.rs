@@ -93,6 +93,9 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
             s.access_log = b;
         }
     }
+    // one thread has no peer to steal from: its own single-threaded
+    // runtime serves many connections more evenly (benches/README.md)
+    s.work_stealing = s.threads > 1;
     for (key, slot) in [
         ("watchConfig", &mut s.watch_config),
         ("workStealing", &mut s.work_stealing),

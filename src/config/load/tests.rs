@@ -150,6 +150,29 @@ fn server_settings_once() {
 }
 
 #[test]
+fn work_stealing_follows_threads_unless_set() {
+    let settings = |server: &str| {
+        let text = format!(
+            "{}  server:\n{server}",
+            doc("a", "0.0.0.0", 9000, &route("a1", "/a", "[GET]"))
+        );
+        let s = load_str("g.yaml", &text).expect("valid").server;
+        (s.threads, s.work_stealing)
+    };
+    // one thread: its own single-threaded runtime; more: work stealing
+    assert_eq!(settings("    threads: 1\n"), (1, false));
+    assert_eq!(settings("    threads: 2\n"), (2, true));
+    assert_eq!(
+        settings("    threads: 1\n    workStealing: true\n"),
+        (1, true)
+    );
+    assert_eq!(
+        settings("    threads: 4\n    workStealing: false\n"),
+        (4, false)
+    );
+}
+
+#[test]
 fn unsupported_kind_and_version() {
     let text = SEED.replace("kind: Gateway", "kind: Ingress");
     let errs = errors(&text);
