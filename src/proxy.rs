@@ -335,6 +335,11 @@ impl ProxyHttp for Gateway {
         Ctx::new()
     }
 
+    /// No downstream modules: Pingora's default adds response compression,
+    /// disabled, which still builds its context and runs its filters for
+    /// every request (benches/README.md, tuning log).
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         crate::connection::request_started(session);
         self.runtime.metrics.request_started();
