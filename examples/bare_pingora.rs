@@ -3,8 +3,9 @@
 //! (target `pingora`), so the report separates Pingora's own cost from ours.
 //!
 //! `bare_pingora LISTEN UPSTREAM [THREADS]` (default one worker thread;
-//! mimalloc and the runtime flavour of flex-gateway's defaults: a
-//! single-threaded runtime for one thread, work stealing for more)
+//! mimalloc, no downstream modules and the runtime flavour of
+//! flex-gateway's defaults: a single-threaded runtime for one thread, work
+//! stealing for more)
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -19,6 +20,10 @@ struct Bare(String);
 impl ProxyHttp for Bare {
     type CTX = ();
     fn new_ctx(&self) {}
+
+    // as flex-gateway: without Pingora's default (disabled) compression
+    // module, so the comparison is of the work per request alone
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
         Ok(Box::new(HttpPeer::new(

@@ -33,29 +33,25 @@ fn refuse(status: u16, message: &'static str) -> Result<(), Refusal> {
 /// Framing shared by requests and responses; `Ok(true)` when the message
 /// has a `Transfer-Encoding`.
 fn check_body_framing(headers: &HeaderMap) -> Result<(), &'static str> {
-    let lengths: Vec<&[u8]> = headers
-        .get_all(http::header::CONTENT_LENGTH)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    let codings: Vec<&[u8]> = headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    if !lengths.is_empty() && !codings.is_empty() {
-        return Err("both Content-Length and Transfer-Encoding");
-    }
-    match lengths.as_slice() {
-        [] => {}
-        [one] => {
-            if one.is_empty() || !one.iter().all(u8::is_ascii_digit) {
-                return Err("Content-Length is not a single number");
-            }
+    // no allocation on the common paths: this runs for every request and
+    // every response
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let codings = headers.get_all(http::header::TRANSFER_ENCODING);
+    let chunked_body = codings.iter().next().is_some();
+    if let Some(one) = lengths.next() {
+        if chunked_body {
+            return Err("both Content-Length and Transfer-Encoding");
         }
-        _ => return Err("more than one Content-Length"),
+        if lengths.next().is_some() {
+            return Err("more than one Content-Length");
+        }
+        let one = one.as_bytes();
+        if one.is_empty() || !one.iter().all(u8::is_ascii_digit) {
+            return Err("Content-Length is not a single number");
+        }
     }
-    if !codings.is_empty() {
+    if chunked_body {
+        let codings: Vec<&[u8]> = codings.iter().map(|v| v.as_bytes()).collect();
         let all: Vec<String> = codings
             .iter()
             .flat_map(|v| v.split(|b| *b == b','))
@@ -141,22 +137,15 @@ pub fn check_request(
     {
         return refuse(400, "Transfer-Encoding in an HTTP/1.0 request");
     }
-    let hosts: Vec<&[u8]> = req
-        .headers
-        .get_all(http::header::HOST)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    if req.version == Version::HTTP_11 {
-        match hosts.as_slice() {
-            [] => return refuse(400, "an HTTP/1.1 request needs a Host header"),
-            [_] => {}
-            _ => return refuse(400, "more than one Host header"),
-        }
-    } else if hosts.len() > 1 {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let host = hosts.next().map(|v| v.as_bytes());
+    if hosts.next().is_some() {
         return refuse(400, "more than one Host header");
     }
-    if let (Some(authority), Some(host)) = (absolute_authority(target), hosts.first()) {
+    if req.version == Version::HTTP_11 && host.is_none() {
+        return refuse(400, "an HTTP/1.1 request needs a Host header");
+    }
+    if let (Some(authority), Some(host)) = (absolute_authority(target), host) {
         if !authority.eq_ignore_ascii_case(host) {
             return refuse(400, "the request target's authority differs from Host");
         }
