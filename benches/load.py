@@ -80,6 +80,9 @@ GATEWAY_BIN = [GATEWAY]
 BARE_BIN = [None]
 BASE_BIN = [None]
 WORKERS = [1]  # worker processes / threads of every proxy (--workers)
+# --pin-client: `taskset` prefixes for wrk and for every server (backend,
+# proxies, Redis); empty: unpinned
+PIN = {"client": [], "servers": []}
 
 
 def which(name):
@@ -357,7 +360,7 @@ def start_target(target, scenario, work):
         cmd = [binary, "run", "-c", path]
     log = open(os.path.join(work, f"{target}-{scenario}.log"), "w")
     env = dict(os.environ, RUST_LOG="warn")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(PIN["servers"] + cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
     wait_port(PORTS[target], proc)
     return proc
 
@@ -400,7 +403,7 @@ def make_token(work):
 def wrk(port, path, conns, duration, headers=(), script=None, scheme="http"):
     extra = [a for h in headers for a in ("-H", h)] + (["-s", script] if script else [])
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s", *extra,
+        PIN["client"] + ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s", *extra,
          f"{scheme}://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True,
     ).stdout
@@ -442,7 +445,20 @@ def main():
     ap.add_argument("--base-label", default="base", help="what --base was built from (for the report)")
     ap.add_argument("--workers", type=int, default=1,
                     help="worker processes (nginx), threads (HAProxy, Pingora, flex-gateway); the backend keeps one")
+    ap.add_argument("--pin-client", type=int, metavar="CPU",
+                    help="run wrk on this CPU alone and every server (backend, proxies, Redis) on the others "
+                         "(`taskset`), so the client does not take the proxies' cores")
     args = ap.parse_args()
+    pinned = ""
+    if args.pin_client is not None:
+        cpus = sorted(os.sched_getaffinity(0))
+        if args.pin_client not in cpus or len(cpus) < 2:
+            sys.exit(f"load.py: --pin-client {args.pin_client}: needs that CPU and another (have {cpus})")
+        others = [c for c in cpus if c != args.pin_client]
+        PIN["client"] = ["taskset", "-c", str(args.pin_client)]
+        PIN["servers"] = ["taskset", "-c", ",".join(map(str, others))]
+        pinned = (f" wrk pinned to CPU {args.pin_client}, the backend and the proxies to CPU(s) "
+                  f"{','.join(map(str, others))}.")
     if args.smoke:
         args.duration, args.reps = 1, 1
     targets = args.targets.split(",")
@@ -464,7 +480,7 @@ def main():
         f.write(b"x" * 65536)
     backend_conf = os.path.join(work, "backend.conf")
     open(backend_conf, "w").write(nginx_conf(work, "backend"))
-    backend = subprocess.Popen([which("nginx"), "-c", backend_conf, "-e", os.path.join(work, "nginx-backend-error.log")],
+    backend = subprocess.Popen(PIN["servers"] + [which("nginx"), "-c", backend_conf, "-e", os.path.join(work, "nginx-backend-error.log")],
                                stdin=subprocess.DEVNULL)
     if "f" in args.scenarios:
         token = make_token(work)
@@ -478,7 +494,7 @@ def main():
     open(script, "w").write(KEYS_SCRIPT)
     redis = None
     if "i" in args.scenarios:
-        redis = subprocess.Popen([which("redis-server"), "--port", str(PORTS["redis"]), "--bind", "127.0.0.1",
+        redis = subprocess.Popen(PIN["servers"] + [which("redis-server"), "--port", str(PORTS["redis"]), "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     results = {}  # (scenario, target) -> (rps, p50, p99, errors, cpu us per request)
     rss = {}
@@ -541,10 +557,11 @@ def main():
 
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
-        f"Run: `benches/load.sh --duration {args.duration} --reps {args.reps} --workers {args.workers}` at commit `{commit}`, "
+        f"Run: `benches/load.sh --duration {args.duration} --reps {args.reps} --workers {args.workers}"
+        f"{'' if args.pin_client is None else f' --pin-client {args.pin_client}'}` at commit `{commit}`, "
         f"{args.workers} worker(s) per proxy, "
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), wrk -t1, median of {args.reps}, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.{pinned}",
         "",
     ]
     for sc in args.scenarios:
