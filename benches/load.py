@@ -530,7 +530,7 @@ def main():
                             os.makedirs(args.perf, exist_ok=True)
                             suffix = "" if t == "flex" else f"-{t}"
                             perf = subprocess.Popen(
-                                ["perf", "record", "-F", "999", "--call-graph", "dwarf,16384", "-p", str(proc.pid),
+                                ["perf", "record", "-F", "299", "--call-graph", "dwarf,16384", "-p", str(proc.pid),
                                  "-o", os.path.join(args.perf, f"perf-{sc}{suffix}.data")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                             time.sleep(0.5)  # attached before the load starts
