@@ -63,9 +63,11 @@ SCENARIOS = {
     "j": ("user's route over HTTPS, keep-alive", "/api/products/2", 64),
     "k": ("new TLS handshakes (Connection: close)", "/api/products/2", 64),
     "l": ("(b) written as Flex resources: ApiInstance, regex route rules, rate-limiting-flex", "/api/products/2", 64),
+    "m": ("user's route + a chain of five: jwt-validation, api-key, cors, ip-allowlist, header-injection",
+          "/api/products/2", 64),
 }
 TLS_ONLY = "jk"  # HTTPS scenarios: nginx and flex only
-FLEX_ONLY = "fghil"  # policy and format scenarios: compared with flex's own (b)
+FLEX_ONLY = "fghilm"  # policy and format scenarios: compared with flex's own (b)
 KEYS_SCRIPT = """counter = 0
 request = function()
   counter = counter + 1
@@ -283,7 +285,7 @@ def flex_conf(work, scenario, target="flex"):
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
         routes = f"    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{up}\"}}\n"
-    elif scenario in ("b", "f", "g", "h", "i", "j", "k"):
+    elif scenario in ("b", "f", "g", "h", "i", "j", "k", "m"):
         routes = (
             f"    - id: public-products\n      path: [\"/api/products\", \"/api/products/*\"]\n      methods: [\"GET\"]\n"
             f"      upstream: {{url: \"{up}\", timeout: 30s}}\n"
@@ -292,7 +294,7 @@ def flex_conf(work, scenario, target="flex"):
         )
         # the products route is rate limited too, so the measured request pays for the policy
         routes = routes.replace("timeout: 30s}\n", "timeout: 30s}\n" + rl, 1)
-        if scenario == "f":
+        if scenario in ("f", "m"):
             auth = (
                 f"        - jwt-validation:\n            keys: [{{algorithm: RS256, publicKey: \"file:{work}/jwt-public.pem\"}}]\n"
                 f"          order: 10\n"
@@ -302,7 +304,7 @@ def flex_conf(work, scenario, target="flex"):
         if scenario in ("h", "i"):
             keyed = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60, key: \"header:X-Client-Key\"}\n"
             routes = routes.replace(rl, keyed, 1)
-        if scenario == "g":
+        if scenario in ("g", "m"):
             ranges = ", ".join(f"10.{i // 256}.{i % 256}.0/24" for i in range(999)) + ", 127.0.0.1"
             access = (
                 "        - cors: {origins: [\"https://app.example.com\"], allowCredentials: true}\n"
@@ -430,7 +432,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
     ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
-    ap.add_argument("--scenarios", default="abcdefghijkl")
+    ap.add_argument("--scenarios", default="abcdefghijklm")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
@@ -482,7 +484,7 @@ def main():
     open(backend_conf, "w").write(nginx_conf(work, "backend"))
     backend = subprocess.Popen(PIN["servers"] + [which("nginx"), "-c", backend_conf, "-e", os.path.join(work, "nginx-backend-error.log")],
                                stdin=subprocess.DEVNULL)
-    if "f" in args.scenarios:
+    if "f" in args.scenarios or "m" in args.scenarios:
         token = make_token(work)
         AUTH_HEADERS[:] = [f"Authorization: Bearer {token}", f"X-API-Key: {API_KEY}"]
     if any(sc in TLS_ONLY for sc in args.scenarios):
@@ -513,6 +515,7 @@ def main():
                 if sc in TLS_ONLY and t not in ("nginx", "flex", "base"):
                     continue  # TLS termination: nginx and flex
                 headers = {"f": AUTH_HEADERS, "g": ["Origin: https://app.example.com"],
+                           "m": AUTH_HEADERS + ["Origin: https://app.example.com"],
                            "k": ["Connection: close"]}.get(sc, ())
                 scheme = "https" if sc in TLS_ONLY else "http"
                 lua = script if sc in "hi" else None
@@ -598,6 +601,10 @@ def main():
         b, g = results[("b", "flex")], results[("g", "flex")]
         lines.append(f"flex-gateway (g) vs (b): {g[0] / b[0]:.3f}x requests/s, p99 {g[2] / b[2]:.2f}x "
                      f"(cors + ip-allowlist of 1,000 ranges + header-injection; target >= 0.95x).")
+    if ("b", "flex") in results and ("m", "flex") in results:
+        b, m = results[("b", "flex")], results[("m", "flex")]
+        lines.append(f"flex-gateway (m) vs (b): {m[0] / b[0]:.3f}x requests/s, p99 {m[2] / b[2]:.2f}x, "
+                     f"CPU per request {m[4] / b[4]:.3f}x (a chain of five policies on the route; target >= 0.9x).")
     if ("b", "flex") in results and ("h", "flex") in results:
         b, h = results[("b", "flex")], results[("h", "flex")]
         lines.append(f"flex-gateway (h) vs (b): {h[0] / b[0]:.3f}x requests/s, p99 {h[2] / b[2]:.2f}x "
