@@ -11,23 +11,6 @@ use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-/// Server settings for a test gateway: a `kind: Gateway` document holding
-/// only `spec.server`, beside the Flex resources.
-const SERVER: &str = r#"apiVersion: gateway.mulesoft.com/v1alpha1
-kind: Gateway
-metadata:
-  name: test-server
-spec:
-  server:
-    threads: 2
-    pidFile: "{dir}/gw.pid"
-    upgradeSocket: "{dir}/upgrade.sock"
-    gracePeriod: 1s
-    shutdownTimeout: 1s
-    admin:
-      address: "127.0.0.1:{admin}"
-"#;
-
 /// Every `*.yaml` under a fixture directory (relative path, text with the
 /// backends filled in), plus the server settings.
 fn fixture(name: &str, backends: &[&Backend]) -> Vec<(String, String)> {
@@ -50,7 +33,7 @@ fn fixture(name: &str, backends: &[&Backend]) -> Vec<(String, String)> {
         .into_iter()
         .map(|(rel, text)| (rel, fill(text)))
         .collect();
-    out.push(("server.yaml".into(), SERVER.into()));
+    out.push(("server.yaml".into(), SERVER_ONLY.into()));
     out
 }
 

@@ -741,18 +741,7 @@ spec:
   config:
     trustedCA: |
 {ca}---
-apiVersion: gateway.mulesoft.com/v1alpha1
-kind: Gateway
-metadata: {{name: settings}}
-spec:
-  server:
-    threads: 2
-    pidFile: "{{dir}}/gw.pid"
-    upgradeSocket: "{{dir}}/upgrade.sock"
-    gracePeriod: 1s
-    shutdownTimeout: 1s
-    admin: {{address: "127.0.0.1:{{admin}}"}}
-"#,
+{SERVER_ONLY}"#,
         up_port = upstream.port,
         key = block(&read(&key), 8),
         crt = block(&read(&cert), 8),

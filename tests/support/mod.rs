@@ -872,6 +872,24 @@ spec:
     )
 }
 
+/// Server settings for a test gateway as a document of their own: a
+/// `kind: Gateway` holding only `spec.server`, beside Flex resources
+/// (`{dir}` and `{admin}` filled by [`Gateway::start_files`]).
+pub const SERVER_ONLY: &str = r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata:
+  name: test-server
+spec:
+  server:
+    threads: 2
+    pidFile: "{dir}/gw.pid"
+    upgradeSocket: "{dir}/upgrade.sock"
+    gracePeriod: 1s
+    shutdownTimeout: 1s
+    admin:
+      address: "127.0.0.1:{admin}"
+"#;
+
 // ─── Redis ──────────────────────────────────────────────────────────────
 
 /// A real `redis-server` on a free loopback port (no persistence), killed
