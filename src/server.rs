@@ -36,7 +36,7 @@ pub fn server_conf(config: &Config, flags: ProcessFlags) -> ServerConf {
         graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.as_secs()),
         error_log: s.error_log.as_ref().map(|p| p.display().to_string()),
         daemon: flags.daemon,
-        work_stealing: s.work_stealing,
+        work_stealing: s.work_stealing(),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool,
         ..ServerConf::default()
     }

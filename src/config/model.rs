@@ -510,10 +510,9 @@ pub struct ServerSettings {
     pub admin: Option<SocketAddr>,
     /// Reload when files under the config path change.
     pub watch_config: bool,
-    /// Tokio work-stealing runtime per listener (Pingora's default, ours
-    /// with more than one thread); `false` gives each worker thread its own
-    /// single-threaded runtime (our default with one thread).
-    pub work_stealing: bool,
+    /// `workStealing` as written; unset, [`ServerSettings::work_stealing`]
+    /// follows `threads`.
+    pub work_stealing: Option<bool>,
     /// Idle upstream connections kept for reuse, per listener service.
     pub upstream_keepalive_pool: usize,
     /// Peers whose `X-Forwarded-For` is believed (load balancers in front
@@ -534,11 +533,21 @@ pub struct ServerSettings {
 pub const DEFAULT_ADMIN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
 
+impl ServerSettings {
+    /// A Tokio work-stealing runtime per listener (Pingora's default), or
+    /// (`false`) a single-threaded runtime per worker thread. Unless set:
+    /// work stealing with more than one thread; one thread has no peer to
+    /// steal from, and its own single-threaded runtime serves many
+    /// connections more evenly (benches/README.md, tuning log).
+    pub fn work_stealing(&self) -> bool {
+        self.work_stealing.unwrap_or(self.threads > 1)
+    }
+}
+
 impl Default for ServerSettings {
     fn default() -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         ServerSettings {
-            threads,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pid_file: PathBuf::from("/run/flex-gateway/flex-gateway.pid"),
             upgrade_socket: PathBuf::from("/run/flex-gateway/upgrade.sock"),
             grace_period: Duration::from_secs(10),
@@ -547,7 +556,7 @@ impl Default for ServerSettings {
             access_log: true,
             admin: Some(DEFAULT_ADMIN),
             watch_config: true,
-            work_stealing: threads > 1,
+            work_stealing: None,
             upstream_keepalive_pool: 1024,
             trusted_proxies: crate::ipset::IpSet::default(),
             max_body_size: None,

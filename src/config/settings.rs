@@ -93,18 +93,13 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
             s.access_log = b;
         }
     }
-    // one thread has no peer to steal from: its own single-threaded
-    // runtime serves many connections more evenly (benches/README.md)
-    s.work_stealing = s.threads > 1;
-    for (key, slot) in [
-        ("watchConfig", &mut s.watch_config),
-        ("workStealing", &mut s.work_stealing),
-    ] {
-        if let Some(n) = f.get(key) {
-            if let Some(b) = d.bool(n, &join(path, key)) {
-                *slot = b;
-            }
+    if let Some(n) = f.get("watchConfig") {
+        if let Some(b) = d.bool(n, &join(path, "watchConfig")) {
+            s.watch_config = b;
         }
+    }
+    if let Some(n) = f.get("workStealing") {
+        s.work_stealing = d.bool(n, &join(path, "workStealing"));
     }
     if let Some(n) = f.get("admin") {
         let apath = join(path, "admin");

@@ -139,7 +139,7 @@ fn config_tree(c: &Config) -> Value {
             "accessLog": s.access_log,
             "admin": s.admin.map(|a| a.to_string()),
             "watchConfig": s.watch_config,
-            "workStealing": s.work_stealing,
+            "workStealing": s.work_stealing(),
             "upstreamKeepalivePool": s.upstream_keepalive_pool,
             "maxBodySize": s.max_body_size,
             "maxRequestsInFlight": s.max_requests_in_flight,

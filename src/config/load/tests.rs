@@ -157,7 +157,7 @@ fn work_stealing_follows_threads_unless_set() {
             doc("a", "0.0.0.0", 9000, &route("a1", "/a", "[GET]"))
         );
         let s = load_str("g.yaml", &text).expect("valid").server;
-        (s.threads, s.work_stealing)
+        (s.threads, s.work_stealing())
     };
     // one thread: its own single-threaded runtime; more: work stealing
     assert_eq!(settings("    threads: 1\n"), (1, false));
