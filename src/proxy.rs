@@ -157,15 +157,24 @@ impl Ctx {
     }
 }
 
+mod tunnel;
+
 pub struct Gateway {
     runtime: Arc<Runtime>,
     /// The listener this service serves (its routes in each snapshot).
     addr: SocketAddr,
+    /// Connections of upgrade tunnels ([`tunnel`]; Pingora's own connector
+    /// serves every other request).
+    connector: pingora::connectors::TransportConnector,
 }
 
 impl Gateway {
     pub fn new(runtime: Arc<Runtime>, addr: SocketAddr) -> Gateway {
-        Gateway { runtime, addr }
+        Gateway {
+            runtime,
+            addr,
+            connector: pingora::connectors::TransportConnector::new(None),
+        }
     }
 
     /// While this process drains (it handed its sockets to an upgraded
@@ -281,6 +290,23 @@ fn upstream_error_kind(e: &Error) -> Option<UpstreamError> {
         | TLSHandshakeFailure => UpstreamError::Connect,
         _ => UpstreamError::Other,
     })
+}
+
+/// An ambiguous upstream response is a 502, never passed through; the
+/// attempt's outcome is its status.
+fn check_upstream_response(resp: &ResponseHeader, ctx: &mut Ctx) -> Result<u16> {
+    framing::check_response(resp, ctx.response_header_limit).map_err(|why| {
+        Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            format!("upstream response: {why}"),
+        )
+        .into_up()
+    })?;
+    let status = resp.status.as_u16();
+    if let Some(a) = ctx.up.attempt.as_mut() {
+        a.finish(status < 500);
+    }
+    Ok(status)
 }
 
 /// An upstream response status the route retries: the response is not
@@ -530,6 +556,16 @@ impl ProxyHttp for Gateway {
             service.ensure_resolved().await.map_err(Error::into_up)?;
         }
         match chosen.and_then(|()| service.choose(ctx.up.hash_key.as_deref(), &[], now)) {
+            Ok(attempt) if ctx.upgrade.is_some() => {
+                // a tunnel of our own (see proxy/tunnel.rs); Pingora only
+                // logs it (and answers 502 if nothing was written)
+                ctx.up.attempt = Some(attempt);
+                if let Err(e) = self.tunnel(session, ctx).await {
+                    session.set_keepalive(None);
+                    self.fail_to_proxy(session, &e, ctx).await;
+                }
+                Ok(false)
+            }
             Ok(attempt) => {
                 ctx.up.attempt = Some(attempt);
                 Ok(true)
@@ -718,18 +754,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // an ambiguous upstream response is a 502, never passed through
-        framing::check_response(upstream_response, ctx.response_header_limit).map_err(|why| {
-            Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                format!("upstream response: {why}"),
-            )
-            .into_up()
-        })?;
-        let status = upstream_response.status.as_u16();
-        if let Some(a) = ctx.up.attempt.as_mut() {
-            a.finish(status < 500);
-        }
+        let status = check_upstream_response(upstream_response, ctx)?;
         let retried = ctx
             .route
             .as_ref()

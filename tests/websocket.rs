@@ -50,10 +50,19 @@ fn upgrade_backend() -> (u16, std::sync::mpsc::Receiver<String>) {
     (port, rx)
 }
 
+const UPGRADE: &[u8] = b"GET /ws/chat HTTP/1.1\r\nHost: chat.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
 fn open_websocket(port: u16) -> (TcpStream, String) {
+    open_websocket_sending(port, b"")
+}
+
+/// Open a WebSocket; `early` (the client's first frame) goes in the same
+/// write as the upgrade request, before the 101 (allowed for upgrades).
+fn open_websocket_sending(port: u16, early: &[u8]) -> (TcpStream, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /ws/chat HTTP/1.1\r\nHost: chat.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(&[UPGRADE, early].concat()).unwrap();
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -112,4 +121,63 @@ fn websocket_upgrades_pass_and_outlive_the_request_timeouts() {
         quiet >= Duration::from_millis(2500) && quiet < Duration::from_secs(8),
         "closed after {quiet:?} (upgradeIdleTimeout 3s)"
     );
+}
+
+fn ws_gateway(port: u16) -> Gateway {
+    Gateway::start(&config_with_routes(&format!(
+        "    - id: ws\n      path: /ws/*\n      upstream: {{url: \"http://127.0.0.1:{port}\"}}"
+    )))
+}
+
+/// Every WebSocket client sends its first frame the instant the 101
+/// arrives. Pingora's upstream loop used to end the tunnel when it read the
+/// backend's 101 before the (empty) request body's end (the race behind a
+/// flaky EOF right after the 101): each of many tunnels must carry the
+/// first bytes both ways.
+#[test]
+fn the_first_frame_sent_the_instant_the_101_arrives_goes_through() {
+    let (port, heads) = upgrade_backend();
+    let gw = ws_gateway(port);
+    let mut failed = Vec::new();
+    for i in 0..200 {
+        let (mut s, head) = open_websocket(gw.port);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let msg = format!("frame {i}");
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        if let Err(e) = s.read_exact(&mut got) {
+            failed.push(format!("{i}: {e}"));
+        } else {
+            assert_eq!(got, msg.as_bytes());
+        }
+        heads.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 200 tunnels cut: {failed:?}",
+        failed.len()
+    );
+    assert_eq!(gw.metric("flexgw_upgrades_total"), 200.0);
+}
+
+/// A client may send its first frame right behind the upgrade request,
+/// before the 101: the backend gets it after the head, and the echo comes
+/// back after the 101.
+#[test]
+fn a_first_frame_sent_before_the_101_reaches_the_backend() {
+    let (port, heads) = upgrade_backend();
+    let gw = ws_gateway(port);
+    for i in 0..50 {
+        let msg = format!("early frame {i}");
+        let (mut s, head) = open_websocket_sending(gw.port, msg.as_bytes());
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("tunnel {i}: {e}"));
+        assert_eq!(got, msg.as_bytes());
+        // and the tunnel goes on
+        assert_eq!(echo(&mut s, b"next"), b"next");
+        let seen = heads.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(seen.starts_with("GET /ws/chat HTTP/1.1"), "{seen}");
+    }
 }
