@@ -23,13 +23,22 @@ struct Cli {
 
 #[derive(Args)]
 struct ConfigArg {
-    /// A YAML file, or a directory read as conf.d (every *.yaml / *.yml)
+    /// A YAML file, or a directory read as conf.d (every *.yaml / *.yml);
+    /// given several times, all are read in that order into one config
+    /// (an empty directory among several is skipped)
     #[arg(
         short = 'c',
         long = "config",
         default_value = "/etc/flex-gateway/conf.d"
     )]
-    config: PathBuf,
+    config: Vec<PathBuf>,
+}
+
+impl ConfigArg {
+    fn shown(&self) -> String {
+        let names: Vec<String> = self.config.iter().map(|p| p.display().to_string()).collect();
+        names.join(", ")
+    }
 }
 
 #[derive(Subcommand)]
@@ -62,12 +71,28 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         timeout: u64,
     },
+    /// Ask a running gateway's admin listener for a probe; exit 0 on 200 (a container HEALTHCHECK)
+    Probe {
+        /// The admin address (default: FLEXGW_ADMIN_ADDRESS, else 127.0.0.1:9901; 0.0.0.0 is asked on 127.0.0.1)
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
+        /// `/ready` or `/live`
+        #[arg(long, default_value = "/ready")]
+        path: String,
+        /// Seconds to wait for the answer
+        #[arg(long, default_value_t = 2)]
+        timeout: u64,
+    },
 }
 
-fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
-    config::load(path).map_err(|errors| {
+fn load(arg: &ConfigArg) -> Result<config::Config, ExitCode> {
+    if let Err(why) = config::environment::check() {
+        eprintln!("flex-gateway: {why}");
+        return Err(ExitCode::from(1));
+    }
+    config::load(&arg.config).map_err(|errors| {
         eprintln!("{errors}");
-        eprintln!("{}: {} problem(s) found", path.display(), errors.0.len());
+        eprintln!("{}: {} problem(s) found", arg.shown(), errors.0.len());
         ExitCode::from(1)
     })
 }
@@ -75,7 +100,34 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match load(&config.config) {
+        Command::Probe {
+            address,
+            path,
+            timeout,
+        } => {
+            let addr = match address {
+                Some(a) => a,
+                None => match config::model::ServerSettings::default().admin {
+                    Some(a) => a,
+                    None => {
+                        eprintln!("flex-gateway probe: the admin listener is off ({}=off)", config::environment::ADMIN_ADDRESS);
+                        return ExitCode::from(1);
+                    }
+                },
+            };
+            match ops::probe::probe(addr, &path, std::time::Duration::from_secs(timeout)) {
+                Ok(200) => ExitCode::SUCCESS,
+                Ok(status) => {
+                    eprintln!("flex-gateway probe: {path} answered {status}");
+                    ExitCode::from(1)
+                }
+                Err(why) => {
+                    eprintln!("flex-gateway probe: {why}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Validate { config } => match load(&config) {
             Ok(c) => {
                 for n in &c.notices {
                     println!("note: {n}");
@@ -83,7 +135,7 @@ fn main() -> ExitCode {
                 let routes: usize = c.listeners.iter().map(|l| l.routes.len()).sum();
                 println!(
                     "{}: OK ({} gateway(s), {} listener(s), {} route binding(s))",
-                    config.config.display(),
+                    config.shown(),
                     c.gateways.len(),
                     c.listeners.len(),
                     routes
@@ -129,7 +181,8 @@ fn main() -> ExitCode {
             unsafe {
                 libc::signal(libc::SIGHUP, libc::SIG_IGN);
             }
-            let c = match load(&config.config) {
+            ops::init::reap_orphans_if_pid1();
+            let c = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -137,7 +190,7 @@ fn main() -> ExitCode {
             log::info!(
                 "flex-gateway {} loaded {} ({})",
                 env!("CARGO_PKG_VERSION"),
-                config.config.display(),
+                config.shown(),
                 c.gateways.join(", ")
             );
             for n in &c.notices {

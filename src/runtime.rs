@@ -18,7 +18,7 @@ use crate::upstream::Service;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -212,7 +212,8 @@ pub enum Phase {
 /// The process-wide state shared by every service.
 pub struct Runtime {
     current: ArcSwap<Snapshot>,
-    pub config_path: PathBuf,
+    /// What `-c` named: files or conf.d directories, read in this order.
+    pub config_paths: Vec<PathBuf>,
     pub metrics: Metrics,
     /// The listening sockets this process serves, fixed at start-up.
     bound: Vec<SocketAddr>,
@@ -235,12 +236,12 @@ pub struct ReloadSummary {
 }
 
 impl Runtime {
-    pub fn new(config: Config, config_path: &Path) -> Arc<Runtime> {
+    pub fn new(config: Config, config_paths: &[PathBuf]) -> Arc<Runtime> {
         let metrics = Metrics::new();
         let bound = config.listeners.iter().map(|l| l.addr).collect();
         Arc::new(Runtime {
             current: ArcSwap::from_pointee(Snapshot::build(config, None, &metrics)),
-            config_path: config_path.to_path_buf(),
+            config_paths: config_paths.to_vec(),
             metrics,
             bound,
             phase: AtomicU8::new(Phase::Starting as u8),
@@ -269,7 +270,7 @@ impl Runtime {
     /// return every problem. Counted in the reload metric either way.
     pub fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
         let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let loaded = config::load(&self.config_path);
+        let loaded = config::load(&self.config_paths);
         self.metrics.reload(loaded.is_ok());
         let config = loaded?;
         let old = self.current.load_full();

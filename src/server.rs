@@ -15,7 +15,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 
 /// Pingora's own process flags, passed through our CLI.
 #[derive(Debug, Clone, Copy, Default)]
@@ -141,7 +141,7 @@ fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
 }
 
 /// A bootstrapped server with every service added, ready for `run_forever`.
-pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server {
+pub fn build(config: Config, config_paths: &[PathBuf], flags: ProcessFlags) -> Server {
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
@@ -165,7 +165,7 @@ pub fn build(config: Config, config_path: &Path, flags: ProcessFlags) -> Server 
         })
         .collect();
     let admin = config.server.admin;
-    let runtime = Runtime::new(config, config_path);
+    let runtime = Runtime::new(config, config_paths);
     let mut must_accept = Vec::new();
     for (name, addr, routes, tls, streams, h2c) in listeners {
         let mut proxy = http_proxy(&server.configuration, Gateway::new(runtime.clone(), addr));

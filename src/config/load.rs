@@ -1,6 +1,8 @@
 //! Reading configuration from disk: a file, or a directory read as conf.d
 //! (every `*.yaml` / `*.yml`, in name order, multi-document files allowed),
-//! then the checks across routes and documents, producing the [`Config`].
+//! or several of them (`-c` given more than once: read in the order given,
+//! one model), then the checks across routes and documents, producing the
+//! [`Config`].
 
 use super::decode::{ConfigError, ConfigErrors, Decoder};
 use super::model::{
@@ -14,9 +16,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Load and validate everything under `path`; on failure, every problem found.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let files = list_files(path)?;
+/// Load and validate everything under `paths`; on failure, every problem
+/// found.
+pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
+    let files = list_files(paths)?;
     let mut docs = Vec::new();
     let mut flex = Vec::new();
     let mut errors = Vec::new();
@@ -82,21 +85,34 @@ fn file_error(file: &str, message: String) -> ConfigError {
 
 /// The files a load reads: `path` itself, or the `*.yaml`/`*.yml` files of a
 /// directory in name order (hidden files skipped).
-pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
-    let shown = path.display().to_string();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ConfigErrors(vec![file_error(&shown, format!("cannot read: {e}"))]))?;
-    if !meta.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
+pub fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
     let mut files = Vec::new();
-    walk(path, &mut files)?;
-    files.sort();
+    for path in paths {
+        let shown = path.display().to_string();
+        let meta = std::fs::metadata(path)
+            .map_err(|e| ConfigErrors(vec![file_error(&shown, format!("cannot read: {e}"))]))?;
+        if !meta.is_dir() {
+            files.push(path.to_path_buf());
+            continue;
+        }
+        let mut found = Vec::new();
+        walk(path, &mut found)?;
+        found.sort();
+        files.extend(found);
+    }
+    // one file named twice (a directory and a file in it) is read once
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     if files.is_empty() {
-        return Err(ConfigErrors(vec![file_error(
-            &shown,
-            "no *.yaml or *.yml files in this directory".into(),
-        )]));
+        let places: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let (shown, what) = match places.as_slice() {
+            [one] => (one.clone(), "no *.yaml or *.yml files in this directory".to_string()),
+            _ => (
+                places.join(", "),
+                "no configuration: no *.yaml or *.yml file in any of these (mount a file or a directory into one of them)".to_string(),
+            ),
+        };
+        return Err(ConfigErrors(vec![file_error(&shown, what)]));
     }
     Ok(files)
 }

@@ -4,6 +4,7 @@
 //! and the validated runtime model the proxy uses (`model.rs`).
 
 pub mod decode;
+pub mod environment; // process defaults from FLEXGW_* variables (containers)
 pub mod flex; // Flex Gateway Local Mode resources
 pub mod load;
 pub mod model;

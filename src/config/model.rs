@@ -545,7 +545,17 @@ impl ServerSettings {
 }
 
 impl Default for ServerSettings {
+    /// The built-in defaults, under the `FLEXGW_*` variables that are set
+    /// ([`super::environment`]).
     fn default() -> Self {
+        let mut s = ServerSettings::built_in();
+        super::environment::apply(&mut s);
+        s
+    }
+}
+
+impl ServerSettings {
+    fn built_in() -> Self {
         ServerSettings {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pid_file: PathBuf::from("/run/flex-gateway/flex-gateway.pid"),

@@ -131,11 +131,11 @@ fn reload(runtime: &Runtime, why: &str) {
 /// A cheap fingerprint of the files a reload would read (names and
 /// contents): the config files, and the files the current config's policies
 /// referenced (secrets, key lists).
-fn fingerprint(path: &Path, referenced: &[PathBuf]) -> u64 {
+fn fingerprint(paths: &[PathBuf], referenced: &[PathBuf]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     // a missing or empty directory hashes as nothing: the reload then reports it
-    let files = crate::config::load::list_files(path).unwrap_or_default();
+    let files = crate::config::load::list_files(paths).unwrap_or_default();
     for f in files.iter().chain(referenced) {
         f.hash(&mut h);
         if let Ok(bytes) = std::fs::read(f) {
@@ -149,7 +149,7 @@ fn fingerprint(path: &Path, referenced: &[PathBuf]) -> u64 {
 /// for one more poll (editors write files in several steps).
 async fn watch_files(runtime: Arc<Runtime>, mut shutdown: ShutdownWatch) {
     const POLL: Duration = Duration::from_millis(500);
-    let path = runtime.config_path.clone();
+    let path = runtime.config_paths.clone();
     let referenced = || runtime.snapshot().config.referenced_files.clone();
     let mut applied = fingerprint(&path, &referenced());
     let mut pending: Option<u64> = None;

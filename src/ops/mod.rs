@@ -2,9 +2,11 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod init; // PID 1 in a container: reap orphans
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod probe; // `flex-gateway probe` (container health checks)
 pub mod request_id;
 pub mod time;
 pub mod upgrade;

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Upgrade {
-    pub config: PathBuf,
+    pub config: Vec<PathBuf>,
     /// The binary to start; default: this executable.
     pub binary: Option<PathBuf>,
     /// How long the new process may take to become ready.
@@ -95,8 +95,7 @@ impl Upgrade {
         let mut child = Command::new(&binary)
             .arg("run")
             .arg("--upgrade")
-            .arg("-c")
-            .arg(&self.config)
+            .args(self.config.iter().flat_map(|c| [std::ffi::OsStr::new("-c"), c.as_os_str()]))
             .stdin(Stdio::null())
             // its own process group: it must outlive this command
             .process_group(0)

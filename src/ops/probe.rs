@@ -1,0 +1,66 @@
+//! `flex-gateway probe`: ask the admin listener of a running gateway for a
+//! probe (`/ready` by default) and exit 0 on a 200. A container's
+//! `HEALTHCHECK` runs it; the image has no curl.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Where a listener bound to `addr` is reached from this host: a wildcard
+/// address is reached on loopback.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// `GET path` on `addr`; the status line's code, or why there is none.
+pub fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, String> {
+    let addr = reachable(addr);
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|()| s.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: flex-gateway-probe\r\n\r\n"
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("{addr}: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("{addr}: not an HTTP answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_are_reached_on_loopback() {
+        assert_eq!(
+            reachable("0.0.0.0:9901".parse().unwrap()),
+            "127.0.0.1:9901".parse().unwrap()
+        );
+        assert_eq!(
+            reachable("[::]:9901".parse().unwrap()),
+            "[::1]:9901".parse().unwrap()
+        );
+        assert_eq!(
+            reachable("10.1.2.3:9901".parse().unwrap()),
+            "10.1.2.3:9901".parse().unwrap()
+        );
+    }
+}
