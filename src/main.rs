@@ -36,7 +36,11 @@ struct ConfigArg {
 
 impl ConfigArg {
     fn shown(&self) -> String {
-        let names: Vec<String> = self.config.iter().map(|p| p.display().to_string()).collect();
+        let names: Vec<String> = self
+            .config
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         names.join(", ")
     }
 }
@@ -92,7 +96,9 @@ fn load(arg: &ConfigArg) -> Result<config::Config, ExitCode> {
     }
     config::load(&arg.config).map_err(|errors| {
         eprintln!("{errors}");
-        eprintln!("{}: {} problem(s) found", arg.shown(), errors.0.len());
+        if errors.0.len() > 1 {
+            eprintln!("{}: {} problem(s) found", arg.shown(), errors.0.len());
+        }
         ExitCode::from(1)
     })
 }
@@ -110,7 +116,10 @@ fn main() -> ExitCode {
                 None => match config::model::ServerSettings::default().admin {
                     Some(a) => a,
                     None => {
-                        eprintln!("flex-gateway probe: the admin listener is off ({}=off)", config::environment::ADMIN_ADDRESS);
+                        eprintln!(
+                            "flex-gateway probe: the admin listener is off ({}=off)",
+                            config::environment::ADMIN_ADDRESS
+                        );
                         return ExitCode::from(1);
                     }
                 },

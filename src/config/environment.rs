@@ -83,7 +83,10 @@ mod tests {
     #[test]
     fn values() {
         assert_eq!(admin("off"), Ok(None));
-        assert_eq!(admin("0.0.0.0:9901"), Ok(Some("0.0.0.0:9901".parse().unwrap())));
+        assert_eq!(
+            admin("0.0.0.0:9901"),
+            Ok(Some("0.0.0.0:9901".parse().unwrap()))
+        );
         assert!(admin("0.0.0.0:0").is_err());
         assert!(admin("localhost").unwrap_err().contains(ADMIN_ADDRESS));
         assert_eq!(grace("8s"), Ok(Duration::from_secs(8)));

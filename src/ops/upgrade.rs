@@ -95,7 +95,11 @@ impl Upgrade {
         let mut child = Command::new(&binary)
             .arg("run")
             .arg("--upgrade")
-            .args(self.config.iter().flat_map(|c| [std::ffi::OsStr::new("-c"), c.as_os_str()]))
+            .args(
+                self.config
+                    .iter()
+                    .flat_map(|c| [std::ffi::OsStr::new("-c"), c.as_os_str()]),
+            )
             .stdin(Stdio::null())
             // its own process group: it must outlive this command
             .process_group(0)

@@ -47,7 +47,7 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn port_open(port: u16) -> bool {
+pub fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
@@ -252,7 +252,25 @@ pub struct Catalog {
 impl Catalog {
     pub fn start() -> Catalog {
         for _ in 0..3 {
-            let port = free_port();
+            if let Some(c) = Catalog::try_start_on(free_port()) {
+                return c;
+            }
+        }
+        panic!("could not start catalog-backend");
+    }
+
+    /// On `port` (the walkthrough's own 3000, say).
+    pub fn start_on(port: u16) -> Catalog {
+        assert!(
+            !port_open(port),
+            "port {port} is taken: stop whatever listens there (the walkthrough needs it)"
+        );
+        Catalog::try_start_on(port)
+            .unwrap_or_else(|| panic!("could not start catalog-backend on port {port}"))
+    }
+
+    fn try_start_on(port: u16) -> Option<Catalog> {
+        {
             let mut child = Command::new(CATALOG)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .stdin(Stdio::null())
@@ -263,7 +281,7 @@ impl Catalog {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if port_open(port) {
-                    return Catalog { child, port };
+                    return Some(Catalog { child, port });
                 }
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
@@ -273,8 +291,92 @@ impl Catalog {
             }
             stop(&mut child);
         }
-        panic!("could not start catalog-backend");
+        None
     }
+}
+
+/// The user's walkthrough (shared/seed/README.md) against a gateway on
+/// `port` serving it in front of the demo catalog: the README's requests
+/// and what each must answer, over one client connection.
+pub fn walkthrough(port: u16) {
+    let mut c = Client::connect(port);
+
+    // 1. the three products
+    let r = c.get("/api/products");
+    assert_eq!(r.status, 200);
+    let products = r.json();
+    let names: Vec<&str> = products
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["API Gateway", "Service Mesh", "Event Bus"]);
+    assert_eq!(products[2]["status"], "beta");
+
+    // 2. product 2
+    let r = c.get("/api/products/2");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["name"], "Service Mesh");
+    assert_eq!(r.json()["category"], "networking");
+
+    // 3. health, rate limited
+    let r = c.get("/health");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "UP");
+    assert!(r.json()["timestamp"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
+
+    // 4. headers pass through
+    let r = c.request(
+        "GET",
+        "/api/products",
+        &[("X-API-Key", "demo-key"), ("Accept", "application/json")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().as_array().map(Vec::len), Some(3));
+
+    // 5. the backend's 404 passes through unchanged
+    let r = c.get("/api/products/999");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), serde_json::json!({"error": "Product not found"}));
+
+    // /status goes to the backend too (its own 404)
+    let r = c.get("/status");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "Not found");
+    assert!(
+        r.json().get("requestId").is_none(),
+        "the backend's 404, not the gateway's"
+    );
+
+    // POST on a GET route: the gateway's 405 with Allow
+    let r = c.request(
+        "POST",
+        "/api/products",
+        &[("content-type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["status"], 405);
+
+    // a path no route matches: the gateway's own 404 JSON
+    let r = c.get("/no/such/path");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.json();
+    assert_eq!(body["status"], 404);
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(body["requestId"].as_str(), r.header("x-request-id"));
+
+    // every one of these went over the one client connection
+    let r = c.get("/api/products/1");
+    assert_eq!(r.status, 200);
 }
 
 impl Drop for Catalog {
