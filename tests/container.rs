@@ -7,7 +7,10 @@
 //! One test, in steps: the user's walkthrough (`docker run` with the config
 //! mounted as one file, on the ports it names: 8081, and the catalog on
 //! 3000), Flex's directory mount, a ConfigMap-style symlink swap that
-//! reloads, SIGTERM under load, and an image started with no config.
+//! reloads, SIGTERM under load, an image started with no config, and the
+//! Helm chart (packaging/helm/check-chart: rendered by Helm's own code,
+//! validated against the Kubernetes schemas, its Deployment's container run
+//! with this image).
 
 mod support;
 use std::path::Path;
@@ -160,6 +163,7 @@ fn the_image_serves_the_walkthrough_flex_mounts_reloads_and_drains() {
     configmap_symlink_swap_reloads(&image);
     sigterm_under_load_drains_then_exits_0(&image);
     no_config_is_one_line_and_exit_1(&image);
+    helm_chart_renders_validates_and_runs(&image);
     drop(catalog);
 }
 
@@ -420,4 +424,17 @@ fn no_config_is_one_line_and_exit_1(image: &Image) {
         lines[0].contains("/etc/mulesoft/flex-gateway/conf.d"),
         "{logs}"
     );
+}
+
+/// The Helm chart: `helm lint` and `helm template` by Helm 4's SDK, every
+/// manifest against the Kubernetes API schemas, the rendered config files
+/// through `flex-gateway validate`, and the rendered Deployment's container
+/// run with this image (probes, Service port, metrics, stop).
+fn helm_chart_renders_validates_and_runs(image: &Image) {
+    let out = Command::new(repo_path("packaging/helm/check-chart"))
+        .args(["--binary", GATEWAY, "--image", &image.tag])
+        .output()
+        .expect("run packaging/helm/check-chart");
+    eprintln!("{}", text(&out));
+    assert!(out.status.success(), "chart checks failed:\n{}", text(&out));
 }
