@@ -310,7 +310,6 @@ fn configmap_symlink_swap_reloads(image: &Image) {
         c.logs()
     );
     drop(c);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `podman stop` while clients keep requests in flight: every request the
@@ -402,7 +401,6 @@ fn sigterm_under_load_drains_then_exits_0(image: &Image) {
         "stopped after {took:?}: killed, not drained"
     );
     drop(c);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Started with nothing mounted: one line saying where it looked, exit 1,

@@ -18,8 +18,40 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// A fresh private directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh private directory under the system temp dir, removed (with
+/// what it holds: keys, passwords) when the guard is dropped, also when the
+/// test fails.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TempDir {
+    /// The path, for an owner that removes it itself.
+    fn keep(self) -> PathBuf {
+        let dir = self.0.clone();
+        std::mem::forget(self);
+        dir
+    }
+}
+
+pub fn temp_dir(tag: &str) -> TempDir {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "flexgw-test-{}-{tag}-{}",
@@ -28,7 +60,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    TempDir(dir)
 }
 
 pub fn free_port() -> u16 {
@@ -45,6 +77,35 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether process `pid` itself listens on TCP `port` (a port open to a
+/// connect may belong to another test's process that took the same free
+/// port): its socket inodes against /proc/net/tcp{,6}'s listening sockets.
+pub fn listens(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: Vec<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|t| {
+            t.lines().skip(1).any(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // local_address, state 0A (LISTEN), inode
+                f.len() > 9
+                    && f[1].ends_with(&local)
+                    && f[3] == "0A"
+                    && inodes.iter().any(|i| i == f[9])
+            })
+        })
+    })
 }
 
 pub fn port_open(port: u16) -> bool {
@@ -129,7 +190,7 @@ impl Gateway {
         let template: String = files.iter().map(|(_, t)| t.as_str()).collect();
         let template = template.as_str();
         for _attempt in 0..3 {
-            let dir = temp_dir("gw");
+            let dir = temp_dir("gw").keep();
             let port = free_port();
             let admin_port = free_port();
             let port2 = free_port();
@@ -161,8 +222,12 @@ impl Gateway {
             // with an admin listener, both accept before the test goes on
             let has_admin = template.contains("{admin}");
             loop {
-                let second = !template.contains("{port2}") || port_open(port2);
-                if port_open(port) && second && (!has_admin || port_open(admin_port)) {
+                // the child's own sockets: a parallel test's process may
+                // hold a port that free_port handed to both
+                let pid = child.id();
+                let second = !template.contains("{port2}") || listens(pid, port2);
+                let admin = !has_admin || listens(pid, admin_port);
+                if listens(pid, port) && second && admin && port_open(port) {
                     return Gateway {
                         child,
                         port,
