@@ -345,7 +345,7 @@ impl Catalog {
                 .expect("spawn catalog-backend");
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if port_open(port) {
+                if listens(child.id(), port) && port_open(port) {
                     return Some(Catalog { child, port });
                 }
                 if let Ok(Some(_)) = child.try_wait() {
@@ -1105,9 +1105,10 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (install it with .ci/deps redis-server)");
+        let pid = child.id();
         self.child = Some(child);
         wait_until(Duration::from_secs(10), "redis-server accepts", || {
-            port_open(self.port)
+            listens(pid, self.port) && port_open(self.port)
         });
     }
 
