@@ -181,3 +181,21 @@ fn a_first_frame_sent_before_the_101_reaches_the_backend() {
         assert!(seen.starts_with("GET /ws/chat HTTP/1.1"), "{seen}");
     }
 }
+
+/// An upgrade request with a body, answered without switching protocols:
+/// the backend gets the whole body and the client its answer.
+#[test]
+fn an_upgrade_request_with_a_body_the_backend_declines() {
+    let backend = Backend::echo();
+    let gw = Gateway::start(&config_with_routes(&format!(
+        "    - id: ws\n      path: /ws/*\n      upstream: {{url: \"{}\"}}",
+        backend.url()
+    )));
+    let mut c = gw.connect();
+    c.send_raw(b"POST /ws/x HTTP/1.1\r\nHost: chat.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 5\r\n\r\nhello");
+    let r = c.read_response(false, false);
+    assert_eq!(r.status, 200);
+    let seen = backend.last();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.body, b"hello");
+}

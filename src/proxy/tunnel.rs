@@ -47,6 +47,20 @@ impl Gateway {
         let mut req = Box::new(session.req_header().clone());
         self.upstream_request_filter(session, &mut req, ctx).await?;
         up.write_request_header(req).await.map_err(Error::into_up)?;
+        if !session.is_body_empty() {
+            // a framed body before the upgrade (rare): the backend reads it
+            // whether or not it then switches protocols
+            while let Some(chunk) = session.read_request_body().await? {
+                let mut body = Some(chunk);
+                // the route's body limit, as for any request
+                self.request_body_filter(session, &mut body, false, ctx)
+                    .await?;
+                if let Some(chunk) = body {
+                    up.write_body(&chunk).await.map_err(Error::into_up)?;
+                }
+            }
+            up.finish_body().await.map_err(Error::into_up)?;
+        }
         let mut resp = loop {
             up.read_response().await.map_err(Error::into_up)?;
             match up.resp_header() {
