@@ -7,7 +7,8 @@
 //! One test, in steps: the user's walkthrough (`docker run` with the config
 //! mounted as one file, on the ports it names: 8081, and the catalog on
 //! 3000), Flex's directory mount, a ConfigMap-style symlink swap that
-//! reloads, SIGTERM under load, an image started with no config, and the
+//! reloads, SIGTERM under load, an image started with no config, PID 1
+//! reaping an orphan, and the
 //! Helm chart (packaging/helm/check-chart: rendered by Helm's own code,
 //! validated against the Kubernetes schemas, its Deployment's container run
 //! with this image).
@@ -163,6 +164,7 @@ fn the_image_serves_the_walkthrough_flex_mounts_reloads_and_drains() {
     configmap_symlink_swap_reloads(&image);
     sigterm_under_load_drains_then_exits_0(&image);
     no_config_is_one_line_and_exit_1(&image);
+    orphans_are_reaped_by_pid_1(&image);
     helm_chart_renders_validates_and_runs(&image);
     drop(catalog);
 }
@@ -435,4 +437,68 @@ fn helm_chart_renders_validates_and_runs(image: &Image) {
         .expect("run packaging/helm/check-chart");
     eprintln!("{}", text(&out));
     assert!(out.status.success(), "chart checks failed:\n{}", text(&out));
+}
+
+/// A process orphaned inside the container (here a second gateway started
+/// with `podman exec ... run -d`: its parent exits at once) is re-parented
+/// to PID 1, the gateway; when it dies, PID 1 must reap it, or it stays a
+/// zombie in the process table.
+fn orphans_are_reaped_by_pid_1(image: &Image) {
+    let dir = temp_dir("orphan");
+    let backend = Backend::echo();
+    std::fs::create_dir_all(dir.join("main")).unwrap();
+    std::fs::write(
+        dir.join("main/gateway.yaml"),
+        routes_config(free_port(), &backend, &["a"]),
+    )
+    .unwrap();
+    let other = routes_config(free_port(), &backend, &["b"]).replace(
+        "  routes:\n",
+        "  server: {admin: {enabled: false}, pidFile: /tmp/other.pid, upgradeSocket: /tmp/other.sock}\n  routes:\n",
+    );
+    std::fs::write(dir.join("other.yaml"), other).unwrap();
+    let c = Container::run(
+        image,
+        "orphan",
+        &[
+            "-v",
+            &mount(&dir.join("main"), "/etc/flex-gateway/conf.d"),
+            "-v",
+            &mount(&dir.join("other.yaml"), "/etc/other/other.yaml"),
+        ],
+    );
+    c.wait_ready();
+    let out = podman(&[
+        "exec",
+        &c.name,
+        "/usr/bin/flex-gateway",
+        "run",
+        "-d",
+        "-c",
+        "/etc/other/other.yaml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // its host pid and its parent inside the container
+    let mut orphan = None;
+    wait_until(Duration::from_secs(10), "the daemon under PID 1", || {
+        let top = text(&podman(&["top", &c.name, "hpid", "ppid", "args"]));
+        orphan = top
+            .lines()
+            .find(|l| l.contains("run -d"))
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+        orphan.is_some()
+    });
+    let orphan = orphan.unwrap();
+    assert_eq!(orphan[1], "1", "re-parented to PID 1: {orphan:?}");
+    let hpid = &orphan[0];
+    assert!(Command::new("kill")
+        .args(["-KILL", hpid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        Duration::from_secs(10),
+        "PID 1 to reap the killed orphan",
+        || !Path::new(&format!("/proc/{hpid}")).exists(),
+    );
 }
