@@ -95,6 +95,8 @@ struct Upstreaming {
     retries: u32,
     /// Addresses of failed attempts (a retry avoids them).
     tried: Vec<SocketAddr>,
+    /// Addresses an attempt timed out on (never tried again).
+    timed_out: Vec<SocketAddr>,
     hash_key: Option<Vec<u8>>,
     /// Why the request got 503 without reaching a target.
     refusal: Option<Refusal>,
@@ -346,6 +348,18 @@ impl Ctx {
         }
     }
 
+    /// The attempt timed out: this request never tries its target again
+    /// (a struggling target is not sent the same work twice, and a
+    /// one-target route answers 504 after its `timeout`, not a multiple of
+    /// it). Whether another target is left to retry on.
+    fn note_timeout(&mut self) -> bool {
+        let Some(a) = &self.up.attempt else {
+            return false;
+        };
+        self.up.timed_out.push(a.endpoint.addr);
+        a.service().has_target_besides(&self.up.timed_out)
+    }
+
     /// Refuse with 503 before reaching a target.
     fn refuse(&mut self, why: Refusal) -> Box<Error> {
         self.up.refusal = Some(why);
@@ -555,7 +569,7 @@ impl ProxyHttp for Gateway {
         if chosen.is_ok() {
             service.ensure_resolved().await.map_err(Error::into_up)?;
         }
-        match chosen.and_then(|()| service.choose(ctx.up.hash_key.as_deref(), &[], now)) {
+        match chosen.and_then(|()| service.choose(ctx.up.hash_key.as_deref(), &[], &[], now)) {
             Ok(attempt) if ctx.upgrade.is_some() => {
                 // a tunnel of our own (see proxy/tunnel.rs); Pingora only
                 // logs it (and answers 502 if nothing was written)
@@ -596,7 +610,12 @@ impl ProxyHttp for Gateway {
         }
         if ctx.up.attempt.is_none() {
             let now = Instant::now();
-            match service.choose(ctx.up.hash_key.as_deref(), &ctx.up.tried, now) {
+            match service.choose(
+                ctx.up.hash_key.as_deref(),
+                &ctx.up.tried,
+                &ctx.up.timed_out,
+                now,
+            ) {
                 Ok(a) => ctx.up.attempt = Some(a),
                 Err(why) => return Err(ctx.refuse(why)),
             }
@@ -634,7 +653,7 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .is_some_and(|r| r.config.upstream.retries.connect_failure);
-        if wanted && ctx.take_retry() {
+        if wanted && (!is_timeout(&e) || ctx.note_timeout()) && ctx.take_retry() {
             e.set_retry(true);
         }
         e
@@ -670,7 +689,12 @@ impl ProxyHttp for Gateway {
                 .route
                 .as_ref()
                 .is_some_and(|r| r.config.upstream.retries.timeout);
-            if wanted && is_timeout(&e) && replayable(session) && ctx.take_retry() {
+            if wanted
+                && is_timeout(&e)
+                && replayable(session)
+                && ctx.note_timeout()
+                && ctx.take_retry()
+            {
                 e.set_retry(true);
             }
         }

@@ -527,3 +527,54 @@ fn the_request_timeout_bounds_every_attempt_together() {
         "two attempts of 500ms: {took:?}"
     );
 }
+
+/// A timed-out request is never sent again to the target that timed out
+/// (the struggling backend is not given the same work twice): with one
+/// target the client gets 504 after one `timeout`; with another target the
+/// retry goes there.
+#[test]
+fn a_timeout_is_never_retried_on_the_target_that_timed_out() {
+    let hung = Backend::start(|_| {
+        Reply::Delayed(
+            Duration::from_secs(8),
+            Box::new(Reply::Json(200, "{\"late\":true}".into())),
+        )
+    });
+    let good = Backend::echo();
+    let gw = Gateway::start(&config(
+        &format!(
+            r#"    - name: hung-and-good
+      targets: ["{}", "{}"]
+      loadBalancing: round-robin"#,
+            hung.url(),
+            good.url()
+        ),
+        &format!(
+            r#"    - id: one
+      path: /one/*
+      upstream: {{url: "{}", timeout: 1s}}
+    - id: two
+      path: /two/*
+      upstream: {{service: hung-and-good, timeout: 1s}}"#,
+            hung.url()
+        ),
+    ));
+    // the default retries cover timeouts; the only target timed out
+    let r = gw.connect().get("/one/a");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(hits(&hung, "/one/"), 1, "the timed-out target got it once");
+    // with two targets, every request is answered by the good one; the
+    // hung one got each request at most once (round robin sends some there
+    // first)
+    let mut client = gw.connect();
+    for i in 0..4 {
+        let r = client.get(&format!("/two/{i}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(hits(&good, &format!("/two/{i}")), 1);
+        assert!(hits(&hung, &format!("/two/{i}")) <= 1);
+    }
+    assert!(
+        hits(&hung, "/two/") >= 1,
+        "round robin sent some there first"
+    );
+}

@@ -362,10 +362,23 @@ impl Service {
     /// Choose a target for one attempt. `key`: the hash key, if the service
     /// hashes; `tried`: addresses this request already failed on (avoided
     /// while another target is available).
+    /// Whether the service has a target outside `these` (resolved now).
+    pub fn has_target_besides(&self, these: &[SocketAddr]) -> bool {
+        self.pool
+            .load()
+            .endpoints
+            .iter()
+            .any(|e| !these.contains(&e.addr))
+    }
+
+    /// A target for an attempt: one this request has not `tried` while
+    /// another is admitted, and never one it `timed_out` on (a timeout is
+    /// not tried again on the target that timed out).
     pub fn choose(
         self: &Arc<Self>,
         key: Option<&[u8]>,
         tried: &[SocketAddr],
+        timed_out: &[SocketAddr],
         now: Instant,
     ) -> std::result::Result<Attempt, Refusal> {
         let c = &self.config.circuit;
@@ -380,7 +393,7 @@ impl Service {
         let mut probe = false;
         let mut admit = |i: usize, avoid: bool| {
             let e = &eps[i];
-            if avoid && tried.contains(&e.addr) {
+            if timed_out.contains(&e.addr) || (avoid && tried.contains(&e.addr)) {
                 return false;
             }
             let checked = self.config.health_check.is_some();
@@ -402,7 +415,9 @@ impl Service {
             chosen = pool.order.pick(eps, balance, key, |i| admit(i, false));
         }
         if chosen.is_none() && self.config.fail_open {
-            chosen = pool.order.pick(eps, balance, key, |_| true);
+            chosen = pool
+                .order
+                .pick(eps, balance, key, |i| !timed_out.contains(&eps[i].addr));
         }
         let Some(i) = chosen else {
             return Err(self.refuse(Refusal::NoHealthyTarget));
@@ -688,9 +703,9 @@ mod tests {
         let now = Instant::now();
         let slot = s.admit_request(now).expect("first");
         assert_eq!(s.admit_request(now).err(), Some(Refusal::MaxRequests));
-        let a = s.choose(None, &[], now).expect("a target");
+        let a = s.choose(None, &[], &[], now).expect("a target");
         assert_eq!(
-            s.choose(None, &[], now).err(),
+            s.choose(None, &[], &[], now).err(),
             Some(Refusal::MaxPending),
             "one pending at most"
         );
@@ -710,18 +725,18 @@ mod tests {
             CircuitBreaker::default(),
         );
         let now = Instant::now();
-        let mut a = s.choose(None, &[], now).unwrap();
+        let mut a = s.choose(None, &[], &[], now).unwrap();
         let first = a.endpoint.addr;
-        let b = s.choose(None, &[first], now).unwrap();
+        let b = s.choose(None, &[first], &[], now).unwrap();
         assert_ne!(b.endpoint.addr, first);
         // one failure ejects (consecutiveFailures 1): the other takes all
         a.finish(false);
         for _ in 0..4 {
-            assert_ne!(s.choose(None, &[], now).unwrap().endpoint.addr, first);
+            assert_ne!(s.choose(None, &[], &[], now).unwrap().endpoint.addr, first);
         }
         // everything tried: the same target again rather than nothing
         let other = b.endpoint.addr;
-        let again = s.choose(None, &[other], now).unwrap();
+        let again = s.choose(None, &[other], &[], now).unwrap();
         assert_eq!(again.endpoint.addr, other);
     }
 
