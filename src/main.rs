@@ -110,32 +110,13 @@ fn main() -> ExitCode {
             address,
             path,
             timeout,
-        } => {
-            let addr = match address {
-                Some(a) => a,
-                None => match config::model::ServerSettings::default().admin {
-                    Some(a) => a,
-                    None => {
-                        eprintln!(
-                            "flex-gateway probe: the admin listener is off ({}=off)",
-                            config::environment::ADMIN_ADDRESS
-                        );
-                        return ExitCode::from(1);
-                    }
-                },
-            };
-            match ops::probe::probe(addr, &path, std::time::Duration::from_secs(timeout)) {
-                Ok(200) => ExitCode::SUCCESS,
-                Ok(status) => {
-                    eprintln!("flex-gateway probe: {path} answered {status}");
-                    ExitCode::from(1)
-                }
-                Err(why) => {
-                    eprintln!("flex-gateway probe: {why}");
-                    ExitCode::from(1)
-                }
+        } => match ops::probe::run(address, &path, std::time::Duration::from_secs(timeout)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("flex-gateway probe: {why}");
+                ExitCode::from(1)
             }
-        }
+        },
         Command::Validate { config } => match load(&config) {
             Ok(c) => {
                 for n in &c.notices {

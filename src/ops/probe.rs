@@ -6,6 +6,27 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
+/// `flex-gateway probe`: `path` on `address` (default: the admin address
+/// the process defaults give, `FLEXGW_ADMIN_ADDRESS` included) must
+/// answer 200.
+pub fn run(address: Option<SocketAddr>, path: &str, timeout: Duration) -> Result<(), String> {
+    let addr = match address {
+        Some(a) => a,
+        None => crate::config::model::ServerSettings::default()
+            .admin
+            .ok_or_else(|| {
+                format!(
+                    "the admin listener is off ({}=off)",
+                    crate::config::environment::ADMIN_ADDRESS
+                )
+            })?,
+    };
+    match probe(addr, path, timeout)? {
+        200 => Ok(()),
+        status => Err(format!("{path} answered {status}")),
+    }
+}
+
 /// Where a listener bound to `addr` is reached from this host: a wildcard
 /// address is reached on loopback.
 pub fn reachable(addr: SocketAddr) -> SocketAddr {
