@@ -5,6 +5,9 @@
 //! request_filter          request id, client ip, normalise path (400),
 //!                         route (404 / 405: chain.on_method_not_allowed first),
 //!                         chain.on_request (a policy may answer: 401, 429, ...)
+//! proxy_upstream_filter   the service and first target (503 refusals);
+//!                         an upgrade request becomes a tunnel of our own
+//!                         here (proxy/tunnel.rs: the same hooks, in order)
 //! upstream_peer           resolve the route's upstream (502 when it cannot)
 //! upstream_request_filter base path + normalised path, Host, X-Forwarded-*,
 //!                         X-Request-Id, chain.on_upstream_request
