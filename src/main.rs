@@ -36,12 +36,7 @@ struct ConfigArg {
 
 impl ConfigArg {
     fn shown(&self) -> String {
-        let names: Vec<String> = self
-            .config
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        names.join(", ")
+        config::load::shown(&self.config)
     }
 }
 

@@ -573,19 +573,18 @@ impl ProxyHttp for Gateway {
             service.ensure_resolved().await.map_err(Error::into_up)?;
         }
         match chosen.and_then(|()| service.choose(ctx.up.hash_key.as_deref(), &[], &[], now)) {
-            Ok(attempt) if ctx.upgrade.is_some() => {
+            Ok(attempt) => {
+                ctx.up.attempt = Some(attempt);
+                if ctx.upgrade.is_none() {
+                    return Ok(true);
+                }
                 // a tunnel of our own (see proxy/tunnel.rs); Pingora only
                 // logs it (and answers 502 if nothing was written)
-                ctx.up.attempt = Some(attempt);
                 if let Err(e) = self.tunnel(session, ctx).await {
                     session.set_keepalive(None);
                     self.fail_to_proxy(session, &e, ctx).await;
                 }
                 Ok(false)
-            }
-            Ok(attempt) => {
-                ctx.up.attempt = Some(attempt);
-                Ok(true)
             }
             Err(why) => {
                 ctx.up.refusal = Some(why);

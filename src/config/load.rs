@@ -83,6 +83,12 @@ fn file_error(file: &str, message: String) -> ConfigError {
     }
 }
 
+/// Config paths as messages name them: `a, b, c`.
+pub fn shown(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
+}
+
 /// The files a load reads: `path` itself, or the `*.yaml`/`*.yml` files of a
 /// directory in name order (hidden files skipped).
 pub fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
@@ -104,15 +110,11 @@ pub fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
     let mut seen = std::collections::HashSet::new();
     files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     if files.is_empty() {
-        let places: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        let (shown, what) = match places.as_slice() {
-            [one] => (one.clone(), "no *.yaml or *.yml files in this directory".to_string()),
-            _ => (
-                places.join(", "),
-                "no configuration: no *.yaml or *.yml file in any of these (mount a file or a directory into one of them)".to_string(),
-            ),
+        let what = match paths.len() {
+            1 => "no *.yaml or *.yml files in this directory",
+            _ => "no configuration: no *.yaml or *.yml file in any of these (mount a file or a directory into one of them)",
         };
-        return Err(ConfigErrors(vec![file_error(&shown, what)]));
+        return Err(ConfigErrors(vec![file_error(&shown(paths), what.into())]));
     }
     Ok(files)
 }

@@ -13,7 +13,7 @@ use crate::runtime::{Phase, Runtime};
 use async_trait::async_trait;
 use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,25 +78,11 @@ pub fn write_pid_file(path: &Path) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Where to connect to check a listener: its own address, or loopback for a
-/// wildcard bind.
-fn probe_addr(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
-        _ => addr,
-    }
-}
-
 async fn all_accepting(addrs: &[SocketAddr]) -> bool {
     for a in addrs {
         let probe = tokio::time::timeout(
             Duration::from_millis(500),
-            tokio::net::TcpStream::connect(probe_addr(*a)),
+            tokio::net::TcpStream::connect(super::probe::reachable(*a)),
         );
         if !matches!(probe.await, Ok(Ok(_))) {
             return false;
