@@ -23,3 +23,5 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+#[cfg(feature = "wasm")]
+pub mod wasm;

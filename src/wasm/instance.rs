@@ -1,0 +1,373 @@
+//! One instance of a filter: its store (linear memory, host state), the
+//! callbacks it exports, and the lifecycle the host drives: start (VM,
+//! Flex initialisation, configure), request contexts, ticks, call
+//! responses. Every callback runs under an epoch deadline; a trap marks
+//! the instance broken (the pool replaces it).
+
+use super::abi::ACTION_PAUSE;
+use super::engine::{Compiled, EPOCH};
+use super::state::{CallResponse, Event, Headers, HostState, Outbound, PluginInfo, RequestInfo, Stream};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use wasmtime::{Store, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults};
+
+/// Why a callback failed: the filter trapped (or ran past its deadline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault(pub String);
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+type F3 = TypedFunc<(i32, i32, i32), i32>;
+
+struct Exports {
+    context_create: TypedFunc<(i32, i32), ()>,
+    vm_start: Option<TypedFunc<(i32, i32), i32>>,
+    configure: Option<TypedFunc<(i32, i32), i32>>,
+    flex_init: Option<TypedFunc<(), i32>>,
+    request_headers: Option<F3>,
+    request_body: Option<F3>,
+    response_headers: Option<F3>,
+    response_body: Option<F3>,
+    done: Option<TypedFunc<i32, i32>>,
+    log: Option<TypedFunc<i32, ()>>,
+    delete: Option<TypedFunc<i32, ()>>,
+    call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    tick: Option<TypedFunc<i32, ()>>,
+    queue_ready: Option<TypedFunc<(i32, i32), ()>>,
+}
+
+/// What a header or body callback decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Pause,
+}
+
+pub struct Instance {
+    store: Store<HostState>,
+    exports: Exports,
+    next_context: u32,
+    deadline_ticks: u64,
+    /// A callback trapped: the instance must not run again.
+    pub broken: bool,
+}
+
+/// The root context's id (one root context per instance).
+const ROOT: u32 = 1;
+
+impl Instance {
+    /// Instantiate and start: `_initialize`, the root context,
+    /// `proxy_on_vm_start`, `flex_on_policy_initialize` (a Flex PDK
+    /// policy), `proxy_on_configure`. The receiver gets root-context events.
+    pub fn start(
+        compiled: &Compiled,
+        plugin: Arc<PluginInfo>,
+    ) -> Result<(Instance, UnboundedReceiver<Event>), Fault> {
+        let (root_tx, root_rx) = tokio::sync::mpsc::unbounded_channel();
+        let limits = plugin.limits;
+        let engine = compiled.pre.module().engine();
+        let mut store = Store::new(
+            engine,
+            HostState {
+                plugin: plugin.clone(),
+                memory: None,
+                malloc: None,
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(limits.memory)
+                    .instances(1)
+                    .build(),
+                effective: ROOT,
+                root: ROOT,
+                streams: HashMap::new(),
+                tick: None,
+                call_response: None,
+                outbox: Vec::new(),
+                next_token: 0,
+                calls: HashMap::new(),
+                root_events: root_tx,
+                ffi_args: Vec::new(),
+                root_properties: HashMap::new(),
+            },
+        );
+        store.limiter(|h| &mut h.limits);
+        store.epoch_deadline_trap();
+        let deadline_ticks = (limits.callback.as_millis() / EPOCH.as_millis()).max(1) as u64 + 1;
+        // start-up may compile lazily-initialised state: a longer deadline
+        store.set_epoch_deadline(deadline_ticks * 10);
+        let instance = compiled
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Fault(format!("instantiation failed: {e:#}")))?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let malloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "malloc"))
+            .map_err(|e| Fault(format!("the allocator export has the wrong type: {e}")))?;
+        store.data_mut().memory = memory;
+        store.data_mut().malloc = Some(malloc);
+        macro_rules! opt {
+            ($name:literal) => {
+                match instance.get_func(&mut store, $name) {
+                    None => None,
+                    Some(f) => Some(f.typed(&store).map_err(|e| {
+                        Fault(format!("export {} has the wrong signature: {e}", $name))
+                    })?),
+                }
+            };
+        }
+        let exports = Exports {
+            context_create: opt!("proxy_on_context_create")
+                .ok_or_else(|| Fault("no proxy_on_context_create export".into()))?,
+            vm_start: opt!("proxy_on_vm_start"),
+            configure: opt!("proxy_on_configure"),
+            flex_init: opt!("flex_on_policy_initialize"),
+            request_headers: opt!("proxy_on_request_headers"),
+            request_body: opt!("proxy_on_request_body"),
+            response_headers: opt!("proxy_on_response_headers"),
+            response_body: opt!("proxy_on_response_body"),
+            done: opt!("proxy_on_done"),
+            log: opt!("proxy_on_log"),
+            delete: opt!("proxy_on_delete"),
+            call_response: opt!("proxy_on_http_call_response"),
+            tick: opt!("proxy_on_tick"),
+            queue_ready: opt!("proxy_on_queue_ready"),
+        };
+        let init: Option<TypedFunc<(), ()>> = opt!("_initialize");
+        let start: Option<TypedFunc<(), ()>> = opt!("_start");
+        let main: Option<TypedFunc<(i32, i32), i32>> = opt!("main");
+        let mut me = Instance {
+            store,
+            exports,
+            next_context: ROOT + 1,
+            deadline_ticks: deadline_ticks * 10,
+            broken: false,
+        };
+        match (init, start) {
+            (Some(f), _) => {
+                me.run(f, ROOT, ())?;
+                if let Some(m) = main {
+                    me.run(m, ROOT, (0, 0))?;
+                }
+            }
+            (None, Some(f)) => me.run(f, ROOT, ())?,
+            (None, None) => {}
+        }
+        me.run(me.exports.context_create.clone(), ROOT, (ROOT as i32, 0))?;
+        if let Some(f) = me.exports.vm_start.clone() {
+            let len = plugin.vm_config.len() as i32;
+            if me.run(f, ROOT, (ROOT as i32, len))? == 0 {
+                return Err(Fault("proxy_on_vm_start returned false".into()));
+            }
+        }
+        if let Some(f) = me.exports.flex_init.clone() {
+            if me.run(f, ROOT, ())? == 0 {
+                return Err(Fault("flex_on_policy_initialize returned false".into()));
+            }
+        }
+        if let Some(f) = me.exports.configure.clone() {
+            let len = plugin.config.len() as i32;
+            if me.run(f, ROOT, (ROOT as i32, len))? == 0 {
+                return Err(Fault(
+                    "the filter refused its configuration (proxy_on_configure returned false)".into(),
+                ));
+            }
+        }
+        me.deadline_ticks = deadline_ticks;
+        Ok((me, root_rx))
+    }
+
+    /// Run one callback for context `ctx` under the deadline.
+    fn run<P: WasmParams, Res: WasmResults>(
+        &mut self,
+        f: TypedFunc<P, Res>,
+        ctx: u32,
+        args: P,
+    ) -> Result<Res, Fault> {
+        if self.broken {
+            return Err(Fault("the instance is broken".into()));
+        }
+        self.store.data_mut().effective = ctx;
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        f.call(&mut self.store, args).map_err(|e| {
+            self.broken = true;
+            let interrupted = e
+                .downcast_ref::<wasmtime::Trap>()
+                .is_some_and(|t| *t == wasmtime::Trap::Interrupt);
+            Fault(if interrupted {
+                format!(
+                    "a callback ran past its deadline ({} ms) and was stopped",
+                    self.store.data().plugin.limits.callback.as_millis()
+                )
+            } else {
+                format!("the filter trapped: {e:#}")
+            })
+        })
+    }
+
+    pub fn plugin(&self) -> &Arc<PluginInfo> {
+        &self.store.data().plugin
+    }
+
+    /// Where the root context's events go.
+    pub fn root_events(&self) -> UnboundedSender<Event> {
+        self.store.data().root_events.clone()
+    }
+
+    /// The tick period the root context asked for.
+    pub fn tick_period(&self) -> Option<std::time::Duration> {
+        self.store.data().tick
+    }
+
+    /// A new request context; its id.
+    pub fn create_stream(
+        &mut self,
+        request: Headers,
+        info: Arc<RequestInfo>,
+        events: UnboundedSender<Event>,
+    ) -> Result<u32, Fault> {
+        let id = self.next_context;
+        self.next_context = self.next_context.wrapping_add(1).max(ROOT + 1);
+        self.store
+            .data_mut()
+            .streams
+            .insert(id, Stream::new(request, info, events));
+        self.run(self.exports.context_create.clone(), id, (id as i32, ROOT as i32))?;
+        Ok(id)
+    }
+
+    pub fn stream(&mut self, ctx: u32) -> Option<&mut Stream> {
+        self.store.data_mut().streams.get_mut(&ctx)
+    }
+
+    fn action(&mut self, f: Option<F3>, ctx: u32, n: usize, eos: bool) -> Result<Action, Fault> {
+        let Some(f) = f else {
+            return Ok(Action::Continue);
+        };
+        let a = self.run(f, ctx, (ctx as i32, n as i32, i32::from(eos)))?;
+        Ok(if a == ACTION_PAUSE {
+            Action::Pause
+        } else {
+            Action::Continue
+        })
+    }
+
+    pub fn request_headers(&mut self, ctx: u32, eos: bool) -> Result<Action, Fault> {
+        let n = self.stream(ctx).map_or(0, |s| s.request.pairs.len());
+        self.action(self.exports.request_headers.clone(), ctx, n, eos)
+    }
+
+    /// The request body so far (`stream.request_body`) is `size` bytes.
+    pub fn request_body(&mut self, ctx: u32, eos: bool) -> Result<Action, Fault> {
+        let n = self.stream(ctx).map_or(0, |s| s.request_body.len());
+        self.action(self.exports.request_body.clone(), ctx, n, eos)
+    }
+
+    pub fn response_headers(&mut self, ctx: u32, eos: bool) -> Result<Action, Fault> {
+        let n = self.stream(ctx).map_or(0, |s| s.response.pairs.len());
+        self.action(self.exports.response_headers.clone(), ctx, n, eos)
+    }
+
+    pub fn response_body(&mut self, ctx: u32, eos: bool) -> Result<Action, Fault> {
+        let n = self.stream(ctx).map_or(0, |s| s.response_body.len());
+        self.action(self.exports.response_body.clone(), ctx, n, eos)
+    }
+
+    pub fn has_body_callbacks(&self) -> (bool, bool) {
+        (
+            self.exports.request_body.is_some(),
+            self.exports.response_body.is_some(),
+        )
+    }
+
+    /// Hand an event to the context that made the call (or the root).
+    pub fn deliver(&mut self, event: Event) -> Result<(), Fault> {
+        match event {
+            Event::CallDone { token, response } => {
+                let Some(ctx) = self.store.data_mut().calls.remove(&token) else {
+                    return Ok(());
+                };
+                if ctx != ROOT {
+                    match self.stream(ctx) {
+                        Some(s) => s.calls = s.calls.saturating_sub(1),
+                        // the request ended: nobody to tell
+                        None => return Ok(()),
+                    }
+                }
+                let Some(f) = self.exports.call_response.clone() else {
+                    return Ok(());
+                };
+                let (n_headers, body) = match &response {
+                    Some(r) => (r.headers.pairs.len().max(1), r.body.len()),
+                    None => (0, 0),
+                };
+                self.store.data_mut().call_response = Some(response.unwrap_or_else(CallResponse::default));
+                let r = self.run(
+                    f,
+                    ctx,
+                    (ctx as i32, token as i32, n_headers as i32, body as i32, 0),
+                );
+                self.store.data_mut().call_response = None;
+                r
+            }
+            Event::QueueReady(id) => match self.exports.queue_ready.clone() {
+                Some(f) => self.run(f, ROOT, (ROOT as i32, id as i32)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    pub fn tick(&mut self) -> Result<(), Fault> {
+        match self.exports.tick.clone() {
+            Some(f) => self.run(f, ROOT, ROOT as i32),
+            None => Ok(()),
+        }
+    }
+
+    /// The calls asked for since the last time.
+    pub fn take_outbox(&mut self) -> Vec<Outbound> {
+        std::mem::take(&mut self.store.data_mut().outbox)
+    }
+
+    /// End a request context: `proxy_on_done`, `proxy_on_log`,
+    /// `proxy_on_delete`; its state is dropped whatever they do.
+    pub fn finish(&mut self, ctx: u32) -> Result<(), Fault> {
+        if !self.store.data().streams.contains_key(&ctx) {
+            return Ok(());
+        }
+        let r = (|| {
+            if let Some(f) = self.exports.done.clone() {
+                self.run(f, ctx, ctx as i32)?;
+            }
+            if let Some(f) = self.exports.log.clone() {
+                self.run(f, ctx, ctx as i32)?;
+            }
+            if let Some(f) = self.exports.delete.clone() {
+                self.run(f, ctx, ctx as i32)?;
+            }
+            Ok(())
+        })();
+        let h = self.store.data_mut();
+        h.streams.remove(&ctx);
+        h.calls.retain(|_, c| *c != ctx);
+        h.effective = ROOT;
+        r
+    }
+
+    /// Bytes of linear memory now.
+    pub fn memory_size(&self) -> usize {
+        self.store
+            .data()
+            .memory
+            .map_or(0, |m| m.data_size(&self.store))
+    }
+
+    /// Request contexts alive in the instance.
+    pub fn streams(&self) -> usize {
+        self.store.data().streams.len()
+    }
+}

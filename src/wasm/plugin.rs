@@ -1,0 +1,437 @@
+//! A plugin: one configured filter (module, root id, configuration) and
+//! its instances — Envoy's model, one per worker thread, request contexts
+//! inside them. A request is pinned to one instance for its life; each
+//! callback locks that instance for its duration only (never across an
+//! `.await`), so a filter's callbacks never run concurrently.
+//!
+//! A paused request waits on its own event channel (call responses) with
+//! no lock held. Calls run on the host's background runtime. A trapped
+//! instance is dropped and rebuilt on next use, at most once a second per
+//! instance; the requests it held fail.
+
+use super::engine::Compiled;
+use super::instance::{Action, Fault, Instance};
+use super::state::{CallResponse, Event, Headers, LocalReply, Outbound, PluginInfo, RequestInfo};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// A dropped instance is rebuilt no sooner than this after the last build.
+const REBUILD_EVERY: Duration = Duration::from_secs(1);
+
+struct Slot {
+    instance: Mutex<Option<Instance>>,
+    /// Bumped whenever the instance is replaced (a request on the old one
+    /// has lost its context).
+    generation: AtomicU64,
+    built_at: Mutex<Option<Instant>>,
+}
+
+pub struct Plugin {
+    pub info: Arc<PluginInfo>,
+    compiled: Arc<Compiled>,
+    slots: Vec<Arc<Slot>>,
+    next: AtomicUsize,
+}
+
+/// A request's context in one instance.
+pub struct StreamRef {
+    slot: usize,
+    generation: u64,
+    pub ctx: u32,
+    events: UnboundedReceiver<Event>,
+    sender: UnboundedSender<Event>,
+}
+
+/// What the filter decided about the request (or response) so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on; the headers as the filter left them if it changed them.
+    Continue(Option<Headers>),
+    Respond(LocalReply),
+    /// `proxy_close_stream`, or the filter never resumed: end the request.
+    Close(String),
+}
+
+/// Lock, tolerating a poisoned lock (a panic elsewhere).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Plugin {
+    /// A plugin with `instances` instances, the first started now (a
+    /// module that cannot start is refused here, with the reason).
+    pub fn new(compiled: Arc<Compiled>, info: Arc<PluginInfo>, instances: usize) -> Result<Plugin, Fault> {
+        let slots: Vec<Arc<Slot>> = (0..instances.max(1))
+            .map(|_| {
+                Arc::new(Slot {
+                    instance: Mutex::new(None),
+                    generation: AtomicU64::new(0),
+                    built_at: Mutex::new(None),
+                })
+            })
+            .collect();
+        let plugin = Plugin {
+            info,
+            compiled,
+            slots,
+            next: AtomicUsize::new(0),
+        };
+        // the first instance proves the module starts with this config
+        let mut first = lock(&plugin.slots[0].instance);
+        plugin.build(0, &mut first)?;
+        drop(first);
+        Ok(plugin)
+    }
+
+    /// Start a fresh instance in `slot`.
+    fn build(&self, slot: usize, place: &mut Option<Instance>) -> Result<(), Fault> {
+        let s = &self.slots[slot];
+        *lock(&s.built_at) = Some(Instant::now());
+        s.generation.fetch_add(1, Ordering::Relaxed);
+        let (mut instance, root_rx) = Instance::start(&self.compiled, self.info.clone())?;
+        let outbox = instance.take_outbox();
+        let root_tx = root_sender(&mut instance);
+        *place = Some(instance);
+        let generation = s.generation.load(Ordering::Relaxed);
+        for out in outbox {
+            spawn_call(out, root_tx.clone(), self.info.limits.body);
+        }
+        spawn_root(Arc::downgrade(s), generation, root_rx, root_tx, self.info.limits.body);
+        Ok(())
+    }
+
+    /// Lock the request's instance (building one if the slot is empty and
+    /// the rebuild rate allows).
+    fn with<T>(
+        &self,
+        slot: usize,
+        generation: Option<u64>,
+        f: impl FnOnce(&mut Instance) -> Result<T, Fault>,
+    ) -> Result<T, Fault> {
+        let s = &self.slots[slot];
+        let mut guard = lock(&s.instance);
+        if let Some(g) = generation {
+            if s.generation.load(Ordering::Relaxed) != g || guard.is_none() {
+                return Err(Fault("the filter's instance was replaced during the request".into()));
+            }
+        }
+        if guard.is_none() {
+            let recent = lock(&s.built_at).is_some_and(|t| t.elapsed() < REBUILD_EVERY);
+            if recent {
+                return Err(Fault("the filter's instance failed and is being rebuilt".into()));
+            }
+            self.build(slot, &mut guard)?;
+        }
+        let Some(instance) = guard.as_mut() else {
+            return Err(Fault("no instance".into()));
+        };
+        let r = f(instance);
+        if instance.broken {
+            log::warn!(target: "flexgw::wasm", "{}: instance {slot} dropped after a fault ({} request(s) in it fail)", self.info.name, instance.streams());
+            *guard = None;
+        }
+        r
+    }
+
+    /// A new request context with these headers; `proxy_on_request_headers`.
+    pub fn request_headers(
+        &self,
+        headers: Headers,
+        info: Arc<RequestInfo>,
+        end_of_stream: bool,
+    ) -> Result<(StreamRef, Action), Fault> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let (sender, events) = tokio::sync::mpsc::unbounded_channel();
+        let tx = sender.clone();
+        let (ctx, action, generation) = self.with(slot, None, |i| {
+            let ctx = i.create_stream(headers, info, tx)?;
+            let action = i.request_headers(ctx, end_of_stream)?;
+            Ok((ctx, action, 0))
+        })?;
+        let _ = generation;
+        let generation = self.slots[slot].generation.load(Ordering::Relaxed);
+        let stream = StreamRef {
+            slot,
+            generation,
+            ctx,
+            events,
+            sender,
+        };
+        self.send_calls(&stream)?;
+        Ok((stream, action))
+    }
+
+    /// Send the calls the last callback asked for.
+    fn send_calls(&self, s: &StreamRef) -> Result<(), Fault> {
+        let outbox = self.with(s.slot, Some(s.generation), |i| Ok(i.take_outbox()))?;
+        for out in outbox {
+            let to = if out.context == s.ctx {
+                s.sender.clone()
+            } else {
+                // a call made while another context was effective
+                match self.with(s.slot, Some(s.generation), |i| {
+                    Ok(i.stream(out.context).map(|st| st.events.clone()))
+                })? {
+                    Some(tx) => tx,
+                    None => continue,
+                }
+            };
+            spawn_call(out, to, self.info.limits.body);
+        }
+        Ok(())
+    }
+
+    /// Where the request stands after a callback: answered, closed,
+    /// resumed (or it did not pause), or still paused (`None`).
+    fn verdict(&self, s: &StreamRef, paused: bool, request: bool) -> Result<Option<Verdict>, Fault> {
+        self.with(s.slot, Some(s.generation), |i| {
+            let Some(st) = i.stream(s.ctx) else {
+                return Err(Fault("the request context is gone".into()));
+            };
+            if let Some(reply) = st.local.take() {
+                return Ok(Some(Verdict::Respond(reply)));
+            }
+            if st.closed {
+                return Ok(Some(Verdict::Close("the filter closed the stream".into())));
+            }
+            if paused && !st.resumed {
+                return Ok(None);
+            }
+            st.resumed = false;
+            let headers = if request { &mut st.request } else { &mut st.response };
+            let changed = headers.dirty.then(|| {
+                headers.dirty = false;
+                headers.clone()
+            });
+            Ok(Some(Verdict::Continue(changed)))
+        })
+    }
+
+    /// After a request-side callback: wait (no lock held) while the filter
+    /// pauses, delivering call responses, until it resumes or answers, or
+    /// the pause limit passes.
+    pub async fn settle(&self, s: &mut StreamRef, action: Action) -> Result<Verdict, Fault> {
+        let deadline = tokio::time::Instant::now() + self.info.limits.pause;
+        let mut paused = action == Action::Pause;
+        loop {
+            if let Some(v) = self.verdict(s, paused, true)? {
+                return Ok(v);
+            }
+            let event = match tokio::time::timeout_at(deadline, s.events.recv()).await {
+                Ok(Some(e)) => e,
+                Ok(None) | Err(_) => {
+                    return Ok(Verdict::Close(format!(
+                        "the filter paused the request and did not resume it within {} s",
+                        self.info.limits.pause.as_secs()
+                    )))
+                }
+            };
+            self.with(s.slot, Some(s.generation), |i| i.deliver(event))?;
+            self.send_calls(s)?;
+            paused = true;
+        }
+    }
+
+    /// Call responses that arrived while the request was not waiting.
+    fn drain(&self, s: &mut StreamRef) -> Result<(), Fault> {
+        while let Ok(event) = s.events.try_recv() {
+            self.with(s.slot, Some(s.generation), |i| i.deliver(event))?;
+        }
+        Ok(())
+    }
+
+    /// `proxy_on_request_body` with the body so far; the body to send on
+    /// (`None`: hold it, the filter pauses for more).
+    pub fn request_body(&self, s: &mut StreamRef, chunk: &[u8], eos: bool) -> Result<Option<Vec<u8>>, Fault> {
+        self.drain(s)?;
+        let limit = self.info.limits.body;
+        self.with(s.slot, Some(s.generation), |i| {
+            let st = i.stream(s.ctx).ok_or_else(|| Fault("the request context is gone".into()))?;
+            if st.request_body.len() + chunk.len() > limit {
+                return Err(Fault(format!("the filter buffered more than {limit} bytes of request body")));
+            }
+            st.request_body.extend_from_slice(chunk);
+            let action = i.request_body(s.ctx, eos)?;
+            let st = i.stream(s.ctx).ok_or_else(|| Fault("the request context is gone".into()))?;
+            if action == Action::Pause && !eos {
+                return Ok(None);
+            }
+            Ok(Some(std::mem::take(&mut st.request_body)))
+        })
+    }
+
+    /// `proxy_on_response_headers`: the headers as the filter left them.
+    pub fn response_headers(&self, s: &mut StreamRef, headers: Headers, status: u16, eos: bool) -> Result<Verdict, Fault> {
+        self.drain(s)?;
+        self.with(s.slot, Some(s.generation), |i| {
+            let st = i.stream(s.ctx).ok_or_else(|| Fault("the request context is gone".into()))?;
+            st.response = headers;
+            st.response_code = Some(status);
+            i.response_headers(s.ctx, eos).map(|_| ())
+        })?;
+        self.send_calls(s)?;
+        Ok(self
+            .verdict(s, false, false)?
+            .unwrap_or(Verdict::Continue(None)))
+    }
+
+    /// `proxy_on_response_body`, as for the request body.
+    pub fn response_body(&self, s: &mut StreamRef, chunk: &[u8], eos: bool) -> Result<Option<Vec<u8>>, Fault> {
+        let limit = self.info.limits.body;
+        self.with(s.slot, Some(s.generation), |i| {
+            let st = i.stream(s.ctx).ok_or_else(|| Fault("the request context is gone".into()))?;
+            if st.response_body.len() + chunk.len() > limit {
+                return Err(Fault(format!("the filter buffered more than {limit} bytes of response body")));
+            }
+            st.response_body.extend_from_slice(chunk);
+            let action = i.response_body(s.ctx, eos)?;
+            let st = i.stream(s.ctx).ok_or_else(|| Fault("the request context is gone".into()))?;
+            if action == Action::Pause && !eos {
+                return Ok(None);
+            }
+            Ok(Some(std::mem::take(&mut st.response_body)))
+        })
+    }
+
+    /// The request is over: done, log, delete.
+    pub fn finish(&self, s: &StreamRef, status: u16) {
+        let r = self.with(s.slot, Some(s.generation), |i| {
+            if let Some(st) = i.stream(s.ctx) {
+                st.response_code.get_or_insert(status);
+            }
+            i.finish(s.ctx)
+        });
+        if let Err(e) = r {
+            log::debug!(target: "flexgw::wasm", "{}: end of request: {e}", self.info.name);
+        }
+    }
+
+    /// Whether the filter has body callbacks (request, response).
+    pub fn body_callbacks(&self) -> (bool, bool) {
+        self.with(0, None, |i| Ok(i.has_body_callbacks()))
+            .unwrap_or((false, false))
+    }
+
+    /// Resident linear memory of the instances started so far.
+    pub fn memory(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| lock(&s.instance).as_ref().map_or(0, Instance::memory_size))
+            .sum()
+    }
+}
+
+fn root_sender(i: &mut Instance) -> UnboundedSender<Event> {
+    i.root_events()
+}
+
+/// The root context's life: ticks, and the events for it (call
+/// responses, queue notices), until its instance is replaced.
+fn spawn_root(
+    slot: Weak<Slot>,
+    generation: u64,
+    mut events: UnboundedReceiver<Event>,
+    tx: UnboundedSender<Event>,
+    body_limit: usize,
+) {
+    super::background().spawn(async move {
+        loop {
+            let period = {
+                let Some(s) = slot.upgrade() else { return };
+                if s.generation.load(Ordering::Relaxed) != generation {
+                    return;
+                }
+                let guard = lock(&s.instance);
+                match guard.as_ref() {
+                    Some(i) => i.tick_period(),
+                    None => return,
+                }
+            };
+            let event = match period {
+                Some(p) => tokio::time::timeout(p, events.recv()).await.ok(),
+                // no ticks: wake now and then to notice the instance went
+                None => tokio::time::timeout(Duration::from_secs(1), events.recv()).await.ok(),
+            };
+            if matches!(event, Some(None)) {
+                return;
+            }
+            let Some(s) = slot.upgrade() else { return };
+            if s.generation.load(Ordering::Relaxed) != generation {
+                return;
+            }
+            let mut guard = lock(&s.instance);
+            let Some(i) = guard.as_mut() else { return };
+            let r = match event {
+                Some(Some(e)) => i.deliver(e),
+                _ if period.is_some() => i.tick(),
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                log::warn!(target: "flexgw::wasm", "{}: root context: {e}", i.plugin().name);
+            }
+            let outbox = i.take_outbox();
+            if i.broken {
+                *guard = None;
+                return;
+            }
+            drop(guard);
+            for out in outbox {
+                spawn_call(out, tx.clone(), body_limit);
+            }
+        }
+    });
+}
+
+/// Send one call on the background runtime; its response (or failure)
+/// goes to `to`.
+fn spawn_call(out: Outbound, to: UnboundedSender<Event>, body_limit: usize) {
+    super::background().spawn(async move {
+        let token = out.token;
+        let response = match send(out, body_limit).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::debug!(target: "flexgw::wasm", "http call {token} failed: {e}");
+                None
+            }
+        };
+        let _ = to.send(Event::CallDone { token, response });
+    });
+}
+
+async fn send(out: Outbound, body_limit: usize) -> Result<CallResponse, String> {
+    use std::sync::OnceLock;
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap_or_default()
+    });
+    let method = reqwest::Method::from_bytes(out.method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut req = client.request(method, &out.url).timeout(out.timeout.max(Duration::from_millis(1)));
+    for (k, v) in &out.headers {
+        req = req.header(k.as_str(), v.as_slice());
+    }
+    if !out.body.is_empty() {
+        req = req.body(out.body);
+    }
+    let mut resp = req.send().await.map_err(|e| e.to_string())?;
+    let mut pairs = vec![(":status".to_string(), resp.status().as_u16().to_string().into_bytes())];
+    for (k, v) in resp.headers() {
+        pairs.push((k.as_str().to_string(), v.as_bytes().to_vec()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > body_limit {
+            return Err(format!("the response body is over {body_limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(CallResponse {
+        headers: Headers::new(pairs),
+        body,
+    })
+}
