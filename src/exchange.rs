@@ -17,6 +17,11 @@ pub struct Exchange {
     /// The client: the TCP peer, or the address a trusted proxy in front
     /// of the gateway reported in `X-Forwarded-For` (`trustedProxies`).
     pub client_ip: Option<IpAddr>,
+    /// The TCP peer and the gateway's own address of the connection.
+    pub peer: Option<std::net::SocketAddr>,
+    pub local: Option<std::net::SocketAddr>,
+    /// The connection is TLS (an HTTPS listener).
+    pub tls: bool,
     /// The normalised path: what routing saw and what goes upstream.
     pub path: String,
     /// The path to send upstream instead of `path`, when a policy rewrote

@@ -153,6 +153,20 @@ pub fn check_request(
     Ok(())
 }
 
+/// Headers that say how a message is framed or carried hop by hop: the
+/// gateway sets them itself on the responses it writes.
+pub fn is_framing_header(name: &str) -> bool {
+    [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// Does the raw head carry a header called `name`? (RFC 9112 §6.3 lets a
 /// server drop `Content-Length` next to `Transfer-Encoding`, as Pingora
 /// does; the gateway refuses such a request instead.)

@@ -224,16 +224,28 @@ async fn respond(
         }
     }
     // 204 (a CORS preflight answer) has no body and no Content-Length
-    let body =
-        (local.status != 204).then(|| error_body(local.status, &local.message, &ctx.x.request_id));
+    let own = local.body.is_some();
+    let body = (local.status != 204).then(|| match local.body {
+        Some(b) => b,
+        None => error_body(local.status, &local.message, &ctx.x.request_id),
+    });
     let mut resp = ResponseHeader::build(local.status, Some(4 + local.headers.len()))?;
     if let Some(body) = &body {
-        resp.insert_header("content-type", "application/json")?;
+        if !own {
+            resp.insert_header("content-type", "application/json")?;
+        }
         resp.insert_header("content-length", body.len().to_string())?;
     }
     resp.insert_header("x-request-id", ctx.request_id_value().clone())?;
     for (name, value) in local.headers {
-        resp.append_header(name, value)?;
+        // the gateway frames the body itself
+        if framing::is_framing_header(&name) {
+            continue;
+        }
+        match name {
+            std::borrow::Cow::Borrowed(n) => resp.append_header(n, value)?,
+            std::borrow::Cow::Owned(n) => resp.append_header(n, value)?,
+        };
     }
     if let Some(route) = &ctx.route {
         route.chain.on_response(&mut resp, &mut ctx.x, ctx.ran)?;
@@ -441,6 +453,9 @@ impl ProxyHttp for Gateway {
             ipset::client_ip(peer, &snapshot.config.server.trusted_proxies, forwarded)
         });
         ctx.peer_ip = peer;
+        ctx.x.peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        ctx.x.local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        ctx.x.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
 
         let raw = session
             .as_downstream()
@@ -505,7 +520,10 @@ impl ProxyHttp for Gateway {
                             ),
                         })
                     }
-                    _ => route.chain.on_request(req, &mut ctx.x, &mut ctx.ran).await,
+                    _ => {
+                        let req = session.req_header_mut();
+                        route.chain.on_request(req, &mut ctx.x, &mut ctx.ran).await
+                    }
                 }
             }
             Some(Match::MethodNotAllowed { allow, route }) => {
@@ -757,9 +775,14 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(route) = ctx.route.as_ref().filter(|r| r.chain.body_hooks().0) {
+            route
+                .chain
+                .on_request_body(body, end_of_stream, &mut ctx.x, ctx.ran)?;
+        }
         if let (Some(limit), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
             ctx.body_seen += chunk.len() as u64;
             if ctx.body_seen > limit {
@@ -791,6 +814,21 @@ impl ProxyHttp for Gateway {
             return Err(e.into_up());
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(route) = ctx.route.as_ref().filter(|r| r.chain.body_hooks().1) {
+            route
+                .chain
+                .on_response_body(body, end_of_stream, &mut ctx.x, ctx.ran)?;
+        }
+        Ok(None)
     }
 
     fn upstream_response_body_filter(

@@ -317,10 +317,10 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let req = pingora::http::RequestHeader::build("GET", b"/a", None).unwrap();
+        let mut req = pingora::http::RequestHeader::build("GET", b"/a", None).unwrap();
         let mut x = crate::exchange::Exchange::new();
         let mut ran = crate::policy::chain::Ran::default();
-        let _ = rt.block_on(route.chain.on_request(&req, &mut x, &mut ran));
+        let _ = rt.block_on(route.chain.on_request(&mut req, &mut x, &mut ran));
         let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
         route.chain.on_response(&mut resp, &mut x, ran).unwrap();
         resp.headers["x-ratelimit-remaining"]

@@ -45,6 +45,48 @@ impl Node {
         matches!(&self.value, Value::Scalar { text, quoted: false } if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
     }
 
+    /// The node as JSON (a policy's free-form configuration): quoted
+    /// scalars are strings; plain ones booleans, null, numbers or strings
+    /// as YAML 1.2's core schema reads them.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(pairs) => J::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.text().unwrap_or_default().to_string(), v.to_json()))
+                    .collect(),
+            ),
+            Value::Scalar { text, quoted: true } => J::String(text.clone()),
+            Value::Scalar { .. } if self.is_null() => J::Null,
+            Value::Scalar { text, .. } => match text.as_str() {
+                "true" | "True" | "TRUE" => J::Bool(true),
+                "false" | "False" | "FALSE" => J::Bool(false),
+                t => t
+                    .parse::<i64>()
+                    .map(J::from)
+                    .ok()
+                    .or_else(|| {
+                        t.parse::<f64>()
+                            .ok()
+                            .filter(|f| f.is_finite() && t.chars().any(|c| c.is_ascii_digit()))
+                            .and_then(serde_json::Number::from_f64)
+                            .map(J::Number)
+                    })
+                    .unwrap_or_else(|| J::String(t.to_string())),
+            },
+        }
+    }
+
+    /// The text of a scalar.
+    pub fn text(&self) -> Option<&str> {
+        match &self.value {
+            Value::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
     /// A short name of this node's kind, for "expected X, found Y" messages.
     pub fn kind(&self) -> String {
         match &self.value {

@@ -209,7 +209,7 @@ impl ApiKey {
 
 #[async_trait]
 impl Policy for ApiKey {
-    async fn on_request(&self, req: &RequestHeader, x: &mut Exchange) -> Decision {
+    async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
         let Some(key) = self.presented(req) else {
             return Decision::Respond(LocalResponse::new(401, "API key required"));
         };

@@ -327,7 +327,7 @@ pub fn credentials(req: &RequestHeader) -> Option<(String, String)> {
 
 #[async_trait]
 impl Policy for BasicAuth {
-    async fn on_request(&self, req: &RequestHeader, x: &mut Exchange) -> Decision {
+    async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
         let has_header = req.headers.contains_key(http::header::AUTHORIZATION);
         let Some((user, password)) = credentials(req) else {
             return self.unauthorized(if has_header {

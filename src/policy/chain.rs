@@ -50,12 +50,55 @@ pub struct Rejection {
 #[derive(Clone, Default)]
 pub struct Chain {
     links: Vec<Link>,
+    /// Some policy has a request (response) body hook.
+    bodies: (bool, bool),
 }
 
 impl Chain {
     /// Links already in their final order.
     pub fn new(links: Vec<Link>) -> Chain {
-        Chain { links }
+        let bodies = links.iter().fold((false, false), |(rq, rs), l| {
+            let (a, b) = l.policy.body_hooks();
+            (rq || a, rs || b)
+        });
+        Chain { links, bodies }
+    }
+
+    /// Whether a policy wants the request (response) body.
+    pub fn body_hooks(&self) -> (bool, bool) {
+        self.bodies
+    }
+
+    /// Request body hooks of the policies that saw the request, in order.
+    pub fn on_request_body(
+        &self,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        x: &mut Exchange,
+        ran: Ran,
+    ) -> pingora::Result<()> {
+        for (i, link) in self.links.iter().enumerate() {
+            if ran.saw(i) && link.policy.body_hooks().0 {
+                link.policy.on_request_body(body, end_of_stream, x)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Response body hooks of the policies that saw the request, last first.
+    pub fn on_response_body(
+        &self,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        x: &mut Exchange,
+        ran: Ran,
+    ) -> pingora::Result<()> {
+        for (i, link) in self.links.iter().enumerate().rev() {
+            if ran.saw(i) && link.policy.body_hooks().1 {
+                link.policy.on_response_body(body, end_of_stream, x)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -69,7 +112,7 @@ impl Chain {
     /// Run the request hooks; `ran` counts the policies that saw the request.
     pub async fn on_request(
         &self,
-        req: &RequestHeader,
+        req: &mut RequestHeader,
         x: &mut Exchange,
         ran: &mut Ran,
     ) -> Option<Rejection> {
@@ -179,7 +222,7 @@ mod tests {
 
     #[async_trait]
     impl Policy for Probe {
-        async fn on_request(&self, _req: &RequestHeader, _x: &mut Exchange) -> Decision {
+        async fn on_request(&self, _req: &mut RequestHeader, _x: &mut Exchange) -> Decision {
             self.log.lock().unwrap().push(format!("req {}", self.tag));
             if self.reject {
                 Decision::Respond(LocalResponse::new(401, "no"))
@@ -223,13 +266,13 @@ mod tests {
     fn run(spec: &[(&'static str, bool)]) -> (Option<Rejection>, Vec<String>, Vec<String>) {
         let log = Arc::new(Mutex::new(Vec::new()));
         let c = chain(spec, &log);
-        let req = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         let mut x = Exchange::new();
         let mut ran = Ran::default();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let rejected = rt.block_on(c.on_request(&req, &mut x, &mut ran));
+        let rejected = rt.block_on(c.on_request(&mut req, &mut x, &mut ran));
         let mut resp = ResponseHeader::build(200, None).unwrap();
         c.on_response(&mut resp, &mut x, ran).unwrap();
         let seen = resp

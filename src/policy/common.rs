@@ -254,15 +254,19 @@ impl TokenSource {
     }
 }
 
-/// The request's host without port: the Host header, or the authority of
-/// an absolute request target (HTTP/2 `:authority`).
-pub fn request_host(req: &pingora::http::RequestHeader) -> &str {
-    let raw = req
-        .headers
+/// The request's authority (host and port as sent): the Host header, or
+/// the authority of an absolute request target (HTTP/2 `:authority`).
+pub fn request_authority(req: &pingora::http::RequestHeader) -> &str {
+    req.headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
+        .unwrap_or("")
+}
+
+/// The request's host without port (see [`request_authority`]).
+pub fn request_host(req: &pingora::http::RequestHeader) -> &str {
+    let raw = request_authority(req);
     if let Some(rest) = raw.strip_prefix('[') {
         // [v6]:port
         return rest.split(']').next().unwrap_or("");

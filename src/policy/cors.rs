@@ -319,7 +319,7 @@ impl Cors {
 
 #[async_trait]
 impl Policy for Cors {
-    async fn on_request(&self, req: &RequestHeader, x: &mut Exchange) -> Decision {
+    async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
         if let Some(answer) = self.preflight(req) {
             x.ext.insert(Preflight);
             return answer;

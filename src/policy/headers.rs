@@ -385,7 +385,7 @@ pub mod inject {
 
     #[async_trait]
     impl Policy for Inject {
-        async fn on_request(&self, req: &RequestHeader, x: &mut Exchange) -> Decision {
+        async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
             let reads_request = self.0.response.iter().any(|i| {
                 i.value
                     .parts

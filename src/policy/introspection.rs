@@ -373,7 +373,7 @@ impl Introspection {
 
 #[async_trait]
 impl Policy for Introspection {
-    async fn on_request(&self, req: &RequestHeader, x: &mut Exchange) -> Decision {
+    async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
         let Some(token) = self.config.token.extract(req) else {
             return self.refuse(Failure::Missing);
         };

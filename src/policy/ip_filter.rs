@@ -80,7 +80,7 @@ impl IpFilter {
 
 #[async_trait]
 impl Policy for IpFilter {
-    async fn on_request(&self, _req: &RequestHeader, x: &mut Exchange) -> Decision {
+    async fn on_request(&self, _req: &mut RequestHeader, x: &mut Exchange) -> Decision {
         if self.permits(x) {
             Decision::Continue
         } else {

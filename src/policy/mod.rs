@@ -8,8 +8,10 @@
 //! ```text
 //! on_request             the request head, after routing; may answer it   (async: may wait on I/O)
 //! on_method_not_allowed  the route matched but not the method; may answer (a CORS preflight)
+//! on_request_body        each request body chunk (only if body_hooks says so)
 //! on_upstream_request    edit the request going upstream (headers, path)
 //! on_response            edit the response head, proxied or local (reverse order)
+//! on_response_body       each proxied response body chunk (reverse order)
 //! on_logging             after the response, with its status
 //! ```
 //!
@@ -37,6 +39,8 @@ pub mod jwt;
 pub mod path_rewrite;
 pub mod rate_limit;
 pub mod spike;
+#[cfg(feature = "wasm")]
+pub mod wasm;
 
 use crate::config::decode::Decoder;
 use crate::config::yaml::Node;
@@ -53,7 +57,10 @@ pub use chain::{Chain, Rejection};
 pub struct LocalResponse {
     pub status: u16,
     pub message: String,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(std::borrow::Cow<'static, str>, String)>,
+    /// A body of the policy's own (a custom policy's answer) instead of
+    /// the JSON error body; its content type among `headers`.
+    pub body: Option<bytes::Bytes>,
 }
 
 impl LocalResponse {
@@ -62,11 +69,16 @@ impl LocalResponse {
             status,
             message: message.into(),
             headers: Vec::new(),
+            body: None,
         }
     }
 
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+    pub fn with_header(
+        mut self,
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.headers.push((name.into(), value.into()));
         self
     }
 }
@@ -82,8 +94,37 @@ pub enum Decision {
 #[async_trait]
 pub trait Policy: Send + Sync {
     /// After routing, in chain order; `Respond` stops the chain and answers.
-    async fn on_request(&self, _req: &RequestHeader, _x: &mut Exchange) -> Decision {
+    /// Changes to the request head are what later policies and the
+    /// upstream see (a custom policy rewriting headers).
+    async fn on_request(&self, _req: &mut RequestHeader, _x: &mut Exchange) -> Decision {
         Decision::Continue
+    }
+
+    /// Which body hooks the policy has (request, response). Bodies pass
+    /// untouched through a chain where none does.
+    fn body_hooks(&self) -> (bool, bool) {
+        (false, false)
+    }
+
+    /// A chunk of the request body on its way upstream (`None` after the
+    /// hook: nothing is sent now, the policy holds it).
+    fn on_request_body(
+        &self,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        _x: &mut Exchange,
+    ) -> pingora::Result<()> {
+        Ok(())
+    }
+
+    /// A chunk of a proxied response body, in reverse chain order.
+    fn on_response_body(
+        &self,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        _x: &mut Exchange,
+    ) -> pingora::Result<()> {
+        Ok(())
     }
 
     /// The path is routed but not for this method: a policy may still
@@ -212,6 +253,7 @@ policies! {
     "header-removal" => HeaderRemoval(headers::remove),
     "path-rewrite" => PathRewrite(path_rewrite),
     "cors" => Cors(cors),
+    "proxy-wasm" => ProxyWasm(wasm),
 }
 
 impl PolicyConfig {

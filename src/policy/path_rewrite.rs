@@ -219,7 +219,7 @@ impl Rewrite {
 
 #[async_trait]
 impl Policy for Rewrite {
-    async fn on_request(&self, _req: &RequestHeader, x: &mut Exchange) -> Decision {
+    async fn on_request(&self, _req: &mut RequestHeader, x: &mut Exchange) -> Decision {
         let current = x.upstream_path.as_deref().unwrap_or(&x.path);
         if let Some(p) = self.apply(current) {
             x.upstream_path = Some(p);

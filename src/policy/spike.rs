@@ -155,7 +155,7 @@ impl Drop for Queued<'_> {
 
 #[async_trait]
 impl Policy for SpikeControl {
-    async fn on_request(&self, _req: &RequestHeader, x: &mut Exchange) -> Decision {
+    async fn on_request(&self, _req: &mut RequestHeader, x: &mut Exchange) -> Decision {
         let c = &self.config;
         let mut wait = match self.try_pass(Instant::now()) {
             Ok(remaining) => {

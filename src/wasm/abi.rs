@@ -114,9 +114,9 @@ pub fn detect<'a>(exports: impl IntoIterator<Item = &'a str>) -> Result<Abi, Str
 /// Serialize header pairs: `u32 count`, `(u32 name len, u32 value len)`
 /// per pair, then each `name\0value\0` (little-endian).
 pub fn serialize_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
-    let (count, bytes) = pairs
-        .clone()
-        .fold((0usize, 0usize), |(n, b), (k, v)| (n + 1, b + k.len() + v.len() + 2));
+    let (count, bytes) = pairs.clone().fold((0usize, 0usize), |(n, b), (k, v)| {
+        (n + 1, b + k.len() + v.len() + 2)
+    });
     let mut out = Vec::with_capacity(4 + count * 8 + bytes);
     out.extend_from_slice(&(count as u32).to_le_bytes());
     for (k, v) in pairs.clone() {
@@ -205,7 +205,10 @@ mod tests {
 
     #[test]
     fn abi_versions() {
-        assert_eq!(detect(["memory", "proxy_abi_version_0_2_1"]), Ok(Abi::V0_2_1));
+        assert_eq!(
+            detect(["memory", "proxy_abi_version_0_2_1"]),
+            Ok(Abi::V0_2_1)
+        );
         assert_eq!(detect(["proxy_abi_version_0_2_0"]), Ok(Abi::V0_2_0));
         let old = detect(["proxy_abi_version_0_1_0"]).unwrap_err();
         assert!(old.contains("ABI 0.1.0"), "{old}");

@@ -25,7 +25,8 @@ pub fn engine() -> Result<&'static Engine, String> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let engine = build().map_err(|e| format!("cannot start the WebAssembly engine: {e}"))?;
+            let engine =
+                build().map_err(|e| format!("cannot start the WebAssembly engine: {e}"))?;
             let ticker = engine.clone();
             std::thread::Builder::new()
                 .name("wasm-epoch".into())
@@ -95,7 +96,8 @@ fn compile_new(bytes: &[u8], hash: String) -> Result<Compiled, String> {
         return Err("not a WebAssembly module (it does not start with \\0asm)".into());
     }
     let engine = engine()?;
-    let module = Module::new(engine, bytes).map_err(|e| format!("the module does not compile: {e:#}"))?;
+    let module =
+        Module::new(engine, bytes).map_err(|e| format!("the module does not compile: {e:#}"))?;
     let abi = abi::detect(module.exports().map(|e| e.name()))?;
     for (name, needed) in [
         ("memory", "its linear memory"),
@@ -105,15 +107,17 @@ fn compile_new(bytes: &[u8], hash: String) -> Result<Compiled, String> {
             return Err(format!("the module does not export {name} ({needed})"));
         }
     }
-    if module.get_export("proxy_on_memory_allocate").is_none() && module.get_export("malloc").is_none() {
+    if module.get_export("proxy_on_memory_allocate").is_none()
+        && module.get_export("malloc").is_none()
+    {
         return Err("the module exports neither proxy_on_memory_allocate nor malloc: the host cannot hand it data".into());
     }
     let mut linker = Linker::new(engine);
     host::link(&mut linker).map_err(|e| format!("host functions: {e}"))?;
     host::wasi::link_stubs(&mut linker, &module).map_err(|e| format!("WASI stubs: {e}"))?;
-    let pre = linker.instantiate_pre(&module).map_err(|e| {
-        format!("the module imports what this host does not provide: {e:#}")
-    })?;
+    let pre = linker
+        .instantiate_pre(&module)
+        .map_err(|e| format!("the module imports what this host does not provide: {e:#}"))?;
     Ok(Compiled {
         pre,
         abi,

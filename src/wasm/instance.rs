@@ -6,7 +6,9 @@
 
 use super::abi::ACTION_PAUSE;
 use super::engine::{Compiled, EPOCH};
-use super::state::{CallResponse, Event, Headers, HostState, Outbound, PluginInfo, RequestInfo, Stream};
+use super::state::{
+    CallResponse, Event, Headers, HostState, Outbound, PluginInfo, RequestInfo, Stream,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -173,7 +175,8 @@ impl Instance {
             let len = plugin.config.len() as i32;
             if me.run(f, ROOT, (ROOT as i32, len))? == 0 {
                 return Err(Fault(
-                    "the filter refused its configuration (proxy_on_configure returned false)".into(),
+                    "the filter refused its configuration (proxy_on_configure returned false)"
+                        .into(),
                 ));
             }
         }
@@ -236,7 +239,11 @@ impl Instance {
             .data_mut()
             .streams
             .insert(id, Stream::new(request, info, events));
-        self.run(self.exports.context_create.clone(), id, (id as i32, ROOT as i32))?;
+        self.run(
+            self.exports.context_create.clone(),
+            id,
+            (id as i32, ROOT as i32),
+        )?;
         Ok(id)
     }
 
@@ -305,7 +312,8 @@ impl Instance {
                     Some(r) => (r.headers.pairs.len().max(1), r.body.len()),
                     None => (0, 0),
                 };
-                self.store.data_mut().call_response = Some(response.unwrap_or_else(CallResponse::default));
+                self.store.data_mut().call_response =
+                    Some(response.unwrap_or_else(CallResponse::default));
                 let r = self.run(
                     f,
                     ctx,

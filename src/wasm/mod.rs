@@ -36,7 +36,10 @@ pub fn background() -> &'static tokio::runtime::Handle {
         let spawned = std::thread::Builder::new()
             .name("wasm-host".into())
             .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => {
                         let _ = tx.send(Some(rt.handle().clone()));
                         rt.block_on(std::future::pending::<()>());

@@ -62,7 +62,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Plugin {
     /// A plugin with `instances` instances, the first started now (a
     /// module that cannot start is refused here, with the reason).
-    pub fn new(compiled: Arc<Compiled>, info: Arc<PluginInfo>, instances: usize) -> Result<Plugin, Fault> {
+    pub fn new(
+        compiled: Arc<Compiled>,
+        info: Arc<PluginInfo>,
+        instances: usize,
+    ) -> Result<Plugin, Fault> {
         let slots: Vec<Arc<Slot>> = (0..instances.max(1))
             .map(|_| {
                 Arc::new(Slot {
@@ -98,7 +102,13 @@ impl Plugin {
         for out in outbox {
             spawn_call(out, root_tx.clone(), self.info.limits.body);
         }
-        spawn_root(Arc::downgrade(s), generation, root_rx, root_tx, self.info.limits.body);
+        spawn_root(
+            Arc::downgrade(s),
+            generation,
+            root_rx,
+            root_tx,
+            self.info.limits.body,
+        );
         Ok(())
     }
 
@@ -114,13 +124,17 @@ impl Plugin {
         let mut guard = lock(&s.instance);
         if let Some(g) = generation {
             if s.generation.load(Ordering::Relaxed) != g || guard.is_none() {
-                return Err(Fault("the filter's instance was replaced during the request".into()));
+                return Err(Fault(
+                    "the filter's instance was replaced during the request".into(),
+                ));
             }
         }
         if guard.is_none() {
             let recent = lock(&s.built_at).is_some_and(|t| t.elapsed() < REBUILD_EVERY);
             if recent {
-                return Err(Fault("the filter's instance failed and is being rebuilt".into()));
+                return Err(Fault(
+                    "the filter's instance failed and is being rebuilt".into(),
+                ));
             }
             self.build(slot, &mut guard)?;
         }
@@ -185,7 +199,12 @@ impl Plugin {
 
     /// Where the request stands after a callback: answered, closed,
     /// resumed (or it did not pause), or still paused (`None`).
-    fn verdict(&self, s: &StreamRef, paused: bool, request: bool) -> Result<Option<Verdict>, Fault> {
+    fn verdict(
+        &self,
+        s: &StreamRef,
+        paused: bool,
+        request: bool,
+    ) -> Result<Option<Verdict>, Fault> {
         self.with(s.slot, Some(s.generation), |i| {
             let Some(st) = i.stream(s.ctx) else {
                 return Err(Fault("the request context is gone".into()));
@@ -200,7 +219,11 @@ impl Plugin {
                 return Ok(None);
             }
             st.resumed = false;
-            let headers = if request { &mut st.request } else { &mut st.response };
+            let headers = if request {
+                &mut st.request
+            } else {
+                &mut st.response
+            };
             let changed = headers.dirty.then(|| {
                 headers.dirty = false;
                 headers.clone()
@@ -244,17 +267,28 @@ impl Plugin {
 
     /// `proxy_on_request_body` with the body so far; the body to send on
     /// (`None`: hold it, the filter pauses for more).
-    pub fn request_body(&self, s: &mut StreamRef, chunk: &[u8], eos: bool) -> Result<Option<Vec<u8>>, Fault> {
+    pub fn request_body(
+        &self,
+        s: &mut StreamRef,
+        chunk: &[u8],
+        eos: bool,
+    ) -> Result<Option<Vec<u8>>, Fault> {
         self.drain(s)?;
         let limit = self.info.limits.body;
         self.with(s.slot, Some(s.generation), |i| {
-            let st = i.stream(s.ctx).ok_or_else(|| Fault("the request context is gone".into()))?;
+            let st = i
+                .stream(s.ctx)
+                .ok_or_else(|| Fault("the request context is gone".into()))?;
             if st.request_body.len() + chunk.len() > limit {
-                return Err(Fault(format!("the filter buffered more than {limit} bytes of request body")));
+                return Err(Fault(format!(
+                    "the filter buffered more than {limit} bytes of request body"
+                )));
             }
             st.request_body.extend_from_slice(chunk);
             let action = i.request_body(s.ctx, eos)?;
-            let st = i.stream(s.ctx).ok_or_else(|| Fault("the request context is gone".into()))?;
+            let st = i
+                .stream(s.ctx)
+                .ok_or_else(|| Fault("the request context is gone".into()))?;
             if action == Action::Pause && !eos {
                 return Ok(None);
             }
@@ -263,10 +297,18 @@ impl Plugin {
     }
 
     /// `proxy_on_response_headers`: the headers as the filter left them.
-    pub fn response_headers(&self, s: &mut StreamRef, headers: Headers, status: u16, eos: bool) -> Result<Verdict, Fault> {
+    pub fn response_headers(
+        &self,
+        s: &mut StreamRef,
+        headers: Headers,
+        status: u16,
+        eos: bool,
+    ) -> Result<Verdict, Fault> {
         self.drain(s)?;
         self.with(s.slot, Some(s.generation), |i| {
-            let st = i.stream(s.ctx).ok_or_else(|| Fault("the request context is gone".into()))?;
+            let st = i
+                .stream(s.ctx)
+                .ok_or_else(|| Fault("the request context is gone".into()))?;
             st.response = headers;
             st.response_code = Some(status);
             i.response_headers(s.ctx, eos).map(|_| ())
@@ -278,16 +320,27 @@ impl Plugin {
     }
 
     /// `proxy_on_response_body`, as for the request body.
-    pub fn response_body(&self, s: &mut StreamRef, chunk: &[u8], eos: bool) -> Result<Option<Vec<u8>>, Fault> {
+    pub fn response_body(
+        &self,
+        s: &mut StreamRef,
+        chunk: &[u8],
+        eos: bool,
+    ) -> Result<Option<Vec<u8>>, Fault> {
         let limit = self.info.limits.body;
         self.with(s.slot, Some(s.generation), |i| {
-            let st = i.stream(s.ctx).ok_or_else(|| Fault("the request context is gone".into()))?;
+            let st = i
+                .stream(s.ctx)
+                .ok_or_else(|| Fault("the request context is gone".into()))?;
             if st.response_body.len() + chunk.len() > limit {
-                return Err(Fault(format!("the filter buffered more than {limit} bytes of response body")));
+                return Err(Fault(format!(
+                    "the filter buffered more than {limit} bytes of response body"
+                )));
             }
             st.response_body.extend_from_slice(chunk);
             let action = i.response_body(s.ctx, eos)?;
-            let st = i.stream(s.ctx).ok_or_else(|| Fault("the request context is gone".into()))?;
+            let st = i
+                .stream(s.ctx)
+                .ok_or_else(|| Fault("the request context is gone".into()))?;
             if action == Action::Pause && !eos {
                 return Ok(None);
             }
@@ -352,7 +405,9 @@ fn spawn_root(
             let event = match period {
                 Some(p) => tokio::time::timeout(p, events.recv()).await.ok(),
                 // no ticks: wake now and then to notice the instance went
-                None => tokio::time::timeout(Duration::from_secs(1), events.recv()).await.ok(),
+                None => tokio::time::timeout(Duration::from_secs(1), events.recv())
+                    .await
+                    .ok(),
             };
             if matches!(event, Some(None)) {
                 return;
@@ -411,7 +466,9 @@ async fn send(out: Outbound, body_limit: usize) -> Result<CallResponse, String> 
             .unwrap_or_default()
     });
     let method = reqwest::Method::from_bytes(out.method.as_bytes()).map_err(|e| e.to_string())?;
-    let mut req = client.request(method, &out.url).timeout(out.timeout.max(Duration::from_millis(1)));
+    let mut req = client
+        .request(method, &out.url)
+        .timeout(out.timeout.max(Duration::from_millis(1)));
     for (k, v) in &out.headers {
         req = req.header(k.as_str(), v.as_slice());
     }
@@ -419,7 +476,10 @@ async fn send(out: Outbound, body_limit: usize) -> Result<CallResponse, String> 
         req = req.body(out.body);
     }
     let mut resp = req.send().await.map_err(|e| e.to_string())?;
-    let mut pairs = vec![(":status".to_string(), resp.status().as_u16().to_string().into_bytes())];
+    let mut pairs = vec![(
+        ":status".to_string(),
+        resp.status().as_u16().to_string().into_bytes(),
+    )];
     for (k, v) in resp.headers() {
         pairs.push((k.as_str().to_string(), v.as_bytes().to_vec()));
     }

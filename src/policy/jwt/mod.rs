@@ -390,7 +390,7 @@ impl Jwt {
 
 #[async_trait]
 impl Policy for Jwt {
-    async fn on_request(&self, req: &RequestHeader, x: &mut Exchange) -> Decision {
+    async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
         let Some(token) = self.config.token.extract(req) else {
             return self.refuse(Failure::Missing);
         };

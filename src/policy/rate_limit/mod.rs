@@ -409,7 +409,7 @@ impl RateLimiter {
 
 #[async_trait]
 impl Policy for RateLimiter {
-    async fn on_request(&self, req: &RequestHeader, x: &mut Exchange) -> Decision {
+    async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
         let key = self.key(req, x);
         let now = now_ms();
         let v = match &self.redis {

@@ -55,7 +55,9 @@ pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         }
         Ok(status::OK)
     })?;
-    l.func_wrap("env", "proxy_continue_response", |_c: C| -> R { Ok(status::OK) })?;
+    l.func_wrap("env", "proxy_continue_response", |_c: C| -> R {
+        Ok(status::OK)
+    })?;
     l.func_wrap("env", "proxy_close_stream", |mut c: C, _kind: i32| -> R {
         if let Some(s) = c.data_mut().stream() {
             s.closed = true;
@@ -106,15 +108,19 @@ pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(status::OK)
         },
     )?;
-    l.func_wrap("env", "proxy_set_effective_context", |mut c: C, id: i32| -> R {
-        let id = id as u32;
-        let h = c.data_mut();
-        if id != h.root && !h.streams.contains_key(&id) {
-            return Ok(status::BAD_ARGUMENT);
-        }
-        h.effective = id;
-        Ok(status::OK)
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_set_effective_context",
+        |mut c: C, id: i32| -> R {
+            let id = id as u32;
+            let h = c.data_mut();
+            if id != h.root && !h.streams.contains_key(&id) {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            h.effective = id;
+            Ok(status::OK)
+        },
+    )?;
     l.func_wrap("env", "proxy_done", |_c: C| -> R { Ok(status::OK) })?;
     l.func_wrap(
         "env",

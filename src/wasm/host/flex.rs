@@ -41,7 +41,9 @@ fn call(h: &mut HostState, name: &str, args: &[u8]) -> Result<Vec<u8>, i32> {
                 Some(f) => (f.policy.clone(), f.namespace.clone()),
                 None => (p.name.clone(), "default".to_string()),
             };
-            Ok(json!({"name": name, "namespace": namespace}).to_string().into_bytes())
+            Ok(json!({"name": name, "namespace": namespace})
+                .to_string()
+                .into_bytes())
         }
         "flex_create_service" => {
             let a = strings(args).ok_or(status::SERIALIZATION_FAILURE)?;

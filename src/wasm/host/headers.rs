@@ -28,9 +28,9 @@ pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_header_map_pairs",
         |mut c: C, kind: i32, ret_ptr: i32, ret_len: i32| -> R {
             let bytes = match map_of(c.data_mut(), kind) {
-                Some(m) => abi::serialize_pairs(
-                    m.pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())),
-                ),
+                Some(m) => {
+                    abi::serialize_pairs(m.pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())))
+                }
                 None => abi::serialize_pairs(std::iter::empty()),
             };
             hand_over(&mut c, &bytes, ret_ptr, ret_len)

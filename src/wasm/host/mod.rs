@@ -46,9 +46,14 @@ pub(crate) use guest;
 
 /// Bytes of guest memory (copied).
 pub fn read(c: &C, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
-    let mem = c.data().memory.ok_or(Status(status::INVALID_MEMORY_ACCESS))?;
+    let mem = c
+        .data()
+        .memory
+        .ok_or(Status(status::INVALID_MEMORY_ACCESS))?;
     let (p, l) = (ptr as u32 as usize, len as u32 as usize);
-    let end = p.checked_add(l).ok_or(Status(status::INVALID_MEMORY_ACCESS))?;
+    let end = p
+        .checked_add(l)
+        .ok_or(Status(status::INVALID_MEMORY_ACCESS))?;
     mem.data(c)
         .get(p..end)
         .map(<[u8]>::to_vec)
@@ -62,7 +67,10 @@ pub fn read_string(c: &C, ptr: i32, len: i32) -> Result<String, Status> {
 
 /// Write raw bytes at a guest address.
 pub fn write(c: &mut C, ptr: i32, bytes: &[u8]) -> Result<(), Status> {
-    let mem = c.data().memory.ok_or(Status(status::INVALID_MEMORY_ACCESS))?;
+    let mem = c
+        .data()
+        .memory
+        .ok_or(Status(status::INVALID_MEMORY_ACCESS))?;
     let p = ptr as u32 as usize;
     let end = p
         .checked_add(bytes.len())

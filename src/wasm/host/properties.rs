@@ -39,7 +39,11 @@ pub fn lookup(h: &mut HostState, path: &[u8]) -> Option<Vec<u8>> {
         }
         [b"request", b"query"] => {
             let p = path_of();
-            Some(p.iter().position(|b| *b == b'?').map_or_else(Vec::new, |i| p[i + 1..].to_vec()))
+            Some(
+                p.iter()
+                    .position(|b| *b == b'?')
+                    .map_or_else(Vec::new, |i| p[i + 1..].to_vec()),
+            )
         }
         [b"request", b"host"] => header(":authority"),
         [b"request", b"scheme"] => header(":scheme"),
@@ -65,7 +69,10 @@ pub fn lookup(h: &mut HostState, path: &[u8]) -> Option<Vec<u8>> {
             .get(&String::from_utf8_lossy(name).to_ascii_lowercase())
             .map(<[u8]>::to_vec),
         [b"source", b"address"] => s.info.source.map(|a| a.to_string().into_bytes()),
-        [b"source", b"port"] => s.info.source.map(|a| i64::from(a.port()).to_le_bytes().to_vec()),
+        [b"source", b"port"] => s
+            .info
+            .source
+            .map(|a| i64::from(a.port()).to_le_bytes().to_vec()),
         [b"destination", b"address"] => s.info.destination.map(|a| a.to_string().into_bytes()),
         [b"destination", b"port"] => s
             .info

@@ -126,23 +126,31 @@ pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    l.func_wrap("env", "proxy_record_metric", |_c: C, id: i32, v: i64| -> R {
-        match store::metric(id as u32) {
-            Some(m) => {
-                m.record(v as u64);
-                Ok(status::OK)
+    l.func_wrap(
+        "env",
+        "proxy_record_metric",
+        |_c: C, id: i32, v: i64| -> R {
+            match store::metric(id as u32) {
+                Some(m) => {
+                    m.record(v as u64);
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
             }
-            None => Ok(status::NOT_FOUND),
-        }
-    })?;
-    l.func_wrap("env", "proxy_get_metric", |mut c: C, id: i32, ret: i32| -> R {
-        match store::metric(id as u32) {
-            Some(m) => {
-                guest!(write(&mut c, ret, &m.get().to_le_bytes()));
-                Ok(status::OK)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_metric",
+        |mut c: C, id: i32, ret: i32| -> R {
+            match store::metric(id as u32) {
+                Some(m) => {
+                    guest!(write(&mut c, ret, &m.get().to_le_bytes()));
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
             }
-            None => Ok(status::NOT_FOUND),
-        }
-    })?;
+        },
+    )?;
     Ok(())
 }

@@ -65,19 +65,31 @@ fn fd_write(c: &mut C, fd: i32, iovs: i32, n: i32, written: i32) -> Result<i32, 
 
 pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     for m in MODULES {
-        l.func_wrap(m, "fd_write", |mut c: C, fd: i32, iovs: i32, n: i32, w: i32| -> E {
-            Ok(fd_write(&mut c, fd, iovs, n, w).unwrap_or_else(|e| e))
-        })?;
-        l.func_wrap(m, "clock_time_get", |mut c: C, id: i32, _precision: i64, ret: i32| -> E {
-            let ns = match id {
-                0 => super::context::now_ns(),
-                1..=3 => monotonic_ns(),
-                _ => return Ok(EINVAL),
-            };
-            Ok(errno(write(&mut c, ret, &ns.to_le_bytes())).err().unwrap_or(ESUCCESS))
-        })?;
+        l.func_wrap(
+            m,
+            "fd_write",
+            |mut c: C, fd: i32, iovs: i32, n: i32, w: i32| -> E {
+                Ok(fd_write(&mut c, fd, iovs, n, w).unwrap_or_else(|e| e))
+            },
+        )?;
+        l.func_wrap(
+            m,
+            "clock_time_get",
+            |mut c: C, id: i32, _precision: i64, ret: i32| -> E {
+                let ns = match id {
+                    0 => super::context::now_ns(),
+                    1..=3 => monotonic_ns(),
+                    _ => return Ok(EINVAL),
+                };
+                Ok(errno(write(&mut c, ret, &ns.to_le_bytes()))
+                    .err()
+                    .unwrap_or(ESUCCESS))
+            },
+        )?;
         l.func_wrap(m, "clock_res_get", |mut c: C, _id: i32, ret: i32| -> E {
-            Ok(errno(write(&mut c, ret, &1_000u64.to_le_bytes())).err().unwrap_or(ESUCCESS))
+            Ok(errno(write(&mut c, ret, &1_000u64.to_le_bytes()))
+                .err()
+                .unwrap_or(ESUCCESS))
         })?;
         l.func_wrap(m, "random_get", |mut c: C, ptr: i32, len: i32| -> E {
             let len = len as u32 as usize;
@@ -129,15 +141,20 @@ pub fn link_stubs(l: &mut Linker<HostState>, module: &Module) -> wasmtime::Resul
             })
             .collect();
         let returns_errno = matches!(zeros.as_slice(), [Val::I32(_)]);
-        l.func_new(import.module(), import.name(), ty, move |_c, _args, results| {
-            for (r, z) in results.iter_mut().zip(&zeros) {
-                *r = z.clone();
-            }
-            if returns_errno {
-                results[0] = Val::I32(answer);
-            }
-            Ok(())
-        })?;
+        l.func_new(
+            import.module(),
+            import.name(),
+            ty,
+            move |_c, _args, results| {
+                for (r, z) in results.iter_mut().zip(&zeros) {
+                    *r = z.clone();
+                }
+                if returns_errno {
+                    results[0] = Val::I32(answer);
+                }
+                Ok(())
+            },
+        )?;
     }
     Ok(())
 }
