@@ -254,6 +254,8 @@ impl Metrics {
             "Calls to the shared storage (Redis) that failed or timed out",
             crate::store::ERRORS.clone(),
         );
+        #[cfg(feature = "wasm")]
+        registry.register_collector(Box::new(WasmMetrics));
         Metrics {
             upstream,
             registry,
@@ -363,6 +365,66 @@ impl Metrics {
             log::warn!("metrics encoding failed: {e}");
         }
         out
+    }
+}
+
+/// The metrics custom policies define (`proxy_define_metric`), one series
+/// per name: `flexgw_wasm_counter_total`, `flexgw_wasm_gauge`,
+/// `flexgw_wasm_histogram` (sum and count), labelled `name`.
+#[cfg(feature = "wasm")]
+#[derive(Debug)]
+struct WasmMetrics;
+
+#[cfg(feature = "wasm")]
+impl prometheus_client::collector::Collector for WasmMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::wasm::shared::{all_metrics, MetricKind};
+        use prometheus_client::metrics::MetricType;
+        use std::sync::atomic::Ordering;
+        let all = all_metrics();
+        let kinds = [
+            (MetricKind::Counter, "wasm_counter", MetricType::Counter),
+            (MetricKind::Gauge, "wasm_gauge", MetricType::Gauge),
+            (
+                MetricKind::Histogram,
+                "wasm_histogram",
+                MetricType::Histogram,
+            ),
+        ];
+        for (kind, name, ty) in kinds {
+            let of_kind: Vec<_> = all.iter().filter(|m| m.kind == kind).collect();
+            if of_kind.is_empty() {
+                continue;
+            }
+            let help = "Defined by custom policies (proxy_define_metric), by name";
+            let mut family = encoder.encode_descriptor(name, help, None, ty)?;
+            for m in of_kind {
+                let labels = [("name", m.name.as_str())];
+                let mut e = family.encode_family(&labels)?;
+                let v = m.get();
+                match kind {
+                    MetricKind::Counter => e
+                        .encode_counter::<prometheus_client::encoding::NoLabelSet, u64, u64>(
+                            &(v.max(0) as u64),
+                            None,
+                        )?,
+                    MetricKind::Gauge => e.encode_gauge(&v)?,
+                    MetricKind::Histogram => {
+                        let count = m.count.load(Ordering::Relaxed);
+                        e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                            v as f64,
+                            count,
+                            &[(f64::INFINITY, count)],
+                            None,
+                        )?
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 

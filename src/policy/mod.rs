@@ -257,6 +257,16 @@ policies! {
 }
 
 impl PolicyConfig {
+    /// A Flex binding applies the policy to this API (a custom policy's
+    /// `plugin_name` is `<policy>.<namespace>.<api>`).
+    pub fn for_api(&mut self, api: &str) {
+        #[cfg(feature = "wasm")]
+        if let PolicyConfig::ProxyWasm(c) = self {
+            c.for_api(api);
+        }
+        let _ = api;
+    }
+
     /// What a policy learns when the configuration is assembled: who owns
     /// its instance (`route:<id>` or `gateway:<name>`: names its shared
     /// state, the same in every process) and the server's shared storage.

@@ -94,6 +94,34 @@ pub struct Config {
     pub flex: Option<FlexIdentity>,
 }
 
+impl Config {
+    /// Defaults for everything but the module and the name.
+    pub fn new(module: Module, name: String) -> Config {
+        Config {
+            name,
+            module,
+            root_id: String::new(),
+            vm_id: None,
+            vm_config: Vec::new(),
+            config: Vec::new(),
+            fail_open: false,
+            services: Vec::new(),
+            env: Vec::new(),
+            instances: default_instances(),
+            limits: Limits::default(),
+            flex: None,
+        }
+    }
+
+    /// A Flex binding's API: `plugin_name` = `<policy>.<namespace>.<api>`.
+    pub fn for_api(&mut self, api: &str) {
+        if let Some(f) = &mut self.flex {
+            f.api = api.to_string();
+            self.name = format!("{}.{}.{}", f.policy, f.namespace, api);
+        }
+    }
+}
+
 /// The module's bytes from `module:` (a path relative to the config file,
 /// or `base64://`).
 pub fn read_module(d: &mut Decoder, node: &Node, path: &str) -> Option<(Vec<u8>, String)> {
@@ -138,7 +166,7 @@ pub fn read_module(d: &mut Decoder, node: &Node, path: &str) -> Option<(Vec<u8>,
 
 /// Compile `bytes` (a module that does not compile or links what the
 /// host lacks is a config error with the reason).
-fn compile(d: &mut Decoder, node: &Node, path: &str, bytes: &[u8]) -> Option<Module> {
+pub fn compile(d: &mut Decoder, node: &Node, path: &str, bytes: &[u8]) -> Option<Module> {
     match engine::compile(bytes) {
         Ok(compiled) => Some(Module(compiled)),
         Err(e) => {
@@ -246,20 +274,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     let module_path = join(path, "module");
     let (bytes, stem) = read_module(d, module_node, &module_path)?;
     let module = compile(d, module_node, &module_path, &bytes)?;
-    let mut c = Config {
-        name: stem,
-        module,
-        root_id: String::new(),
-        vm_id: None,
-        vm_config: Vec::new(),
-        config: Vec::new(),
-        fail_open: false,
-        services: Vec::new(),
-        env: Vec::new(),
-        instances: default_instances(),
-        limits: Limits::default(),
-        flex: None,
-    };
+    let mut c = Config::new(module, stem);
     if let Some(n) = f.get("name") {
         c.name = d.string(n, &join(path, "name"))?;
     }

@@ -71,6 +71,8 @@ pub(super) fn here(m: &Meta, pos: Pos) -> String {
 }
 
 pub fn compile(resources: &[Resource], errors: &mut Vec<ConfigError>) -> Compiled {
+    let resolved = super::extension::resolve(resources, errors);
+    let resources = resolved.as_slice();
     let mut err = Errors(errors);
     let mut out = Compiled::default();
     if resources.is_empty() {

@@ -154,8 +154,10 @@ pub(super) fn compile_instance(
                     Target::Inline => format!("{}#{}", display, b.path),
                     _ => format!("{}#{}", display, b.meta.display()),
                 };
+                let mut config = config.as_ref().clone();
+                config.for_api(&inst.meta.name);
                 policies.push(PolicySpec {
-                    config: config.as_ref().clone(),
+                    config,
                     order: b.order,
                     document: Some(binding),
                     when: (!b.rules.0.is_empty()).then(|| {
@@ -168,7 +170,10 @@ pub(super) fn compile_instance(
                 });
             }
             // applied to the port / the Service before the instances
-            Bound::CircuitBreaker(_) | Bound::Tls(_) | Bound::TlsOutbound(..) => {}
+            Bound::CircuitBreaker(_)
+            | Bound::Tls(_)
+            | Bound::TlsOutbound(..)
+            | Bound::Extension(_) => {}
         }
     }
     if drafts.is_empty() {

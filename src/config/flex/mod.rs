@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod compile;
 pub mod configuration;
 pub mod expr;
+pub mod extension;
 mod instance;
 pub mod resources;
 
@@ -18,7 +19,13 @@ pub use compile::compile;
 pub use resources::{decode_resource, Resource};
 
 /// The resource kinds of Flex Local Mode.
-pub const KINDS: &[&str] = &["ApiInstance", "Service", "PolicyBinding", "Configuration"];
+pub const KINDS: &[&str] = &[
+    "ApiInstance",
+    "Service",
+    "PolicyBinding",
+    "Configuration",
+    "Extension",
+];
 
 /// The API versions Flex's examples use.
 pub const API_VERSIONS: &[&str] = &[

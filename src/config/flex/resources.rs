@@ -45,6 +45,8 @@ pub enum Resource {
     Service(ServiceRes),
     Binding(Box<Binding>),
     Configuration(ConfigRes),
+    /// A custom policy's definition or implementation.
+    Extension(super::extension::ExtensionRes),
 }
 
 impl Resource {
@@ -54,6 +56,7 @@ impl Resource {
             Resource::Service(r) => &r.meta,
             Resource::Binding(r) => &r.meta,
             Resource::Configuration(r) => &r.meta,
+            Resource::Extension(r) => &r.meta,
         }
     }
 }
@@ -182,6 +185,7 @@ pub fn decode_resource(d: &mut Decoder, doc: &Node, kind: &'static str) -> Optio
         "PolicyBinding" => {
             decode_binding(d, spec, "spec", meta, false).map(|b| Resource::Binding(Box::new(b)))
         }
+        "Extension" => super::extension::decode(d, spec, meta).map(Resource::Extension),
         _ => super::configuration::decode(d, spec, meta).map(Resource::Configuration),
     }
 }
@@ -460,7 +464,15 @@ fn decode_binding(
         let g = d.map(n, &pref_path, POLICY_REF_FIELDS)?;
         let name = d.required(&g, "name", &pref_path)?;
         let text = d.string(name, &join(&pref_path, "name"))?;
-        Some((text, name.pos))
+        let kind = match g.get("kind") {
+            Some(k) => Some(d.string(k, &join(&pref_path, "kind"))?),
+            None => None,
+        };
+        let namespace = match g.get("namespace") {
+            Some(k) => d.string(k, &join(&pref_path, "namespace"))?,
+            None => meta.namespace.clone(),
+        };
+        Some((text, name.pos, kind, namespace))
     });
     let order = match f.get("order") {
         Some(n) => d
@@ -472,21 +484,48 @@ fn decode_binding(
         Some(n) => decode_rules(d, n, &join(path, "rules")),
         None => Some(Rules::default()),
     };
-    let (policy_name, name_pos) = policy_name?;
+    let (policy_name, name_pos, kind, namespace) = policy_name?;
     let config_path = join(path, "config");
     let config = f.get("config").map(|c| {
         let c = dollar_references(c);
         d.resolve_references(&c, &config_path)
     });
-    let policy = catalog::decode(
-        d,
-        &policy_name,
-        name_pos,
-        config.as_ref(),
-        f.pos,
-        &config_path,
-        &join(&pref_path, "name"),
-    );
+    // a custom policy: resolved against the Extensions of every file
+    let extension = match kind.as_deref() {
+        Some("Extension") => true,
+        Some(other) => {
+            d.error(
+                name_pos,
+                &join(&pref_path, "kind"),
+                format!(
+                    "unsupported policy kind {other:?} (Extension, or none for a catalog policy)"
+                ),
+            );
+            return None;
+        }
+        None => !catalog::is_catalog_name(&policy_name),
+    };
+    let policy = if extension {
+        Some(Bound::Extension(Box::new(super::extension::ExtensionRef {
+            name: policy_name.clone(),
+            namespace,
+            name_pos,
+            name_path: join(&pref_path, "name"),
+            config: config.clone(),
+            config_pos: f.get("config").map_or(f.pos, |c| c.pos),
+            config_path: config_path.clone(),
+        })))
+    } else {
+        catalog::decode(
+            d,
+            &policy_name,
+            name_pos,
+            config.as_ref(),
+            f.pos,
+            &config_path,
+            &join(&pref_path, "name"),
+        )
+    };
     if d.errors.len() > before {
         return None;
     }

@@ -30,6 +30,13 @@ pub enum Bound {
     Tls(Box<crate::config::tls::ListenerTls>),
     /// `tls-outbound`: TLS to a Service, and whether to offer h2.
     TlsOutbound(Box<crate::config::model::UpstreamTls>, bool),
+    /// A custom policy (`kind: Extension`), resolved across documents.
+    Extension(Box<super::extension::ExtensionRef>),
+}
+
+/// A name of Flex's catalog (run or known) or of our own policies.
+pub fn is_catalog_name(name: &str) -> bool {
+    FLEX_NAMES.contains(&name) || NOT_YET.contains(&name) || policy::NAMES.contains(&name)
 }
 
 #[derive(Debug, Clone)]
