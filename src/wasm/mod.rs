@@ -58,3 +58,6 @@ pub fn background() -> &'static tokio::runtime::Handle {
         }
     })
 }
+
+#[cfg(test)]
+mod tests;
