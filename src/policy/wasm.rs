@@ -546,6 +546,15 @@ fn unframed(old: &http::HeaderMap, new: &http::HeaderMap) -> bool {
         && !new.contains_key(http::header::TRANSFER_ENCODING)
 }
 
+fn is_body_framing(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
+}
+
+/// A filter's changes to the request body's framing, for the upstream
+/// request (the downstream request keeps the client's framing).
+#[derive(Clone)]
+struct UpstreamFraming(Arc<Vec<Edit>>);
+
 enum Edit {
     Remove(String),
     Set(http::HeaderName, Vec<http::HeaderValue>),
@@ -592,7 +601,18 @@ impl Wasm {
             }
         }
         let old = req.headers.clone();
+        // the client's body is read by the request's own framing: changes
+        // to it are for the upstream request only
+        let mut framing = Vec::new();
         apply_headers(&self.name, &old, h, |e| match e {
+            Edit::Remove(n) if is_body_framing(&n) => {
+                framing.push(Edit::Remove(n));
+                Ok(())
+            }
+            Edit::Set(n, vs) if is_body_framing(n.as_str()) => {
+                framing.push(Edit::Set(n, vs));
+                Ok(())
+            }
             Edit::Remove(n) => {
                 req.remove_header(&n);
                 Ok(())
@@ -605,8 +625,8 @@ impl Wasm {
                 Ok(())
             }
         })?;
-        if unframed(&old, &req.headers) {
-            req.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        if !framing.is_empty() {
+            x.ext.insert(UpstreamFraming(Arc::new(framing)));
         }
         Ok(())
     }
@@ -743,6 +763,30 @@ impl Policy for Wasm {
 
     fn body_hooks(&self) -> (bool, bool) {
         self.plugin.body_callbacks()
+    }
+
+    fn on_upstream_request(&self, up: &mut RequestHeader, x: &mut Exchange) -> pingora::Result<()> {
+        let Some(UpstreamFraming(edits)) = x.ext.remove::<UpstreamFraming>() else {
+            return Ok(());
+        };
+        let old = up.headers.clone();
+        for e in edits.iter() {
+            match e {
+                Edit::Remove(n) => {
+                    up.remove_header(n);
+                }
+                Edit::Set(n, vs) => {
+                    up.remove_header(n);
+                    for v in vs {
+                        up.append_header(n.clone(), v.clone())?;
+                    }
+                }
+            }
+        }
+        if unframed(&old, &up.headers) {
+            up.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        }
+        Ok(())
     }
 
     fn on_request_body(
