@@ -543,3 +543,83 @@ fn an_inline_extension_binding_gets_its_config_checked_against_the_definition() 
     assert_eq!(code, Some(1));
     assert!(text.contains("unknown policy \"whoami\""), "{text}");
 }
+
+#[test]
+fn a_reload_swaps_the_filter_and_requests_in_flight_finish_on_the_old_one() {
+    let Some(module) = filters() else { return };
+    let backend = Backend::echo();
+    // the authorizer holds each call for a while: requests wait, paused
+    let authz = Backend::start(|_| {
+        Reply::Delayed(
+            Duration::from_millis(1500),
+            Box::new(Reply::JsonWith(
+                200,
+                vec![("x-user".into(), "old".into())],
+                "{}".into(),
+            )),
+        )
+    });
+    let auth = format!(
+        "            rootId: auth\n            services: {{authz: \"{}\"}}\n",
+        authz.url()
+    );
+    let gw = Gateway::start(&config_with_routes(&wasm_route(
+        "r",
+        "/*",
+        &backend.url(),
+        &module,
+        &auth,
+    )));
+    gw.wait_ready();
+    let file = gw.dir.join("gateway.yaml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let port = gw.port;
+    let in_flight: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Client::connect(port).request("GET", "/a", &[("authorization", "Bearer x")], b"")
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(5), "calls in flight", || {
+        authz.count() >= 4
+    });
+    // a new module configuration: the config filter, tagging responses
+    let next = original
+        .replace(
+            "rootId: auth",
+            "rootId: config\n            config: {header: x-generation, value: two}",
+        )
+        .replace(
+            &format!("            services: {{authz: \"{}\"}}\n", authz.url()),
+            "",
+        );
+    assert_ne!(next, original);
+    let tmp = file.with_extension("yaml.tmp");
+    std::fs::write(&tmp, &next).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let pid = gw.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut c = gw.connect();
+    wait_until(Duration::from_secs(10), "the new filter", || {
+        c.get("/b").header("x-generation") == Some("two")
+    });
+    for t in in_flight {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-generation"), None, "finished on the old filter");
+    }
+    let users: Vec<_> = backend
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.target == "/a")
+        .map(|s| s.header("x-user").map(str::to_string))
+        .collect();
+    assert_eq!(users, vec![Some("old".to_string()); 4]);
+}
