@@ -231,6 +231,43 @@ fn policy_routes(public_pem: &std::path::Path, bcrypt_hash: &str) -> Snapshot {
     yaml.push_str(&route("header-injection", &[&inject]));
     yaml.push_str(&route("header-removal", &[&remove]));
     yaml.push_str(&route("path-rewrite", &[&rewrite]));
+    // custom policies: the 286-byte hand-written filter of conf/ (the host's
+    // own cost) and, when the test filters are built, the SDK-built one
+    // adding a response header from its JSON config
+    let wat = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/custom-policy.yaml"
+    ))
+    .expect("conf/custom-policy.yaml");
+    let module = wat
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("module: "))
+        .expect("module line")
+        .to_string();
+    let wasm_wat = format!("proxy-wasm: {{module: {module}, instances: 1}}");
+    yaml.push_str(&route("proxy-wasm-wat", &[&wasm_wat]));
+    // FLEXGW_BENCH_WASM: another SDK-built module adding a response header
+    // (e.g. the SDK's http_config example; its config is the value)
+    let (sdk, root) = match std::env::var("FLEXGW_BENCH_WASM") {
+        Ok(path) => (std::path::PathBuf::from(path), "main"),
+        Err(_) => (
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/wasm-filters/wasm32-wasip1/release/flexgw_test_filters.wasm"),
+            "config",
+        ),
+    };
+    let wasm_sdk = format!(
+        "proxy-wasm: {{module: \"{}\", rootId: \"{root}\", config: {{header: x-team, value: payments}}, instances: 1}}",
+        sdk.display()
+    );
+    if sdk.exists() {
+        yaml.push_str(&route("proxy-wasm-sdk", &[&wasm_sdk]));
+    } else {
+        eprintln!(
+            "proxy-wasm-sdk: not measured ({} not built: cargo test --test wasm builds it)",
+            sdk.display()
+        );
+    }
     yaml.push_str("---\n");
     yaml.push_str(&head("five"));
     yaml.push_str(&format!("  policies:\n    - {rl}\n  routes:\n"));
@@ -285,9 +322,13 @@ fn policies(c: &mut Criterion) {
         "header-injection",
         "header-removal",
         "path-rewrite",
+        "proxy-wasm-wat",
+        "proxy-wasm-sdk",
         "chain-of-5",
     ] {
-        let route = snapshot.routes[id].clone();
+        let Some(route) = snapshot.routes.get(id).cloned() else {
+            continue;
+        };
         let r = if matches!(id, "http-basic-authentication" | "chain-of-5") {
             &basic_req
         } else {
@@ -319,6 +360,7 @@ fn policies(c: &mut Criterion) {
                     .chain
                     .on_response(&mut resp, &mut x, ran)
                     .expect("response");
+                route.chain.on_logging(&x, 200, ran);
                 black_box(resp)
             })
         });

@@ -29,6 +29,7 @@ use crate::config::decode::{join, Decoder};
 use crate::config::yaml::{Node, Value as Yaml};
 use crate::exchange::Exchange;
 use crate::wasm::engine::{self, Compiled};
+use crate::wasm::state::{HeaderEdit, Name, Val};
 use crate::wasm::{
     self, FlexIdentity, Headers, Limits, Plugin, PluginInfo, RequestInfo, StreamRef, Verdict,
 };
@@ -451,103 +452,127 @@ impl Wasm {
     }
 }
 
-/// The request head as a filter sees it.
+/// The request head as a filter sees it (names and values shared with
+/// the request, not copied).
 fn request_pairs(req: &RequestHeader, x: &Exchange) -> Headers {
     let mut pairs = Vec::with_capacity(req.headers.len() + 4);
-    pairs.push((
-        ":method".to_string(),
-        req.method.as_str().as_bytes().to_vec(),
-    ));
-    let path = req
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .as_bytes()
-        .to_vec();
-    pairs.push((":path".to_string(), path));
+    let method = http::HeaderValue::from_str(req.method.as_str())
+        .unwrap_or(http::HeaderValue::from_static("GET"));
+    pairs.push((Name::Pseudo(":method"), Val::Header(method)));
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    pairs.push((Name::Pseudo(":path"), Val::Bytes(path.as_bytes().to_vec())));
     let authority = super::common::request_authority(req);
-    pairs.push((":authority".to_string(), authority.as_bytes().to_vec()));
-    let scheme: &[u8] = if x.tls { b"https" } else { b"http" };
-    pairs.push((":scheme".to_string(), scheme.to_vec()));
+    pairs.push((
+        Name::Pseudo(":authority"),
+        Val::Bytes(authority.as_bytes().to_vec()),
+    ));
+    let scheme = http::HeaderValue::from_static(if x.tls { "https" } else { "http" });
+    pairs.push((Name::Pseudo(":scheme"), Val::Header(scheme)));
     for (k, v) in &req.headers {
-        pairs.push((k.as_str().to_string(), v.as_bytes().to_vec()));
+        pairs.push((Name::Header(k.clone()), Val::Header(v.clone())));
     }
     Headers::new(pairs)
 }
 
 fn response_pairs(resp: &ResponseHeader) -> Headers {
     let mut pairs = Vec::with_capacity(resp.headers.len() + 1);
-    pairs.push((
-        ":status".to_string(),
-        resp.status.as_str().as_bytes().to_vec(),
-    ));
+    let status = http::HeaderValue::from_str(resp.status.as_str())
+        .unwrap_or(http::HeaderValue::from_static("200"));
+    pairs.push((Name::Pseudo(":status"), Val::Header(status)));
     for (k, v) in &resp.headers {
-        pairs.push((k.as_str().to_string(), v.as_bytes().to_vec()));
+        pairs.push((Name::Header(k.clone()), Val::Header(v.clone())));
     }
     Headers::new(pairs)
 }
 
-/// The regular (non-pseudo) headers as a filter left them: names whose
-/// values changed are replaced, names it removed are removed. A name or
-/// value that is not valid HTTP is skipped (and logged).
-fn apply_headers<F>(
-    name: &str,
-    old: &http::HeaderMap,
-    new: &Headers,
-    mut edit: F,
-) -> pingora::Result<()>
-where
-    F: FnMut(Edit) -> pingora::Result<()>,
-{
-    let mut wanted: Vec<(&str, Vec<&[u8]>)> = Vec::new();
-    for (k, v) in new.pairs.iter().filter(|(k, _)| !k.starts_with(':')) {
-        match wanted.iter_mut().find(|(n, _)| *n == k.as_str()) {
-            Some((_, vs)) => vs.push(v),
-            None => wanted.push((k.as_str(), vec![v.as_slice()])),
+fn internal(why: String) -> Box<pingora::Error> {
+    pingora::Error::explain(pingora::ErrorType::HTTPStatus(500), why)
+}
+
+/// A header name and value a filter set, as HTTP; `None` (logged) when
+/// either is not valid.
+fn header(name: &str, k: &str, v: &[u8]) -> Option<(http::HeaderName, http::HeaderValue)> {
+    match (
+        http::HeaderName::from_bytes(k.as_bytes()),
+        http::HeaderValue::from_bytes(v),
+    ) {
+        (Ok(n), Ok(v)) => Some((n, v)),
+        _ => {
+            log::warn!(target: "flexgw::wasm", "{name}: header {k:?} (or its value) is not valid HTTP: not set");
+            None
         }
     }
-    for k in old.keys() {
-        if !wanted.iter().any(|(n, _)| *n == k.as_str()) {
-            edit(Edit::Remove(k.as_str().to_string()))?;
+}
+
+/// A filter's change to one header, for a request or response head.
+enum Edit {
+    Remove(http::HeaderName),
+    /// Replace every value (`append`: add one).
+    Set(http::HeaderName, http::HeaderValue, bool),
+}
+
+/// The regular headers' edits of `h` (pseudo-headers are the caller's):
+/// replayed in order; a whole-map replacement (`proxy_set_header_map_pairs`)
+/// becomes: remove every header, then add its pairs.
+fn edits(name: &str, old: &http::HeaderMap, h: &Headers) -> Vec<Edit> {
+    let mut out = Vec::with_capacity(h.edits.len());
+    if h.edits.iter().any(|e| matches!(e, HeaderEdit::All)) {
+        out.extend(old.keys().map(|k| Edit::Remove(k.clone())));
+        for (k, v) in h.pairs.iter().filter(|(k, _)| !k.as_str().starts_with(':')) {
+            if let Some((n, v)) = header(name, k.as_str(), v.as_bytes()) {
+                out.push(Edit::Set(n, v, true));
+            }
+        }
+        return out;
+    }
+    for e in &h.edits {
+        match e {
+            HeaderEdit::Add(k, v) | HeaderEdit::Replace(k, v) if !k.starts_with(':') => {
+                if let Some((n, v)) = header(name, k, v) {
+                    out.push(Edit::Set(n, v, matches!(e, HeaderEdit::Add(..))));
+                }
+            }
+            HeaderEdit::Remove(k) if !k.starts_with(':') => {
+                if let Ok(n) = http::HeaderName::from_bytes(k.as_bytes()) {
+                    out.push(Edit::Remove(n));
+                }
+            }
+            _ => {}
         }
     }
-    for (k, vs) in wanted {
-        let same = old
-            .get_all(k)
-            .iter()
-            .map(|v| v.as_bytes())
-            .eq(vs.iter().copied());
-        if same {
-            continue;
-        }
-        let Ok(hn) = http::HeaderName::from_bytes(k.as_bytes()) else {
-            log::warn!(target: "flexgw::wasm", "{name}: header name {k:?} is not valid HTTP: not set");
-            continue;
-        };
-        let values: Option<Vec<http::HeaderValue>> = vs
-            .iter()
-            .map(|v| http::HeaderValue::from_bytes(v).ok())
-            .collect();
-        let Some(values) = values else {
-            log::warn!(target: "flexgw::wasm", "{name}: a value of header {k} is not valid HTTP: not set");
-            continue;
-        };
-        edit(Edit::Set(hn, values))?;
+    out
+}
+
+/// The final value of pseudo-header `name`, if the filter set it.
+fn pseudo<'h>(h: &'h Headers, name: &str) -> Option<&'h [u8]> {
+    let all = h.edits.iter().any(|e| matches!(e, HeaderEdit::All));
+    let set = h.edits.iter().any(|e| match e {
+        HeaderEdit::Add(k, _) | HeaderEdit::Replace(k, _) => k == name,
+        _ => false,
+    });
+    if all {
+        return h.get(name);
     }
-    Ok(())
+    set.then(|| {
+        h.edits.iter().rev().find_map(|e| match e {
+            HeaderEdit::Add(k, v) | HeaderEdit::Replace(k, v) if k == name => Some(v.as_slice()),
+            _ => None,
+        })
+    })
+    .flatten()
 }
 
 /// The filter removed `Content-Length` (it will change the body's length,
 /// as the SDK examples do) and left no other framing: the body goes on
 /// chunked (HTTP/2 drops the header), never delimited by closing.
-fn unframed(old: &http::HeaderMap, new: &http::HeaderMap) -> bool {
-    old.contains_key(http::header::CONTENT_LENGTH)
-        && !new.contains_key(http::header::CONTENT_LENGTH)
-        && !new.contains_key(http::header::TRANSFER_ENCODING)
+fn unframed(had_length: bool, now: &http::HeaderMap) -> bool {
+    had_length
+        && !now.contains_key(http::header::CONTENT_LENGTH)
+        && !now.contains_key(http::header::TRANSFER_ENCODING)
 }
 
-fn is_body_framing(name: &str) -> bool {
-    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
+fn is_body_framing(name: &http::HeaderName) -> bool {
+    *name == http::header::CONTENT_LENGTH || *name == http::header::TRANSFER_ENCODING
 }
 
 /// A filter's changes to the request body's framing, for the upstream
@@ -555,13 +580,18 @@ fn is_body_framing(name: &str) -> bool {
 #[derive(Clone)]
 struct UpstreamFraming(Arc<Vec<Edit>>);
 
-enum Edit {
-    Remove(String),
-    Set(http::HeaderName, Vec<http::HeaderValue>),
-}
-
-fn internal(why: String) -> Box<pingora::Error> {
-    pingora::Error::explain(pingora::ErrorType::HTTPStatus(500), why)
+macro_rules! replay {
+    ($head:expr, $edit:expr) => {
+        match $edit {
+            Edit::Remove(n) => {
+                $head.remove_header(n);
+            }
+            Edit::Set(n, v, true) => {
+                $head.append_header(n.clone(), v.clone())?;
+            }
+            Edit::Set(n, v, false) => $head.insert_header(n.clone(), v.clone())?,
+        }
+    };
 }
 
 impl Wasm {
@@ -572,7 +602,7 @@ impl Wasm {
         x: &mut Exchange,
         h: &Headers,
     ) -> pingora::Result<()> {
-        if let Some(m) = h.get(":method") {
+        if let Some(m) = pseudo(h, ":method") {
             if m != req.method.as_str().as_bytes() {
                 let method = http::Method::from_bytes(m).map_err(|_| {
                     internal(format!("{}: :method {m:?} is not a method", self.name))
@@ -580,7 +610,7 @@ impl Wasm {
                 req.set_method(method);
             }
         }
-        if let Some(p) = h.get(":path") {
+        if let Some(p) = pseudo(h, ":path") {
             let current = req.uri.path_and_query().map_or("/", |p| p.as_str());
             if p != current.as_bytes() {
                 let uri = std::str::from_utf8(p)
@@ -592,39 +622,24 @@ impl Wasm {
                 req.set_uri(uri);
             }
         }
-        if let Some(a) = h.get(":authority") {
-            let current = super::common::request_authority(req);
-            if a != current.as_bytes() {
+        if let Some(a) = pseudo(h, ":authority") {
+            if a != super::common::request_authority(req).as_bytes() {
                 let v = http::HeaderValue::from_bytes(a)
                     .map_err(|_| internal(format!("{}: :authority is not valid", self.name)))?;
                 req.insert_header(http::header::HOST, v)?;
             }
         }
-        let old = req.headers.clone();
         // the client's body is read by the request's own framing: changes
         // to it are for the upstream request only
         let mut framing = Vec::new();
-        apply_headers(&self.name, &old, h, |e| match e {
-            Edit::Remove(n) if is_body_framing(&n) => {
-                framing.push(Edit::Remove(n));
-                Ok(())
+        for e in edits(&self.name, &req.headers, h) {
+            let (Edit::Remove(n) | Edit::Set(n, ..)) = &e;
+            if is_body_framing(n) {
+                framing.push(e);
+                continue;
             }
-            Edit::Set(n, vs) if is_body_framing(n.as_str()) => {
-                framing.push(Edit::Set(n, vs));
-                Ok(())
-            }
-            Edit::Remove(n) => {
-                req.remove_header(&n);
-                Ok(())
-            }
-            Edit::Set(n, vs) => {
-                req.remove_header(&n);
-                for v in vs {
-                    req.append_header(n.clone(), v)?;
-                }
-                Ok(())
-            }
-        })?;
+            replay!(req, &e);
+        }
         if !framing.is_empty() {
             x.ext.insert(UpstreamFraming(Arc::new(framing)));
         }
@@ -632,7 +647,7 @@ impl Wasm {
     }
 
     fn apply_response(&self, resp: &mut ResponseHeader, h: &Headers) -> pingora::Result<()> {
-        if let Some(s) = h.get(":status") {
+        if let Some(s) = pseudo(h, ":status") {
             let status = std::str::from_utf8(s)
                 .ok()
                 .and_then(|s| s.parse::<u16>().ok())
@@ -643,21 +658,11 @@ impl Wasm {
                 None => return Err(internal(format!("{}: :status is not a status", self.name))),
             }
         }
-        let old = resp.headers.clone();
-        apply_headers(&self.name, &old, h, |e| match e {
-            Edit::Remove(n) => {
-                resp.remove_header(&n);
-                Ok(())
-            }
-            Edit::Set(n, vs) => {
-                resp.remove_header(&n);
-                for v in vs {
-                    resp.append_header(n.clone(), v)?;
-                }
-                Ok(())
-            }
-        })?;
-        if unframed(&old, &resp.headers) {
+        let had_length = resp.headers.contains_key(http::header::CONTENT_LENGTH);
+        for e in edits(&self.name, &resp.headers, h) {
+            replay!(resp, &e);
+        }
+        if unframed(had_length, &resp.headers) {
             resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
         Ok(())
@@ -694,7 +699,7 @@ fn request_info(req: &RequestHeader, x: &Exchange) -> RequestInfo {
         tls_version: None,
         mtls: x.client_cert_subject.is_some(),
         sni: None,
-        route: x.route_id.to_string(),
+        route: x.route_id.clone(),
         time_ns: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
@@ -717,7 +722,7 @@ impl Policy for Wasm {
     async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
         let headers = request_pairs(req, x);
         let info = Arc::new(request_info(req, x));
-        let (stream, action) =
+        let (stream, verdict) =
             match self
                 .plugin
                 .request_headers(headers, info, headers_end_stream(req))
@@ -729,9 +734,10 @@ impl Policy for Wasm {
             plugin: &self.plugin,
             stream: Some(stream),
         };
-        let verdict = match pending.stream.as_mut() {
-            Some(s) => self.plugin.settle(s, action).await,
-            None => Err(wasm::Fault("no request context".into())),
+        let verdict = match (verdict, pending.stream.as_mut()) {
+            (Some(v), _) => Ok(v),
+            (None, Some(s)) => self.plugin.settle(s).await,
+            (None, None) => Err(wasm::Fault("no request context".into())),
         };
         // the exchange holds the context now: the logging hook ends it
         if let Some(s) = pending.stream.take() {
@@ -766,24 +772,14 @@ impl Policy for Wasm {
     }
 
     fn on_upstream_request(&self, up: &mut RequestHeader, x: &mut Exchange) -> pingora::Result<()> {
-        let Some(UpstreamFraming(edits)) = x.ext.remove::<UpstreamFraming>() else {
+        let Some(UpstreamFraming(framing)) = x.ext.remove::<UpstreamFraming>() else {
             return Ok(());
         };
-        let old = up.headers.clone();
-        for e in edits.iter() {
-            match e {
-                Edit::Remove(n) => {
-                    up.remove_header(n);
-                }
-                Edit::Set(n, vs) => {
-                    up.remove_header(n);
-                    for v in vs {
-                        up.append_header(n.clone(), v.clone())?;
-                    }
-                }
-            }
+        let had_length = up.headers.contains_key(http::header::CONTENT_LENGTH);
+        for e in framing.iter() {
+            replay!(up, e);
         }
-        if unframed(&old, &up.headers) {
+        if unframed(had_length, &up.headers) {
             up.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
         Ok(())

@@ -231,14 +231,13 @@ impl Instance {
         &mut self,
         request: Headers,
         info: Arc<RequestInfo>,
-        events: UnboundedSender<Event>,
     ) -> Result<u32, Fault> {
         let id = self.next_context;
         self.next_context = self.next_context.wrapping_add(1).max(ROOT + 1);
         self.store
             .data_mut()
             .streams
-            .insert(id, Stream::new(request, info, events));
+            .insert(id, Stream::new(request, info));
         self.run(
             self.exports.context_create.clone(),
             id,

@@ -40,8 +40,8 @@ pub struct StreamRef {
     slot: usize,
     generation: u64,
     pub ctx: u32,
-    events: UnboundedReceiver<Event>,
-    sender: UnboundedSender<Event>,
+    /// Call responses for this context (made with its first call).
+    events: Option<UnboundedReceiver<Event>>,
 }
 
 /// What the filter decided about the request (or response) so far.
@@ -96,7 +96,7 @@ impl Plugin {
         s.generation.fetch_add(1, Ordering::Relaxed);
         let (mut instance, root_rx) = Instance::start(&self.compiled, self.info.clone())?;
         let outbox = instance.take_outbox();
-        let root_tx = root_sender(&mut instance);
+        let root_tx = instance.root_events();
         *place = Some(instance);
         let generation = s.generation.load(Ordering::Relaxed);
         for out in outbox {
@@ -113,12 +113,12 @@ impl Plugin {
     }
 
     /// Lock the request's instance (building one if the slot is empty and
-    /// the rebuild rate allows).
+    /// the rebuild rate allows); `f` also gets the instance's generation.
     fn with<T>(
         &self,
         slot: usize,
         generation: Option<u64>,
-        f: impl FnOnce(&mut Instance) -> Result<T, Fault>,
+        f: impl FnOnce(&mut Instance, u64) -> Result<T, Fault>,
     ) -> Result<T, Fault> {
         let s = &self.slots[slot];
         let mut guard = lock(&s.instance);
@@ -141,7 +141,7 @@ impl Plugin {
         let Some(instance) = guard.as_mut() else {
             return Err(Fault("no instance".into()));
         };
-        let r = f(instance);
+        let r = f(instance, s.generation.load(Ordering::Relaxed));
         if instance.broken {
             log::warn!(target: "flexgw::wasm", "{}: instance {slot} dropped after a fault ({} request(s) in it fail)", self.info.name, instance.streams());
             *guard = None;
@@ -149,118 +149,101 @@ impl Plugin {
         r
     }
 
+    /// Send the calls the last callback asked for (under the instance's
+    /// lock: spawning is all it does). A context's first call makes its
+    /// event channel; `events` gets the receiver when it is `ctx`'s.
+    fn dispatch(&self, i: &mut Instance, ctx: u32, events: &mut Option<UnboundedReceiver<Event>>) {
+        for out in i.take_outbox() {
+            let to = match i.stream(out.context) {
+                Some(st) => match &st.events {
+                    Some(tx) => tx.clone(),
+                    None if out.context == ctx => {
+                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                        st.events = Some(tx.clone());
+                        *events = Some(rx);
+                        tx
+                    }
+                    // made for a context that is not the one running: the
+                    // root task delivers it
+                    None => i.root_events(),
+                },
+                None => i.root_events(),
+            };
+            spawn_call(out, to, self.info.limits.body);
+        }
+    }
+
     /// A new request context with these headers; `proxy_on_request_headers`.
+    /// The verdict, or `None` while the filter pauses (see [`Plugin::settle`]).
     pub fn request_headers(
         &self,
         headers: Headers,
         info: Arc<RequestInfo>,
         end_of_stream: bool,
-    ) -> Result<(StreamRef, Action), Fault> {
+    ) -> Result<(StreamRef, Option<Verdict>), Fault> {
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let (sender, events) = tokio::sync::mpsc::unbounded_channel();
-        let tx = sender.clone();
-        let (ctx, action, generation) = self.with(slot, None, |i| {
-            let ctx = i.create_stream(headers, info, tx)?;
+        let mut events = None;
+        let (ctx, verdict, generation) = self.with(slot, None, |i, generation| {
+            let ctx = i.create_stream(headers, info)?;
             let action = i.request_headers(ctx, end_of_stream)?;
-            Ok((ctx, action, 0))
+            self.dispatch(i, ctx, &mut events);
+            let verdict = verdict(i, ctx, action == Action::Pause, true)?;
+            Ok((ctx, verdict, generation))
         })?;
-        let _ = generation;
-        let generation = self.slots[slot].generation.load(Ordering::Relaxed);
         let stream = StreamRef {
             slot,
             generation,
             ctx,
             events,
-            sender,
         };
-        self.send_calls(&stream)?;
-        Ok((stream, action))
+        Ok((stream, verdict))
     }
 
-    /// Send the calls the last callback asked for.
-    fn send_calls(&self, s: &StreamRef) -> Result<(), Fault> {
-        let outbox = self.with(s.slot, Some(s.generation), |i| Ok(i.take_outbox()))?;
-        for out in outbox {
-            let to = if out.context == s.ctx {
-                s.sender.clone()
-            } else {
-                // a call made while another context was effective
-                match self.with(s.slot, Some(s.generation), |i| {
-                    Ok(i.stream(out.context).map(|st| st.events.clone()))
-                })? {
-                    Some(tx) => tx,
-                    None => continue,
+    /// Wait (no lock held) while the filter pauses the request, delivering
+    /// call responses, until it resumes or answers, or the pause limit
+    /// passes.
+    pub async fn settle(&self, s: &mut StreamRef) -> Result<Verdict, Fault> {
+        let deadline = tokio::time::Instant::now() + self.info.limits.pause;
+        loop {
+            let event = match s.events.as_mut() {
+                Some(rx) => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+                None => {
+                    tokio::time::sleep_until(deadline).await;
+                    None
                 }
             };
-            spawn_call(out, to, self.info.limits.body);
-        }
-        Ok(())
-    }
-
-    /// Where the request stands after a callback: answered, closed,
-    /// resumed (or it did not pause), or still paused (`None`).
-    fn verdict(
-        &self,
-        s: &StreamRef,
-        paused: bool,
-        request: bool,
-    ) -> Result<Option<Verdict>, Fault> {
-        self.with(s.slot, Some(s.generation), |i| {
-            let Some(st) = i.stream(s.ctx) else {
-                return Err(Fault("the request context is gone".into()));
+            let Some(event) = event else {
+                return Ok(Verdict::Close(format!(
+                    "the filter paused the request and did not resume it within {} s",
+                    self.info.limits.pause.as_secs()
+                )));
             };
-            if let Some(reply) = st.local.take() {
-                return Ok(Some(Verdict::Respond(reply)));
+            let ctx = s.ctx;
+            let mut events = None;
+            let v = self.with(s.slot, Some(s.generation), |i, _| {
+                i.deliver(event)?;
+                self.dispatch(i, ctx, &mut events);
+                verdict(i, ctx, true, true)
+            })?;
+            if events.is_some() {
+                s.events = events;
             }
-            if st.closed {
-                return Ok(Some(Verdict::Close("the filter closed the stream".into())));
-            }
-            if paused && !st.resumed {
-                return Ok(None);
-            }
-            st.resumed = false;
-            let headers = if request {
-                &mut st.request
-            } else {
-                &mut st.response
-            };
-            let changed = headers.dirty.then(|| {
-                headers.dirty = false;
-                headers.clone()
-            });
-            Ok(Some(Verdict::Continue(changed)))
-        })
-    }
-
-    /// After a request-side callback: wait (no lock held) while the filter
-    /// pauses, delivering call responses, until it resumes or answers, or
-    /// the pause limit passes.
-    pub async fn settle(&self, s: &mut StreamRef, action: Action) -> Result<Verdict, Fault> {
-        let deadline = tokio::time::Instant::now() + self.info.limits.pause;
-        let mut paused = action == Action::Pause;
-        loop {
-            if let Some(v) = self.verdict(s, paused, true)? {
+            if let Some(v) = v {
                 return Ok(v);
             }
-            let event = match tokio::time::timeout_at(deadline, s.events.recv()).await {
-                Ok(Some(e)) => e,
-                Ok(None) | Err(_) => {
-                    return Ok(Verdict::Close(format!(
-                        "the filter paused the request and did not resume it within {} s",
-                        self.info.limits.pause.as_secs()
-                    )))
-                }
-            };
-            self.with(s.slot, Some(s.generation), |i| i.deliver(event))?;
-            self.send_calls(s)?;
-            paused = true;
         }
     }
 
     /// Call responses that arrived while the request was not waiting.
     fn drain(&self, s: &mut StreamRef) -> Result<(), Fault> {
-        while let Ok(event) = s.events.try_recv() {
-            self.with(s.slot, Some(s.generation), |i| i.deliver(event))?;
+        let Some(rx) = s.events.as_mut() else {
+            return Ok(());
+        };
+        while let Ok(event) = rx.try_recv() {
+            self.with(s.slot, Some(s.generation), |i, _| i.deliver(event))?;
         }
         Ok(())
     }
@@ -275,7 +258,7 @@ impl Plugin {
     ) -> Result<Option<Vec<u8>>, Fault> {
         self.drain(s)?;
         let limit = self.info.limits.body;
-        self.with(s.slot, Some(s.generation), |i| {
+        self.with(s.slot, Some(s.generation), |i, _| {
             let st = i
                 .stream(s.ctx)
                 .ok_or_else(|| Fault("the request context is gone".into()))?;
@@ -305,18 +288,22 @@ impl Plugin {
         eos: bool,
     ) -> Result<Verdict, Fault> {
         self.drain(s)?;
-        self.with(s.slot, Some(s.generation), |i| {
+        let ctx = s.ctx;
+        let mut events = None;
+        let v = self.with(s.slot, Some(s.generation), |i, _| {
             let st = i
-                .stream(s.ctx)
+                .stream(ctx)
                 .ok_or_else(|| Fault("the request context is gone".into()))?;
             st.response = headers;
             st.response_code = Some(status);
-            i.response_headers(s.ctx, eos).map(|_| ())
+            i.response_headers(ctx, eos)?;
+            self.dispatch(i, ctx, &mut events);
+            verdict(i, ctx, false, false)
         })?;
-        self.send_calls(s)?;
-        Ok(self
-            .verdict(s, false, false)?
-            .unwrap_or(Verdict::Continue(None)))
+        if events.is_some() {
+            s.events = events;
+        }
+        Ok(v.unwrap_or(Verdict::Continue(None)))
     }
 
     /// `proxy_on_response_body`, as for the request body.
@@ -327,7 +314,7 @@ impl Plugin {
         eos: bool,
     ) -> Result<Option<Vec<u8>>, Fault> {
         let limit = self.info.limits.body;
-        self.with(s.slot, Some(s.generation), |i| {
+        self.with(s.slot, Some(s.generation), |i, _| {
             let st = i
                 .stream(s.ctx)
                 .ok_or_else(|| Fault("the request context is gone".into()))?;
@@ -350,7 +337,7 @@ impl Plugin {
 
     /// The request is over: done, log, delete.
     pub fn finish(&self, s: &StreamRef, status: u16) {
-        let r = self.with(s.slot, Some(s.generation), |i| {
+        let r = self.with(s.slot, Some(s.generation), |i, _| {
             if let Some(st) = i.stream(s.ctx) {
                 st.response_code.get_or_insert(status);
             }
@@ -363,7 +350,7 @@ impl Plugin {
 
     /// Whether the filter has body callbacks (request, response).
     pub fn body_callbacks(&self) -> (bool, bool) {
-        self.with(0, None, |i| Ok(i.has_body_callbacks()))
+        self.with(0, None, |i, _| Ok(i.has_body_callbacks()))
             .unwrap_or((false, false))
     }
 
@@ -376,8 +363,46 @@ impl Plugin {
     }
 }
 
-fn root_sender(i: &mut Instance) -> UnboundedSender<Event> {
-    i.root_events()
+/// Where the request stands after a callback: answered, closed,
+/// resumed (or it did not pause), or still paused (`None`).
+fn verdict(
+    i: &mut Instance,
+    ctx: u32,
+    paused: bool,
+    request: bool,
+) -> Result<Option<Verdict>, Fault> {
+    let Some(st) = i.stream(ctx) else {
+        return Err(Fault("the request context is gone".into()));
+    };
+    if let Some(reply) = st.local.take() {
+        return Ok(Some(Verdict::Respond(reply)));
+    }
+    if st.closed {
+        return Ok(Some(Verdict::Close("the filter closed the stream".into())));
+    }
+    if paused && !st.resumed {
+        return Ok(None);
+    }
+    st.resumed = false;
+    let headers = if request {
+        &mut st.request
+    } else {
+        &mut st.response
+    };
+    if !headers.dirty() {
+        return Ok(Some(Verdict::Continue(None)));
+    }
+    // the edits go to the gateway; the filter keeps the current pairs
+    let edits = std::mem::take(&mut headers.edits);
+    let all = edits
+        .iter()
+        .any(|e| matches!(e, super::state::HeaderEdit::All));
+    let pairs = if all {
+        headers.pairs.clone()
+    } else {
+        Vec::new()
+    };
+    Ok(Some(Verdict::Continue(Some(Headers { pairs, edits }))))
 }
 
 /// The root context's life: ticks, and the events for it (call
@@ -476,12 +501,16 @@ async fn send(out: Outbound, body_limit: usize) -> Result<CallResponse, String> 
         req = req.body(out.body);
     }
     let mut resp = req.send().await.map_err(|e| e.to_string())?;
+    use super::state::{Name, Val};
     let mut pairs = vec![(
-        ":status".to_string(),
-        resp.status().as_u16().to_string().into_bytes(),
+        Name::Pseudo(":status"),
+        Val::Bytes(resp.status().as_u16().to_string().into_bytes()),
     )];
     for (k, v) in resp.headers() {
-        pairs.push((k.as_str().to_string(), v.as_bytes().to_vec()));
+        pairs.push((
+            Name::Text(k.as_str().to_string()),
+            Val::Bytes(v.as_bytes().to_vec()),
+        ));
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {

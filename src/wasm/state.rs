@@ -15,60 +15,125 @@ use wasmtime::{Memory, StoreLimits, TypedFunc};
 
 /// A header list as a filter sees it: lower-case names (pseudo-headers
 /// `:method :path :authority :scheme`, or `:status`, first), byte values,
-/// in order. `dirty` once a filter changed it.
+/// in order; and the edits the filter made, in order, for the gateway to
+/// replay on the real header (cheaper than comparing before and after).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Headers {
-    pub pairs: Vec<(String, Vec<u8>)>,
-    pub dirty: bool,
+    pub pairs: Vec<(Name, Val)>,
+    pub edits: Vec<HeaderEdit>,
+}
+
+/// A header name as a filter sees it: a pseudo-header, the request's own
+/// (shared, not copied), or one a filter set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Name {
+    Pseudo(&'static str),
+    Header(http::HeaderName),
+    Text(String),
+}
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Name::Pseudo(s) => s,
+            Name::Header(h) => h.as_str(),
+            Name::Text(t) => t,
+        }
+    }
+}
+
+/// A header value: the request's own (shared, not copied) or one a
+/// filter set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val {
+    Header(http::HeaderValue),
+    Bytes(Vec<u8>),
+}
+
+impl Val {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Val::Header(h) => h.as_bytes(),
+            Val::Bytes(b) => b,
+        }
+    }
+}
+
+/// One change a filter made to a header map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    Add(String, Vec<u8>),
+    Replace(String, Vec<u8>),
+    Remove(String),
+    /// `proxy_set_header_map_pairs`: the whole map is `pairs` now.
+    All,
 }
 
 impl Headers {
-    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Headers {
+    pub fn new(pairs: Vec<(Name, Val)>) -> Headers {
         Headers {
             pairs,
-            dirty: false,
+            edits: Vec::new(),
         }
+    }
+
+    pub fn dirty(&self) -> bool {
+        !self.edits.is_empty()
     }
 
     /// The first value of `name` (already lower-case).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.pairs
             .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| v.as_bytes())
     }
 
     pub fn add(&mut self, name: String, value: Vec<u8>) {
-        self.pairs.push((name, value));
-        self.dirty = true;
+        self.edits
+            .push(HeaderEdit::Add(name.clone(), value.clone()));
+        self.pairs.push((Name::Text(name), Val::Bytes(value)));
     }
 
     pub fn replace(&mut self, name: String, value: Vec<u8>) {
-        match self.pairs.iter().position(|(k, _)| *k == name) {
+        self.edits
+            .push(HeaderEdit::Replace(name.clone(), value.clone()));
+        match self.pairs.iter().position(|(k, _)| k.as_str() == name) {
             Some(i) => {
-                self.pairs[i].1 = value;
+                self.pairs[i].1 = Val::Bytes(value);
                 let mut j = i + 1;
                 while j < self.pairs.len() {
-                    if self.pairs[j].0 == name {
+                    if self.pairs[j].0.as_str() == name {
                         self.pairs.remove(j);
                     } else {
                         j += 1;
                     }
                 }
             }
-            None => self.pairs.push((name, value)),
+            None => self.pairs.push((Name::Text(name), Val::Bytes(value))),
         }
-        self.dirty = true;
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.pairs.retain(|(k, _)| k != name);
-        self.dirty = true;
+        self.edits.push(HeaderEdit::Remove(name.to_string()));
+        self.pairs.retain(|(k, _)| k.as_str() != name);
     }
 
     pub fn set_all(&mut self, pairs: Vec<(String, Vec<u8>)>) {
-        self.pairs = pairs;
-        self.dirty = true;
+        self.pairs = pairs
+            .into_iter()
+            .map(|(k, v)| (Name::Text(k), Val::Bytes(v)))
+            .collect();
+        self.edits.push(HeaderEdit::All);
+    }
+
+    /// The map serialized for a filter.
+    pub fn serialize(&self) -> Vec<u8> {
+        super::abi::serialize_pairs(
+            self.pairs
+                .iter()
+                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+        )
     }
 }
 
@@ -84,7 +149,7 @@ pub struct RequestInfo {
     pub tls_version: Option<String>,
     pub mtls: bool,
     pub sni: Option<String>,
-    pub route: String,
+    pub route: Arc<str>,
     /// Unix time of the request's start, in nanoseconds.
     pub time_ns: u64,
 }
@@ -145,14 +210,15 @@ pub struct Stream {
     pub properties: HashMap<Vec<u8>, Vec<u8>>,
     pub info: Arc<RequestInfo>,
     pub response_code: Option<u16>,
-    /// Where this stream's call results go (the request that owns it).
-    pub events: UnboundedSender<Event>,
+    /// Where this stream's call results go (the request that owns it;
+    /// made with its first call).
+    pub events: Option<UnboundedSender<Event>>,
     /// `proxy_http_call`s not answered yet.
     pub calls: u32,
 }
 
 impl Stream {
-    pub fn new(request: Headers, info: Arc<RequestInfo>, events: UnboundedSender<Event>) -> Stream {
+    pub fn new(request: Headers, info: Arc<RequestInfo>) -> Stream {
         Stream {
             request,
             response: Headers::default(),
@@ -164,7 +230,7 @@ impl Stream {
             properties: HashMap::new(),
             info,
             response_code: None,
-            events,
+            events: None,
             calls: 0,
         }
     }

@@ -28,9 +28,7 @@ pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_header_map_pairs",
         |mut c: C, kind: i32, ret_ptr: i32, ret_len: i32| -> R {
             let bytes = match map_of(c.data_mut(), kind) {
-                Some(m) => {
-                    abi::serialize_pairs(m.pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())))
-                }
+                Some(m) => m.serialize(),
                 None => abi::serialize_pairs(std::iter::empty()),
             };
             hand_over(&mut c, &bytes, ret_ptr, ret_len)
@@ -59,10 +57,7 @@ pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_size",
         |mut c: C, kind: i32, ret: i32| -> R {
-            let size = map_of(c.data_mut(), kind).map_or(0, |m| {
-                abi::serialize_pairs(m.pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())))
-                    .len()
-            });
+            let size = map_of(c.data_mut(), kind).map_or(0, |m| m.serialize().len());
             guest!(write_u32(&mut c, ret, size as u32));
             Ok(status::OK)
         },

@@ -57,8 +57,8 @@ pub fn lookup(h: &mut HostState, path: &[u8]) -> Option<Vec<u8>> {
             s.request
                 .pairs
                 .iter()
-                .filter(|(k, _)| !k.starts_with(':'))
-                .map(|(k, v)| (k.as_bytes(), v.as_slice())),
+                .filter(|(k, _)| !k.as_str().starts_with(':'))
+                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
         )),
         [b"request", b"headers", name] => {
             header(&String::from_utf8_lossy(name).to_ascii_lowercase())
