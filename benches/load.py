@@ -65,9 +65,11 @@ SCENARIOS = {
     "l": ("(b) written as Flex resources: ApiInstance, regex route rules, rate-limiting-flex", "/api/products/2", 64),
     "m": ("user's route + a chain of five: jwt-validation, api-key, cors, ip-allowlist, header-injection",
           "/api/products/2", 64),
+    "w": ("user's route + a custom policy (proxy-wasm filter, SDK-built) adding a response header",
+          "/api/products/2", 64),
 }
 TLS_ONLY = "jk"  # HTTPS scenarios: nginx and flex only
-FLEX_ONLY = "fghilm"  # policy and format scenarios: compared with flex's own (b)
+FLEX_ONLY = "fghilmw"  # policy and format scenarios: compared with flex's own (b)
 KEYS_SCRIPT = """counter = 0
 request = function()
   counter = counter + 1
@@ -278,6 +280,28 @@ spec:
 {server_settings(work, target)}"""
 
 
+def wasm_policy():
+    """The custom policy of scenario (w): the SDK-built test filter adding a
+    response header from its config (FLEXGW_BENCH_WASM: another module,
+    root id "main"); without a wasm32 build, the 286-byte hand-written
+    filter of conf/custom-policy.yaml."""
+    path = os.environ.get("FLEXGW_BENCH_WASM")
+    root = "main"
+    if not path:
+        path = "target/wasm-filters/wasm32-wasip1/release/flexgw_test_filters.wasm"
+        root = "config"
+    if os.path.exists(path):
+        module = os.path.abspath(path)
+    else:
+        print(f"flex-gateway bench (w): {path} not built (cargo test --test wasm builds it); "
+              "measuring the hand-written filter of conf/custom-policy.yaml", file=sys.stderr)
+        text = open("conf/custom-policy.yaml").read()
+        module = next(l.split("module:", 1)[1].strip().strip('"') for l in text.splitlines() if "module:" in l)
+        root = "main"
+    return (f"        - proxy-wasm:\n            module: \"{module}\"\n            rootId: {root}\n"
+            f"            config: {{header: x-team, value: payments}}\n            instances: 1\n")
+
+
 def flex_conf(work, scenario, target="flex"):
     if scenario == "l":
         return flex_local_mode_conf(work, target)
@@ -285,7 +309,7 @@ def flex_conf(work, scenario, target="flex"):
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
         routes = f"    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{up}\"}}\n"
-    elif scenario in ("b", "f", "g", "h", "i", "j", "k", "m"):
+    elif scenario in ("b", "f", "g", "h", "i", "j", "k", "m", "w"):
         routes = (
             f"    - id: public-products\n      path: [\"/api/products\", \"/api/products/*\"]\n      methods: [\"GET\"]\n"
             f"      upstream: {{url: \"{up}\", timeout: 30s}}\n"
@@ -294,6 +318,8 @@ def flex_conf(work, scenario, target="flex"):
         )
         # the products route is rate limited too, so the measured request pays for the policy
         routes = routes.replace("timeout: 30s}\n", "timeout: 30s}\n" + rl, 1)
+        if scenario == "w":
+            routes = routes.replace(rl, rl + wasm_policy(), 1)
         if scenario in ("f", "m"):
             auth = (
                 f"        - jwt-validation:\n            keys: [{{algorithm: RS256, publicKey: \"file:{work}/jwt-public.pem\"}}]\n"
@@ -432,7 +458,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
     ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
-    ap.add_argument("--scenarios", default="abcdefghijklm")
+    ap.add_argument("--scenarios", default="abcdefghijklmw")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
@@ -547,7 +573,7 @@ def main():
                     results[(sc, t)] = (med(0), med(1), med(2), sum(r[3] for r in runs), med(4))
                     if results[(sc, t)][3]:
                         failures.append(f"{sc}/{t}: {results[(sc, t)][3]} errors or non-2xx responses")
-                    if t == "flex" and proc and sc in "ebh":
+                    if t == "flex" and proc and sc in "ebhw":
                         rss[sc] = rss_kib(proc.pid, "VmHWM")
                     print(f"  [{sc}] {t:8s} {results[(sc, t)][0]:>10.0f} req/s  p50 {results[(sc, t)][1]:.3f} ms  p99 {results[(sc, t)][2]:.3f} ms  cpu {results[(sc, t)][4]:.1f} us/req", file=sys.stderr)
                 finally:
@@ -605,6 +631,12 @@ def main():
         b, m = results[("b", "flex")], results[("m", "flex")]
         lines.append(f"flex-gateway (m) vs (b): {m[0] / b[0]:.3f}x requests/s, p99 {m[2] / b[2]:.2f}x, "
                      f"CPU per request {m[4] / b[4]:.3f}x (a chain of five policies on the route; target >= 0.9x).")
+    if ("b", "flex") in results and ("w", "flex") in results:
+        b, w = results[("b", "flex")], results[("w", "flex")]
+        lines.append(f"flex-gateway (w) vs (b): {w[0] / b[0]:.3f}x requests/s, p99 {w[2] / b[2]:.2f}x, "
+                     f"CPU per request {w[4] / b[4]:.3f}x (a proxy-wasm custom policy on the route; target >= 0.85x).")
+    if "w" in rss:
+        lines.append(f"flex-gateway peak RSS under (w): {rss['w'] / 1024:.1f} MiB.")
     if ("b", "flex") in results and ("h", "flex") in results:
         b, h = results[("b", "flex")], results[("h", "flex")]
         lines.append(f"flex-gateway (h) vs (b): {h[0] / b[0]:.3f}x requests/s, p99 {h[2] / b[2]:.2f}x "

@@ -3,7 +3,7 @@
 # one worker each, HTTP/1.1 keep-alive to the same nginx backend, loopback.
 # Installs nginx, haproxy and wrk from Debian when missing (as root).
 #
-#   benches/load.sh                 # full run: 5 scenarios x 3 repetitions, ~6 min
+#   benches/load.sh                 # full run: every scenario x 3 repetitions
 #   benches/load.sh --smoke         # 1 s per measurement, 1 repetition (CI)
 #   benches/load.sh --duration 10 --reps 5 --out results.md
 #   benches/load.sh --compare eee95cb --scenarios ab   # this tree vs that commit, side by side

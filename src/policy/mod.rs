@@ -41,6 +41,9 @@ pub mod rate_limit;
 pub mod spike;
 #[cfg(feature = "wasm")]
 pub mod wasm;
+#[cfg(not(feature = "wasm"))]
+#[path = "wasm_off.rs"]
+pub mod wasm;
 
 use crate::config::decode::Decoder;
 use crate::config::yaml::Node;

@@ -52,7 +52,9 @@ pub enum Action {
 
 pub struct Instance {
     store: Store<HostState>,
-    exports: Exports,
+    /// Shared so a callback can be called while the store is borrowed
+    /// (cloning a `TypedFunc` clones its type: measurable per request).
+    exports: Arc<Exports>,
     next_context: u32,
     deadline_ticks: u64,
     /// A callback trapped: the instance must not run again.
@@ -144,34 +146,35 @@ impl Instance {
         let main: Option<TypedFunc<(i32, i32), i32>> = opt!("main");
         let mut me = Instance {
             store,
-            exports,
+            exports: Arc::new(exports),
             next_context: ROOT + 1,
             deadline_ticks: deadline_ticks * 10,
             broken: false,
         };
         match (init, start) {
             (Some(f), _) => {
-                me.run(f, ROOT, ())?;
+                me.run(&f, ROOT, ())?;
                 if let Some(m) = main {
-                    me.run(m, ROOT, (0, 0))?;
+                    me.run(&m, ROOT, (0, 0))?;
                 }
             }
-            (None, Some(f)) => me.run(f, ROOT, ())?,
+            (None, Some(f)) => me.run(&f, ROOT, ())?,
             (None, None) => {}
         }
-        me.run(me.exports.context_create.clone(), ROOT, (ROOT as i32, 0))?;
-        if let Some(f) = me.exports.vm_start.clone() {
+        let e = me.exports.clone();
+        me.run(&e.context_create, ROOT, (ROOT as i32, 0))?;
+        if let Some(f) = &e.vm_start {
             let len = plugin.vm_config.len() as i32;
             if me.run(f, ROOT, (ROOT as i32, len))? == 0 {
                 return Err(Fault("proxy_on_vm_start returned false".into()));
             }
         }
-        if let Some(f) = me.exports.flex_init.clone() {
+        if let Some(f) = &e.flex_init {
             if me.run(f, ROOT, ())? == 0 {
                 return Err(Fault("flex_on_policy_initialize returned false".into()));
             }
         }
-        if let Some(f) = me.exports.configure.clone() {
+        if let Some(f) = &e.configure {
             let len = plugin.config.len() as i32;
             if me.run(f, ROOT, (ROOT as i32, len))? == 0 {
                 return Err(Fault(
@@ -187,7 +190,7 @@ impl Instance {
     /// Run one callback for context `ctx` under the deadline.
     fn run<P: WasmParams, Res: WasmResults>(
         &mut self,
-        f: TypedFunc<P, Res>,
+        f: &TypedFunc<P, Res>,
         ctx: u32,
         args: P,
     ) -> Result<Res, Fault> {
@@ -239,7 +242,7 @@ impl Instance {
             .streams
             .insert(id, Stream::new(request, info));
         self.run(
-            self.exports.context_create.clone(),
+            &self.exports.clone().context_create,
             id,
             (id as i32, ROOT as i32),
         )?;
@@ -250,7 +253,7 @@ impl Instance {
         self.store.data_mut().streams.get_mut(&ctx)
     }
 
-    fn action(&mut self, f: Option<F3>, ctx: u32, n: usize, eos: bool) -> Result<Action, Fault> {
+    fn action(&mut self, f: Option<&F3>, ctx: u32, n: usize, eos: bool) -> Result<Action, Fault> {
         let Some(f) = f else {
             return Ok(Action::Continue);
         };
@@ -264,30 +267,27 @@ impl Instance {
 
     pub fn request_headers(&mut self, ctx: u32, eos: bool) -> Result<Action, Fault> {
         let n = self.stream(ctx).map_or(0, |s| s.request.pairs.len());
-        self.action(self.exports.request_headers.clone(), ctx, n, eos)
+        let e = self.exports.clone();
+        self.action(e.request_headers.as_ref(), ctx, n, eos)
     }
 
     /// The request body so far (`stream.request_body`) is `size` bytes.
     pub fn request_body(&mut self, ctx: u32, eos: bool) -> Result<Action, Fault> {
         let n = self.stream(ctx).map_or(0, |s| s.request_body.len());
-        self.action(self.exports.request_body.clone(), ctx, n, eos)
+        let e = self.exports.clone();
+        self.action(e.request_body.as_ref(), ctx, n, eos)
     }
 
     pub fn response_headers(&mut self, ctx: u32, eos: bool) -> Result<Action, Fault> {
         let n = self.stream(ctx).map_or(0, |s| s.response.pairs.len());
-        self.action(self.exports.response_headers.clone(), ctx, n, eos)
+        let e = self.exports.clone();
+        self.action(e.response_headers.as_ref(), ctx, n, eos)
     }
 
     pub fn response_body(&mut self, ctx: u32, eos: bool) -> Result<Action, Fault> {
         let n = self.stream(ctx).map_or(0, |s| s.response_body.len());
-        self.action(self.exports.response_body.clone(), ctx, n, eos)
-    }
-
-    pub fn has_body_callbacks(&self) -> (bool, bool) {
-        (
-            self.exports.request_body.is_some(),
-            self.exports.response_body.is_some(),
-        )
+        let e = self.exports.clone();
+        self.action(e.response_body.as_ref(), ctx, n, eos)
     }
 
     /// Hand an event to the context that made the call (or the root).
@@ -304,7 +304,8 @@ impl Instance {
                         None => return Ok(()),
                     }
                 }
-                let Some(f) = self.exports.call_response.clone() else {
+                let e = self.exports.clone();
+                let Some(f) = &e.call_response else {
                     return Ok(());
                 };
                 let (n_headers, body) = match &response {
@@ -321,7 +322,7 @@ impl Instance {
                 self.store.data_mut().call_response = None;
                 r
             }
-            Event::QueueReady(id) => match self.exports.queue_ready.clone() {
+            Event::QueueReady(id) => match &self.exports.clone().queue_ready {
                 Some(f) => self.run(f, ROOT, (ROOT as i32, id as i32)),
                 None => Ok(()),
             },
@@ -329,7 +330,7 @@ impl Instance {
     }
 
     pub fn tick(&mut self) -> Result<(), Fault> {
-        match self.exports.tick.clone() {
+        match &self.exports.clone().tick {
             Some(f) => self.run(f, ROOT, ROOT as i32),
             None => Ok(()),
         }
@@ -347,13 +348,14 @@ impl Instance {
             return Ok(());
         }
         let r = (|| {
-            if let Some(f) = self.exports.done.clone() {
+            let e = self.exports.clone();
+            if let Some(f) = &e.done {
                 self.run(f, ctx, ctx as i32)?;
             }
-            if let Some(f) = self.exports.log.clone() {
+            if let Some(f) = &e.log {
                 self.run(f, ctx, ctx as i32)?;
             }
-            if let Some(f) = self.exports.delete.clone() {
+            if let Some(f) = &e.delete {
                 self.run(f, ctx, ctx as i32)?;
             }
             Ok(())

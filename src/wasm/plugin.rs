@@ -33,6 +33,8 @@ pub struct Plugin {
     compiled: Arc<Compiled>,
     slots: Vec<Arc<Slot>>,
     next: AtomicUsize,
+    /// The module exports body callbacks (request, response).
+    bodies: (bool, bool),
 }
 
 /// A request's context in one instance.
@@ -76,11 +78,17 @@ impl Plugin {
                 })
             })
             .collect();
+        let module = compiled.pre.module();
+        let bodies = (
+            module.get_export("proxy_on_request_body").is_some(),
+            module.get_export("proxy_on_response_body").is_some(),
+        );
         let plugin = Plugin {
             info,
             compiled,
             slots,
             next: AtomicUsize::new(0),
+            bodies,
         };
         // the first instance proves the module starts with this config
         let mut first = lock(&plugin.slots[0].instance);
@@ -350,8 +358,7 @@ impl Plugin {
 
     /// Whether the filter has body callbacks (request, response).
     pub fn body_callbacks(&self) -> (bool, bool) {
-        self.with(0, None, |i, _| Ok(i.has_body_callbacks()))
-            .unwrap_or((false, false))
+        self.bodies
     }
 
     /// Resident linear memory of the instances started so far.
