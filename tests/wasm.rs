@@ -623,3 +623,35 @@ fn a_reload_swaps_the_filter_and_requests_in_flight_finish_on_the_old_one() {
         .collect();
     assert_eq!(users, vec![Some("old".to_string()); 4]);
 }
+
+#[test]
+fn the_example_policy_builds_and_guards_tenants() {
+    let Some(module) = example_policy() else {
+        return;
+    };
+    let backend = Backend::echo();
+    let fields = "            config: {header: x-tenant, allowed: [acme, globex]}\n";
+    let gw = Gateway::start(&config_with_routes(&wasm_route(
+        "orders",
+        "/orders/*",
+        &backend.url(),
+        &module.display().to_string(),
+        fields,
+    )));
+    let mut c = gw.connect();
+    let r = c.request("GET", "/orders/1", &[("x-tenant", "acme")], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-served-for"), Some("acme"));
+    assert_eq!(backend.last().header("x-tenant-verified"), Some("true"));
+    let before = backend.count();
+    for tenant in [Some("initech"), Some("ACME"), None] {
+        let headers: Vec<(&str, &str)> = tenant.map(|t| ("x-tenant", t)).into_iter().collect();
+        let r = c.request("GET", "/orders/1", &headers, b"");
+        assert_eq!(r.status, 403, "{tenant:?}");
+        assert_eq!(r.json()["error"], "unknown tenant");
+    }
+    assert_eq!(backend.count(), before);
+    // a forged verification header does not help
+    let r = c.request("GET", "/orders/1", &[("x-tenant-verified", "true")], b"");
+    assert_eq!(r.status, 403);
+}

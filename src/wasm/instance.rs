@@ -25,6 +25,8 @@ impl std::fmt::Display for Fault {
 }
 
 type F3 = TypedFunc<(i32, i32, i32), i32>;
+/// `proxy_on_http_call_response(ctx, token, headers, body size, trailers)`.
+type CallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
 struct Exports {
     context_create: TypedFunc<(i32, i32), ()>,
@@ -38,7 +40,7 @@ struct Exports {
     done: Option<TypedFunc<i32, i32>>,
     log: Option<TypedFunc<i32, ()>>,
     delete: Option<TypedFunc<i32, ()>>,
-    call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    call_response: Option<CallResponseFn>,
     tick: Option<TypedFunc<i32, ()>>,
     queue_ready: Option<TypedFunc<(i32, i32), ()>>,
 }

@@ -18,11 +18,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Key → (value, version).
+type Entries = HashMap<Vec<u8>, (Vec<u8>, u32)>;
+
 /// The shared data of one VM id.
 #[derive(Default)]
 pub struct Shared {
     vm_id: String,
-    data: Mutex<HashMap<Vec<u8>, (Vec<u8>, u32)>>,
+    data: Mutex<Entries>,
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -1140,28 +1140,50 @@ impl Drop for RedisServer {
 pub fn test_filters() -> Option<PathBuf> {
     static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let target_dir = repo_path("target/wasm-filters");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .args(["build", "--release", "--target", "wasm32-wasip1", "--manifest-path"])
-                .arg(repo_path("tests/wasm-filters/Cargo.toml"))
-                .arg("--target-dir")
-                .arg(&target_dir)
-                // the outer build's flags are for the host, not for wasm
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_BUILD_TARGET")
-                .output()
-                .expect("run cargo for the test filters");
-            if !out.status.success() {
-                let err = String::from_utf8_lossy(&out.stderr);
-                if err.contains("wasm32-wasip1") && (err.contains("target may not be installed") || err.contains("can't find crate for `std`")) {
-                    eprintln!("\n*** SKIPPED: the wasm32-wasip1 target is not installed (rustup target add wasm32-wasip1); the WebAssembly filter tests did not run ***\n");
-                    return None;
-                }
-                panic!("building the test filters failed:\n{err}");
-            }
-            Some(target_dir.join("wasm32-wasip1/release/flexgw_test_filters.wasm"))
-        })
+        .get_or_init(|| build_wasm("tests/wasm-filters", "wasm-filters", "flexgw_test_filters"))
         .clone()
+}
+
+/// The example custom policy (`examples/custom-policy`), built as a user
+/// would build it.
+pub fn example_policy() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_wasm("examples/custom-policy", "wasm-example", "tenant_guard"))
+        .clone()
+}
+
+/// `cargo build --release --target wasm32-wasip1` of the crate in `dir`,
+/// into `target/<target>`; the module `<name>.wasm`.
+fn build_wasm(dir: &str, target: &str, name: &str) -> Option<PathBuf> {
+    let target_dir = repo_path(&format!("target/{target}"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+        ])
+        .arg(repo_path(&format!("{dir}/Cargo.toml")))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // the outer build's flags are for the host, not for wasm
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .expect("run cargo for a wasm module");
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("wasm32-wasip1")
+            && (err.contains("target may not be installed")
+                || err.contains("can't find crate for `std`"))
+        {
+            eprintln!("\n*** SKIPPED: the wasm32-wasip1 target is not installed (rustup target add wasm32-wasip1); the WebAssembly filter tests did not run ***\n");
+            return None;
+        }
+        panic!("building {dir} for wasm32-wasip1 failed:\n{err}");
+    }
+    Some(target_dir.join(format!("wasm32-wasip1/release/{name}.wasm")))
 }

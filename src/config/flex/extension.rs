@@ -267,14 +267,16 @@ fn resolve_ref(
         known.extend(exts.iter().map(|x| x.meta.name.as_str()));
         let hint = suggest(&e.name, &known)
             .map(|s| format!(" (did you mean {s:?}?)"))
-            .unwrap_or_default();
+            .unwrap_or_else(|| {
+                format!(
+                    " (no Flex policy and no Extension of that name; supported: {})",
+                    super::catalog::FLEX_NAMES.join(", ")
+                )
+            });
         d.error(
             e.name_pos,
             &e.name_path,
-            format!(
-                "unknown policy {:?}: no Flex policy and no Extension of that name{hint}",
-                e.name
-            ),
+            format!("unknown policy {:?}{hint}", e.name),
         );
         return None;
     };

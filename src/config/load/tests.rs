@@ -178,7 +178,7 @@ fn unsupported_kind_and_version() {
     let errs = errors(&text);
     assert!(
         errs[0].contains(
-            "unsupported kind \"Ingress\" (supported: Gateway, ApiInstance, Service, PolicyBinding, Configuration)"
+            "unsupported kind \"Ingress\" (supported: Gateway, ApiInstance, Service, PolicyBinding, Configuration, Extension)"
         ),
         "{errs:?}"
     );

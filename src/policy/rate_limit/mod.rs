@@ -207,7 +207,7 @@ pub fn build(c: &Config) -> Arc<dyn Policy> {
 }
 
 fn ms(v: u64) -> String {
-    if v % 1000 == 0 {
+    if v.is_multiple_of(1000) {
         format!("{}s", v / 1000)
     } else {
         format!("{v}ms")

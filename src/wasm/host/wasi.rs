@@ -147,7 +147,7 @@ pub fn link_stubs(l: &mut Linker<HostState>, module: &Module) -> wasmtime::Resul
             ty,
             move |_c, _args, results| {
                 for (r, z) in results.iter_mut().zip(&zeros) {
-                    *r = z.clone();
+                    *r = *z;
                 }
                 if returns_errno {
                     results[0] = Val::I32(answer);
