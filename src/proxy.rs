@@ -11,7 +11,10 @@
 //! upstream_peer           resolve the route's upstream (502 when it cannot)
 //! upstream_request_filter base path + normalised path, Host, X-Forwarded-*,
 //!                         X-Request-Id, chain.on_upstream_request
+//! request_body_filter     body limit (413), chain.on_request_body (custom
+//!                         policies that read or rewrite bodies)
 //! response_filter         X-Request-Id, chain.on_response (reverse order)
+//! response_body_filter    chain.on_response_body (reverse order)
 //! fail_to_proxy           JSON 502 / 504 / 400 / 500
 //! logging                 chain.on_logging, metrics, one JSON access-log line
 //! ```

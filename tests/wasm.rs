@@ -655,3 +655,22 @@ fn the_example_policy_builds_and_guards_tenants() {
     let r = c.request("GET", "/orders/1", &[("x-tenant-verified", "true")], b"");
     assert_eq!(r.status, 403);
 }
+
+#[test]
+fn the_root_context_can_resume_a_paused_request() {
+    let Some(module) = filters() else { return };
+    let backend = Backend::echo();
+    let gw = Gateway::start(&config_with_routes(&wasm_route(
+        "later",
+        "/*",
+        &backend.url(),
+        &module,
+        "            rootId: later\n            instances: 1\n",
+    )));
+    let t = Instant::now();
+    let r = gw.connect().get("/wait");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // resumed by a 20 ms tick, long before the 30 s pause limit
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(backend.last().header("x-resumed-by"), Some("tick"));
+}

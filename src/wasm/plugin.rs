@@ -20,6 +20,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 /// A dropped instance is rebuilt no sooner than this after the last build.
 const REBUILD_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a paused request looks whether it was resumed by another
+/// context than its own call responses.
+const RECHECK: Duration = Duration::from_millis(25);
+
 struct Slot {
     instance: Mutex<Option<Instance>>,
     /// Bumped whenever the instance is replaced (a request on the old one
@@ -213,27 +217,27 @@ impl Plugin {
     pub async fn settle(&self, s: &mut StreamRef) -> Result<Verdict, Fault> {
         let deadline = tokio::time::Instant::now() + self.info.limits.pause;
         loop {
+            // the request's own call responses wake it at once; a resume
+            // from elsewhere (the root context on a tick or a queue, with
+            // `proxy_set_effective_context`) is noticed within RECHECK
+            let wake = (tokio::time::Instant::now() + RECHECK).min(deadline);
             let event = match s.events.as_mut() {
-                Some(rx) => tokio::time::timeout_at(deadline, rx.recv())
+                Some(rx) => tokio::time::timeout_at(wake, rx.recv())
                     .await
                     .ok()
                     .flatten(),
                 None => {
-                    tokio::time::sleep_until(deadline).await;
+                    tokio::time::sleep_until(wake).await;
                     None
                 }
-            };
-            let Some(event) = event else {
-                return Ok(Verdict::Close(format!(
-                    "the filter paused the request and did not resume it within {} s",
-                    self.info.limits.pause.as_secs()
-                )));
             };
             let ctx = s.ctx;
             let mut events = None;
             let v = self.with(s.slot, Some(s.generation), |i, _| {
-                i.deliver(event)?;
-                self.dispatch(i, ctx, &mut events);
+                if let Some(event) = event {
+                    i.deliver(event)?;
+                    self.dispatch(i, ctx, &mut events);
+                }
                 verdict(i, ctx, true, true)
             })?;
             if events.is_some() {
@@ -241,6 +245,12 @@ impl Plugin {
             }
             if let Some(v) = v {
                 return Ok(v);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Verdict::Close(format!(
+                    "the filter paused the request and did not resume it within {} s",
+                    self.info.limits.pause.as_secs()
+                )));
             }
         }
     }

@@ -13,6 +13,8 @@
 //! - `counter`  counts requests in shared data (compare-and-swap) and a
 //!   metric; `x-count` on the response
 //! - `tick`     a 20 ms tick counts in shared data; `x-ticks` upstream
+//! - `later`    pauses every request; the root context resumes them on its
+//!   next tick (`proxy_set_effective_context` + continue)
 //! - `props`    request properties in response headers
 //! - `faults`   traps on `x-trap`, loops forever on `x-loop`
 //! - `flex`     a Flex PDK-style policy (see `flex` below)
@@ -47,7 +49,7 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_vm_start(&mut self, _size: usize) -> bool {
         self.kind = root_id();
-        if self.kind == "tick" {
+        if self.kind == "tick" || self.kind == "later" {
             self.set_tick_period(Duration::from_millis(20));
         }
         true
@@ -65,6 +67,15 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if self.kind == "later" {
+            for id in PAUSED.with(|p| std::mem::take(&mut *p.borrow_mut())) {
+                if hostcalls::set_effective_context(id).is_ok() {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-resumed-by", Some("tick"));
+                    let _ = hostcalls::resume_http_request();
+                }
+            }
+            return;
+        }
         let (value, cas) = self.get_shared_data("ticks");
         let n: u64 = value
             .and_then(|v| String::from_utf8(v).ok())
@@ -84,6 +95,11 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+thread_local! {
+    /// Requests the `later` filter paused, for the root context to resume.
+    static PAUSED: std::cell::RefCell<Vec<u32>> = Default::default();
 }
 
 struct Http {
@@ -189,6 +205,10 @@ impl HttpContext for Http {
                 Action::Continue
             }
             "flex" => flex::request(self),
+            "later" => {
+                PAUSED.with(|p| p.borrow_mut().push(self.id));
+                Action::Pause
+            }
             _ => Action::Continue,
         }
     }
