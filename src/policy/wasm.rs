@@ -595,6 +595,33 @@ macro_rules! replay {
 }
 
 impl Wasm {
+    /// A request (or response) body chunk through the filter: passed on,
+    /// replaced, or held while the filter pauses for the rest.
+    fn body(
+        &self,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        x: &mut Exchange,
+        request: bool,
+    ) -> pingora::Result<()> {
+        let chunk = body.take().unwrap_or_default();
+        let result = self.with_stream(x, |s| self.plugin.body(s, &chunk, end_of_stream, request));
+        let Some(result) = result else {
+            *body = Some(chunk);
+            return Ok(());
+        };
+        match result {
+            Ok(Some(out)) if !out.is_empty() => *body = Some(out.into()),
+            Ok(_) => {}
+            Err(e) if self.fail_open => {
+                log::warn!(target: "flexgw::wasm", "{}: {e}", self.name);
+                *body = Some(chunk);
+            }
+            Err(e) => return Err(internal(format!("{}: {e}", self.name))),
+        }
+        Ok(())
+    }
+
     /// Put the filter's request head on the request.
     fn apply_request(
         &self,
@@ -791,22 +818,7 @@ impl Policy for Wasm {
         end_of_stream: bool,
         x: &mut Exchange,
     ) -> pingora::Result<()> {
-        let chunk = body.take().unwrap_or_default();
-        let result = self.with_stream(x, |s| self.plugin.request_body(s, &chunk, end_of_stream));
-        let Some(result) = result else {
-            *body = Some(chunk);
-            return Ok(());
-        };
-        match result {
-            Ok(Some(out)) if !out.is_empty() => *body = Some(out.into()),
-            Ok(_) => {}
-            Err(e) if self.fail_open => {
-                log::warn!(target: "flexgw::wasm", "{}: {e}", self.name);
-                *body = Some(chunk);
-            }
-            Err(e) => return Err(internal(format!("{}: {e}", self.name))),
-        }
-        Ok(())
+        self.body(body, end_of_stream, x, true)
     }
 
     fn on_response(&self, resp: &mut ResponseHeader, x: &mut Exchange) -> pingora::Result<()> {
@@ -840,22 +852,7 @@ impl Policy for Wasm {
         end_of_stream: bool,
         x: &mut Exchange,
     ) -> pingora::Result<()> {
-        let chunk = body.take().unwrap_or_default();
-        let result = self.with_stream(x, |s| self.plugin.response_body(s, &chunk, end_of_stream));
-        let Some(result) = result else {
-            *body = Some(chunk);
-            return Ok(());
-        };
-        match result {
-            Ok(Some(out)) if !out.is_empty() => *body = Some(out.into()),
-            Ok(_) => {}
-            Err(e) if self.fail_open => {
-                log::warn!(target: "flexgw::wasm", "{}: {e}", self.name);
-                *body = Some(chunk);
-            }
-            Err(e) => return Err(internal(format!("{}: {e}", self.name))),
-        }
-        Ok(())
+        self.body(body, end_of_stream, x, false)
     }
 
     fn on_logging(&self, x: &Exchange, status: u16) {

@@ -266,34 +266,53 @@ impl Plugin {
         Ok(())
     }
 
-    /// `proxy_on_request_body` with the body so far; the body to send on
-    /// (`None`: hold it, the filter pauses for more).
-    pub fn request_body(
+    /// `proxy_on_request_body` (`request`) or `proxy_on_response_body`
+    /// with the body so far; the body to send on (`None`: hold it, the
+    /// filter pauses for more).
+    pub fn body(
         &self,
         s: &mut StreamRef,
         chunk: &[u8],
         eos: bool,
+        request: bool,
     ) -> Result<Option<Vec<u8>>, Fault> {
-        self.drain(s)?;
+        if request {
+            self.drain(s)?;
+        }
         let limit = self.info.limits.body;
+        let side = if request { "request" } else { "response" };
         self.with(s.slot, Some(s.generation), |i, _| {
             let st = i
                 .stream(s.ctx)
                 .ok_or_else(|| Fault("the request context is gone".into()))?;
-            if st.request_body.len() + chunk.len() > limit {
+            let buffered = if request {
+                &mut st.request_body
+            } else {
+                &mut st.response_body
+            };
+            if buffered.len() + chunk.len() > limit {
                 return Err(Fault(format!(
-                    "the filter buffered more than {limit} bytes of request body"
+                    "the filter buffered more than {limit} bytes of {side} body"
                 )));
             }
-            st.request_body.extend_from_slice(chunk);
-            let action = i.request_body(s.ctx, eos)?;
+            buffered.extend_from_slice(chunk);
+            let action = if request {
+                i.request_body(s.ctx, eos)?
+            } else {
+                i.response_body(s.ctx, eos)?
+            };
             let st = i
                 .stream(s.ctx)
                 .ok_or_else(|| Fault("the request context is gone".into()))?;
             if action == Action::Pause && !eos {
                 return Ok(None);
             }
-            Ok(Some(std::mem::take(&mut st.request_body)))
+            let buffered = if request {
+                &mut st.request_body
+            } else {
+                &mut st.response_body
+            };
+            Ok(Some(std::mem::take(buffered)))
         })
     }
 
@@ -322,35 +341,6 @@ impl Plugin {
             s.events = events;
         }
         Ok(v.unwrap_or(Verdict::Continue(None)))
-    }
-
-    /// `proxy_on_response_body`, as for the request body.
-    pub fn response_body(
-        &self,
-        s: &mut StreamRef,
-        chunk: &[u8],
-        eos: bool,
-    ) -> Result<Option<Vec<u8>>, Fault> {
-        let limit = self.info.limits.body;
-        self.with(s.slot, Some(s.generation), |i, _| {
-            let st = i
-                .stream(s.ctx)
-                .ok_or_else(|| Fault("the request context is gone".into()))?;
-            if st.response_body.len() + chunk.len() > limit {
-                return Err(Fault(format!(
-                    "the filter buffered more than {limit} bytes of response body"
-                )));
-            }
-            st.response_body.extend_from_slice(chunk);
-            let action = i.response_body(s.ctx, eos)?;
-            let st = i
-                .stream(s.ctx)
-                .ok_or_else(|| Fault("the request context is gone".into()))?;
-            if action == Action::Pause && !eos {
-                return Ok(None);
-            }
-            Ok(Some(std::mem::take(&mut st.response_body)))
-        })
     }
 
     /// The request is over: done, log, delete.

@@ -108,41 +108,23 @@ pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    #[allow(clippy::too_many_arguments)]
-    fn grpc_call(
-        _c: C,
-        _a: i32,
-        _b: i32,
-        _d: i32,
-        _e: i32,
-        _f: i32,
-        _g: i32,
-        _h: i32,
-        _i: i32,
-        _j: i32,
-        _k: i32,
-        _timeout: i32,
-        _ret: i32,
-    ) -> R {
-        Ok(status::INTERNAL_FAILURE)
-    }
     l.func_wrap(
         "env",
         "proxy_grpc_call",
-        |c: C,
-         a: i32,
-         b: i32,
-         d: i32,
-         e: i32,
-         f: i32,
-         g: i32,
-         h: i32,
-         i: i32,
-         j: i32,
-         k: i32,
-         t: i32,
-         r: i32|
-         -> R { grpc_call(c, a, b, d, e, f, g, h, i, j, k, t, r) },
+        |_c: C,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _timeout: i32,
+         _ret: i32|
+         -> R { Ok(status::INTERNAL_FAILURE) },
     )?;
     l.func_wrap(
         "env",
