@@ -369,14 +369,6 @@ impl Instance {
         r
     }
 
-    /// Bytes of linear memory now.
-    pub fn memory_size(&self) -> usize {
-        self.store
-            .data()
-            .memory
-            .map_or(0, |m| m.data_size(&self.store))
-    }
-
     /// Request contexts alive in the instance.
     pub fn streams(&self) -> usize {
         self.store.data().streams.len()

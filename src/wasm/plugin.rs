@@ -360,14 +360,6 @@ impl Plugin {
     pub fn body_callbacks(&self) -> (bool, bool) {
         self.bodies
     }
-
-    /// Resident linear memory of the instances started so far.
-    pub fn memory(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|s| lock(&s.instance).as_ref().map_or(0, Instance::memory_size))
-            .sum()
-    }
 }
 
 /// Where the request stands after a callback: answered, closed,

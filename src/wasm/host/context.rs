@@ -1,7 +1,7 @@
 //! Logging, time, ticks, and the calls that steer a context: continue,
 //! close, answer locally, switch the effective context, done.
 
-use super::{guest, read, read_string, write, write_u32, C, R};
+use super::{guest, read, write, write_u32, C, R};
 use crate::wasm::abi::{self, status};
 use crate::wasm::state::{HostState, LocalReply};
 use wasmtime::Linker;
@@ -134,8 +134,6 @@ pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(status::OK)
         },
     )?;
-    // `proxy_on_foreign_function` is never called; FFI lives in flex.rs
-    let _ = read_string;
     Ok(())
 }
 

@@ -60,11 +60,6 @@ pub fn read(c: &C, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
         .ok_or(Status(status::INVALID_MEMORY_ACCESS))
 }
 
-/// A string from guest memory (UTF-8, else BAD_ARGUMENT).
-pub fn read_string(c: &C, ptr: i32, len: i32) -> Result<String, Status> {
-    String::from_utf8(read(c, ptr, len)?).map_err(|_| Status(status::BAD_ARGUMENT))
-}
-
 /// Write raw bytes at a guest address.
 pub fn write(c: &mut C, ptr: i32, bytes: &[u8]) -> Result<(), Status> {
     let mem = c
