@@ -674,3 +674,110 @@ fn the_root_context_can_resume_a_paused_request() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(backend.last().header("x-resumed-by"), Some("tick"));
 }
+
+#[test]
+fn a_filter_can_end_a_context_late_with_proxy_done() {
+    let Some(module) = filters() else { return };
+    let backend = Backend::echo();
+    // the audit service answers once the test opens the gate
+    let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let g = gate.clone();
+    let audit = Backend::start(move |_| {
+        let (open, cv) = &*g;
+        let guard = open.lock().unwrap();
+        let _ = cv
+            .wait_timeout_while(guard, Duration::from_secs(20), |o| !*o)
+            .unwrap();
+        Reply::Json(200, "{}".into())
+    });
+    let fields = |more: &str| {
+        format!(
+            "            rootId: deferred\n            instances: 1\n            services: {{audit: \"{}\"}}\n{more}",
+            audit.url()
+        )
+    };
+    let routes = [
+        wasm_route("late", "/late", &backend.url(), &module, &fields("")),
+        wasm_route(
+            "never",
+            "/never",
+            &backend.url(),
+            &module,
+            &fields("            config: {done: never}\n            limits: {pauseTimeout: 3s}\n"),
+        ),
+    ]
+    .join("\n");
+    let gw = Gateway::start(&config_with_routes(&routes));
+    let metric = |name: &str| gw.metric(&format!("flexgw_wasm_counter_total{{name=\"{name}\"}}"));
+    let t = Instant::now();
+    let r = gw.connect().get("/late");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the client does not wait for the filter's late work"
+    );
+    wait_until(Duration::from_secs(5), "the audit call", || {
+        audit.count() >= 1
+    });
+    assert!(audit.last().target.starts_with("/audit/request-"));
+    // proxy_on_done returned false: no log until the filter says done
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(metric("test_filter_deferred_logged"), 0.0);
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    wait_until(
+        Duration::from_secs(5),
+        "proxy_on_log after proxy_done",
+        || metric("test_filter_deferred_logged") == 1.0,
+    );
+    assert_eq!(metric("test_filter_deferred_responses"), 1.0);
+
+    // a filter that never calls proxy_done: closed at its pause limit
+    assert_eq!(gw.connect().get("/never").status, 200);
+    wait_until(Duration::from_secs(5), "the call response", || {
+        metric("test_filter_deferred_responses") == 2.0
+    });
+    assert_eq!(metric("test_filter_deferred_logged"), 1.0, "still open");
+    wait_until(
+        Duration::from_secs(10),
+        "the context closed at its limit",
+        || metric("test_filter_deferred_logged") == 2.0,
+    );
+
+    // the plugins go (a reload without them): each root context's
+    // proxy_on_done calls the audit service and returns false; its
+    // proxy_done (on the response) lets the host log and delete it
+    let file = gw.dir.join("gateway.yaml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let plain = format!(
+        "    - id: plain\n      path: \"/*\"\n      upstream: {{url: \"{}\"}}\n",
+        backend.url()
+    );
+    let next = original.replace(&routes, &plain);
+    assert_ne!(next, original);
+    let tmp = file.with_extension("yaml.tmp");
+    std::fs::write(&tmp, &next).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(Duration::from_secs(10), "the root contexts closed", || {
+        metric("test_filter_deferred_root_logged") == 2.0
+    });
+    assert_eq!(metric("test_filter_deferred_root_responses"), 2.0);
+    let roots = audit
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.target == "/audit/root")
+        .count();
+    assert_eq!(roots, 2);
+    assert_eq!(
+        gw.connect().get("/late").status,
+        200,
+        "the new config serves"
+    );
+}

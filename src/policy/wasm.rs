@@ -425,7 +425,7 @@ struct Pending<'p> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.stream.take() {
-            self.plugin.finish(&s, 0);
+            self.plugin.finish(s, 0);
         }
     }
 }
@@ -862,12 +862,14 @@ impl Policy for Wasm {
                 .0
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            list.retain(|(k, s)| {
-                if *k == key {
-                    self.plugin.finish(s, status);
-                }
-                *k != key
-            });
+            let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut *list)
+                .into_iter()
+                .partition(|(k, _)| *k == key);
+            *list = others;
+            drop(list);
+            for (_, s) in mine {
+                self.plugin.finish(s, status);
+            }
         }
     }
 }

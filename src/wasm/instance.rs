@@ -7,7 +7,7 @@
 use super::abi::ACTION_PAUSE;
 use super::engine::{Compiled, EPOCH};
 use super::state::{
-    CallResponse, Event, Headers, HostState, Outbound, PluginInfo, RequestInfo, Stream,
+    CallResponse, Ending, Event, Headers, HostState, Outbound, PluginInfo, RequestInfo, Stream,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -98,6 +98,7 @@ impl Instance {
                 root_events: root_tx,
                 ffi_args: Vec::new(),
                 root_properties: HashMap::new(),
+                root_ending: Ending::Live,
             },
         );
         store.limiter(|h| &mut h.limits);
@@ -343,17 +344,41 @@ impl Instance {
         std::mem::take(&mut self.store.data_mut().outbox)
     }
 
-    /// End a request context: `proxy_on_done`, `proxy_on_log`,
-    /// `proxy_on_delete`; its state is dropped whatever they do.
-    pub fn finish(&mut self, ctx: u32) -> Result<(), Fault> {
+    /// End a request context: `proxy_on_done`, then (unless it returned
+    /// false: the filter calls `proxy_done` later, see [`Instance::reap`])
+    /// `proxy_on_log` and `proxy_on_delete`. `Ok(true)`: the context is
+    /// gone; `Ok(false)`: it is deferred. A fault drops it.
+    pub fn finish(&mut self, ctx: u32) -> Result<bool, Fault> {
         if !self.store.data().streams.contains_key(&ctx) {
-            return Ok(());
+            return Ok(true);
         }
-        let r = (|| {
-            let e = self.exports.clone();
-            if let Some(f) = &e.done {
-                self.run(f, ctx, ctx as i32)?;
+        let e = self.exports.clone();
+        if let Some(f) = &e.done {
+            match self.run(f, ctx, ctx as i32) {
+                Ok(0) => {
+                    if let Some(s) = self.stream(ctx) {
+                        s.ending = Ending::Deferred;
+                        // nothing is paused on it any more
+                        s.local = None;
+                    }
+                    self.store.data_mut().effective = ROOT;
+                    return Ok(false);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.drop_stream(ctx);
+                    return Err(e);
+                }
             }
+        }
+        self.close(ctx).map(|()| true)
+    }
+
+    /// `proxy_on_log`, `proxy_on_delete`, and the context's state dropped
+    /// whatever they do.
+    fn close(&mut self, ctx: u32) -> Result<(), Fault> {
+        let e = self.exports.clone();
+        let r = (|| {
             if let Some(f) = &e.log {
                 self.run(f, ctx, ctx as i32)?;
             }
@@ -362,11 +387,82 @@ impl Instance {
             }
             Ok(())
         })();
+        self.drop_stream(ctx);
+        r
+    }
+
+    fn drop_stream(&mut self, ctx: u32) {
         let h = self.store.data_mut();
         h.streams.remove(&ctx);
         h.calls.retain(|_, c| *c != ctx);
         h.effective = ROOT;
-        r
+    }
+
+    /// Close the deferred contexts that called `proxy_done` (after the
+    /// callback that called it, never from inside it).
+    pub fn reap(&mut self) -> Result<(), Fault> {
+        let done: Vec<u32> = self
+            .store
+            .data()
+            .streams
+            .iter()
+            .filter(|(_, s)| s.ending == Ending::Done)
+            .map(|(id, _)| *id)
+            .collect();
+        for ctx in done {
+            self.close(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a context is still alive (not closed).
+    pub fn alive(&self, ctx: u32) -> bool {
+        self.store.data().streams.contains_key(&ctx)
+    }
+
+    /// A deferred context whose filter never called `proxy_done` in time:
+    /// closed anyway.
+    pub fn expire(&mut self, ctx: u32) -> Result<(), Fault> {
+        if self.alive(ctx) {
+            log::warn!(target: "flexgw::wasm", "{}: a request context waited for proxy_done past its limit; closed", self.plugin().name);
+            self.close(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// The plugin is going away: the root context's `proxy_on_done`; when
+    /// it returns true (or is not exported), `proxy_on_log` and
+    /// `proxy_on_delete` at once (`Ok(true)`); when false, the filter is
+    /// to call `proxy_done` first (`Ok(false)`; see [`Instance::root_over`]).
+    pub fn shut_down(&mut self) -> Result<bool, Fault> {
+        let e = self.exports.clone();
+        if let Some(f) = &e.done {
+            if self.run(f, ROOT, ROOT as i32)? == 0 {
+                self.store.data_mut().root_ending = Ending::Deferred;
+                return Ok(false);
+            }
+        }
+        self.close_root().map(|()| true)
+    }
+
+    /// After a deferred shut-down: whether the root called `proxy_done`
+    /// (then its log and delete have run).
+    pub fn root_over(&mut self) -> Result<bool, Fault> {
+        if self.store.data().root_ending != Ending::Done {
+            return Ok(false);
+        }
+        self.close_root().map(|()| true)
+    }
+
+    fn close_root(&mut self) -> Result<(), Fault> {
+        let e = self.exports.clone();
+        if let Some(f) = &e.log {
+            self.run(f, ROOT, ROOT as i32)?;
+        }
+        if let Some(f) = &e.delete {
+            self.run(f, ROOT, ROOT as i32)?;
+        }
+        Ok(())
     }
 
     /// Request contexts alive in the instance.

@@ -11,7 +11,9 @@
 
 use super::engine::Compiled;
 use super::instance::{Action, Fault, Instance};
-use super::state::{CallResponse, Event, Headers, LocalReply, Outbound, PluginInfo, RequestInfo};
+use super::state::{
+    CallResponse, Event, Headers, Limits, LocalReply, Outbound, PluginInfo, RequestInfo,
+};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -161,30 +163,6 @@ impl Plugin {
         r
     }
 
-    /// Send the calls the last callback asked for (under the instance's
-    /// lock: spawning is all it does). A context's first call makes its
-    /// event channel; `events` gets the receiver when it is `ctx`'s.
-    fn dispatch(&self, i: &mut Instance, ctx: u32, events: &mut Option<UnboundedReceiver<Event>>) {
-        for out in i.take_outbox() {
-            let to = match i.stream(out.context) {
-                Some(st) => match &st.events {
-                    Some(tx) => tx.clone(),
-                    None if out.context == ctx => {
-                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                        st.events = Some(tx.clone());
-                        *events = Some(rx);
-                        tx
-                    }
-                    // made for a context that is not the one running: the
-                    // root task delivers it
-                    None => i.root_events(),
-                },
-                None => i.root_events(),
-            };
-            spawn_call(out, to, self.info.limits.body);
-        }
-    }
-
     /// A new request context with these headers; `proxy_on_request_headers`.
     /// The verdict, or `None` while the filter pauses (see [`Plugin::settle`]).
     pub fn request_headers(
@@ -198,7 +176,7 @@ impl Plugin {
         let (ctx, verdict, generation) = self.with(slot, None, |i, generation| {
             let ctx = i.create_stream(headers, info)?;
             let action = i.request_headers(ctx, end_of_stream)?;
-            self.dispatch(i, ctx, &mut events);
+            dispatch(i, ctx, &mut events, self.info.limits.body);
             let verdict = verdict(i, ctx, action == Action::Pause, true)?;
             Ok((ctx, verdict, generation))
         })?;
@@ -236,7 +214,7 @@ impl Plugin {
             let v = self.with(s.slot, Some(s.generation), |i, _| {
                 if let Some(event) = event {
                     i.deliver(event)?;
-                    self.dispatch(i, ctx, &mut events);
+                    dispatch(i, ctx, &mut events, self.info.limits.body);
                 }
                 verdict(i, ctx, true, true)
             })?;
@@ -334,7 +312,7 @@ impl Plugin {
             st.response = headers;
             st.response_code = Some(status);
             i.response_headers(ctx, eos)?;
-            self.dispatch(i, ctx, &mut events);
+            dispatch(i, ctx, &mut events, self.info.limits.body);
             verdict(i, ctx, false, false)
         })?;
         if events.is_some() {
@@ -343,16 +321,30 @@ impl Plugin {
         Ok(v.unwrap_or(Verdict::Continue(None)))
     }
 
-    /// The request is over: done, log, delete.
-    pub fn finish(&self, s: &StreamRef, status: u16) {
+    /// The request is over: done, log, delete — or, when the filter's
+    /// `proxy_on_done` returns false, log and delete once it calls
+    /// `proxy_done` (its call responses still reach it meanwhile; the
+    /// pause limit bounds the wait).
+    pub fn finish(&self, mut s: StreamRef, status: u16) {
+        let ctx = s.ctx;
+        let mut events = None;
         let r = self.with(s.slot, Some(s.generation), |i, _| {
-            if let Some(st) = i.stream(s.ctx) {
+            if let Some(st) = i.stream(ctx) {
                 st.response_code.get_or_insert(status);
             }
-            i.finish(s.ctx)
+            let over = i.finish(ctx)?;
+            dispatch(i, ctx, &mut events, self.info.limits.body);
+            Ok(over)
         });
-        if let Err(e) = r {
-            log::debug!(target: "flexgw::wasm", "{}: end of request: {e}", self.info.name);
+        if events.is_some() {
+            s.events = events;
+        }
+        match r {
+            Ok(true) => {}
+            Ok(false) => linger(self.slots[s.slot].clone(), s, self.info.limits),
+            Err(e) => {
+                log::debug!(target: "flexgw::wasm", "{}: end of request: {e}", self.info.name)
+            }
         }
     }
 
@@ -360,6 +352,134 @@ impl Plugin {
     pub fn body_callbacks(&self) -> (bool, bool) {
         self.bodies
     }
+}
+
+/// Send the calls the last callback asked for (under the instance's
+/// lock: spawning is all it does). A context's first call makes its
+/// event channel; `events` gets the receiver when it is `ctx`'s.
+fn dispatch(
+    i: &mut Instance,
+    ctx: u32,
+    events: &mut Option<UnboundedReceiver<Event>>,
+    body_limit: usize,
+) {
+    for out in i.take_outbox() {
+        let to = match i.stream(out.context) {
+            Some(st) => match &st.events {
+                Some(tx) => tx.clone(),
+                None if out.context == ctx => {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    st.events = Some(tx.clone());
+                    *events = Some(rx);
+                    tx
+                }
+                // made for a context that is not the one running: the
+                // root task delivers it
+                None => i.root_events(),
+            },
+            None => i.root_events(),
+        };
+        spawn_call(out, to, body_limit);
+    }
+}
+
+/// A request context whose filter deferred its end (`proxy_on_done`
+/// returned false): its call responses are delivered until the filter
+/// calls `proxy_done` (then log and delete run) or the pause limit
+/// passes (then they run anyway).
+fn linger(slot: Arc<Slot>, mut s: StreamRef, limits: Limits) {
+    super::background().spawn(async move {
+        let deadline = tokio::time::Instant::now() + limits.pause;
+        loop {
+            let wake = (tokio::time::Instant::now() + RECHECK).min(deadline);
+            let event = match s.events.as_mut() {
+                Some(rx) => tokio::time::timeout_at(wake, rx.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+                None => {
+                    tokio::time::sleep_until(wake).await;
+                    None
+                }
+            };
+            let expired = tokio::time::Instant::now() >= deadline;
+            let mut guard = lock(&slot.instance);
+            if slot.generation.load(Ordering::Relaxed) != s.generation {
+                return;
+            }
+            let Some(i) = guard.as_mut() else { return };
+            let mut events = None;
+            let r = (|| {
+                if let Some(event) = event {
+                    i.deliver(event)?;
+                    dispatch(i, s.ctx, &mut events, limits.body);
+                }
+                i.reap()?;
+                if expired {
+                    i.expire(s.ctx)?;
+                }
+                Ok::<(), Fault>(())
+            })();
+            let alive = i.alive(s.ctx);
+            if let Err(e) = r {
+                log::warn!(target: "flexgw::wasm", "{}: deferred request context: {e}", i.plugin().name);
+            }
+            if i.broken {
+                *guard = None;
+                return;
+            }
+            drop(guard);
+            if events.is_some() {
+                s.events = events;
+            }
+            if !alive {
+                return;
+            }
+        }
+    });
+}
+
+impl Drop for Plugin {
+    /// The plugin is replaced or removed (a reload): each instance's root
+    /// context is told (`proxy_on_done`); one that defers its end keeps
+    /// its instance (ticks, call responses) until it calls `proxy_done`
+    /// or the pause limit passes.
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            let mut guard = lock(&slot.instance);
+            let Some(i) = guard.as_mut() else { continue };
+            match i.shut_down() {
+                Ok(true) => {}
+                Ok(false) => shut_down_later(slot.clone(), self.info.limits.pause),
+                Err(e) => {
+                    log::warn!(target: "flexgw::wasm", "{}: shutting down: {e}", self.info.name)
+                }
+            }
+        }
+    }
+}
+
+/// Keep a slot (so its root task runs) until its root context calls
+/// `proxy_done`, or `limit` passes.
+fn shut_down_later(slot: Arc<Slot>, limit: Duration) {
+    super::background().spawn(async move {
+        let deadline = Instant::now() + limit;
+        loop {
+            tokio::time::sleep(RECHECK).await;
+            let mut guard = lock(&slot.instance);
+            let Some(i) = guard.as_mut() else { return };
+            match i.root_over() {
+                Ok(false) if Instant::now() < deadline => continue,
+                Ok(false) => {
+                    log::warn!(target: "flexgw::wasm", "{}: the root context did not call proxy_done within {} s of shutdown; dropped", i.plugin().name, limit.as_secs());
+                }
+                Ok(true) => {}
+                Err(e) => log::warn!(target: "flexgw::wasm", "{}: shutting down: {e}", i.plugin().name),
+            }
+            *guard = None;
+            return;
+        }
+    });
 }
 
 /// Where the request stands after a callback: answered, closed,
@@ -446,7 +566,8 @@ fn spawn_root(
                 Some(Some(e)) => i.deliver(e),
                 _ if period.is_some() => i.tick(),
                 _ => Ok(()),
-            };
+            }
+            .and_then(|()| i.reap());
             if let Err(e) = r {
                 log::warn!(target: "flexgw::wasm", "{}: root context: {e}", i.plugin().name);
             }

@@ -215,6 +215,19 @@ pub struct Stream {
     pub events: Option<UnboundedSender<Event>>,
     /// `proxy_http_call`s not answered yet.
     pub calls: u32,
+    /// Where the context stands at its end (`proxy_on_done` / `proxy_done`).
+    pub ending: Ending,
+}
+
+/// A context's end: `proxy_on_done` returned false (`Deferred`: the
+/// filter will call `proxy_done`), then `proxy_done` was called (`Done`:
+/// log and delete it after the current callback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ending {
+    #[default]
+    Live,
+    Deferred,
+    Done,
 }
 
 impl Stream {
@@ -232,6 +245,7 @@ impl Stream {
             response_code: None,
             events: None,
             calls: 0,
+            ending: Ending::Live,
         }
     }
 }
@@ -322,6 +336,8 @@ pub struct HostState {
     pub ffi_args: Vec<u8>,
     /// Properties set while no request context was effective.
     pub root_properties: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    /// The root context's end (the plugin is being shut down).
+    pub root_ending: Ending,
 }
 
 impl HostState {

@@ -24,11 +24,15 @@
 //! defaults are filled in, and the filter gets it as JSON.
 
 use super::resources::{Binding, Meta, Resource};
-use crate::config::decode::{join, suggest, Decoder};
-use crate::config::yaml::{Node, Pos, Value as Yaml};
+use crate::config::decode::{join, Decoder};
+#[cfg(feature = "wasm")]
+use crate::config::{decode::suggest, yaml::Value as Yaml};
+use crate::config::yaml::{Node, Pos};
 use crate::config::ConfigError;
 use crate::policy::PolicyConfig;
-use serde_json::{Map, Value};
+#[cfg(feature = "wasm")]
+use serde_json::Map;
+use serde_json::Value;
 
 const SPEC_FIELDS: &[&str] = &["extends", "properties", "required"];
 const EXTENDS_FIELDS: &[&str] = &["name", "namespace"];
@@ -185,6 +189,7 @@ pub fn decode(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ExtensionRes> 
     Some(ExtensionRes { meta, role })
 }
 
+#[cfg(feature = "wasm")]
 fn find<'r>(exts: &[&'r ExtensionRes], namespace: &str, name: &str) -> Option<&'r ExtensionRes> {
     exts.iter()
         .find(|e| e.meta.name == name && e.meta.namespace == namespace)

@@ -3,7 +3,7 @@
 
 use super::{guest, read, write, write_u32, C, R};
 use crate::wasm::abi::{self, status};
-use crate::wasm::state::{HostState, LocalReply};
+use crate::wasm::state::{Ending, HostState, LocalReply};
 use wasmtime::Linker;
 
 pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -121,7 +121,25 @@ pub fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(status::OK)
         },
     )?;
-    l.func_wrap("env", "proxy_done", |_c: C| -> R { Ok(status::OK) })?;
+    l.func_wrap("env", "proxy_done", |mut c: C| -> R {
+        // the effective context is done: it must be waiting for it (its
+        // `proxy_on_done` returned false); its log and delete run after
+        // the current callback returns
+        let h = c.data_mut();
+        let ending = if h.effective == h.root {
+            &mut h.root_ending
+        } else {
+            match h.streams.get_mut(&h.effective) {
+                Some(s) => &mut s.ending,
+                None => return Ok(status::NOT_FOUND),
+            }
+        };
+        if *ending != Ending::Deferred {
+            return Ok(status::NOT_FOUND);
+        }
+        *ending = Ending::Done;
+        Ok(status::OK)
+    })?;
     l.func_wrap(
         "env",
         "proxy_get_status",

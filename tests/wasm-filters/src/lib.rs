@@ -18,6 +18,10 @@
 //! - `props`    request properties in response headers
 //! - `faults`   traps on `x-trap`, loops forever on `x-loop`
 //! - `flex`     a Flex PDK-style policy (see `flex` below)
+//! - `deferred` ends each request late: `proxy_on_done` calls the `audit`
+//!   service and returns false; the call's response calls `proxy_done`
+//!   (unless the config says `{"done": "never"}`); `proxy_on_log` counts
+//!   in a metric. The root context does the same when the plugin goes.
 
 use log::info;
 use proxy_wasm::hostcalls;
@@ -44,9 +48,44 @@ fn root_id() -> String {
         .unwrap_or_default()
 }
 
-impl Context for Root {}
+/// `deferred`: the end of a context waits for an `audit` call.
+fn audit(what: &str) -> bool {
+    hostcalls::dispatch_http_call(
+        "audit",
+        vec![(":method", "GET"), (":path", &format!("/audit/{what}")), (":authority", "audit.local")],
+        None,
+        vec![],
+        Duration::from_secs(10),
+    )
+    .is_ok()
+}
+
+fn count(metric: &str) {
+    if let Ok(id) = hostcalls::define_metric(MetricType::Counter, metric) {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body_size: usize, _trailers: usize) {
+        if self.kind == "deferred" {
+            count("test_filter_deferred_root_responses");
+            self.done();
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        !(self.kind == "deferred" && audit("root"))
+    }
+}
 
 impl RootContext for Root {
+    fn on_log(&mut self) {
+        if self.kind == "deferred" {
+            count("test_filter_deferred_root_logged");
+        }
+    }
+
     fn on_vm_start(&mut self, _size: usize) -> bool {
         self.kind = root_id();
         if self.kind == "tick" || self.kind == "later" {
@@ -137,12 +176,33 @@ impl Context for Http {
                 }
             }
             "flex" => flex::call_response(self, body_size),
+            "deferred" => {
+                count("test_filter_deferred_responses");
+                if json_field(&self.config, "done").as_deref() != Some("never") {
+                    self.done();
+                }
+            }
             _ => {}
         }
+    }
+
+    fn on_done(&mut self) -> bool {
+        if self.kind != "deferred" {
+            return true;
+        }
+        // defined now so it reads 0 until the first log
+        let _ = hostcalls::define_metric(MetricType::Counter, "test_filter_deferred_logged");
+        !audit(&format!("request-{}", self.id))
     }
 }
 
 impl HttpContext for Http {
+    fn on_log(&mut self) {
+        if self.kind == "deferred" {
+            count("test_filter_deferred_logged");
+        }
+    }
+
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         match self.kind.as_str() {
             "headers" => {
