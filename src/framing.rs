@@ -9,8 +9,9 @@
 //! `Transfer-Encoding` whose final coding is not exactly `chunked`, or with
 //! `chunked` more than once; an HTTP/1.1 request without `Host`, with
 //! several, or whose absolute-form target names another authority; control
-//! characters in header values. Limits: header count and size (431), target
-//! length (414).
+//! characters in header values; a case variant of a standard method
+//! (`get`); more than one `Authorization`. Limits: header count and size
+//! (431), target length (414).
 
 use http::{HeaderMap, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -150,7 +151,32 @@ pub fn check_request(
             return refuse(400, "the request target's authority differs from Host");
         }
     }
+    if is_case_variant(req.method.as_str()) {
+        // methods are case-sensitive (RFC 9110 §9.1), but backends that
+        // upper-case them would run `post` as POST past a rule for POST
+        return refuse(400, "a method is case-sensitive: write it in upper case");
+    }
+    let mut credentials = req.headers.get_all(http::header::AUTHORIZATION).iter();
+    if credentials.next().is_some() && credentials.next().is_some() {
+        // which one would a policy check, which one would the upstream read?
+        return refuse(400, "more than one Authorization header");
+    }
     Ok(())
+}
+
+/// A case variant of a standard method (`get`, `Post`), not the method.
+fn is_case_variant(method: &str) -> bool {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    method.bytes().any(|b| b.is_ascii_lowercase())
+        && STANDARD.iter().any(|m| m.eq_ignore_ascii_case(method))
+}
+
+/// Header names with an underscore: to CGI, WSGI, PHP and Rack,
+/// `X_User` and `X-User` are one variable.
+pub fn has_underscored(headers: &HeaderMap) -> bool {
+    headers.keys().any(|k| k.as_str().contains('_'))
 }
 
 /// Headers that say how a message is framed or carried hop by hop: the
@@ -252,6 +278,47 @@ mod tests {
         assert_eq!(status(&[h, ("transfer-encoding", b"xchunked")]), 400);
         assert_eq!(status(&[]), 400, "HTTP/1.1 without Host");
         assert_eq!(status(&[h, h]), 400, "two Host headers");
+    }
+
+    #[test]
+    fn methods_and_credentials() {
+        for (m, want) in [
+            ("GET", true),
+            ("PATCH", true),
+            ("PROPFIND", true),
+            ("get", false),
+            ("Get", false),
+            ("pOST", false),
+            ("delete", false),
+            ("options", false),
+            ("patch", false),
+            ("propfind", true),
+            ("M-SEARCH", true),
+        ] {
+            let mut r = req(&[("host", b"a")]);
+            r.set_method(http::Method::from_bytes(m.as_bytes()).unwrap());
+            let ok = check_request(&r, None, &Limits::default()).is_ok();
+            assert_eq!(ok, want, "{m}");
+        }
+        let h: (&str, &[u8]) = ("host", b"a");
+        assert_eq!(status(&[h, ("authorization", b"Bearer a")]), 200);
+        assert_eq!(
+            status(&[
+                h,
+                ("authorization", b"Bearer a"),
+                ("Authorization", b"Bearer b")
+            ]),
+            400
+        );
+        assert_eq!(
+            status(&[h, ("authorization", b"Bearer a"), ("authorization", b"")]),
+            400
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", http::HeaderValue::from_static("a"));
+        assert!(!has_underscored(&headers));
+        headers.insert("x_user", http::HeaderValue::from_static("a"));
+        assert!(has_underscored(&headers));
     }
 
     #[test]

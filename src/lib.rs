@@ -6,6 +6,7 @@
 //! `proxy` wires them into Pingora's `ProxyHttp` phases; `server` builds the
 //! Pingora server; `ops` has logging and other operational helpers.
 
+pub mod authority;
 pub mod config;
 pub mod connection;
 pub mod exchange;

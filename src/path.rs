@@ -65,6 +65,22 @@ impl PathError {
     }
 }
 
+/// The path without `;` parameters in its segments (`/a;v=1/b;x` is
+/// `/a/b`): what servlet containers (Tomcat, Jetty, Spring) resolve.
+pub fn without_params(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(seg.split_once(';').map_or(seg, |(name, _)| name));
+    }
+    Cow::Owned(out)
+}
+
 fn needs_work(path: &str) -> bool {
     let b = path.as_bytes();
     if b.iter().any(|c| matches!(c, b'%' | b'\\' | b';')) {
@@ -190,6 +206,20 @@ mod tests {
 
     fn n(p: &str) -> Result<String, PathError> {
         normalize(p).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn parameters_come_off_every_segment() {
+        for (p, want) in [
+            ("/a/b", "/a/b"),
+            ("/admin;x/users", "/admin/users"),
+            ("/admin;jsessionid=1", "/admin"),
+            ("/a;x=1;y=2/b;z/", "/a/b/"),
+            ("/;x/a", "//a"),
+            ("/a/%3Bb", "/a/%3Bb"),
+        ] {
+            assert_eq!(without_params(p), want, "{p}");
+        }
     }
 
     #[test]

@@ -23,14 +23,15 @@
 //! passes the response hooks of the policies that ran, so their headers
 //! (rate limits, CORS) are on local responses too.
 
-use crate::config::ClientLimits;
+use crate::authority;
+use crate::config::{ClientLimits, Underscores};
 use crate::exchange::Exchange;
 use crate::forwarding::{self, Hop};
 use crate::framing;
 use crate::ipset;
 use crate::ops::metrics::UpstreamError;
 use crate::ops::{access_log, request_id};
-use crate::path::{normalize_with, Options, PathError};
+use crate::path::{normalize_with, without_params, Options, PathError};
 use crate::policy::chain::Ran;
 use crate::policy::common::request_host;
 use crate::policy::{LocalResponse, Rejection};
@@ -190,6 +191,76 @@ impl Gateway {
     /// says `Connection: close`: busy keep-alive clients move to a new
     /// connection at a point they expect, rather than having their idle
     /// connection closed under them when the drain ends.
+    /// Before routing: the authority normalised (or refused), header
+    /// names with `_` handled as the listener says, and the forwarding
+    /// headers only a trusted proxy may send removed from anyone else's
+    /// request. `Err`: a 400 with this message.
+    fn clean_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        limits: &ClientLimits,
+        snapshot: &crate::runtime::Snapshot,
+    ) -> std::result::Result<(), &'static str> {
+        let req = session.req_header();
+        let raw = req
+            .headers
+            .get(http::header::HOST)
+            .map(http::HeaderValue::as_bytes)
+            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+            .unwrap_or_default();
+        let normal = authority::normalize(raw, ctx.x.tls)?;
+        let underscored = framing::has_underscored(&req.headers);
+        let trusted = ctx
+            .peer_ip
+            .is_some_and(|ip| snapshot.config.server.trusted_proxies.contains(ip));
+        let forwarding = !trusted
+            && (req.headers.contains_key(http::header::FORWARDED)
+                || req.headers.contains_key("x-real-ip"));
+        if normal.is_none() && !underscored && !forwarding {
+            return Ok(());
+        }
+        let req = session.req_header_mut();
+        if let Some(host) = normal {
+            let value = http::HeaderValue::from_str(&host).map_err(|_| "invalid Host")?;
+            let _ = req.insert_header(http::header::HOST, value);
+        }
+        if underscored {
+            match limits.underscores {
+                Underscores::Allow => {}
+                Underscores::Reject => {
+                    self.runtime
+                        .metrics
+                        .headers_dropped("underscore_rejected", 1);
+                    return Err("a request header name has an underscore (`_`)");
+                }
+                Underscores::Drop => {
+                    let doomed: Vec<http::HeaderName> = req
+                        .headers
+                        .keys()
+                        .filter(|k| k.as_str().contains('_'))
+                        .cloned()
+                        .collect();
+                    let mut n = 0;
+                    for name in &doomed {
+                        n += req.headers.get_all(name).iter().count() as u64;
+                        req.remove_header(name);
+                    }
+                    self.runtime.metrics.headers_dropped("underscore", n);
+                }
+            }
+        }
+        if forwarding {
+            let mut n = 0;
+            n += u64::from(req.remove_header(&http::header::FORWARDED).is_some());
+            n += u64::from(req.remove_header("x-real-ip").is_some());
+            self.runtime
+                .metrics
+                .headers_dropped("untrusted_forwarding", n);
+        }
+        Ok(())
+    }
+
     fn draining(&self) -> bool {
         self.runtime.phase() == Phase::Draining
     }
@@ -470,6 +541,11 @@ impl ProxyHttp for Gateway {
             let resp = local(r.status, r.message);
             return respond(session, ctx, resp, self.draining()).await;
         }
+        if let Err(message) = self.clean_request(session, ctx, &limits, &snapshot) {
+            let resp = local(400, message);
+            return respond(session, ctx, resp, self.draining()).await;
+        }
+        let req = session.req_header();
         // normalised with encoded slashes kept (as `%2F` / `%5C`, the only
         // way they survive normalisation); refused below unless the route
         // the path leads to allows them
@@ -484,6 +560,20 @@ impl ProxyHttp for Gateway {
             }
         };
         let slash = path.contains('%') && (path.contains("%2F") || path.contains("%5C"));
+        // `;` parameters: routed (and judged) on the path a servlet
+        // container resolves, without them; refused unless the route opts in
+        let sent = path.contains(';').then(|| path.clone());
+        let routed = sent
+            .as_deref()
+            .map(|p| normalize_with(&without_params(p), lenient).map(std::borrow::Cow::into_owned));
+        let path = match routed {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                let resp = local(400, e.message());
+                return respond(session, ctx, resp, self.draining()).await;
+            }
+            None => path,
+        };
         let (found, rewritten) = match listener {
             Some(l) => {
                 let (m, up) = l
@@ -498,10 +588,15 @@ impl ProxyHttp for Gateway {
                 let resp = local(400, PathError::EncodedSlash.message());
                 return respond(session, ctx, resp, self.draining()).await;
             }
+            Some(Match::Found(route)) if sent.is_some() && !route.config.allow_path_parameters => {
+                let resp = local(400, "request path has ; parameters in a segment");
+                return respond(session, ctx, resp, self.draining()).await;
+            }
             other => other,
         };
         ctx.x.path = path;
-        ctx.x.upstream_path = rewritten;
+        // a route that takes parameters gets them, unless it rewrites the path
+        ctx.x.upstream_path = rewritten.or(sent);
         let rejection = match found {
             Some(Match::Found(route)) => {
                 let route = route.clone();

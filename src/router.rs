@@ -380,6 +380,7 @@ mod tests {
             },
             max_body_size: None,
             allow_encoded_slashes: false,
+            allow_path_parameters: false,
             policies: vec![],
             flex: None,
         })

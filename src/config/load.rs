@@ -424,6 +424,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
                 },
                 max_body_size: r.max_body_size,
                 allow_encoded_slashes: r.allow_encoded_slashes,
+                allow_path_parameters: r.allow_path_parameters,
                 policies,
                 flex: r.flex.clone(),
             });

@@ -20,4 +20,4 @@ pub mod yaml;
 
 pub use decode::{ConfigError, ConfigErrors};
 pub use load::{load, load_str};
-pub use model::{ClientLimits, Config};
+pub use model::{ClientLimits, Config, Underscores};

@@ -78,6 +78,33 @@ pub struct ClientLimits {
     /// Open connections from one client IP (the TCP peer; trusted proxies
     /// are exempt); `None`: no limit.
     pub max_connections_per_client: Option<usize>,
+    /// Request header names with `_` (`underscoresInHeaders`).
+    pub underscores: Underscores,
+}
+
+/// What a listener does with a request header whose name has an
+/// underscore: many backends (CGI, WSGI, PHP, Rack) read `X_User` and
+/// `X-User` as one name, so a client could smuggle one past a policy that
+/// set or removed the other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Underscores {
+    /// Pass them (removals still match both spellings).
+    Allow,
+    /// Remove them before routing (nginx's default); counted.
+    #[default]
+    Drop,
+    /// Refuse the request with 400.
+    Reject,
+}
+
+impl Underscores {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Underscores::Allow => "allow",
+            Underscores::Drop => "drop",
+            Underscores::Reject => "reject",
+        }
+    }
 }
 
 impl Default for ClientLimits {
@@ -94,6 +121,7 @@ impl Default for ClientLimits {
             max_concurrent_streams: 100,
             max_connections: 10_000,
             max_connections_per_client: None,
+            underscores: Underscores::Drop,
         }
     }
 }
@@ -114,6 +142,7 @@ pub struct LimitSettings {
     pub max_concurrent_streams: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
+    pub underscores: Option<Underscores>,
 }
 
 impl LimitSettings {
@@ -139,6 +168,7 @@ impl LimitSettings {
             max_connections_per_client: self
                 .max_connections_per_client
                 .or(base.max_connections_per_client),
+            underscores: self.underscores.unwrap_or(base.underscores),
         }
     }
 }
@@ -177,6 +207,9 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     /// Pass `%2F` / `%5C` in paths through unchanged instead of refusing them.
     pub allow_encoded_slashes: bool,
+    /// Pass `;` parameters in path segments (`/a;v=1/b`) instead of
+    /// refusing them; routes and policies see the path without them.
+    pub allow_path_parameters: bool,
     /// The route's policy chain in run order: the document's `spec.policies`
     /// and the route's own, sorted by `order` (stable: list order breaks ties,
     /// document-level first).

@@ -87,6 +87,7 @@ pub struct RouteSpec {
     pub upstream: UpstreamSpec,
     pub max_body_size: Option<u64>,
     pub allow_encoded_slashes: bool,
+    pub allow_path_parameters: bool,
     pub policies: Vec<PolicySpec>,
     /// Flex routing (from an ApiInstance): regex rules instead of `paths`.
     pub flex: Option<std::sync::Arc<super::rules::FlexRoute>>,
@@ -105,6 +106,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "policies",
     "maxBodySize",
     "allowEncodedSlashes",
+    "allowPathParameters",
 ];
 
 pub const METHODS: &[&str] = &[
@@ -395,6 +397,12 @@ fn decode_route(
             .unwrap_or(false),
         None => false,
     };
+    let allow_path_parameters = match f.get("allowPathParameters") {
+        Some(n) => d
+            .bool(n, &join(path, "allowPathParameters"))
+            .unwrap_or(false),
+        None => false,
+    };
     let policies = f
         .get("policies")
         .map(|list| decode_policies(d, list, &join(path, "policies"), None))
@@ -412,6 +420,7 @@ fn decode_route(
         upstream: upstream?,
         max_body_size,
         allow_encoded_slashes,
+        allow_path_parameters,
         policies,
         flex: None,
     })

@@ -41,6 +41,7 @@ const LIMIT_FIELDS: &[&str] = &[
     "maxConcurrentStreams",
     "maxConnections",
     "maxConnectionsPerClient",
+    "underscoresInHeaders",
 ];
 const ADMIN_FIELDS: &[&str] = &["address", "enabled"];
 
@@ -286,6 +287,24 @@ pub fn decode_limits(d: &mut Decoder, node: &Node, path: &str) -> Option<LimitSe
         if let Some(n) = f.get(key) {
             *slot = d.duration(n, &join(path, key), true);
         }
+    }
+    if let Some(n) = f.get("underscoresInHeaders") {
+        let field = join(path, "underscoresInHeaders");
+        use crate::config::Underscores;
+        l.underscores = match d.scalar(n, &field, "allow, drop or reject") {
+            Some("allow") => Some(Underscores::Allow),
+            Some("drop") => Some(Underscores::Drop),
+            Some("reject") => Some(Underscores::Reject),
+            Some(other) => {
+                d.error(
+                    n.pos,
+                    &field,
+                    format!("{other:?}: expected allow, drop or reject"),
+                );
+                None
+            }
+            None => None,
+        };
     }
     (d.errors.len() == before).then_some(l)
 }

@@ -107,6 +107,7 @@ fn config_tree(c: &Config) -> Value {
                         },
                         "maxBodySize": r.max_body_size,
                         "allowEncodedSlashes": r.allow_encoded_slashes,
+                        "allowPathParameters": r.allow_path_parameters,
                         "policies": policies,
                     });
                     if let Some(f) = &r.flex {

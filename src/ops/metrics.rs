@@ -73,6 +73,7 @@ pub struct Metrics {
     connections: Gauge,
     refused: Family<ReasonLabels, Counter>,
     client_timeouts: Family<PhaseLabels, Counter>,
+    headers_dropped: Family<ReasonLabels, Counter>,
     /// For requests that matched no route.
     no_route: OnceLock<RouteMetrics>,
     upstream: crate::upstream::UpstreamMetrics,
@@ -212,6 +213,12 @@ impl Metrics {
             "Client connections closed at accept, by limit (listener_limit, client_limit)",
             refused.clone(),
         );
+        let headers_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "request_headers_dropped",
+            "Client request headers removed (or, with underscoresInHeaders: reject, refused) before routing, by reason (underscore, underscore_rejected, untrusted_forwarding)",
+            headers_dropped.clone(),
+        );
         let client_timeouts = Family::<PhaseLabels, Counter>::default();
         registry.register(
             "client_timeouts",
@@ -270,6 +277,7 @@ impl Metrics {
             connections,
             refused,
             client_timeouts,
+            headers_dropped,
             no_route: OnceLock::new(),
         }
     }
@@ -306,6 +314,14 @@ impl Metrics {
 
     pub fn connection_refused(&self, reason: &'static str) {
         self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// `n` client headers removed before routing (or a request refused
+    /// for them), for `reason`.
+    pub fn headers_dropped(&self, reason: &'static str, n: u64) {
+        self.headers_dropped
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(n);
     }
 
     pub fn client_timeout(&self, phase: &'static str) {

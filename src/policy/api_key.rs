@@ -210,6 +210,17 @@ impl ApiKey {
 #[async_trait]
 impl Policy for ApiKey {
     async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
+        if let (false, Some(name), Some(query)) = (
+            req.headers.contains_key(&self.config.header),
+            self.config.query_param.as_deref(),
+            req.uri.query(),
+        ) {
+            if common::query_count(query, name) > 1 {
+                // the key checked must be the key the upstream sees
+                let message = format!("more than one {name} query parameter");
+                return Decision::Respond(LocalResponse::new(400, message));
+            }
+        }
         let Some(key) = self.presented(req) else {
             return Decision::Respond(LocalResponse::new(401, "API key required"));
         };
@@ -221,6 +232,14 @@ impl Policy for ApiKey {
             }
             None => Decision::Respond(LocalResponse::new(401, "invalid API key")),
         }
+    }
+
+    fn asserted_headers(&self) -> Vec<http::HeaderName> {
+        self.config.consumer_header.iter().cloned().collect()
+    }
+
+    fn credential_headers(&self) -> Vec<http::HeaderName> {
+        vec![self.config.header.clone()]
     }
 
     fn on_upstream_request(&self, up: &mut RequestHeader, x: &mut Exchange) -> pingora::Result<()> {

@@ -52,6 +52,11 @@ pub struct Chain {
     links: Vec<Link>,
     /// Some policy has a request (response) body hook.
     bodies: (bool, bool),
+    /// Headers the policies assert upstream, in both spellings: removed
+    /// from the client's request before the chain runs.
+    asserted: Vec<http::HeaderName>,
+    /// Headers credentials are read from: one copy at most.
+    credentials: Vec<http::HeaderName>,
 }
 
 impl Chain {
@@ -61,7 +66,28 @@ impl Chain {
             let (a, b) = l.policy.body_hooks();
             (rq || a, rs || b)
         });
-        Chain { links, bodies }
+        let mut asserted = Vec::new();
+        let mut credentials = Vec::new();
+        for l in &links {
+            for h in l.policy.asserted_headers() {
+                for name in super::common::spellings(&h) {
+                    if !asserted.contains(&name) {
+                        asserted.push(name);
+                    }
+                }
+            }
+            for h in l.policy.credential_headers() {
+                if !credentials.contains(&h) {
+                    credentials.push(h);
+                }
+            }
+        }
+        Chain {
+            links,
+            bodies,
+            asserted,
+            credentials,
+        }
     }
 
     /// Whether a policy wants the request (response) body.
@@ -116,6 +142,19 @@ impl Chain {
         x: &mut Exchange,
         ran: &mut Ran,
     ) -> Option<Rejection> {
+        for h in &self.credentials {
+            let mut copies = req.headers.get_all(h).iter();
+            if copies.next().is_some() && copies.next().is_some() {
+                // which copy would a policy verify, which would the upstream read?
+                return Some(Rejection {
+                    policy: "",
+                    response: LocalResponse::new(400, format!("more than one {h} header")),
+                });
+            }
+        }
+        for h in &self.asserted {
+            req.remove_header(h);
+        }
         for (i, link) in self.links.iter().enumerate() {
             ran.count += 1;
             if !applies(link, req, x) {

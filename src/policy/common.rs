@@ -115,6 +115,19 @@ pub fn query_value(query: &str, name: &str) -> Option<String> {
     })
 }
 
+/// How many parameters of the query are called `name` (however spelled).
+pub fn query_count(query: &str, name: &str) -> usize {
+    query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            percent_encoding::percent_decode_str(k)
+                .decode_utf8()
+                .is_ok_and(|k| k == name)
+        })
+        .count()
+}
+
 /// The query without any parameter called `name`.
 pub fn without_param(query: &str, name: &str) -> String {
     query
@@ -238,6 +251,15 @@ impl TokenSource {
         }
     }
 
+    /// The header the token is read from, other than `Authorization`
+    /// (which is never allowed twice).
+    pub fn header(&self) -> Option<http::HeaderName> {
+        match self {
+            TokenSource::Header(h) => Some(h.clone()),
+            _ => None,
+        }
+    }
+
     /// Take the token out of the request going upstream (a cookie stays:
     /// removing one cookie of several is not worth rewriting the header).
     pub fn strip(&self, up: &mut RequestHeader) {
@@ -252,6 +274,21 @@ impl TokenSource {
             TokenSource::Cookie(_) => {}
         }
     }
+}
+
+/// A header name and, when it has `-` or `_`, its other spelling
+/// (`x-user`, `x_user`): one name to CGI-style backends.
+pub fn spellings(name: &http::HeaderName) -> Vec<http::HeaderName> {
+    let mut out = vec![name.clone()];
+    let s = name.as_str();
+    for (from, to) in [('-', "_"), ('_', "-")] {
+        if s.contains(from) {
+            if let Ok(other) = http::HeaderName::from_bytes(s.replace(from, to).as_bytes()) {
+                out.push(other);
+            }
+        }
+    }
+    out
 }
 
 /// The request's authority (host and port as sent): the Host header, or

@@ -116,6 +116,52 @@ impl OriginRule {
     }
 }
 
+/// A serialized origin (RFC 6454 §6.2): `scheme://host[:port]` and
+/// nothing else — a scheme of letters, digits, `+ - .`; a host of letters,
+/// digits, `- . _ ~` or an IPv6 literal; a port of digits. An `Origin` with
+/// a path, query, fragment, userinfo, `%`, `\` or whitespace is no origin
+/// and matches no pattern (it could be read otherwise by whoever checks it
+/// next).
+fn serialized_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok || rest.is_empty() {
+        return false;
+    }
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let Some((v6, after)) = inner.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            p => match p.strip_prefix(':') {
+                Some(p) => ("v6", p),
+                None => return false,
+            },
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => (rest, ""),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let port_ok = (port.is_empty() && !rest.ends_with(':'))
+        || (port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty());
+    host_ok && port_ok
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub origins: Vec<OriginRule>,
@@ -250,6 +296,9 @@ struct Preflight;
 
 impl Cors {
     fn allow_origin(&self, origin: &str) -> Option<String> {
+        if !serialized_origin(origin) {
+            return None;
+        }
         if !self.config.origins.iter().any(|o| o.matches(origin)) {
             return None;
         }
@@ -401,5 +450,46 @@ mod tests {
         assert!(!OriginRule::Any.matches("null"));
         assert!(OriginRule::parse("app.example.com").is_err());
         assert!(OriginRule::parse("https://a.*.com").is_err());
+    }
+
+    #[test]
+    fn only_serialized_origins_are_origins() {
+        for o in [
+            "https://app.example.com",
+            "http://localhost:8080",
+            "https://[::1]",
+            "https://[2001:db8::1]:8443",
+            "chrome-extension://abcdef",
+            "https://a_b.example.com",
+        ] {
+            assert!(serialized_origin(o), "{o}");
+        }
+        for o in [
+            "null",
+            "",
+            "https://",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://app.example.com?x",
+            "https://app.example.com#x",
+            "https://app.example.com\\@evil.net",
+            "https://user@app.example.com",
+            "https://evil.net@app.example.com",
+            "https://app.example.com%2f.evil.net",
+            "https://app.example.com:",
+            "https://app.example.com:80:80",
+            "https://app.example.com:8a",
+            "https://app.example.com ",
+            " https://app.example.com",
+            "https://app .example.com",
+            "https://app.example.com\t",
+            "1https://app.example.com",
+            "https//app.example.com",
+            "https://[::1",
+            "https://[::1]x",
+            "https://[zz::1]",
+        ] {
+            assert!(!serialized_origin(o), "{o:?}");
+        }
     }
 }

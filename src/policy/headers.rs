@@ -19,7 +19,9 @@
 //! `{header.NAME}` (a request header), and Flex expressions `#[...]`
 //! (`policy/expr.rs`); `{{` and `}}` are literal braces. A
 //! header whose variables are not all known for a request (no consumer, no
-//! such claim) is left out for that request, never sent half-filled.
+//! such claim), or whose value comes out empty, is left out for that
+//! request, never sent half-filled — and never as the client's copy: the
+//! client's headers of that name are removed before the chain runs.
 //!
 //! Hop-by-hop headers (RFC 9110 §7.6.1: Connection, Keep-Alive,
 //! Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade) and the framing
@@ -173,6 +175,11 @@ impl Template {
         })
     }
 
+    /// No variables or expressions: the same value for every request.
+    pub fn is_static(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Text(_)))
+    }
+
     /// The value for this request; `None` when a variable is unknown here.
     pub fn render(&self, req: Req<'_>, x: &Exchange) -> Option<HeaderValue> {
         let headers = req.headers;
@@ -211,7 +218,11 @@ impl Template {
                 }
             }
         }
-        // a value that became invalid (a claim with a newline) is left out
+        // nothing to say (an expression that yields nothing): left out, as
+        // is a value that became invalid (a claim with a newline)
+        if out.trim().is_empty() {
+            return None;
+        }
         HeaderValue::from_str(&out).ok()
     }
 }
@@ -241,8 +252,11 @@ impl Pattern {
     }
 }
 
-/// `*` matches any run of characters; both sides are lower-case.
+/// `*` matches any run of characters; both sides are lower-case; `-` and
+/// `_` match each other (`X-User` and `X_User` are one name to CGI-style
+/// backends).
 fn glob(p: &[u8], s: &[u8]) -> bool {
+    let same = |a: u8, b: u8| a == b || (matches!(a, b'-' | b'_') && matches!(b, b'-' | b'_'));
     let (mut pi, mut si) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while si < s.len() {
@@ -250,7 +264,7 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
             star = Some(pi);
             mark = si;
             pi += 1;
-        } else if pi < p.len() && p[pi] == s[si] {
+        } else if pi < p.len() && same(p[pi], s[si]) {
             pi += 1;
             si += 1;
         } else if let Some(st) = star {
@@ -385,6 +399,13 @@ pub mod inject {
 
     #[async_trait]
     impl Policy for Inject {
+        fn asserted_headers(&self) -> Vec<HeaderName> {
+            // a computed value is the gateway's word: never the client's
+            // copy, also when the value cannot be computed for a request
+            let dynamic = self.0.request.iter().filter(|i| !i.value.is_static());
+            dynamic.map(|i| i.name.clone()).collect()
+        }
+
         async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
             let reads_request = self.0.response.iter().any(|i| {
                 i.value

@@ -389,6 +389,10 @@ impl Policy for Introspection {
         }
     }
 
+    fn credential_headers(&self) -> Vec<http::HeaderName> {
+        self.config.token.header().into_iter().collect()
+    }
+
     fn on_upstream_request(&self, up: &mut RequestHeader, x: &mut Exchange) -> pingora::Result<()> {
         if !self.config.keep_token && x.ext.get::<Accepted>().is_some() {
             self.config.token.strip(up);

@@ -153,6 +153,21 @@ pub trait Policy: Send + Sync {
 
     /// After the response was sent.
     fn on_logging(&self, _x: &Exchange, _status: u16) {}
+
+    /// Headers the policy sets on the upstream request from its own state
+    /// (an identity, forwarded claims, computed values). The chain removes
+    /// the client's copies (either spelling, `-` or `_`) before any policy
+    /// runs, so the upstream never reads a client's word for them — also
+    /// when the policy ends up setting none.
+    fn asserted_headers(&self) -> Vec<http::HeaderName> {
+        Vec::new()
+    }
+
+    /// Headers a credential is read from: a request with more than one
+    /// copy of one is refused (400) before any policy runs.
+    fn credential_headers(&self) -> Vec<http::HeaderName> {
+        Vec::new()
+    }
 }
 
 /// A policy as configured on a route: its config, its place in the chain,

@@ -1169,9 +1169,12 @@ fn build_wasm(dir: &str, target: &str, name: &str) -> Option<PathBuf> {
         .arg(repo_path(&format!("{dir}/Cargo.toml")))
         .arg("--target-dir")
         .arg(&target_dir)
-        // the outer build's flags are for the host, not for wasm
+        // the outer build's flags are for the host, not for wasm; its
+        // lints (.ci/test builds through clippy) are for the gateway
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
         .output()
         .expect("run cargo for a wasm module");
     if !out.status.success() {

@@ -25,10 +25,10 @@
 
 use super::resources::{Binding, Meta, Resource};
 use crate::config::decode::{join, Decoder};
-#[cfg(feature = "wasm")]
-use crate::config::{decode::suggest, yaml::Value as Yaml};
 use crate::config::yaml::{Node, Pos};
 use crate::config::ConfigError;
+#[cfg(feature = "wasm")]
+use crate::config::{decode::suggest, yaml::Value as Yaml};
 use crate::policy::PolicyConfig;
 #[cfg(feature = "wasm")]
 use serde_json::Map;

@@ -216,6 +216,7 @@ pub(super) fn compile_instance(
             },
             max_body_size: None,
             allow_encoded_slashes: false,
+            allow_path_parameters: false,
             policies: Vec::new(),
             flex: Some(Arc::new(FlexRoute {
                 base_path: inst.base_path.clone(),

@@ -93,6 +93,9 @@ pub struct Config {
     pub require_exp: bool,
     pub issuers: Vec<String>,
     pub audiences: Vec<String>,
+    /// A token without `aud` is refused (whenever `audiences` are given;
+    /// Flex: `mandatoryAudClaim`, default false).
+    pub require_aud: bool,
     pub claims: Vec<(String, ClaimCheck)>,
     pub forward_claims: Vec<(String, HeaderName)>,
     pub keep_token: bool,
@@ -391,6 +394,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         jwks_min_refresh: jwks_min_refresh?,
         leeway: leeway?,
         require_exp: require_exp?,
+        require_aud: !audiences.is_empty(),
         issuers,
         audiences,
         claims,
@@ -418,6 +422,7 @@ pub fn describe(c: &Config) -> Value {
         "requireExp": c.require_exp,
         "issuers": c.issuers,
         "audiences": c.audiences,
+        "requireAud": c.require_aud,
         "claims": c.claims.iter().map(|(n, check)| match check {
             ClaimCheck::Value(v) => json!({"name": n, "value": v}),
             ClaimCheck::Pattern(p) => json!({"name": n, "pattern": p}),

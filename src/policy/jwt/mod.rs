@@ -194,17 +194,52 @@ impl Jwt {
         if self.config.require_exp {
             v.required_spec_claims.insert("exp".into());
         }
-        if self.config.issuers.is_empty() {
-            v.iss = None;
-        } else {
-            v.set_issuer(&self.config.issuers);
-        }
-        if self.config.audiences.is_empty() {
-            v.validate_aud = false;
-        } else {
-            v.set_audience(&self.config.audiences);
-        }
+        // iss and aud: checked by `registered`, strictly typed
+        v.iss = None;
+        v.validate_aud = false;
         v
+    }
+
+    /// `iss` and `aud` when configured: present (aud: unless Flex's
+    /// `mandatoryAudClaim` is false), of their registered types (a string;
+    /// for aud a string or a non-empty list of strings), and accepted. A
+    /// null, a number or an object is a missing claim, never a match.
+    fn registered(&self, claims: &Map<String, Value>) -> Result<(), Failure> {
+        let c = &self.config;
+        if !c.issuers.is_empty() {
+            match claims.get("iss") {
+                Some(Value::String(iss)) if c.issuers.contains(iss) => {}
+                Some(Value::String(_)) => {
+                    return Err(Failure::Invalid("the token's issuer is not accepted"))
+                }
+                _ => return Err(Failure::Invalid("the token has no issuer (iss) string")),
+            }
+        }
+        if c.audiences.is_empty() && !c.require_aud {
+            return Ok(());
+        }
+        let listed: Vec<&str> = match claims.get("aud") {
+            None if !c.require_aud => return Ok(()),
+            Some(Value::String(aud)) => vec![aud.as_str()],
+            Some(Value::Array(items)) if !items.is_empty() => {
+                let strings: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+                if strings.len() != items.len() {
+                    return Err(Failure::Invalid(
+                        "the token's audience (aud) is not a list of strings",
+                    ));
+                }
+                strings
+            }
+            _ => {
+                return Err(Failure::Invalid(
+                    "the token has no audience (aud): a string or a list of strings",
+                ))
+            }
+        };
+        if !c.audiences.is_empty() && !listed.iter().any(|a| c.audiences.iter().any(|x| x == a)) {
+            return Err(Failure::Invalid("the token's audience is not accepted"));
+        }
+        Ok(())
     }
 
     /// Try every key that fits the token's kid and alg.
@@ -245,6 +280,13 @@ impl Jwt {
     async fn verify(&self, token: &str) -> Result<Map<String, Value>, Failure> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Failure::Invalid("malformed token or unsupported algorithm"))?;
+        if names_critical(token) {
+            // RFC 7515 §4.1.11: extensions the recipient must understand;
+            // the gateway understands none
+            return Err(Failure::Invalid(
+                "the token's crit header names extensions the gateway does not understand",
+            ));
+        }
         let alg = header.alg;
         let kid = header.kid.as_deref();
         let mut result = self.try_keys(token, kid, alg, self.keys.iter());
@@ -286,7 +328,7 @@ impl Jwt {
             }
         }
         match result {
-            Some(Ok(claims)) => Ok(claims),
+            Some(Ok(claims)) => self.registered(&claims).map(|()| claims),
             Some(Err(e)) => {
                 use jsonwebtoken::errors::ErrorKind::*;
                 Err(Failure::Invalid(match e.kind() {
@@ -407,13 +449,22 @@ impl Policy for Jwt {
         }
     }
 
+    fn asserted_headers(&self) -> Vec<http::HeaderName> {
+        let claims = self.config.forward_claims.iter();
+        claims.map(|(_, header)| header.clone()).collect()
+    }
+
+    fn credential_headers(&self) -> Vec<http::HeaderName> {
+        self.config.token.header().into_iter().collect()
+    }
+
     fn on_upstream_request(&self, up: &mut RequestHeader, x: &mut Exchange) -> pingora::Result<()> {
         let Some(Accepted { claims }) = x.ext.get::<Accepted>() else {
             return Ok(());
         };
         for (claim, header) in &self.config.forward_claims {
-            // a client-sent copy never reaches the upstream
-            up.remove_header(header);
+            // a client-sent copy never reaches the upstream (the chain
+            // removed it before any policy ran)
             let value = match claims.get(claim) {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Array(items)) => items
@@ -433,6 +484,21 @@ impl Policy for Jwt {
         }
         Ok(())
     }
+}
+
+/// Whether the token's protected header has a `crit` parameter (any
+/// value: an empty or malformed one is just as invalid).
+fn names_critical(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(head) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head.trim_end_matches('='))
+    else {
+        return false;
+    };
+    serde_json::from_slice::<Map<String, Value>>(&bytes).is_ok_and(|h| h.contains_key("crit"))
 }
 
 #[cfg(test)]
@@ -465,6 +531,7 @@ mod tests {
             forward_claims: vec![],
             keep_token: true,
             missing_status: 401,
+            require_aud: false,
         })
     }
 

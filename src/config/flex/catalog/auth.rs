@@ -210,7 +210,9 @@ pub(super) fn jwt_validation(d: &mut Decoder, c: &Node, path: &str) -> Option<Po
             "a mandatory nbf claim is not supported yet (an nbf present is always checked)",
         );
     }
-    let _ = flag(d, "mandatoryAudClaim")?; // audiences given: aud is checked
+    // Flex: a token without aud passes unless mandatoryAudClaim (default
+    // false); one with aud must match supportedAudiences
+    let require_aud = flag(d, "mandatoryAudClaim")?;
     let _ = flag(d, "skipClientIdValidation")?; // no client contracts in Local Mode
     if flag(d, "validateCustomClaim")? {
         if let Some(list) = f.get("nonMandatoryCustomClaims") {
@@ -264,6 +266,7 @@ pub(super) fn jwt_validation(d: &mut Decoder, c: &Node, path: &str) -> Option<Po
     ours(d, &renames, |d| {
         policy::jwt::decode(d, &node, path).map(|mut c| {
             c.missing_status = 400;
+            c.require_aud = require_aud;
             PolicyConfig::Jwt(c)
         })
     })
