@@ -67,16 +67,23 @@ fn hs(extra: Value) -> String {
     token(json!({"alg": "HS256", "typ": "JWT"}), claims(extra))
 }
 
+/// A gateway whose routes (made from the backend's URL) all go to one
+/// echoing backend.
+fn gateway(routes: impl Fn(&str) -> String) -> (Backend, Gateway) {
+    let backend = Backend::echo();
+    let gw = Gateway::start(&config_with_routes(&routes(&backend.url())));
+    (backend, gw)
+}
+
 fn bearer(t: &str) -> String {
     format!("Bearer {t}")
 }
 
 #[test]
 fn identity_headers_are_the_gateways_word_or_absent() {
-    let backend = Backend::echo();
-    let url = backend.url();
-    let gw = Gateway::start(&config_with_routes(&format!(
-        r##"    - id: keyed
+    let (backend, gw) = gateway(|url| {
+        format!(
+            r##"    - id: keyed
       path: "/keyed/*"
       upstream: {{url: "{url}"}}
       policies:
@@ -95,7 +102,8 @@ fn identity_headers_are_the_gateways_word_or_absent() {
         - jwt-validation:
             keys: [{{algorithm: HS256, secret: "{SECRET}"}}]
             forwardClaims: {{tenant: X-Tenant, sub: X-User-Id}}"##
-    )));
+        )
+    });
     let forged = [
         ("X-Consumer", "admin"),
         ("x-consumer", "admin"),
@@ -311,10 +319,9 @@ fn forwarded_and_x_real_ip_come_only_from_trusted_proxies() {
 
 #[test]
 fn credentials_come_once_or_the_request_is_refused() {
-    let backend = Backend::echo();
-    let url = backend.url();
-    let gw = Gateway::start(&config_with_routes(&format!(
-        r#"    - id: keyed
+    let (backend, gw) = gateway(|url| {
+        format!(
+            r#"    - id: keyed
       path: "/keyed/*"
       upstream: {{url: "{url}"}}
       policies:
@@ -336,7 +343,8 @@ fn credentials_come_once_or_the_request_is_refused() {
     - id: open
       path: "/open/*"
       upstream: {{url: "{url}"}}"#
-    )));
+        )
+    });
     let good = hs(json!({}));
     let port = gw.port;
     let before = backend.count();
@@ -401,10 +409,9 @@ fn credentials_come_once_or_the_request_is_refused() {
 
 #[test]
 fn jwt_issuer_audience_and_crit_are_strict() {
-    let backend = Backend::echo();
-    let url = backend.url();
-    let gw = Gateway::start(&config_with_routes(&format!(
-        r#"    - id: strict
+    let (backend, gw) = gateway(|url| {
+        format!(
+            r#"    - id: strict
       path: "/*"
       upstream: {{url: "{url}"}}
       policies:
@@ -412,7 +419,8 @@ fn jwt_issuer_audience_and_crit_are_strict() {
             keys: [{{algorithm: HS256, secret: "{SECRET}"}}]
             issuers: [iss-a]
             audiences: [orders]"#
-    )));
+        )
+    });
     let mut c = gw.connect();
     let status = |c: &mut Client, t: &str| {
         let auth = bearer(t);
@@ -616,10 +624,9 @@ fn one_host_has_one_spelling() {
 
 #[test]
 fn path_parameters_and_method_case_cannot_step_around_a_route() {
-    let backend = Backend::echo();
-    let url = backend.url();
-    let gw = Gateway::start(&config_with_routes(&format!(
-        r#"    - id: admin
+    let (backend, gw) = gateway(|url| {
+        format!(
+            r#"    - id: admin
       path: "/admin/*"
       upstream: {{url: "{url}"}}
       policies:
@@ -636,7 +643,8 @@ fn path_parameters_and_method_case_cannot_step_around_a_route() {
       path: "/*"
       allowPathParameters: true
       upstream: {{url: "{url}"}}"#
-    )));
+        )
+    });
     let port = gw.port;
     let before = backend.count();
     for target in [
@@ -684,17 +692,17 @@ fn path_parameters_and_method_case_cannot_step_around_a_route() {
 
 #[test]
 fn cors_matches_only_serialized_origins() {
-    let backend = Backend::echo();
-    let url = backend.url();
-    let gw = Gateway::start(&config_with_routes(&format!(
-        r#"    - id: api
+    let (_backend, gw) = gateway(|url| {
+        format!(
+            r#"    - id: api
       path: "/*"
       upstream: {{url: "{url}"}}
       policies:
         - cors:
             origins: ["https://app.example.com", "https://*.example.com"]
             allowCredentials: true"#
-    )));
+        )
+    });
     let mut c = gw.connect();
     for origin in [
         "https://app.example.com",

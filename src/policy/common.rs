@@ -115,29 +115,25 @@ pub fn query_value(query: &str, name: &str) -> Option<String> {
     })
 }
 
-/// How many parameters of the query are called `name` (however spelled).
+/// Whether a `key=value` pair of a query is called `name` (however
+/// percent-encoded).
+fn is_param(pair: &str, name: &str) -> bool {
+    let k = pair.split_once('=').map_or(pair, |(k, _)| k);
+    percent_encoding::percent_decode_str(k)
+        .decode_utf8()
+        .is_ok_and(|k| k == name)
+}
+
+/// How many parameters of the query are called `name`.
 pub fn query_count(query: &str, name: &str) -> usize {
-    query
-        .split('&')
-        .filter(|pair| {
-            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            percent_encoding::percent_decode_str(k)
-                .decode_utf8()
-                .is_ok_and(|k| k == name)
-        })
-        .count()
+    query.split('&').filter(|pair| is_param(pair, name)).count()
 }
 
 /// The query without any parameter called `name`.
 pub fn without_param(query: &str, name: &str) -> String {
     query
         .split('&')
-        .filter(|pair| {
-            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            percent_encoding::percent_decode_str(k)
-                .decode_utf8()
-                .map_or(true, |k| k != name)
-        })
+        .filter(|pair| !is_param(pair, name))
         .collect::<Vec<_>>()
         .join("&")
 }

@@ -198,17 +198,7 @@ impl Plugin {
             // the request's own call responses wake it at once; a resume
             // from elsewhere (the root context on a tick or a queue, with
             // `proxy_set_effective_context`) is noticed within RECHECK
-            let wake = (tokio::time::Instant::now() + RECHECK).min(deadline);
-            let event = match s.events.as_mut() {
-                Some(rx) => tokio::time::timeout_at(wake, rx.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-                None => {
-                    tokio::time::sleep_until(wake).await;
-                    None
-                }
-            };
+            let event = next_event(&mut s.events, deadline).await;
             let ctx = s.ctx;
             let mut events = None;
             let v = self.with(s.slot, Some(s.generation), |i, _| {
@@ -354,6 +344,25 @@ impl Plugin {
     }
 }
 
+/// The next event for a waiting context, or `None` after [`RECHECK`] (or
+/// at `deadline`, if sooner) without one.
+async fn next_event(
+    events: &mut Option<UnboundedReceiver<Event>>,
+    deadline: tokio::time::Instant,
+) -> Option<Event> {
+    let wake = (tokio::time::Instant::now() + RECHECK).min(deadline);
+    match events.as_mut() {
+        Some(rx) => tokio::time::timeout_at(wake, rx.recv())
+            .await
+            .ok()
+            .flatten(),
+        None => {
+            tokio::time::sleep_until(wake).await;
+            None
+        }
+    }
+}
+
 /// Send the calls the last callback asked for (under the instance's
 /// lock: spawning is all it does). A context's first call makes its
 /// event channel; `events` gets the receiver when it is `ctx`'s.
@@ -391,17 +400,7 @@ fn linger(slot: Arc<Slot>, mut s: StreamRef, limits: Limits) {
     super::background().spawn(async move {
         let deadline = tokio::time::Instant::now() + limits.pause;
         loop {
-            let wake = (tokio::time::Instant::now() + RECHECK).min(deadline);
-            let event = match s.events.as_mut() {
-                Some(rx) => tokio::time::timeout_at(wake, rx.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-                None => {
-                    tokio::time::sleep_until(wake).await;
-                    None
-                }
-            };
+            let event = next_event(&mut s.events, deadline).await;
             let expired = tokio::time::Instant::now() >= deadline;
             let mut guard = lock(&slot.instance);
             if slot.generation.load(Ordering::Relaxed) != s.generation {
