@@ -2,8 +2,8 @@
 # Slow TLS handshakes: open N TCP connections to an HTTPS listener and send
 # no ClientHello (or, with `partial`, a bare record header); report the
 # gateway's RSS before and after, whether a fresh client is still served,
-# and when the gateway closes them (Pingora's handshake timeout is a fixed
-# 60 s, and admission limits apply only after the handshake).
+# and when the gateway closes them (at limits.handshakeTimeout; they are
+# admitted, and counted against maxConnections, before the handshake).
 # Usage: benches/slow_handshakes.py PORT PIDFILE N [partial]
 import socket, sys, time, os
 port = int(sys.argv[1])
@@ -23,7 +23,7 @@ for i in range(n):
 time.sleep(2)
 after = rss()
 t0 = time.time()
-# is a fresh client still served? (maxConnections=100 is checked after the handshake)
+# is a fresh client still served?
 import ssl
 ctx = ssl.create_default_context(); ctx.check_hostname=False; ctx.verify_mode=ssl.CERT_NONE
 try:

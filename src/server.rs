@@ -181,29 +181,28 @@ pub fn build(config: Config, config_paths: &[PathBuf], flags: ProcessFlags) -> S
             options.h2c = true;
             proxy.server_options = Some(options);
         }
-        let mut service = Service::new(
-            format!("listener {name} ({addr})"),
-            Guarded::new(proxy, runtime.clone(), addr, h2c),
-        );
-        // no L4 read buffer: Pingora reads request heads and bodies into
-        // buffers of its own, and the default 64 KB one would stay allocated
-        // for every idle keep-alive connection
-        let mut endpoint = ListenerConfig::tcp(addr.to_string())
-            .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
-        let scheme = match &tls {
-            Some(tls) => match crate::tls::settings(runtime.clone(), addr, tls) {
-                Ok(settings) => {
-                    endpoint = endpoint.tls(settings);
-                    "https"
-                }
+        let (acceptor, scheme) = match &tls {
+            Some(tls) => match crate::tls::acceptor(runtime.clone(), addr, tls) {
+                Ok(acceptor) => (Some(acceptor), "https"),
                 Err(e) => {
                     // validated at load; a file changed in between
                     eprintln!("flex-gateway: listener {name}: TLS: {e}");
                     std::process::exit(1);
                 }
             },
-            None => "http",
+            None => (None, "http"),
         };
+        let mut service = Service::new(
+            format!("listener {name} ({addr})"),
+            Guarded::new(proxy, runtime.clone(), addr, h2c, acceptor),
+        );
+        // a TCP listener to Pingora also for HTTPS: the connection layer
+        // admits the connection, then runs the handshake under its deadline.
+        // No L4 read buffer: Pingora reads request heads and bodies into
+        // buffers of its own, and the default 64 KB one would stay allocated
+        // for every idle keep-alive connection
+        let endpoint = ListenerConfig::tcp(addr.to_string())
+            .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
         service.add_listener(endpoint);
         log::info!("listener {name} on {scheme}://{addr} with {routes} route(s)");
         server.add_service(service);

@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use openssl::ssl::{
     SniError, SslAcceptor, SslAcceptorBuilder, SslContext, SslMethod, SslVerifyMode, SslVersion,
 };
-use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
+use pingora::protocols::Stream;
 use std::any::Any;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -158,25 +158,26 @@ impl Contexts {
     }
 }
 
-/// Pingora's TLS settings for the listener at `addr`: minimum version,
-/// the ALPN protocols (`h2`, `http/1.1`), and the SNI callback that picks the certificate from
-/// the current snapshot.
-pub fn settings(
+/// The acceptor of the listener at `addr`: minimum version, the ALPN
+/// protocols (`h2`, `http/1.1`), and the SNI callback that picks the
+/// certificate from the current snapshot. The connection layer runs the
+/// handshake ([`handshake`]) after admission and under a deadline, so the
+/// listener is a plain TCP one to Pingora.
+pub fn acceptor(
     runtime: Arc<Runtime>,
     addr: SocketAddr,
     config: &ListenerTls,
-) -> Result<TlsSettings, String> {
-    let mut settings =
-        TlsSettings::with_callbacks(Box::new(ClientSubject)).map_err(|e| e.to_string())?;
-    let b: &mut SslAcceptorBuilder = &mut settings;
+) -> Result<SslAcceptor, String> {
+    let mut b =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
     if let Some(c) = &config.clients {
-        verify_clients(b, c)?;
+        verify_clients(&mut b, c)?;
     }
-    protocol(b, config)?;
+    protocol(&mut b, config)?;
     // a certificate on the base context too, for clients whose handshake
     // never reaches the callback
     let first = &config.certificates[0];
-    certificate(b, &first.cert, &first.key)?;
+    certificate(&mut b, &first.cert, &first.key)?;
     b.set_servername_callback(move |ssl, _alert| {
         let snapshot = runtime.snapshot();
         let Some(contexts) = snapshot.listener(addr).and_then(|l| l.tls.as_ref()) else {
@@ -186,12 +187,34 @@ pub fn settings(
         ssl.set_ssl_context(contexts.select(name))
             .map_err(|_| SniError::ALERT_FATAL)
     });
-    settings.set_alpn(match (config.h2, config.h1) {
-        (true, true) => pingora::listeners::ALPN::H2H1,
-        (true, false) => pingora::listeners::ALPN::H2,
-        _ => pingora::listeners::ALPN::H1,
+    let ours = alpn_wire(config);
+    b.set_alpn_select_callback(move |_, theirs| {
+        openssl::ssl::select_next_proto(ours, theirs).ok_or(openssl::ssl::AlpnError::NOACK)
     });
-    Ok(settings)
+    Ok(b.build())
+}
+
+/// The server side of a TLS handshake on a client connection that Pingora
+/// accepted as plain TCP. The verified client certificate's subject ends
+/// up in the connection's TLS digest ([`ClientCert`]).
+pub async fn handshake(acceptor: &SslAcceptor, stream: Stream) -> Result<Stream, String> {
+    let mut l4 = stream
+        .into_any()
+        .downcast::<pingora::protocols::l4::stream::Stream>()
+        .map_err(|_| "not a TCP connection".to_string())?;
+    // OpenSSL's per-connection state (about 40 KB) is made once the
+    // ClientHello begins to arrive, not for a client that sends nothing
+    let mut first = [0u8; 1];
+    match tokio::io::AsyncReadExt::read(&mut *l4, &mut first).await {
+        Ok(1) => l4.rewind(&first),
+        Ok(_) => return Err("closed before the handshake".into()),
+        Err(e) => return Err(e.to_string()),
+    }
+    let tls =
+        pingora::protocols::tls::server::handshake_with_callback(acceptor, *l4, &ClientSubject)
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(Box::new(tls))
 }
 
 /// The verified client certificate of a connection, kept in its TLS digest.

@@ -941,3 +941,87 @@ fn h2c_to_an_upstream_carries_concurrent_requests_on_one_connection() {
         eight_concurrent_requests(&front, &upstream, &held, http2);
     }
 }
+
+/// Whether the gateway closes `s` within `limit` (end of file, or a reset;
+/// anything it sends first, like a TLS alert, is skipped).
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).ok();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+#[test]
+fn handshakes_are_admitted_first_and_cut_at_handshake_timeout() {
+    let dir = temp_dir("tls-handshakes");
+    let ca = Ca::new();
+    let certs = vec![ca.issue(&dir, "api", &["api.test"], None)];
+    let backend = Backend::echo();
+    let config = with_server_settings(
+        &https_config(&backend, &certs, "1.2"),
+        &["limits: {maxConnections: 4, handshakeTimeout: 1s}"],
+    );
+    let gw = Gateway::start(&config);
+    gw.wait_ready();
+    wait_until(Duration::from_secs(5), "the start-up probe gone", || {
+        gw.metric("flexgw_connections_open ") == 0.0
+    });
+    // four clients that never finish a handshake: two silent, one with a
+    // bare TLS record header, one with half a ClientHello record
+    let mut stalled: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", gw.port)).expect("connect"))
+        .collect();
+    stalled[2].write_all(b"\x16\x03\x01\x02\x00").unwrap();
+    stalled[3]
+        .write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .unwrap();
+    // they are admitted before any handshake: the listener is full
+    wait_until(Duration::from_secs(5), "four connections open", || {
+        gw.metric("flexgw_connections_open ") == 4.0
+    });
+    let refused = connect(gw.port, &ca, Some("api.test"), (None, None));
+    assert!(refused.is_err(), "a fifth client got through the limit");
+    wait_until(Duration::from_secs(5), "the fifth refused", || {
+        gw.metric("flexgw_connections_refused_total{reason=\"listener_limit\"}") == 1.0
+    });
+    // each is closed at handshakeTimeout (1 s), not Pingora's 60 s
+    for (i, s) in stalled.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(10)),
+            "stalled handshake {i} still open"
+        );
+    }
+    wait_until(
+        Duration::from_secs(5),
+        "four handshake timeouts counted",
+        || {
+            gw.metric("flexgw_client_timeouts_total{phase=\"handshake\"}") == 4.0
+                && gw.metric("flexgw_connections_open ") == 0.0
+        },
+    );
+    // the slots are free again: a real client is served
+    let mut s = connect(gw.port, &ca, Some("api.test"), (None, None)).expect("handshake");
+    assert_eq!(get(&mut s, "api.test", "/after").0, 200);
+    assert_eq!(backend.count(), 1);
+    drop(s);
+
+    // plain HTTP to the HTTPS port: a failed handshake, counted, closed,
+    // nothing forwarded
+    let failures = gw.metric("flexgw_tls_handshake_failures_total ");
+    let mut plain = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    plain
+        .write_all(b"GET /plain HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .unwrap();
+    assert!(closed_within(&mut plain, Duration::from_secs(10)));
+    wait_until(
+        Duration::from_secs(5),
+        "the failed handshake counted",
+        || gw.metric("flexgw_tls_handshake_failures_total ") == failures + 1.0,
+    );
+    assert_eq!(backend.count(), 1);
+}

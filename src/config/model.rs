@@ -63,6 +63,9 @@ pub struct ClientLimits {
     /// The whole request head must arrive within this, counted from the
     /// connection's accept (first request) or the head's first byte.
     pub header_timeout: Duration,
+    /// An HTTPS listener's TLS handshake must finish within this, counted
+    /// from the accept (the connection is admitted first).
+    pub handshake_timeout: Duration,
     /// An idle keep-alive connection is closed after this.
     pub keepalive_timeout: Duration,
     /// The longest pause while the client sends a request body (408) or
@@ -115,6 +118,7 @@ impl Default for ClientLimits {
             max_uri_bytes: 8 * 1024,
             max_response_header_bytes: 60 * 1024,
             header_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             upgrade_idle_timeout: Duration::from_secs(15 * 60),
@@ -136,6 +140,7 @@ pub struct LimitSettings {
     pub max_uri_bytes: Option<usize>,
     pub max_response_header_bytes: Option<usize>,
     pub header_timeout: Option<Duration>,
+    pub handshake_timeout: Option<Duration>,
     pub keepalive_timeout: Option<Duration>,
     pub body_timeout: Option<Duration>,
     pub upgrade_idle_timeout: Option<Duration>,
@@ -156,6 +161,7 @@ impl LimitSettings {
                 .max_response_header_bytes
                 .unwrap_or(base.max_response_header_bytes),
             header_timeout: self.header_timeout.unwrap_or(base.header_timeout),
+            handshake_timeout: self.handshake_timeout.unwrap_or(base.handshake_timeout),
             keepalive_timeout: self.keepalive_timeout.unwrap_or(base.keepalive_timeout),
             body_timeout: self.body_timeout.unwrap_or(base.body_timeout),
             upgrade_idle_timeout: self

@@ -35,6 +35,7 @@ const LIMIT_FIELDS: &[&str] = &[
     "maxUriLength",
     "maxResponseHeaderSize",
     "headerTimeout",
+    "handshakeTimeout",
     "keepaliveTimeout",
     "bodyTimeout",
     "upgradeIdleTimeout",
@@ -280,6 +281,7 @@ pub fn decode_limits(d: &mut Decoder, node: &Node, path: &str) -> Option<LimitSe
     }
     for (key, slot) in [
         ("headerTimeout", &mut l.header_timeout),
+        ("handshakeTimeout", &mut l.handshake_timeout),
         ("keepaliveTimeout", &mut l.keepalive_timeout),
         ("bodyTimeout", &mut l.body_timeout),
         ("upgradeIdleTimeout", &mut l.upgrade_idle_timeout),

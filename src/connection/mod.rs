@@ -4,7 +4,9 @@
 //! - Admission: a listener takes at most `maxConnections` client connections
 //!   at once, and one client IP (the TCP peer; trusted proxies are exempt)
 //!   at most `maxConnectionsPerClient`. A connection over a limit is closed
-//!   at accept, before a byte is read or a buffer allocated.
+//!   at accept, before a byte is read or a buffer allocated — on HTTPS
+//!   listeners before the TLS handshake, which runs here (after admission,
+//!   within `handshakeTimeout`) rather than in Pingora's listener.
 //! - Deadlines: the whole request head must arrive within `headerTimeout`
 //!   (from the accept for the first request, from its first byte for the
 //!   next ones on a keep-alive connection), and an idle keep-alive
@@ -26,6 +28,7 @@ use crate::ops::metrics::Metrics;
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use bytes::BytesMut;
+use openssl::ssl::SslAcceptor;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
@@ -36,6 +39,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 mod admission;
@@ -115,6 +119,10 @@ pub struct Guarded<A> {
     gate: Arc<Gate>,
     /// Cleartext HTTP/2 with prior knowledge is accepted beside HTTP/1.1.
     h2c: bool,
+    /// An HTTPS listener's acceptor: the handshake runs here, after
+    /// admission and within `handshakeTimeout` (Pingora's own TLS listener
+    /// would run it before either, with a fixed 60 s limit).
+    tls: Option<SslAcceptor>,
 }
 
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
@@ -142,13 +150,49 @@ impl<A> Guarded<A> {
         None
     }
 
-    pub fn new(app: A, runtime: Arc<Runtime>, addr: SocketAddr, h2c: bool) -> Guarded<A> {
+    pub fn new(
+        app: A,
+        runtime: Arc<Runtime>,
+        addr: SocketAddr,
+        h2c: bool,
+        tls: Option<SslAcceptor>,
+    ) -> Guarded<A> {
         Guarded {
             app: Arc::new(app),
             runtime,
             addr,
             gate: Arc::default(),
             h2c,
+            tls,
+        }
+    }
+
+    /// The TLS handshake of an admitted connection, bounded by
+    /// `handshakeTimeout` and the server's shutdown; `None`: it failed
+    /// (counted) and the connection is closed.
+    async fn handshake(
+        &self,
+        acceptor: &SslAcceptor,
+        stream: Stream,
+        limit: Duration,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let handshake = tokio::time::timeout(limit, crate::tls::handshake(acceptor, stream));
+        tokio::select! {
+            biased;
+            _ = stopping(shutdown) => None,
+            done = handshake => match done {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(e)) => {
+                    log::debug!("listener {}: TLS handshake failed: {e}", self.addr);
+                    self.metrics().tls_handshake_failed();
+                    None
+                }
+                Err(_) => {
+                    self.metrics().client_timeout("handshake");
+                    None
+                }
+            },
         }
     }
 
@@ -184,6 +228,13 @@ where
         };
         drop(snapshot);
         let _open = self.metrics().connection_opened();
+        let stream = match &self.tls {
+            Some(acceptor) => {
+                self.handshake(acceptor, stream, limits.handshake_timeout, shutdown)
+                    .await?
+            }
+            None => stream,
+        };
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
             // HTTP/2 (over TLS) multiplexes: Pingora's own session handling
             return self.app.process_new(stream, shutdown).await;

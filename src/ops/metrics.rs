@@ -73,6 +73,7 @@ pub struct Metrics {
     connections: Gauge,
     refused: Family<ReasonLabels, Counter>,
     client_timeouts: Family<PhaseLabels, Counter>,
+    tls_handshake_failures: Counter,
     headers_dropped: Family<ReasonLabels, Counter>,
     /// For requests that matched no route.
     no_route: OnceLock<RouteMetrics>,
@@ -222,8 +223,14 @@ impl Metrics {
         let client_timeouts = Family::<PhaseLabels, Counter>::default();
         registry.register(
             "client_timeouts",
-            "Clients cut off for slowness or size: header (headerTimeout), header_size (a head far over maxHeaderSize), body (bodyTimeout)",
+            "Clients cut off for slowness or size: handshake (handshakeTimeout), header (headerTimeout), header_size (a head far over maxHeaderSize), body (bodyTimeout)",
             client_timeouts.clone(),
+        );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes with clients that failed (protocol or certificate errors, a client that closed; timeouts are client_timeouts{phase=\"handshake\"})",
+            tls_handshake_failures.clone(),
         );
         let upstream = crate::upstream::UpstreamMetrics::default();
         registry.register(
@@ -277,6 +284,7 @@ impl Metrics {
             connections,
             refused,
             client_timeouts,
+            tls_handshake_failures,
             headers_dropped,
             no_route: OnceLock::new(),
         }
@@ -328,6 +336,10 @@ impl Metrics {
         self.client_timeouts
             .get_or_create(&PhaseLabels { phase })
             .inc();
+    }
+
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.inc();
     }
 
     /// A response switched protocols (the connection is now a tunnel).
