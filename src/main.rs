@@ -1,6 +1,7 @@
 //! The `flex-gateway` command: parse arguments, load config, build, run.
 
 use clap::{Args, Parser, Subcommand};
+use flex_gateway::config::sources::Source;
 use flex_gateway::{config, ops, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,36 @@ enum Command {
     Validate {
         #[command(flatten)]
         config: ConfigArg,
+        /// `text`, or `github` (errors as GitHub Actions annotations on their lines)
+        #[arg(long, default_value = "text", value_parser = ["text", "github"])]
+        format: String,
+    },
+    /// What a configuration changes against another (files, or a running gateway):
+    /// resources added, removed and changed, and whether a hot reload applies it.
+    /// Exit 0: no change; 2: changes; 1: invalid (with the errors)
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The configuration it replaces (a file or conf.d; repeatable)
+        #[arg(long, conflicts_with = "against_admin")]
+        against: Vec<PathBuf>,
+        /// The running gateway's admin listener (host:port or http://host:port)
+        #[arg(long)]
+        against_admin: Option<String>,
+        /// `text`, `json`, or `github` (annotations for pull requests)
+        #[arg(long, default_value = "text", value_parser = ["text", "json", "github"])]
+        format: String,
+    },
+    /// A running gateway's configuration generation, files and their state (applied,
+    /// refused with errors, pending), listeners, routes and upstream health.
+    /// Exit 0; 2 when its last reload was refused; 1 when it cannot be asked
+    Status {
+        /// The admin address (default: FLEXGW_ADMIN_ADDRESS, else 127.0.0.1:9901)
+        #[arg(long)]
+        admin: Option<String>,
+        /// `text` or `json` (the admin answers as they are)
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
     },
     /// Zero-downtime binary upgrade of the running gateway (what `systemctl reload` runs):
     /// start the new binary, hand the listening sockets over, drain the old process
@@ -85,17 +116,129 @@ enum Command {
 }
 
 fn load(arg: &ConfigArg) -> Result<config::Config, ExitCode> {
+    load_sources(arg).map(|(c, _)| c)
+}
+
+/// [`load`], and the files read.
+fn load_sources(arg: &ConfigArg) -> Result<(config::Config, Vec<Source>), ExitCode> {
     if let Err(why) = config::environment::check() {
         eprintln!("flex-gateway: {why}");
         return Err(ExitCode::from(1));
     }
-    config::load(&arg.config).map_err(|errors| {
-        eprintln!("{errors}");
-        if errors.0.len() > 1 {
-            eprintln!("{}: {} problem(s) found", arg.shown(), errors.0.len());
+    let (loaded, sources) = config::load::load_sources(&arg.config);
+    match loaded {
+        Ok(c) => Ok((c, sources)),
+        Err(errors) => {
+            eprintln!("{errors}");
+            if errors.0.len() > 1 {
+                eprintln!("{}: {} problem(s) found", arg.shown(), errors.0.len());
+            }
+            Err(ExitCode::from(1))
         }
-        ExitCode::from(1)
-    })
+    }
+}
+
+/// Load `paths` for `plan`: the config and its files, or the errors
+/// printed in `format` and exit 1.
+fn plan_side(paths: &[PathBuf], format: &str) -> Result<ops::plan::Side, ExitCode> {
+    let (loaded, sources) = config::load::load_sources(paths);
+    match loaded {
+        Ok(c) => Ok(ops::plan::Side::local(c, &sources)),
+        Err(errors) => {
+            match format {
+                "github" => errors
+                    .0
+                    .iter()
+                    .for_each(|e| println!("{}", ops::plan::github_error(e))),
+                "json" => println!(
+                    "{}",
+                    serde_json::json!({"valid": false, "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>()})
+                ),
+                _ => eprintln!("{errors}"),
+            }
+            eprintln!(
+                "{}: invalid ({} problem(s)); no plan",
+                config::load::shown(paths),
+                errors.0.len()
+            );
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn plan(config: &ConfigArg, against: &[PathBuf], admin: Option<&str>, format: &str) -> ExitCode {
+    if let Err(why) = config::environment::check() {
+        eprintln!("flex-gateway: {why}");
+        return ExitCode::from(1);
+    }
+    let new = match plan_side(&config.config, format) {
+        Ok(side) => side,
+        Err(code) => return code,
+    };
+    let old = match (admin, against.is_empty()) {
+        (Some(url), _) => {
+            let fetched = ops::probe::admin_address(url).and_then(|addr| {
+                let (status, body) =
+                    ops::probe::get(addr, "/config", std::time::Duration::from_secs(5))?;
+                if status != 200 {
+                    return Err(format!("{url}/config answered {status}"));
+                }
+                let v = serde_json::from_str(&body).map_err(|e| format!("{url}/config: {e}"))?;
+                ops::plan::Side::admin(v)
+            });
+            match fetched {
+                Ok(side) => side,
+                Err(why) => {
+                    eprintln!("flex-gateway plan: {why}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        (None, false) => match plan_side(against, format) {
+            Ok(side) => side,
+            Err(code) => return code,
+        },
+        (None, true) => {
+            eprintln!("flex-gateway plan: say what the configuration replaces: --against FILE|DIR or --against-admin ADDRESS");
+            return ExitCode::from(1);
+        }
+    };
+    let p = ops::plan::plan(&old, &new);
+    match format {
+        "json" => println!(
+            "{}",
+            serde_json::to_string_pretty(&p.json()).unwrap_or_default()
+        ),
+        "github" => print!("{}", p.github()),
+        _ => print!("{}", p.text()),
+    }
+    ExitCode::from(p.exit_code())
+}
+
+fn status(admin: Option<&str>, format: &str) -> ExitCode {
+    let addr = match admin.map_or_else(ops::probe::default_admin, ops::probe::admin_address) {
+        Ok(a) => a,
+        Err(why) => {
+            eprintln!("flex-gateway status: {why}");
+            return ExitCode::from(1);
+        }
+    };
+    let (config, upstreams) = match ops::status::fetch(addr, std::time::Duration::from_secs(5)) {
+        Ok(answers) => answers,
+        Err(why) => {
+            eprintln!("flex-gateway status: {why}");
+            return ExitCode::from(1);
+        }
+    };
+    let (text, refused) = ops::status::render(&config, &upstreams);
+    match format {
+        "json" => println!(
+            "{}",
+            serde_json::json!({"config": config, "upstreams": upstreams})
+        ),
+        _ => print!("{text}"),
+    }
+    ExitCode::from(if refused { 2 } else { 0 })
 }
 
 fn main() -> ExitCode {
@@ -112,7 +255,32 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Validate { config } => match load(&config) {
+        Command::Validate { config, format } if format == "github" => {
+            if let Err(why) = config::environment::check() {
+                eprintln!("flex-gateway: {why}");
+                return ExitCode::from(1);
+            }
+            match config::load(&config.config) {
+                Ok(_) => {
+                    println!("{}: OK", config.shown());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    for e in &errors.0 {
+                        println!("{}", ops::plan::github_error(e));
+                    }
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Plan {
+            config,
+            against,
+            against_admin,
+            format,
+        } => plan(&config, &against, against_admin.as_deref(), &format),
+        Command::Status { admin, format } => status(admin.as_deref(), &format),
+        Command::Validate { config, .. } => match load(&config) {
             Ok(c) => {
                 for n in &c.notices {
                     println!("note: {n}");
@@ -167,8 +335,8 @@ fn main() -> ExitCode {
                 libc::signal(libc::SIGHUP, libc::SIG_IGN);
             }
             ops::init::reap_orphans_if_pid1();
-            let c = match load(&config) {
-                Ok(c) => c,
+            let (c, sources) = match load_sources(&config) {
+                Ok(loaded) => loaded,
                 Err(code) => return code,
             };
             ops::logging::init_at(c.log_level);
@@ -195,7 +363,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
             let flags = server::ProcessFlags { upgrade, daemon };
-            server::build(c, &config.config, flags).run_forever()
+            server::build(c, sources, &config.config, flags).run_forever()
         }
     }
 }

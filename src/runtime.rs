@@ -21,6 +21,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::sources::{self, FileStatus, Source, State};
+
+/// Seconds since the Unix epoch.
+pub fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
 
 /// A route ready to serve: its config, policy chain and upstream services.
 pub struct CompiledRoute {
@@ -222,6 +231,46 @@ pub struct Runtime {
     pub in_flight: AtomicUsize,
     /// Serialises reloads (SIGHUP and the file watcher may race).
     reload_lock: std::sync::Mutex<()>,
+    /// What the last load or reload attempt did, file by file.
+    status: std::sync::Mutex<Arc<ApplyStatus>>,
+}
+
+/// The configuration's apply state: what serves, and what the last
+/// attempt to load the files made of them.
+#[derive(Debug, Clone)]
+pub struct ApplyStatus {
+    /// 1 for the configuration the process started with, +1 for each
+    /// accepted reload.
+    pub generation: u64,
+    /// When the serving configuration was loaded.
+    pub applied_at: SystemTime,
+    /// When the last load or reload was attempted.
+    pub attempted_at: SystemTime,
+    /// Whether that attempt was applied.
+    pub ok: bool,
+    /// The files of the serving configuration.
+    pub serving: Vec<Source>,
+    /// Every file of the last attempt (and deleted ones still serving).
+    pub files: Vec<FileStatus>,
+    /// Every problem of the last attempt, when it was refused.
+    pub errors: Vec<config::ConfigError>,
+}
+
+impl ApplyStatus {
+    /// Documents by state: applied, refused, pending.
+    pub fn counts(&self) -> [(&'static str, usize); 3] {
+        let mut n = [0usize; 3];
+        for f in &self.files {
+            for d in &f.documents {
+                n[*d as usize] += 1;
+            }
+        }
+        [
+            (State::Applied.as_str(), n[State::Applied as usize]),
+            (State::Refused.as_str(), n[State::Refused as usize]),
+            (State::Pending.as_str(), n[State::Pending as usize]),
+        ]
+    }
 }
 
 /// What a successful reload changed.
@@ -236,8 +285,19 @@ pub struct ReloadSummary {
 }
 
 impl Runtime {
-    pub fn new(config: Config, config_paths: &[PathBuf]) -> Arc<Runtime> {
+    pub fn new(config: Config, sources: Vec<Source>, config_paths: &[PathBuf]) -> Arc<Runtime> {
         let metrics = Metrics::new();
+        let now = SystemTime::now();
+        let status = ApplyStatus {
+            generation: 1,
+            applied_at: now,
+            attempted_at: now,
+            ok: true,
+            files: sources::assess(&sources, &[], &[]),
+            serving: sources,
+            errors: Vec::new(),
+        };
+        metrics.config_state(1, unix(now), true, status.counts());
         let bound = config.listeners.iter().map(|l| l.addr).collect();
         Arc::new(Runtime {
             current: ArcSwap::from_pointee(Snapshot::build(config, None, &metrics)),
@@ -247,7 +307,48 @@ impl Runtime {
             phase: AtomicU8::new(Phase::Starting as u8),
             in_flight: AtomicUsize::new(0),
             reload_lock: std::sync::Mutex::new(()),
+            status: std::sync::Mutex::new(Arc::new(status)),
         })
+    }
+
+    /// Whether this process listens on `addr` (a listener added by a
+    /// reload waits for a binary upgrade).
+    pub fn binds(&self, addr: SocketAddr) -> bool {
+        self.bound.contains(&addr)
+    }
+
+    /// The configuration's apply state now.
+    pub fn apply_status(&self) -> Arc<ApplyStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Record a load attempt's outcome, in the status and the metrics.
+    fn record(&self, sources: Vec<Source>, errors: Option<&ConfigErrors>) {
+        let mut slot = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let now = SystemTime::now();
+        let mut next = (**slot).clone();
+        next.attempted_at = now;
+        match errors {
+            Some(errors) => {
+                next.ok = false;
+                next.files = sources::assess(&sources, &errors.0, &next.serving);
+                next.errors = errors.0.clone();
+            }
+            None => {
+                next.ok = true;
+                next.generation += 1;
+                next.applied_at = now;
+                next.files = sources::assess(&sources, &[], &[]);
+                next.serving = sources;
+                next.errors = Vec::new();
+            }
+        }
+        self.metrics
+            .config_state(next.generation, unix(now), next.ok, next.counts());
+        *slot = Arc::new(next);
     }
 
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
@@ -270,9 +371,15 @@ impl Runtime {
     /// return every problem. Counted in the reload metric either way.
     pub fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
         let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let loaded = config::load(&self.config_paths);
+        let (loaded, sources) = config::load::load_sources(&self.config_paths);
         self.metrics.reload(loaded.is_ok());
-        let config = loaded?;
+        let config = match loaded {
+            Ok(config) => config,
+            Err(errors) => {
+                self.record(sources, Some(&errors));
+                return Err(errors);
+            }
+        };
         let old = self.current.load_full();
         let bound = &self.bound;
         let summary = ReloadSummary {
@@ -295,6 +402,7 @@ impl Runtime {
         // a process that binds it
         let next = Snapshot::build(config, Some(&old), &self.metrics);
         self.current.store(Arc::new(next));
+        self.record(sources, None);
         Ok(summary)
     }
 }

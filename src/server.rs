@@ -141,7 +141,12 @@ fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
 }
 
 /// A bootstrapped server with every service added, ready for `run_forever`.
-pub fn build(config: Config, config_paths: &[PathBuf], flags: ProcessFlags) -> Server {
+pub fn build(
+    config: Config,
+    sources: Vec<crate::config::sources::Source>,
+    config_paths: &[PathBuf],
+    flags: ProcessFlags,
+) -> Server {
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
@@ -165,7 +170,7 @@ pub fn build(config: Config, config_paths: &[PathBuf], flags: ProcessFlags) -> S
         })
         .collect();
     let admin = config.server.admin;
-    let runtime = Runtime::new(config, config_paths);
+    let runtime = Runtime::new(config, sources, config_paths);
     let mut must_accept = Vec::new();
     for (name, addr, routes, tls, streams, h2c) in listeners {
         let mut proxy = http_proxy(&server.configuration, Gateway::new(runtime.clone(), addr));

@@ -654,3 +654,200 @@ fn a_port_held_by_another_process_ends_the_start_with_the_reason() {
     assert!(!dir.join("gw.pid").exists(), "no pid file");
     drop(held);
 }
+
+/// Run the `flex-gateway` command: its exit code and stdout + stderr.
+fn cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(GATEWAY)
+        .args(args)
+        .output()
+        .expect("run flex-gateway");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The state `/config` gives the file named `name`, and its errors.
+fn file_state(gw: &Gateway, name: &str) -> (String, Vec<String>) {
+    let config = gw.admin("/config").json();
+    let f = config["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in /config files: {config}"))
+        .clone();
+    let errors = f["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e.as_str().unwrap_or_default().to_string())
+        .collect();
+    (f["state"].as_str().unwrap_or_default().to_string(), errors)
+}
+
+#[test]
+fn refused_files_are_visible_and_plan_shows_what_a_change_does() {
+    let backend = Backend::echo();
+    let gw = Gateway::start_conf_dir(&routes(&backend.url(), ""));
+    gw.wait_ready();
+    let admin = format!("127.0.0.1:{}", gw.admin_port);
+    let (code, out) = cli(&["status", "--admin", &admin]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("generation 1"), "{out}");
+    assert!(
+        out.contains("applied  ") && out.contains("gateway.yaml"),
+        "{out}"
+    );
+    assert_eq!(metric(&gw, "flexgw_config_generation "), 1.0);
+    assert_eq!(metric(&gw, "flexgw_config_last_reload_success "), 1.0);
+
+    // a second file: applied, generation 2
+    let extra = |path: &str| {
+        format!(
+            "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {{name: extra}}\nspec:\n  listeners: [{{name: http, port: {}, host: \"127.0.0.1\"}}]\n  routes:\n    - id: extra\n      path: {path}\n      upstream: {{url: \"{}\"}}\n",
+            gw.port,
+            backend.url()
+        )
+    };
+    let extra_file = gw.dir.join("20-extra.yaml");
+    rewrite(&extra_file, &extra("/extra"));
+    let mut c = gw.connect();
+    wait_until(Duration::from_secs(10), "the second file applied", || {
+        c.get("/extra").status == 200 && metric(&gw, "flexgw_config_generation ") == 2.0
+    });
+
+    // a broken change to the first file: refused, with its line
+    let good = std::fs::read_to_string(config_file(&gw)).expect("config");
+    let broken = good.replace("maxRequests: 5", "maxRequests: lots");
+    assert_ne!(good, broken);
+    rewrite(&config_file(&gw), &broken);
+    wait_until(Duration::from_secs(10), "the refusal recorded", || {
+        metric(&gw, "flexgw_config_last_reload_success ") == 0.0
+    });
+    let (state, errors) = file_state(&gw, "gateway.yaml");
+    assert_eq!(state, "refused");
+    let line = broken
+        .lines()
+        .position(|l| l.contains("lots"))
+        .expect("the broken line")
+        + 1;
+    assert!(
+        errors.len() == 1
+            && errors[0].contains(&format!("gateway.yaml:{line}:"))
+            && errors[0].contains("maxRequests"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        file_state(&gw, "20-extra.yaml").0,
+        "applied",
+        "unchanged: still what serves"
+    );
+    // then a valid change to the other file: valid, but not applied
+    rewrite(&extra_file, &extra("/extra2"));
+    wait_until(Duration::from_secs(10), "the second file pending", || {
+        file_state(&gw, "20-extra.yaml").0 == "pending"
+    });
+    assert_eq!(
+        metric(&gw, "flexgw_config_documents{state=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&gw, "flexgw_config_documents{state=\"pending\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&gw, "flexgw_config_documents{state=\"applied\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&gw, "flexgw_config_generation "),
+        2.0,
+        "nothing new applied"
+    );
+    // the last good configuration serves; readiness holds unless asked to fail
+    assert_eq!(c.get("/extra").status, 200);
+    assert_eq!(c.get("/extra2").status, 404);
+    assert_eq!(gw.admin("/ready").status, 200);
+    assert_eq!(gw.admin("/ready?allowPolicyErrors=false").status, 503);
+    assert_eq!(
+        gw.admin("/probes/readiness?allowConfigErrors=false").status,
+        503
+    );
+    let (code, out) = cli(&["status", "--admin", &admin]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("LAST RELOAD REFUSED") && out.contains("maxRequests"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pending  ") && out.contains("20-extra.yaml"),
+        "{out}"
+    );
+    // plan refuses invalid files, as GitHub annotations on their line
+    let dir = gw.dir.to_str().expect("utf-8 path");
+    let (code, out) = cli(&[
+        "plan",
+        "-c",
+        dir,
+        "--against-admin",
+        &admin,
+        "--format",
+        "github",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("::error file={dir}/gateway.yaml,line={line},col=")),
+        "{out}"
+    );
+    let (code, out) = cli(&["validate", "-c", dir, "--format", "github"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("::error file="), "{out}");
+
+    // fixed: applied as generation 3, and the files match the gateway
+    rewrite(&config_file(&gw), &good);
+    wait_until(Duration::from_secs(10), "the fix applied", || {
+        metric(&gw, "flexgw_config_generation ") == 3.0
+    });
+    assert_eq!(c.get("/extra2").status, 200);
+    assert_eq!(metric(&gw, "flexgw_config_last_reload_success "), 1.0);
+    assert_eq!(gw.admin("/ready?allowPolicyErrors=false").status, 200);
+    let (code, out) = cli(&["plan", "-c", dir, "--against-admin", &admin]);
+    assert_eq!((code, out.as_str()), (0, "No changes.\nSecrets were not compared (a running gateway never shows them); a file whose content differs is listed above.\n"));
+
+    // a change planned against the running gateway, and against the files
+    let next = temp_dir("plan-next");
+    std::fs::write(
+        next.join("gateway.yaml"),
+        good.replace("maxRequests: 5", "maxRequests: 7"),
+    )
+    .unwrap();
+    std::fs::copy(&extra_file, next.join("20-extra.yaml")).unwrap();
+    let next_dir = next.to_str().unwrap();
+    let (code, out) = cli(&["plan", "-c", next_dir, "--against-admin", &admin]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("~ route limited (listener http)"), "{out}");
+    assert!(
+        out.contains("policies[0].rate-limiting.limits[0].maxRequests: 5 -> 7"),
+        "{out}"
+    );
+    assert!(out.contains("applied by a hot reload"), "{out}");
+    assert!(out.contains("Files: ~gateway.yaml\n"), "{out}");
+    let (code, out) = cli(&["plan", "-c", next_dir, "--against", dir, "--format", "json"]);
+    assert_eq!(code, 2, "{out}");
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("JSON plan");
+    assert_eq!(plan["needs"], "reload");
+    assert_eq!(plan["changes"].as_array().map(Vec::len), Some(1), "{plan}");
+    assert_eq!(plan["changes"][0]["fields"][0]["new"], 7);
+    // a new port needs a binary upgrade
+    std::fs::write(
+        next.join("30-port.yaml"),
+        format!("apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {{name: more}}\nspec:\n  listeners: [{{name: more, port: {}, host: \"127.0.0.1\"}}]\n  routes:\n    - id: more\n      path: /more\n      upstream: {{url: \"{}\"}}\n", free_port(), backend.url()),
+    )
+    .unwrap();
+    let (code, out) = cli(&["plan", "-c", next_dir, "--against-admin", &admin]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("+ listener more") && out.contains("need a binary upgrade"),
+        "{out}"
+    );
+}

@@ -10,6 +10,7 @@ use super::model::{
     ServiceConfig,
 };
 use super::schema::{decode_document, GatewayDoc};
+use super::sources::{Document, Source};
 use super::yaml::{parse_documents, Pos};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +20,16 @@ use std::sync::Arc;
 /// Load and validate everything under `paths`; on failure, every problem
 /// found.
 pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
-    let files = list_files(paths)?;
+    load_sources(paths).0
+}
+
+/// [`load`], and the files it read (their hashes and documents).
+pub fn load_sources(paths: &[PathBuf]) -> (Result<Config, ConfigErrors>, Vec<Source>) {
+    let files = match list_files(paths) {
+        Ok(files) => files,
+        Err(e) => return (Err(e), Vec::new()),
+    };
+    let mut sources = Vec::new();
     let mut docs = Vec::new();
     let mut flex = Vec::new();
     let mut errors = Vec::new();
@@ -31,6 +41,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
         match std::fs::read_to_string(file) {
             Ok(text) => {
                 let mut d = decode_source(&shown, &text);
+                let root = super::sources::root_of(paths, file).map_or(file.as_path(), |r| r);
+                sources.push(Source {
+                    name: super::sources::relative_name(root, file),
+                    file: shown.clone(),
+                    sha256: super::sources::sha256(text.as_bytes()),
+                    documents: std::mem::take(&mut d.documents),
+                });
                 docs.append(&mut d.docs);
                 flex.append(&mut d.flex);
                 notices.append(&mut d.notices);
@@ -38,7 +55,15 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
                 secrets.append(&mut d.secrets);
                 referenced.append(&mut d.files);
             }
-            Err(e) => errors.push(file_error(&shown, format!("cannot read: {e}"))),
+            Err(e) => {
+                errors.push(file_error(&shown, format!("cannot read: {e}")));
+                sources.push(Source {
+                    name: file.display().to_string(),
+                    file: shown,
+                    sha256: String::new(),
+                    documents: Vec::new(),
+                });
+            }
         }
     }
     let mut config = finish(docs, flex, &mut errors);
@@ -46,11 +71,12 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
     config.referenced_files = referenced;
     notices.append(&mut config.notices);
     config.notices = notices;
-    if errors.is_empty() {
+    let loaded = if errors.is_empty() {
         Ok(config)
     } else {
         Err(ConfigErrors(errors))
-    }
+    };
+    (loaded, sources)
 }
 
 /// Load from in-memory text, for tests and tools; `name` is shown in errors.
@@ -62,6 +88,7 @@ pub fn load_str(name: &str, text: &str) -> Result<Config, ConfigErrors> {
         secrets,
         files: _,
         mut notices,
+        documents: _,
     } = decode_source(name, text);
     let mut config = finish(docs, flex, &mut errors);
     notices.append(&mut config.notices);
@@ -181,6 +208,7 @@ struct Decoded {
     secrets: Vec<String>,
     files: Vec<PathBuf>,
     notices: Vec<String>,
+    documents: Vec<Document>,
 }
 
 fn decode_source(file: &str, text: &str) -> Decoded {
@@ -202,6 +230,7 @@ fn decode_source(file: &str, text: &str) -> Decoded {
                 secrets: d.secrets,
                 files: d.files,
                 notices: d.notices,
+                documents: Vec::new(),
             };
         }
     };
@@ -223,6 +252,7 @@ fn decode_source(file: &str, text: &str) -> Decoded {
         secrets: d.secrets,
         files: d.files,
         notices: d.notices,
+        documents: super::sources::documents(&nodes),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod schema;
 pub mod secrets; // ${ENV} and file: references in policy configs
 pub mod services;
 pub mod settings;
+pub mod sources; // the files a load read, and their apply state
 pub mod tls; // certificates of HTTPS listeners
 pub mod values;
 pub mod yaml;

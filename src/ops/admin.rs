@@ -3,14 +3,18 @@
 //! socket is handed over on a binary upgrade too.
 //!
 //! `GET /live`    200 while the process runs
-//! `GET /ready`   200 once config is loaded and every listener accepts; 503 before and while draining
+//! `GET /ready`   200 once config is loaded and every listener accepts; 503 before and while draining.
+//!                A refused reload leaves it 200 (the last good config serves);
+//!                `?allowPolicyErrors=false` makes it 503 while the files on disk are refused
 //! `GET /metrics` Prometheus (OpenMetrics text)
-//! `GET /config`  the effective configuration as JSON (secrets redacted)
+//! `GET /config`  the effective configuration as JSON (secrets redacted), with
+//!                the apply state: generation, each source file's state, hash and errors
 
-use crate::config::model::{Balance, Config, HashOn, ServiceConfig};
+use crate::config::model::{Balance, ClientLimits, Config, HashOn, ServiceConfig};
 use crate::config::secrets::redact;
+use crate::config::tls::{ListenerTls, TlsVersion};
 use crate::ops::metrics::CONTENT_TYPE;
-use crate::runtime::{Phase, Runtime};
+use crate::runtime::{unix, ApplyStatus, Phase, Runtime};
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -63,7 +67,10 @@ fn scrub(v: &mut Value, secrets: &[String]) {
     }
 }
 
-fn config_tree(c: &Config) -> Value {
+/// The configuration as JSON before the references' secret values are
+/// redacted (policies redact their own secrets): for `plan`, which compares
+/// two and shows only whether a secret changed.
+pub fn config_tree(c: &Config) -> Value {
     let listeners: Vec<Value> = c
         .listeners
         .iter()
@@ -121,7 +128,14 @@ fn config_tree(c: &Config) -> Value {
                     route
                 })
                 .collect();
-            json!({"name": l.name, "address": l.addr.to_string(), "routes": routes})
+            json!({
+                "name": l.name,
+                "address": l.addr.to_string(),
+                "h2c": l.h2c,
+                "limits": limits_json(&l.limits),
+                "tls": l.tls.as_ref().map(tls_json),
+                "routes": routes,
+            })
         })
         .collect();
     let services: Vec<Value> = c.services.iter().map(|s| service_json(s)).collect();
@@ -156,6 +170,58 @@ fn config_tree(c: &Config) -> Value {
             })),
             "trustedProxies": s.trusted_proxies.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         }
+    })
+}
+
+fn limits_json(l: &ClientLimits) -> Value {
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    json!({
+        "maxHeaderSize": l.max_header_bytes,
+        "maxHeaders": l.max_headers,
+        "maxUriLength": l.max_uri_bytes,
+        "maxResponseHeaderSize": l.max_response_header_bytes,
+        "headerTimeoutMs": ms(l.header_timeout),
+        "handshakeTimeoutMs": ms(l.handshake_timeout),
+        "keepaliveTimeoutMs": ms(l.keepalive_timeout),
+        "bodyTimeoutMs": ms(l.body_timeout),
+        "upgradeIdleTimeoutMs": ms(l.upgrade_idle_timeout),
+        "maxConcurrentStreams": l.max_concurrent_streams,
+        "maxConnections": l.max_connections,
+        "maxConnectionsPerClient": l.max_connections_per_client,
+        "underscoresInHeaders": l.underscores.as_str(),
+    })
+}
+
+fn tls_json(t: &ListenerTls) -> Value {
+    let version = |v: TlsVersion| match v {
+        TlsVersion::Tls12 => "1.2",
+        TlsVersion::Tls13 => "1.3",
+    };
+    let mut alpn = Vec::new();
+    if t.h2 {
+        alpn.push("h2");
+    }
+    if t.h1 {
+        alpn.push("http/1.1");
+    }
+    json!({
+        "certificates": t.certificates.iter().map(|c| json!({
+            "cert": c.cert.source,
+            "key": c.key.source,
+            "names": c.names,
+            // of the certificate (public), so a renewal shows as a change
+            "certSha256": crate::config::sources::sha256(&c.cert.bytes),
+        })).collect::<Vec<_>>(),
+        "minVersion": version(t.min_version),
+        "maxVersion": version(t.max_version),
+        "alpn": alpn,
+        "ciphers": t.ciphers,
+        "ciphersuites": t.ciphersuites,
+        "clientCertificates": t.clients.as_ref().map(|c| json!({
+            "ca": c.ca.source,
+            "required": c.required,
+            "forwardHeader": c.forward_header.as_ref().map(|h| h.as_str()),
+        })),
     })
 }
 
@@ -212,6 +278,34 @@ fn service_json(s: &ServiceConfig) -> Value {
     })
 }
 
+/// `?allowPolicyErrors=false` (Flex's name) or `?allowConfigErrors=false`:
+/// readiness fails while the configuration on disk is refused.
+fn strict(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|kv| {
+            matches!(
+                kv.split_once('='),
+                Some(("allowPolicyErrors" | "allowConfigErrors", "false"))
+            )
+        })
+    })
+}
+
+/// The apply state as `/config` shows it (errors redacted like the rest).
+pub fn status_json(status: &ApplyStatus, c: &Config) -> Value {
+    let redact_all = |m: String| redact(m, &c.secrets);
+    json!({
+        "generation": status.generation,
+        "appliedAt": unix(status.applied_at),
+        "lastReload": {
+            "at": unix(status.attempted_at),
+            "result": if status.ok { "applied" } else { "refused" },
+            "errors": status.errors.iter().map(|e| redact_all(e.to_string())).collect::<Vec<_>>(),
+        },
+        "files": status.files.iter().map(|f| f.to_json(&redact_all)).collect::<Vec<_>>(),
+    })
+}
+
 /// Live state of every upstream service: targets, health, counters.
 fn upstreams_json(runtime: &Runtime) -> Value {
     let snapshot = runtime.snapshot();
@@ -236,6 +330,12 @@ impl ServeHttp for AdminApp {
             // Flex's probe paths too
             "/live" | "/probes/liveness" => json_reply(200, &json!({"status": "live"})),
             "/ready" | "/probes/readiness" => match self.runtime.phase() {
+                Phase::Ready if strict(req.uri.query()) && !self.runtime.apply_status().ok => {
+                    json_reply(
+                        503,
+                        &json!({"status": "config refused", "detail": "the last reload was refused; the previous configuration serves (see /config)"}),
+                    )
+                }
                 Phase::Ready => json_reply(200, &json!({"status": "ready"})),
                 Phase::Starting => json_reply(503, &json!({"status": "starting"})),
                 Phase::Draining => json_reply(503, &json!({"status": "draining"})),
@@ -252,7 +352,26 @@ impl ServeHttp for AdminApp {
                 )
             }
             "/upstreams" => json_reply(200, &upstreams_json(&self.runtime)),
-            "/config" => json_reply(200, &config_json(&self.runtime.snapshot().config)),
+            "/config" => {
+                let snapshot = self.runtime.snapshot();
+                let mut v = config_json(&snapshot.config);
+                // which listeners this process serves (a new one waits
+                // for a binary upgrade)
+                if let Some(ls) = v["listeners"].as_array_mut() {
+                    for l in ls {
+                        let bound = l["address"]
+                            .as_str()
+                            .and_then(|a| a.parse().ok())
+                            .is_some_and(|a| self.runtime.binds(a));
+                        l["serving"] = json!(bound);
+                    }
+                }
+                let status = status_json(&self.runtime.apply_status(), &snapshot.config);
+                if let (Value::Object(map), Value::Object(extra)) = (&mut v, status) {
+                    map.extend(extra);
+                }
+                json_reply(200, &v)
+            }
             _ => json_reply(
                 404,
                 &json!({"error": "not found (try /ready, /live, /metrics, /config, /upstreams)", "status": 404}),

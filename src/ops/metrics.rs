@@ -49,6 +49,11 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
 /// Why an upstream request failed, for `flexgw_upstream_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamError {
@@ -74,6 +79,10 @@ pub struct Metrics {
     refused: Family<ReasonLabels, Counter>,
     client_timeouts: Family<PhaseLabels, Counter>,
     tls_handshake_failures: Counter,
+    config_documents: Family<StateLabels, Gauge>,
+    config_generation: Gauge,
+    config_last_reload: Gauge,
+    config_last_reload_success: Gauge,
     headers_dropped: Family<ReasonLabels, Counter>,
     /// For requests that matched no route.
     no_route: OnceLock<RouteMetrics>,
@@ -226,6 +235,30 @@ impl Metrics {
             "Clients cut off for slowness or size: handshake (handshakeTimeout), header (headerTimeout), header_size (a head far over maxHeaderSize), body (bodyTimeout)",
             client_timeouts.clone(),
         );
+        let config_documents = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "config_documents",
+            "Configuration documents by state after the last load: applied (serving), refused (errors; the previous config serves), pending (valid but not serving: another file was refused)",
+            config_documents.clone(),
+        );
+        let config_generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "How many configurations this process has applied (1 at start, +1 per accepted reload)",
+            config_generation.clone(),
+        );
+        let config_last_reload = Gauge::default();
+        registry.register(
+            "config_last_reload_timestamp_seconds",
+            "When the configuration was last loaded or a reload attempted (Unix time)",
+            config_last_reload.clone(),
+        );
+        let config_last_reload_success = Gauge::default();
+        registry.register(
+            "config_last_reload_success",
+            "1 when the last load or reload attempt was applied, 0 when it was refused",
+            config_last_reload_success.clone(),
+        );
         let tls_handshake_failures = Counter::default();
         registry.register(
             "tls_handshake_failures",
@@ -285,6 +318,10 @@ impl Metrics {
             refused,
             client_timeouts,
             tls_handshake_failures,
+            config_documents,
+            config_generation,
+            config_last_reload,
+            config_last_reload_success,
             headers_dropped,
             no_route: OnceLock::new(),
         }
@@ -376,6 +413,24 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    /// The apply state after a load or reload attempt.
+    pub fn config_state(
+        &self,
+        generation: u64,
+        at_unix: i64,
+        ok: bool,
+        documents: [(&'static str, usize); 3],
+    ) {
+        self.config_generation.set(generation as i64);
+        self.config_last_reload.set(at_unix);
+        self.config_last_reload_success.set(ok as i64);
+        for (state, n) in documents {
+            self.config_documents
+                .get_or_create(&StateLabels { state })
+                .set(n as i64);
+        }
     }
 
     pub fn reload(&self, ok: bool) {

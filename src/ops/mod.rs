@@ -6,8 +6,10 @@ pub mod init; // PID 1 in a container: reap orphans
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod plan; // `flex-gateway plan`: what a config change does
 pub mod probe; // `flex-gateway probe` (container health checks)
 pub mod request_id;
+pub mod status; // `flex-gateway status`: a running gateway on a terminal
 pub mod time;
 pub mod upgrade;
 pub mod upstreams; // active health checks and DNS refresh

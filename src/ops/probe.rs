@@ -12,14 +12,7 @@ use std::time::Duration;
 pub fn run(address: Option<SocketAddr>, path: &str, timeout: Duration) -> Result<(), String> {
     let addr = match address {
         Some(a) => a,
-        None => crate::config::model::ServerSettings::default()
-            .admin
-            .ok_or_else(|| {
-                format!(
-                    "the admin listener is off ({}=off)",
-                    crate::config::environment::ADMIN_ADDRESS
-                )
-            })?,
+        None => default_admin()?,
     };
     match probe(addr, path, timeout)? {
         200 => Ok(()),
@@ -35,6 +28,67 @@ pub fn reachable(addr: SocketAddr) -> SocketAddr {
         IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
         _ => addr,
     }
+}
+
+/// `GET path` on `addr` (plain HTTP, `Connection: close`): the status and
+/// the body (read to the end), or why there is none.
+pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let addr = reachable(addr);
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|()| s.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: flex-gateway\r\n\r\n"
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&got);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(format!(
+            "{addr}: a chunked answer (not the admin listener?)"
+        ));
+    }
+    Ok((status, body.to_string()))
+}
+
+/// An admin address as written on a command line: `127.0.0.1:9901`,
+/// `http://127.0.0.1:9901` or `http://[::1]:9901/`.
+pub fn admin_address(text: &str) -> Result<SocketAddr, String> {
+    let bare = text.strip_prefix("http://").unwrap_or(text);
+    let bare = bare.split('/').next().unwrap_or(bare);
+    bare.parse().map_err(|_| {
+        format!(
+            "{text:?} is not an admin address (host:port or http://host:port, IP addresses only)"
+        )
+    })
+}
+
+/// The admin address to ask when none is given: the process default
+/// (`FLEXGW_ADMIN_ADDRESS` included).
+pub fn default_admin() -> Result<SocketAddr, String> {
+    crate::config::model::ServerSettings::default()
+        .admin
+        .ok_or_else(|| {
+            format!(
+                "the admin listener is off ({}=off)",
+                crate::config::environment::ADMIN_ADDRESS
+            )
+        })
 }
 
 /// `GET path` on `addr`; the status line's code, or why there is none.

@@ -1,0 +1,619 @@
+//! `flex-gateway plan`: what changes between two configurations — the
+//! resources (listeners, routes with their policies, services, server
+//! settings, gateways) added, removed and changed, each with the fields
+//! that changed — and what the change needs to take effect: a hot reload,
+//! or a binary upgrade (`systemctl reload flex-gateway`) when listeners or
+//! process settings change.
+//!
+//! Both sides are the effective configuration as the admin listener's
+//! `/config` shows it, so a plan against files and a plan against a
+//! running gateway (`--against-admin`) read the same. Secrets never show:
+//! between two sets of files a secret that changed is reported as
+//! `(secret changed)`; a running gateway never shows its secrets, so
+//! against it they are not compared (the files' hashes still differ).
+
+use crate::config::sources::Source;
+use crate::config::Config;
+use crate::ops::admin::{config_json, config_tree};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Server settings that a running process took at start: changing them
+/// needs a binary upgrade or a restart.
+const PROCESS_SETTINGS: &[&str] = &[
+    "threads",
+    "pidFile",
+    "upgradeSocket",
+    "gracePeriodSeconds",
+    "shutdownTimeoutSeconds",
+    "errorLog",
+    "admin",
+    "watchConfig",
+    "workStealing",
+    "upstreamKeepalivePool",
+];
+
+/// Listener fields its socket and protocol handling took at start.
+const LISTENER_PROCESS_FIELDS: &[&str] =
+    &["address", "h2c", "tls.alpn", "limits.maxConcurrentStreams"];
+
+/// Keys `/config` adds beside the configuration (the apply state).
+const STATUS_KEYS: &[&str] = &["generation", "appliedAt", "lastReload", "files"];
+
+/// One side of a plan.
+pub struct Side {
+    /// `/config`'s JSON (secrets redacted, no apply state).
+    tree: Value,
+    /// Before redaction, and the typed config: local files only.
+    local: Option<(Value, Config)>,
+    /// The files: name (relative to its `-c` root) and SHA-256.
+    files: Vec<(String, String)>,
+}
+
+impl Side {
+    /// Files loaded here.
+    pub fn local(config: Config, sources: &[Source]) -> Side {
+        Side {
+            tree: config_json(&config),
+            local: Some((config_tree(&config), config)),
+            files: sources
+                .iter()
+                .map(|s| (s.name.clone(), s.sha256.clone()))
+                .collect(),
+        }
+    }
+
+    /// A running gateway's `/config` answer.
+    pub fn admin(mut answer: Value) -> Result<Side, String> {
+        let Value::Object(map) = &mut answer else {
+            return Err("the admin answer is not a JSON object".into());
+        };
+        if !map.contains_key("listeners") {
+            return Err(
+                "the admin answer has no configuration (is this flex-gateway's admin listener?)"
+                    .into(),
+            );
+        }
+        let files = match map.get("files") {
+            Some(Value::Array(fs)) => fs
+                .iter()
+                .filter(|f| f["deleted"] != json!(true))
+                .filter_map(|f| {
+                    Some((
+                        f["name"].as_str()?.to_string(),
+                        f["sha256"].as_str()?.to_string(),
+                    ))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for k in STATUS_KEYS {
+            map.remove(*k);
+        }
+        if let Some(Value::Array(ls)) = map.get_mut("listeners") {
+            for l in ls.iter_mut().filter_map(Value::as_object_mut) {
+                l.remove("serving");
+            }
+        }
+        Ok(Side {
+            tree: answer,
+            local: None,
+            files,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Added,
+    Removed,
+    Changed,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Added => "added",
+            Action::Removed => "removed",
+            Action::Changed => "changed",
+        }
+    }
+    fn sign(self) -> char {
+        match self {
+            Action::Added => '+',
+            Action::Removed => '-',
+            Action::Changed => '~',
+        }
+    }
+}
+
+/// A field of a changed resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub path: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+    /// A secret value changed (neither value is shown).
+    pub secret: bool,
+}
+
+/// A resource added, removed or changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// `listener`, `route`, `service`, `server`, `gateway`.
+    pub kind: &'static str,
+    pub name: String,
+    /// The listener a route is bound to.
+    pub listener: Option<String>,
+    pub action: Action,
+    pub fields: Vec<Field>,
+}
+
+/// What a change needs to take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Needs {
+    Nothing,
+    /// The file watcher, `SIGHUP` (`systemctl kill -s HUP`), or a restart.
+    Reload,
+    /// `systemctl reload flex-gateway` (`flex-gateway upgrade`) or a restart.
+    Upgrade,
+}
+
+impl Needs {
+    fn as_str(self) -> &'static str {
+        match self {
+            Needs::Nothing => "nothing",
+            Needs::Reload => "reload",
+            Needs::Upgrade => "upgrade",
+        }
+    }
+}
+
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub needs: Needs,
+    /// Why an upgrade is needed.
+    pub reasons: Vec<String>,
+    /// Files whose content differs, only in the new side, only in the old.
+    pub files_changed: Vec<String>,
+    pub files_added: Vec<String>,
+    pub files_removed: Vec<String>,
+    /// Whether secret values could be compared (not against a gateway).
+    pub secrets_compared: bool,
+}
+
+/// The resources of a configuration tree by key (`route http/orders`).
+fn resources(tree: &Value) -> BTreeMap<(String, String, Option<String>), Value> {
+    let mut out = BTreeMap::new();
+    if let Some(ls) = tree["listeners"].as_array() {
+        for l in ls {
+            let name = l["name"].as_str().unwrap_or_default().to_string();
+            let mut bare = l.clone();
+            if let Value::Object(m) = &mut bare {
+                m.remove("routes");
+            }
+            out.insert(("listener".into(), name.clone(), None), bare);
+            for r in l["routes"].as_array().into_iter().flatten() {
+                let id = r["id"].as_str().unwrap_or_default().to_string();
+                out.insert(("route".into(), id, Some(name.clone())), r.clone());
+            }
+        }
+    }
+    for s in tree["services"].as_array().into_iter().flatten() {
+        let name = s["name"].as_str().unwrap_or_default().to_string();
+        out.insert(("service".into(), name, None), s.clone());
+    }
+    for g in tree["gateways"].as_array().into_iter().flatten() {
+        let name = g.as_str().unwrap_or_default().to_string();
+        out.insert(("gateway".into(), name, None), json!({}));
+    }
+    out.insert(
+        ("server".into(), String::new(), None),
+        tree["server"].clone(),
+    );
+    out
+}
+
+/// `v` as leaf paths (`upstream.retries.maxRetries`, `policies[0].cors`).
+fn flatten(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, child) in m {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(child, &path, out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, child) in items.iter().enumerate() {
+                flatten(child, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_string(), leaf.clone());
+        }
+    }
+}
+
+fn leaves(v: &Value) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    flatten(v, "", &mut out);
+    out
+}
+
+/// The fields that differ between two versions of a resource.
+fn fields(old: &Value, new: &Value) -> Vec<Field> {
+    let (a, b) = (leaves(old), leaves(new));
+    let paths: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    paths
+        .into_iter()
+        .filter(|p| a.get(*p) != b.get(*p))
+        .map(|p| Field {
+            path: p.clone(),
+            old: a.get(p).cloned(),
+            new: b.get(p).cloned(),
+            secret: false,
+        })
+        .collect()
+}
+
+/// The typed policies of a route bound to `listener`.
+fn route_policies<'a>(
+    c: &'a Config,
+    listener: &str,
+    id: &str,
+) -> Option<Vec<&'a crate::policy::PolicyConfig>> {
+    let l = c.listeners.iter().find(|l| l.name == listener)?;
+    let r = l.routes.iter().find(|r| r.id == id)?;
+    Some(r.policies.iter().map(|p| &p.config).collect())
+}
+
+/// Compare `old` with `new`.
+pub fn plan(old: &Side, new: &Side) -> Plan {
+    let (a, b) = (resources(&old.tree), resources(&new.tree));
+    let raw = match (&old.local, &new.local) {
+        (Some((ra, ca)), Some((rb, cb))) => Some((resources(ra), resources(rb), ca, cb)),
+        _ => None,
+    };
+    let keys: BTreeSet<&(String, String, Option<String>)> = a.keys().chain(b.keys()).collect();
+    let mut changes = Vec::new();
+    for key in keys {
+        let (kind, name, listener) = key;
+        let kind: &'static str = match kind.as_str() {
+            "listener" => "listener",
+            "route" => "route",
+            "service" => "service",
+            "gateway" => "gateway",
+            _ => "server",
+        };
+        let (action, mut fs) = match (a.get(key), b.get(key)) {
+            (None, Some(_)) => (Action::Added, Vec::new()),
+            (Some(_), None) => (Action::Removed, Vec::new()),
+            (Some(x), Some(y)) => (Action::Changed, fields(x, y)),
+            (None, None) => continue,
+        };
+        if action == Action::Changed {
+            if let Some((ra, rb, ca, cb)) = &raw {
+                // a value from a ${ENV} or file: reference: redacted in
+                // both trees, different before redaction
+                let shown: BTreeSet<String> = fs.iter().map(|f| f.path.clone()).collect();
+                if let (Some(x), Some(y)) = (ra.get(key), rb.get(key)) {
+                    for f in fields(x, y) {
+                        if !shown.contains(&f.path) {
+                            fs.push(Field {
+                                path: f.path,
+                                old: None,
+                                new: None,
+                                secret: true,
+                            });
+                        }
+                    }
+                }
+                // a policy's own secret (a password, a key): its
+                // description redacts it, the typed configs differ
+                if kind == "route" {
+                    let l = listener.as_deref().unwrap_or_default();
+                    if let (Some(pa), Some(pb)) =
+                        (route_policies(ca, l, name), route_policies(cb, l, name))
+                    {
+                        for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
+                            let prefix = format!("policies[{i}]");
+                            let seen = fs.iter().any(|f| f.path.starts_with(&prefix));
+                            if x != y && !seen {
+                                fs.push(Field {
+                                    path: prefix,
+                                    old: None,
+                                    new: None,
+                                    secret: true,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            if fs.is_empty() {
+                continue;
+            }
+        }
+        changes.push(Change {
+            kind,
+            name: name.clone(),
+            listener: listener.clone(),
+            action,
+            fields: fs,
+        });
+    }
+    let (needs, reasons) = needs(&changes);
+    let old_files: BTreeMap<&String, &String> = old.files.iter().map(|(n, h)| (n, h)).collect();
+    let new_files: BTreeMap<&String, &String> = new.files.iter().map(|(n, h)| (n, h)).collect();
+    Plan {
+        changes,
+        needs,
+        reasons,
+        files_changed: new_files
+            .iter()
+            .filter(|(n, h)| old_files.get(*n).is_some_and(|o| o != *h))
+            .map(|(n, _)| n.to_string())
+            .collect(),
+        files_added: new_files
+            .keys()
+            .filter(|n| !old_files.contains_key(*n))
+            .map(|n| n.to_string())
+            .collect(),
+        files_removed: old_files
+            .keys()
+            .filter(|n| !new_files.contains_key(*n))
+            .map(|n| n.to_string())
+            .collect(),
+        secrets_compared: old.local.is_some() && new.local.is_some(),
+    }
+}
+
+/// What the changes need, and why an upgrade.
+fn needs(changes: &[Change]) -> (Needs, Vec<String>) {
+    let mut reasons = Vec::new();
+    for c in changes {
+        match (c.kind, c.action) {
+            ("listener", Action::Added) => reasons.push(format!("listener {} is new: a process binds it at start", c.name)),
+            ("listener", Action::Removed) => reasons.push(format!("listener {} is gone: its socket stays open (answering 404) until a new process starts", c.name)),
+            ("listener", Action::Changed) => {
+                for f in &c.fields {
+                    if LISTENER_PROCESS_FIELDS.iter().any(|p| f.path == *p || f.path.starts_with(&format!("{p}["))) {
+                        reasons.push(format!("listener {}: {} is taken at start", c.name, f.path));
+                    }
+                }
+            }
+            ("server", _) => {
+                for f in &c.fields {
+                    let top = f.path.split(['.', '[']).next().unwrap_or_default();
+                    if PROCESS_SETTINGS.contains(&top) {
+                        reasons.push(format!("spec.server {top} is taken at start"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    reasons.dedup();
+    let needs = if !reasons.is_empty() {
+        Needs::Upgrade
+    } else if changes.is_empty() {
+        Needs::Nothing
+    } else {
+        Needs::Reload
+    };
+    (needs, reasons)
+}
+
+fn shown(v: &Option<Value>) -> String {
+    match v {
+        None => "(none)".into(),
+        Some(Value::String(s)) => format!("{s:?}"),
+        Some(v) => v.to_string(),
+    }
+}
+
+impl Change {
+    fn title(&self) -> String {
+        match (self.kind, &self.listener) {
+            ("server", _) => "server settings".into(),
+            ("route", Some(l)) => format!("route {} (listener {l})", self.name),
+            (kind, _) => format!("{kind} {}", self.name),
+        }
+    }
+}
+
+impl Plan {
+    /// Exit status: 0 no change, 2 changes.
+    pub fn exit_code(&self) -> u8 {
+        if self.changes.is_empty() {
+            0
+        } else {
+            2
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for c in &self.changes {
+            out.push_str(&format!("{} {}\n", c.action.sign(), c.title()));
+            if c.action == Action::Changed {
+                for f in &c.fields {
+                    if f.secret {
+                        out.push_str(&format!("    {}: (secret changed)\n", f.path));
+                    } else {
+                        out.push_str(&format!(
+                            "    {}: {} -> {}\n",
+                            f.path,
+                            shown(&f.old),
+                            shown(&f.new)
+                        ));
+                    }
+                }
+            }
+        }
+        let n = self.changes.len();
+        out.push_str(&match self.needs {
+            Needs::Nothing => "No changes.\n".to_string(),
+            Needs::Reload => format!("{n} change(s): applied by a hot reload (the file watcher or SIGHUP); no connection is dropped.\n"),
+            Needs::Upgrade => format!(
+                "{n} change(s): need a binary upgrade (`systemctl reload flex-gateway`, or `flex-gateway upgrade`); zero downtime:\n{}",
+                self.reasons.iter().map(|r| format!("  - {r}\n")).collect::<String>()
+            ),
+        });
+        let mut files = Vec::new();
+        files.extend(self.files_changed.iter().map(|f| format!("~{f}")));
+        files.extend(self.files_added.iter().map(|f| format!("+{f}")));
+        files.extend(self.files_removed.iter().map(|f| format!("-{f}")));
+        if !files.is_empty() {
+            out.push_str(&format!("Files: {}\n", files.join(" ")));
+        }
+        if !self.secrets_compared {
+            out.push_str("Secrets were not compared (a running gateway never shows them); a file whose content differs is listed above.\n");
+        }
+        out
+    }
+
+    pub fn json(&self) -> Value {
+        let changes: Vec<Value> = self
+            .changes
+            .iter()
+            .map(|c| {
+                let mut v = Map::new();
+                v.insert("kind".into(), json!(c.kind));
+                v.insert("name".into(), json!(c.name));
+                if let Some(l) = &c.listener {
+                    v.insert("listener".into(), json!(l));
+                }
+                v.insert("action".into(), json!(c.action.as_str()));
+                v.insert(
+                    "fields".into(),
+                    Value::Array(
+                        c.fields
+                            .iter()
+                            .map(|f| match f.secret {
+                                true => json!({"path": f.path, "secret": true}),
+                                false => json!({"path": f.path, "old": f.old, "new": f.new}),
+                            })
+                            .collect(),
+                    ),
+                );
+                Value::Object(v)
+            })
+            .collect();
+        json!({
+            "changes": changes,
+            "needs": self.needs.as_str(),
+            "reasons": self.reasons,
+            "files": {"changed": self.files_changed, "added": self.files_added, "removed": self.files_removed},
+            "secretsCompared": self.secrets_compared,
+        })
+    }
+
+    /// GitHub Actions workflow commands: a notice with the summary (the
+    /// text plan follows in the log).
+    pub fn github(&self) -> String {
+        let summary = match self.needs {
+            Needs::Nothing => "no changes".to_string(),
+            Needs::Reload => format!("{} change(s), applied by a hot reload", self.changes.len()),
+            Needs::Upgrade => format!(
+                "{} change(s), need a binary upgrade: {}",
+                self.changes.len(),
+                self.reasons.join("; ")
+            ),
+        };
+        let level = if self.needs == Needs::Upgrade {
+            "warning"
+        } else {
+            "notice"
+        };
+        format!(
+            "::{level} title=flex-gateway plan::{}\n{}",
+            escape_data(&summary),
+            self.text()
+        )
+    }
+}
+
+/// A workflow command's message: `%`, CR and LF escaped.
+pub fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// A workflow command's property value: also `:` and `,`.
+pub fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// A config error as a GitHub annotation on its line.
+pub fn github_error(e: &crate::config::ConfigError) -> String {
+    let mut props = format!("file={}", escape_property(&e.file));
+    if e.pos.line > 0 {
+        props.push_str(&format!(",line={},col={}", e.pos.line, e.pos.col));
+    }
+    let message = match e.path.is_empty() {
+        true => e.message.clone(),
+        false => format!("{}: {}", e.path, e.message),
+    };
+    format!("::error {props}::{}", escape_data(&message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    const BASE: &str = "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  listeners: [{name: l, port: 9000}]\n  routes:\n    - id: a\n      path: /a\n      upstream: {url: \"http://127.0.0.1:1\", timeout: 10s}\n      policies:\n        - http-basic-authentication: {users: [{username: u, password: PASS}]}\n";
+
+    fn side(text: &str) -> Side {
+        Side::local(load_str("t.yaml", text).expect("valid"), &[])
+    }
+
+    #[test]
+    fn same_config_no_change() {
+        let p = plan(&side(BASE), &side(BASE));
+        assert!(p.changes.is_empty());
+        assert_eq!(p.needs, Needs::Nothing);
+        assert_eq!(p.exit_code(), 0);
+    }
+
+    #[test]
+    fn fields_secrets_and_routes() {
+        let new = BASE
+            .replace("timeout: 10s", "timeout: 5s")
+            .replace("PASS", "other")
+            + "    - id: b\n      path: /b\n      upstream: {url: \"http://127.0.0.1:2\"}\n";
+        let p = plan(&side(BASE), &side(&new));
+        let a = p
+            .changes
+            .iter()
+            .find(|c| c.name == "a")
+            .expect("route a changed");
+        assert!(a
+            .fields
+            .iter()
+            .any(|f| f.path == "upstream.readTimeoutMs" && f.new == Some(json!(5000))));
+        let secret = a
+            .fields
+            .iter()
+            .find(|f| f.secret)
+            .expect("the password change");
+        assert_eq!(secret.path, "policies[0]");
+        assert!(!p.text().contains("other"), "{}", p.text());
+        assert!(p
+            .changes
+            .iter()
+            .any(|c| c.name == "b" && c.action == Action::Added));
+        assert_eq!(p.needs, Needs::Reload);
+        // a new port needs an upgrade
+        let moved = BASE.replace("port: 9000", "port: 9001");
+        let p = plan(&side(BASE), &side(&moved));
+        assert_eq!(p.needs, Needs::Upgrade, "{}", p.text());
+        assert!(p.reasons[0].contains("address"), "{:?}", p.reasons);
+    }
+}
