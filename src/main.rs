@@ -88,6 +88,13 @@ enum Command {
         /// `text` or `json` (the admin answers as they are)
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
+        /// Wait until the gateway has applied (exit 0) or refused (exit 2) exactly the files
+        /// under this file or directory (by name and content); exit 1 if it does not within --wait
+        #[arg(long)]
+        expect: Vec<PathBuf>,
+        /// Seconds to wait for --expect
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
     },
     /// Zero-downtime binary upgrade of the running gateway (what `systemctl reload` runs):
     /// start the new binary, hand the listening sockets over, drain the old process
@@ -279,7 +286,32 @@ fn main() -> ExitCode {
             against_admin,
             format,
         } => plan(&config, &against, against_admin.as_deref(), &format),
-        Command::Status { admin, format } => status(admin.as_deref(), &format),
+        Command::Status {
+            admin,
+            format,
+            expect,
+            wait,
+        } => {
+            if !expect.is_empty() {
+                let waited = admin
+                    .as_deref()
+                    .map_or_else(ops::probe::default_admin, ops::probe::admin_address)
+                    .and_then(|addr| {
+                        ops::status::wait_for(addr, &expect, std::time::Duration::from_secs(wait))
+                    });
+                match waited {
+                    Ok(ops::status::Outcome::Applied) => {}
+                    Ok(ops::status::Outcome::Refused) => {
+                        eprintln!("flex-gateway status: the gateway refused these files; the previous configuration serves");
+                    }
+                    Err(why) => {
+                        eprintln!("flex-gateway status: {why}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            status(admin.as_deref(), &format)
+        }
         Command::Validate { config, .. } => match load(&config) {
             Ok(c) => {
                 for n in &c.notices {

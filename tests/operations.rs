@@ -825,7 +825,10 @@ fn refused_files_are_visible_and_plan_shows_what_a_change_does() {
     let next_dir = next.to_str().unwrap();
     let (code, out) = cli(&["plan", "-c", next_dir, "--against-admin", &admin]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("~ route limited (listener http)"), "{out}");
+    assert!(
+        out.contains(&format!("~ route limited (listener 127.0.0.1:{})", gw.port)),
+        "{out}"
+    );
     assert!(
         out.contains("policies[0].rate-limiting.limits[0].maxRequests: 5 -> 7"),
         "{out}"
@@ -839,15 +842,156 @@ fn refused_files_are_visible_and_plan_shows_what_a_change_does() {
     assert_eq!(plan["changes"].as_array().map(Vec::len), Some(1), "{plan}");
     assert_eq!(plan["changes"][0]["fields"][0]["new"], 7);
     // a new port needs a binary upgrade
+    let more = free_port();
     std::fs::write(
         next.join("30-port.yaml"),
-        format!("apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {{name: more}}\nspec:\n  listeners: [{{name: more, port: {}, host: \"127.0.0.1\"}}]\n  routes:\n    - id: more\n      path: /more\n      upstream: {{url: \"{}\"}}\n", free_port(), backend.url()),
+        format!("apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {{name: more}}\nspec:\n  listeners: [{{name: more, port: {}, host: \"127.0.0.1\"}}]\n  routes:\n    - id: more\n      path: /more\n      upstream: {{url: \"{}\"}}\n", more, backend.url()),
     )
     .unwrap();
     let (code, out) = cli(&["plan", "-c", next_dir, "--against-admin", &admin]);
     assert_eq!(code, 2, "{out}");
     assert!(
-        out.contains("+ listener more") && out.contains("need a binary upgrade"),
+        out.contains(&format!("+ listener 127.0.0.1:{more}"))
+            && out.contains("need a binary upgrade"),
         "{out}"
     );
+}
+
+/// The files of conf dir `dir` (the gateway's `*.yaml`), name -> content.
+fn yaml_files(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            (name, std::fs::read_to_string(&p).expect("read"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_deploy_script_ships_changes_and_rolls_back_refused_ones_under_load() {
+    let backend = Backend::echo();
+    let gw = Gateway::start_conf_dir(&routes(&backend.url(), ""));
+    let _cleanup = StopByPidFile(&gw);
+    gw.wait_ready();
+    let admin = format!("127.0.0.1:{}", gw.admin_port);
+    let backup = temp_dir("deploy-backup");
+    let deploy = |src: &Path, env: &[(&str, &str)]| -> (i32, String) {
+        let mut cmd = Command::new("sh");
+        cmd.arg(repo_path("examples/ci/deploy.sh"))
+            .arg(src)
+            .arg(&gw.dir)
+            .env("FLEXGW", GATEWAY)
+            .env("ADMIN", &admin)
+            // the new process's output to a file: it outlives the script
+            .env(
+                "UPGRADE_CMD",
+                format!(
+                    "{GATEWAY} upgrade -c {0} >>{0}/upgrade.out 2>&1",
+                    gw.dir.display()
+                ),
+            )
+            .env("WAIT", "20")
+            .env("BACKUP_DIR", backup.join("previous"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // the script's output to a file, not a pipe (nothing it starts can
+        // hold the test up)
+        let log = backup.join("deploy.out");
+        let file = std::fs::File::create(&log).expect("log");
+        let status = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone().expect("dup")))
+            .stderr(Stdio::from(file))
+            .status()
+            .expect("run deploy.sh");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (status.code().unwrap_or(-1), text)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = load(Arc::new(AtomicU64::new(gw.port as u64)), 8, stop.clone());
+    let current = std::fs::read_to_string(config_file(&gw)).expect("config");
+    let route_file = |id: &str, listener_port: u16, extra: &str| {
+        format!(
+            "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {{name: {id}}}\nspec:\n  listeners: [{{name: {id}, port: {listener_port}, host: \"127.0.0.1\"}}]\n  routes:\n    - id: {id}\n      path: /{id}\n      upstream: {{url: \"{}\"}}\n{extra}",
+            backend.url()
+        )
+    };
+
+    // a good change: a second file with a new route, applied hot
+    let good = temp_dir("deploy-good");
+    std::fs::write(good.join("gateway.yaml"), &current).unwrap();
+    std::fs::write(good.join("20-v2.yaml"), route_file("v2", gw.port, "")).unwrap();
+    let (code, out) = deploy(&good, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("+ route v2"), "the plan is shown: {out}");
+    assert_eq!(gw.connect().get("/v2").status, 200);
+    assert_eq!(yaml_files(&gw.dir), yaml_files(&good));
+
+    // invalid files: nothing is touched
+    let invalid = temp_dir("deploy-invalid");
+    std::fs::write(
+        invalid.join("gateway.yaml"),
+        current.replace("maxRequests: 5", "maxRequests: lots"),
+    )
+    .unwrap();
+    let (code, out) = deploy(&invalid, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(yaml_files(&gw.dir), yaml_files(&good), "nothing changed");
+
+    // valid where the pipeline runs, refused by the gateway (a secret the
+    // host does not have): rolled back, the previous files serve again
+    let refused = temp_dir("deploy-refused");
+    std::fs::write(refused.join("gateway.yaml"), &current).unwrap();
+    let auth = "      policies:\n        - http-basic-authentication: {users: [{username: u, password: \"${FLEXGW_DEPLOY_TEST_SECRET}\"}]}\n";
+    std::fs::write(refused.join("20-v2.yaml"), route_file("v2", gw.port, auth)).unwrap();
+    let (code, out) = deploy(&refused, &[("FLEXGW_DEPLOY_TEST_SECRET", "only-in-ci")]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("FLEXGW_DEPLOY_TEST_SECRET"),
+        "the gateway's error is shown: {out}"
+    );
+    assert_eq!(
+        yaml_files(&gw.dir),
+        yaml_files(&good),
+        "the previous files are back"
+    );
+    assert_eq!(
+        gw.connect().get("/v2").status,
+        200,
+        "unauthenticated, as before"
+    );
+    let (code, out) = cli(&["status", "--admin", &admin]);
+    assert_eq!(code, 0, "the rollback applied: {out}");
+
+    // a new listener: the plan asks for a binary upgrade, which the script runs
+    let first_pid = current_pid(&gw);
+    let more_port = free_port();
+    let upgrade = temp_dir("deploy-upgrade");
+    for (name, text) in yaml_files(&good) {
+        std::fs::write(upgrade.join(name), text).unwrap();
+    }
+    std::fs::write(
+        upgrade.join("30-more.yaml"),
+        route_file("more", more_port, ""),
+    )
+    .unwrap();
+    let (code, out) = deploy(&upgrade, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("need a binary upgrade"), "{out}");
+    assert_ne!(current_pid(&gw), first_pid, "a new process serves");
+    assert_eq!(Client::connect(more_port).get("/more").status, 200);
+    wait_until(Duration::from_secs(30), "the old process to drain", || {
+        exited(first_pid)
+    });
+
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, stale) = finish(handles);
+    println!("deploys under load: {ok} ok, {failed} failed, {stale} stale keep-alive retries");
+    assert_eq!(failed, 0, "no request failed");
+    assert!(stale < 8, "{stale} connections closed before a response");
+    assert!(ok > 100);
 }

@@ -110,6 +110,20 @@ impl Source {
     }
 }
 
+/// The files a load of `paths` would read: name (relative to its `-c`
+/// root) and SHA-256, without decoding them.
+pub fn local_files(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
+    let files = super::load::list_files(paths).map_err(|e| e.to_string())?;
+    files
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let root = root_of(paths, f).map_or(f.as_path(), |r| r);
+            Ok((relative_name(root, f), sha256(&bytes)))
+        })
+        .collect()
+}
+
 /// Whether a file's documents serve, wait, or were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

@@ -182,12 +182,14 @@ pub struct Plan {
     pub secrets_compared: bool,
 }
 
-/// The resources of a configuration tree by key (`route http/orders`).
+/// The resources of a configuration tree by key: (kind, name, listener).
+/// Listeners are known by their address (documents naming one port
+/// differently share one listener, named by the first file).
 fn resources(tree: &Value) -> BTreeMap<(String, String, Option<String>), Value> {
     let mut out = BTreeMap::new();
     if let Some(ls) = tree["listeners"].as_array() {
         for l in ls {
-            let name = l["name"].as_str().unwrap_or_default().to_string();
+            let name = l["address"].as_str().unwrap_or_default().to_string();
             let mut bare = l.clone();
             if let Value::Object(m) = &mut bare {
                 m.remove("routes");
@@ -248,9 +250,15 @@ fn leaves(v: &Value) -> BTreeMap<String, Value> {
 fn fields(old: &Value, new: &Value) -> Vec<Field> {
     let (a, b) = (leaves(old), leaves(new));
     let paths: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    // an empty list or map on one side, filled on the other: its entries say it
+    let filled = |p: &str, m: &BTreeMap<String, Value>| {
+        m.keys()
+            .any(|k| k.len() > p.len() && k.starts_with(p) && matches!(k.as_bytes()[p.len()], b'.' | b'['))
+    };
     paths
         .into_iter()
         .filter(|p| a.get(*p) != b.get(*p))
+        .filter(|p| !filled(p, &a) && !filled(p, &b))
         .map(|p| Field {
             path: p.clone(),
             old: a.get(p).cloned(),
@@ -266,17 +274,31 @@ fn route_policies<'a>(
     listener: &str,
     id: &str,
 ) -> Option<Vec<&'a crate::policy::PolicyConfig>> {
-    let l = c.listeners.iter().find(|l| l.name == listener)?;
+    let l = c.listeners.iter().find(|l| l.addr.to_string() == listener)?;
     let r = l.routes.iter().find(|r| r.id == id)?;
     Some(r.policies.iter().map(|p| &p.config).collect())
 }
 
 /// Compare `old` with `new`.
 pub fn plan(old: &Side, new: &Side) -> Plan {
-    let (a, b) = (resources(&old.tree), resources(&new.tree));
-    let raw = match (&old.local, &new.local) {
-        (Some((ra, ca)), Some((rb, cb))) => Some((resources(ra), resources(rb), ca, cb)),
+    // two sets of files: compared before redaction (a value holding a
+    // secret is then only said to have changed); against a gateway, both
+    // redacted as its `/config` is
+    let local = match (&old.local, &new.local) {
+        (Some((ra, ca)), Some((rb, cb))) => Some((ra, ca, rb, cb)),
         _ => None,
+    };
+    let (a, b) = match local {
+        Some((ra, _, rb, _)) => (resources(ra), resources(rb)),
+        None => (resources(&old.tree), resources(&new.tree)),
+    };
+    let secrets: Vec<&String> = local
+        .map(|(_, ca, _, cb)| ca.secrets.iter().chain(&cb.secrets).collect())
+        .unwrap_or_default();
+    let holds_secret = |v: &Option<Value>| {
+        v.as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|s| secrets.iter().any(|x| !x.is_empty() && s.contains(x.as_str())))
     };
     let keys: BTreeSet<&(String, String, Option<String>)> = a.keys().chain(b.keys()).collect();
     let mut changes = Vec::new();
@@ -296,20 +318,13 @@ pub fn plan(old: &Side, new: &Side) -> Plan {
             (None, None) => continue,
         };
         if action == Action::Changed {
-            if let Some((ra, rb, ca, cb)) = &raw {
-                // a value from a ${ENV} or file: reference: redacted in
-                // both trees, different before redaction
-                let shown: BTreeSet<String> = fs.iter().map(|f| f.path.clone()).collect();
-                if let (Some(x), Some(y)) = (ra.get(key), rb.get(key)) {
-                    for f in fields(x, y) {
-                        if !shown.contains(&f.path) {
-                            fs.push(Field {
-                                path: f.path,
-                                old: None,
-                                new: None,
-                                secret: true,
-                            });
-                        }
+            if let Some((_, ca, _, cb)) = local {
+                // a value from a ${ENV} or file: reference
+                for f in fs.iter_mut() {
+                    if holds_secret(&f.old) || holds_secret(&f.new) {
+                        f.secret = true;
+                        f.old = None;
+                        f.new = None;
                     }
                 }
                 // a policy's own secret (a password, a key): its
@@ -614,6 +629,10 @@ mod tests {
         let moved = BASE.replace("port: 9000", "port: 9001");
         let p = plan(&side(BASE), &side(&moved));
         assert_eq!(p.needs, Needs::Upgrade, "{}", p.text());
-        assert!(p.reasons[0].contains("address"), "{:?}", p.reasons);
+        assert!(
+            p.reasons.iter().any(|r| r.contains("0.0.0.0:9001 is new")),
+            "{:?}",
+            p.reasons
+        );
     }
 }

@@ -158,3 +158,82 @@ pub fn render(config: &Value, upstreams: &Value) -> (String, bool) {
     }
     (out, refused)
 }
+
+/// What a running gateway made of a set of files.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It serves exactly these files.
+    Applied,
+    /// It read exactly these files and refused them (the previous
+    /// configuration serves).
+    Refused,
+}
+
+/// The files `/config` lists (deleted ones left out), and whether the last
+/// load was applied.
+fn admin_files(config: &Value) -> (Vec<(String, String)>, bool) {
+    let mut files: Vec<(String, String)> = config["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["deleted"] != true)
+        .filter_map(|f| {
+            Some((
+                f["name"].as_str()?.to_string(),
+                f["sha256"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    files.sort();
+    (files, config["lastReload"]["result"] == "applied")
+}
+
+/// Wait until the gateway at `addr` has applied or refused exactly the
+/// files under `paths` (by name and content), asking every 200 ms; it may
+/// be unreachable for a moment (a binary upgrade). `Err` when `timeout`
+/// passes first, with the last state seen.
+pub fn wait_for(
+    addr: SocketAddr,
+    paths: &[std::path::PathBuf],
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    let mut want = crate::config::sources::local_files(paths)?;
+    want.sort();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last: String;
+    loop {
+        match super::probe::get(addr, "/config", Duration::from_secs(2)) {
+            Ok((200, body)) => match serde_json::from_str::<Value>(&body) {
+                Ok(config) => {
+                    let (files, applied) = admin_files(&config);
+                    if files == want {
+                        return Ok(if applied {
+                            Outcome::Applied
+                        } else {
+                            Outcome::Refused
+                        });
+                    }
+                    let differ: Vec<&str> = want
+                        .iter()
+                        .filter(|w| !files.contains(w))
+                        .map(|(n, _)| n.as_str())
+                        .collect();
+                    last = format!(
+                        "generation {}, not yet read: {}",
+                        config["generation"],
+                        differ.join(", ")
+                    );
+                }
+                Err(e) => last = format!("/config: {e}"),
+            },
+            Ok((status, _)) => last = format!("/config answered {status}"),
+            Err(e) => last = e,
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the gateway did not take the files within {timeout:?} ({last})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
