@@ -112,8 +112,11 @@ pub fn render(config: &Value, upstreams: &Value) -> (String, bool) {
                 .flatten()
                 .filter_map(Value::as_str)
                 .collect();
-            if let Some(base) = r["flex"]["basePath"].as_str() {
-                paths.push(base); // a Flex API's rules sit under its base path
+            // a Flex API's route: its rules' path patterns (regexes)
+            for rule in r["flex"]["rules"].as_array().into_iter().flatten() {
+                if let Some(p) = rule["path"].as_str() {
+                    paths.push(p);
+                }
             }
             let services: Vec<&str> = r["upstream"]["services"]
                 .as_array()
