@@ -491,3 +491,179 @@ spec:
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+/// The fenced YAML blocks of a Markdown text: (line, text). A block right
+/// after `<!-- example: not validated (why) -->` is left out.
+fn yaml_blocks(md: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, String, bool)> = None;
+    let mut previous = "";
+    for (i, line) in md.lines().enumerate() {
+        match &mut open {
+            None if line == "```yaml" || line == "```yml" => {
+                let skip = previous.starts_with("<!-- example: not validated");
+                open = Some((i + 2, String::new(), skip));
+            }
+            Some((start, text, skip)) if line == "```" => {
+                if !*skip {
+                    out.push((*start, std::mem::take(text)));
+                }
+                open = None;
+            }
+            Some((_, text, _)) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            None => {}
+        }
+        if !line.trim().is_empty() {
+            previous = line;
+        }
+    }
+    out
+}
+
+fn indented(text: &str, n: usize) -> String {
+    text.lines()
+        .map(|l| match l.trim().is_empty() {
+            true => "\n".to_string(),
+            false => format!("{}{l}\n", " ".repeat(n)),
+        })
+        .collect()
+}
+
+/// A documentation example as whole configurations to validate: documents
+/// as they are; a `spec:` fragment under a header, with a listener and a
+/// route when it shows none; each item of a policy list (alternatives) on
+/// a route of its own. None: YAML that is not the gateway's (Helm values,
+/// Prometheus).
+fn example_configs(block: &str) -> Option<Vec<String>> {
+    const HEAD: &str =
+        "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {name: example}\n";
+    const LISTENER: &str = "  listeners: [{name: example, port: 18080}]\n";
+    const ROUTE_HEAD: &str =
+        "  routes:\n    - id: example\n      path: /example\n      upstream: {url: \"http://127.0.0.1:1\"}\n";
+    let first = block
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))?;
+    let spec = |body: &str| {
+        let mut out = format!("{HEAD}spec:\n");
+        if !body.lines().any(|l| l.starts_with("  listeners:")) {
+            out.push_str(LISTENER);
+        }
+        if !body.lines().any(|l| l.starts_with("  routes:")) {
+            out.push_str(ROUTE_HEAD);
+        }
+        out + body
+    };
+    if first.starts_with("apiVersion:") {
+        return Some(vec![block.to_string()]);
+    }
+    if first.starts_with("spec:") {
+        return Some(vec![spec(block.split_once("spec:\n")?.1)]);
+    }
+    if first.starts_with("services:") {
+        return Some(vec![spec(&indented(block, 2))]);
+    }
+    if first.starts_with("policies:") {
+        return Some(vec![format!(
+            "{HEAD}spec:\n{LISTENER}{ROUTE_HEAD}{}",
+            indented(block, 6)
+        )]);
+    }
+    if first.starts_with("- ") {
+        // each top-level item is one way to write it
+        let mut items: Vec<String> = Vec::new();
+        for l in block.lines() {
+            if l.starts_with("- ") || items.is_empty() {
+                items.push(String::new());
+            }
+            let item = items.last_mut()?;
+            item.push_str(l);
+            item.push('\n');
+        }
+        return Some(
+            items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{HEAD}spec:\n{LISTENER}{ROUTE_HEAD}      policies:\n{}",
+                        indented(i, 8)
+                    )
+                })
+                .collect(),
+        );
+    }
+    None
+}
+
+#[test]
+fn every_yaml_example_in_the_docs_validates() {
+    let mut pages = vec![repo_path("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(repo_path("docs"))
+        .expect("docs/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    let dir = temp_dir("doc-examples");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for page in &pages {
+        let md = std::fs::read_to_string(page).expect("read page");
+        let name = page.file_name().unwrap().to_string_lossy().to_string();
+        for (line, block) in yaml_blocks(&md) {
+            let Some(configs) = example_configs(&block) else {
+                continue;
+            };
+            for config in configs {
+                let file = dir.join(format!("{name}-{line}.yaml"));
+                std::fs::write(&file, &config).expect("write");
+                let mut cmd = Command::new(GATEWAY);
+                cmd.args(["validate", "-c"]).arg(&file);
+                // every `${NAME}` the example reads: a value of its own,
+                // long enough for any key
+                let mut rest = config.as_str();
+                while let Some((_, after)) = rest.split_once("${") {
+                    let Some((var, tail)) = after.split_once('}') else {
+                        break;
+                    };
+                    cmd.env(
+                        var,
+                        format!("{var}-an-example-value-of-forty-bytes-or-more"),
+                    );
+                    rest = tail;
+                }
+                let out = cmd.output().expect("run validate");
+                checked += 1;
+                if out.status.success() {
+                    continue;
+                }
+                // files the example names on the reader's machine
+                // (certificates, key files) are not here: that error, and
+                // what follows from it on the same line, is expected
+                let err = String::from_utf8_lossy(&out.stderr).to_string();
+                let errors: Vec<&str> = err
+                    .lines()
+                    .filter(|l| !l.ends_with("problem(s) found"))
+                    .collect();
+                let at = |l: &str| l.split(':').take(2).collect::<Vec<_>>().join(":");
+                let unreadable: Vec<String> = errors
+                    .iter()
+                    .filter(|l| l.contains("cannot read"))
+                    .map(|l| at(l))
+                    .collect();
+                let real: Vec<&&str> = errors
+                    .iter()
+                    .filter(|l| !l.contains("cannot read") && !unreadable.contains(&at(l)))
+                    .collect();
+                if !real.is_empty() {
+                    failures.push(format!("{name}:{line}:\n{config}\n{err}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(checked >= 20, "only {checked} examples found");
+}

@@ -252,8 +252,9 @@ fn fields(old: &Value, new: &Value) -> Vec<Field> {
     let paths: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     // an empty list or map on one side, filled on the other: its entries say it
     let filled = |p: &str, m: &BTreeMap<String, Value>| {
-        m.keys()
-            .any(|k| k.len() > p.len() && k.starts_with(p) && matches!(k.as_bytes()[p.len()], b'.' | b'['))
+        m.keys().any(|k| {
+            k.len() > p.len() && k.starts_with(p) && matches!(k.as_bytes()[p.len()], b'.' | b'[')
+        })
     };
     paths
         .into_iter()
@@ -274,7 +275,10 @@ fn route_policies<'a>(
     listener: &str,
     id: &str,
 ) -> Option<Vec<&'a crate::policy::PolicyConfig>> {
-    let l = c.listeners.iter().find(|l| l.addr.to_string() == listener)?;
+    let l = c
+        .listeners
+        .iter()
+        .find(|l| l.addr.to_string() == listener)?;
     let r = l.routes.iter().find(|r| r.id == id)?;
     Some(r.policies.iter().map(|p| &p.config).collect())
 }
@@ -296,9 +300,11 @@ pub fn plan(old: &Side, new: &Side) -> Plan {
         .map(|(_, ca, _, cb)| ca.secrets.iter().chain(&cb.secrets).collect())
         .unwrap_or_default();
     let holds_secret = |v: &Option<Value>| {
-        v.as_ref()
-            .and_then(Value::as_str)
-            .is_some_and(|s| secrets.iter().any(|x| !x.is_empty() && s.contains(x.as_str())))
+        v.as_ref().and_then(Value::as_str).is_some_and(|s| {
+            secrets
+                .iter()
+                .any(|x| !x.is_empty() && s.contains(x.as_str()))
+        })
     };
     let keys: BTreeSet<&(String, String, Option<String>)> = a.keys().chain(b.keys()).collect();
     let mut changes = Vec::new();
