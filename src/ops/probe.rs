@@ -30,9 +30,14 @@ pub fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// `GET path` on `addr` (plain HTTP, `Connection: close`): the status and
-/// the body (read to the end), or why there is none.
-pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+/// Connect to `addr` (a wildcard on loopback) and send `GET path` with
+/// `Connection: close`; the address asked and the stream to read.
+fn send_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    agent: &str,
+) -> Result<(SocketAddr, TcpStream), String> {
     let addr = reachable(addr);
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
     s.set_read_timeout(Some(timeout))
@@ -40,9 +45,16 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, Stri
         .map_err(|e| format!("{addr}: {e}"))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: flex-gateway\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: {agent}\r\n\r\n"
     )
     .map_err(|e| format!("{addr}: {e}"))?;
+    Ok((addr, s))
+}
+
+/// `GET path` on `addr` (plain HTTP, `Connection: close`): the status and
+/// the body (read to the end), or why there is none.
+pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let (addr, mut s) = send_get(addr, path, timeout, "flex-gateway")?;
     let mut got = Vec::new();
     s.read_to_end(&mut got)
         .map_err(|e| format!("{addr}: {e}"))?;
@@ -93,16 +105,7 @@ pub fn default_admin() -> Result<SocketAddr, String> {
 
 /// `GET path` on `addr`; the status line's code, or why there is none.
 pub fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, String> {
-    let addr = reachable(addr);
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .and_then(|()| s.set_write_timeout(Some(timeout)))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: flex-gateway-probe\r\n\r\n"
-    )
-    .map_err(|e| format!("{addr}: {e}"))?;
+    let (addr, mut s) = send_get(addr, path, timeout, "flex-gateway-probe")?;
     let mut head = Vec::new();
     let mut buf = [0u8; 256];
     while !head.windows(2).any(|w| w == b"\r\n") {
