@@ -48,7 +48,7 @@ pub struct Listener {
     pub h2c: bool,
 }
 
-/// What a client may send and hold on one listener (README, "Security
+/// What a client may send and hold on one listener (docs/security.md, "Security
 /// defaults"): the request head, the time it may take, its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {

@@ -224,7 +224,7 @@ pub fn decode_storage(d: &mut Decoder, node: &Node, path: &str) -> Option<RedisS
     })
 }
 
-/// `limits:` of `spec.server` or of a listener (README, "Security defaults").
+/// `limits:` of `spec.server` or of a listener (docs/security.md).
 pub fn decode_limits(d: &mut Decoder, node: &Node, path: &str) -> Option<LimitSettings> {
     let f: Fields = d.map(node, path, LIMIT_FIELDS)?;
     let before = d.errors.len();

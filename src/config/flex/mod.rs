@@ -5,7 +5,7 @@
 //! formats end in one model and every operational feature serves both.
 //!
 //! What Flex documents and how we read it: `../shared/FLEX-LOCAL-MODE.md`
-//! and the README section "Running Flex Gateway Local Mode configuration".
+//! and docs/flex-local-mode.md.
 
 pub mod catalog;
 pub mod compile;

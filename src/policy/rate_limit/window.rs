@@ -258,7 +258,7 @@ mod tests {
             .unwrap_or(0)
     }
 
-    /// The memory of 100,000 client keys (two limits each), as the README
+    /// The memory of 100,000 client keys (two limits each), as docs/policies.md
     /// reports it. Alone in its process for a clean reading:
     /// `cargo test --release --lib memory_of_100k_keys -- --ignored --nocapture`.
     #[test]
