@@ -101,21 +101,27 @@ fn alpn_wire(config: &ListenerTls) -> &'static [u8] {
     }
 }
 
-fn context(cert: &Pem, key: &Pem, config: &ListenerTls) -> Result<SslContext, String> {
+/// A listener's TLS settings with one certificate: client verification,
+/// versions and ciphers, ALPN (ours first, else no ALPN: HTTP/1.1).
+fn builder(cert: &Pem, key: &Pem, config: &ListenerTls) -> Result<SslAcceptorBuilder, String> {
     let mut b =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
     if let Some(c) = &config.clients {
         verify_clients(&mut b, c)?;
     }
     protocol(&mut b, config)?;
-    // the handshake switches to this context before ALPN is chosen, so it
-    // chooses the protocol too: ours first, else no ALPN (HTTP/1.1)
     let ours = alpn_wire(config);
     b.set_alpn_select_callback(move |_, theirs| {
         openssl::ssl::select_next_proto(ours, theirs).ok_or(openssl::ssl::AlpnError::NOACK)
     });
     certificate(&mut b, cert, key)?;
-    Ok(b.build().into_context())
+    Ok(b)
+}
+
+/// The context of one certificate. The handshake switches to it before
+/// ALPN is chosen, so it chooses the protocol too.
+fn context(cert: &Pem, key: &Pem, config: &ListenerTls) -> Result<SslContext, String> {
+    Ok(builder(cert, key, config)?.build().into_context())
 }
 
 impl Contexts {
@@ -168,16 +174,10 @@ pub fn acceptor(
     addr: SocketAddr,
     config: &ListenerTls,
 ) -> Result<SslAcceptor, String> {
-    let mut b =
-        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
-    if let Some(c) = &config.clients {
-        verify_clients(&mut b, c)?;
-    }
-    protocol(&mut b, config)?;
-    // a certificate on the base context too, for clients whose handshake
-    // never reaches the callback
+    // the first certificate on the base context too, for clients whose
+    // handshake never reaches the callback
     let first = &config.certificates[0];
-    certificate(&mut b, &first.cert, &first.key)?;
+    let mut b = builder(&first.cert, &first.key, config)?;
     b.set_servername_callback(move |ssl, _alert| {
         let snapshot = runtime.snapshot();
         let Some(contexts) = snapshot.listener(addr).and_then(|l| l.tls.as_ref()) else {
@@ -186,10 +186,6 @@ pub fn acceptor(
         let name = ssl.servername(openssl::ssl::NameType::HOST_NAME);
         ssl.set_ssl_context(contexts.select(name))
             .map_err(|_| SniError::ALERT_FATAL)
-    });
-    let ours = alpn_wire(config);
-    b.set_alpn_select_callback(move |_, theirs| {
-        openssl::ssl::select_next_proto(ours, theirs).ok_or(openssl::ssl::AlpnError::NOACK)
     });
     Ok(b.build())
 }
