@@ -123,61 +123,51 @@ enum Command {
 }
 
 fn load(arg: &ConfigArg) -> Result<config::Config, ExitCode> {
-    load_sources(arg).map(|(c, _)| c)
+    load_as(&arg.config, "text").map(|(c, _)| c)
 }
 
-/// [`load`], and the files read.
-fn load_sources(arg: &ConfigArg) -> Result<(config::Config, Vec<Source>), ExitCode> {
+/// Load `paths`: the config and the files read, or every problem printed
+/// in `format` (`text` on stderr; `github` annotations or `json` on
+/// stdout) and exit 1.
+fn load_as(paths: &[PathBuf], format: &str) -> Result<(config::Config, Vec<Source>), ExitCode> {
     if let Err(why) = config::environment::check() {
         eprintln!("flex-gateway: {why}");
         return Err(ExitCode::from(1));
     }
-    let (loaded, sources) = config::load::load_sources(&arg.config);
-    match loaded {
-        Ok(c) => Ok((c, sources)),
-        Err(errors) => {
+    let (loaded, sources) = config::load::load_sources(paths);
+    let errors = match loaded {
+        Ok(c) => return Ok((c, sources)),
+        Err(errors) => errors,
+    };
+    match format {
+        "github" => errors
+            .0
+            .iter()
+            .for_each(|e| println!("{}", ops::plan::github_error(e))),
+        "json" => println!(
+            "{}",
+            serde_json::json!({"valid": false, "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>()})
+        ),
+        _ => {
             eprintln!("{errors}");
             if errors.0.len() > 1 {
-                eprintln!("{}: {} problem(s) found", arg.shown(), errors.0.len());
+                let shown = config::load::shown(paths);
+                eprintln!("{shown}: {} problem(s) found", errors.0.len());
             }
-            Err(ExitCode::from(1))
         }
     }
+    Err(ExitCode::from(1))
 }
 
-/// Load `paths` for `plan`: the config and its files, or the errors
-/// printed in `format` and exit 1.
+/// Load `paths` for `plan`, or say there is no plan.
 fn plan_side(paths: &[PathBuf], format: &str) -> Result<ops::plan::Side, ExitCode> {
-    let (loaded, sources) = config::load::load_sources(paths);
-    match loaded {
-        Ok(c) => Ok(ops::plan::Side::local(c, &sources)),
-        Err(errors) => {
-            match format {
-                "github" => errors
-                    .0
-                    .iter()
-                    .for_each(|e| println!("{}", ops::plan::github_error(e))),
-                "json" => println!(
-                    "{}",
-                    serde_json::json!({"valid": false, "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>()})
-                ),
-                _ => eprintln!("{errors}"),
-            }
-            eprintln!(
-                "{}: invalid ({} problem(s)); no plan",
-                config::load::shown(paths),
-                errors.0.len()
-            );
-            Err(ExitCode::from(1))
-        }
-    }
+    let (c, sources) = load_as(paths, format).inspect_err(|_| {
+        eprintln!("{}: invalid; no plan", config::load::shown(paths));
+    })?;
+    Ok(ops::plan::Side::local(c, &sources))
 }
 
 fn plan(config: &ConfigArg, against: &[PathBuf], admin: Option<&str>, format: &str) -> ExitCode {
-    if let Err(why) = config::environment::check() {
-        eprintln!("flex-gateway: {why}");
-        return ExitCode::from(1);
-    }
     let new = match plan_side(&config.config, format) {
         Ok(side) => side,
         Err(code) => return code,
@@ -185,13 +175,9 @@ fn plan(config: &ConfigArg, against: &[PathBuf], admin: Option<&str>, format: &s
     let old = match (admin, against.is_empty()) {
         (Some(url), _) => {
             let fetched = ops::probe::admin_address(url).and_then(|addr| {
-                let (status, body) =
-                    ops::probe::get(addr, "/config", std::time::Duration::from_secs(5))?;
-                if status != 200 {
-                    return Err(format!("{url}/config answered {status}"));
-                }
-                let v = serde_json::from_str(&body).map_err(|e| format!("{url}/config: {e}"))?;
-                ops::plan::Side::admin(v)
+                let answer =
+                    ops::status::admin_json(addr, "/config", std::time::Duration::from_secs(5))?;
+                ops::plan::Side::admin(answer)
             });
             match fetched {
                 Ok(side) => side,
@@ -222,7 +208,9 @@ fn plan(config: &ConfigArg, against: &[PathBuf], admin: Option<&str>, format: &s
     ExitCode::from(p.exit_code())
 }
 
-fn status(admin: Option<&str>, format: &str) -> ExitCode {
+/// `flex-gateway status`: with `expect`, first wait until the gateway has
+/// read exactly those files.
+fn status(admin: Option<&str>, format: &str, expect: &[PathBuf], wait: u64) -> ExitCode {
     let addr = match admin.map_or_else(ops::probe::default_admin, ops::probe::admin_address) {
         Ok(a) => a,
         Err(why) => {
@@ -230,6 +218,18 @@ fn status(admin: Option<&str>, format: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if !expect.is_empty() {
+        match ops::status::wait_for(addr, expect, std::time::Duration::from_secs(wait)) {
+            Ok(ops::status::Outcome::Applied) => {}
+            Ok(ops::status::Outcome::Refused) => {
+                eprintln!("flex-gateway status: the gateway refused these files; the previous configuration serves");
+            }
+            Err(why) => {
+                eprintln!("flex-gateway status: {why}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let (config, upstreams) = match ops::status::fetch(addr, std::time::Duration::from_secs(5)) {
         Ok(answers) => answers,
         Err(why) => {
@@ -263,21 +263,12 @@ fn main() -> ExitCode {
             }
         },
         Command::Validate { config, format } if format == "github" => {
-            if let Err(why) = config::environment::check() {
-                eprintln!("flex-gateway: {why}");
-                return ExitCode::from(1);
-            }
-            match config::load(&config.config) {
+            match load_as(&config.config, "github") {
                 Ok(_) => {
                     println!("{}: OK", config.shown());
                     ExitCode::SUCCESS
                 }
-                Err(errors) => {
-                    for e in &errors.0 {
-                        println!("{}", ops::plan::github_error(e));
-                    }
-                    ExitCode::from(1)
-                }
+                Err(code) => code,
             }
         }
         Command::Plan {
@@ -291,27 +282,7 @@ fn main() -> ExitCode {
             format,
             expect,
             wait,
-        } => {
-            if !expect.is_empty() {
-                let waited = admin
-                    .as_deref()
-                    .map_or_else(ops::probe::default_admin, ops::probe::admin_address)
-                    .and_then(|addr| {
-                        ops::status::wait_for(addr, &expect, std::time::Duration::from_secs(wait))
-                    });
-                match waited {
-                    Ok(ops::status::Outcome::Applied) => {}
-                    Ok(ops::status::Outcome::Refused) => {
-                        eprintln!("flex-gateway status: the gateway refused these files; the previous configuration serves");
-                    }
-                    Err(why) => {
-                        eprintln!("flex-gateway status: {why}");
-                        return ExitCode::from(1);
-                    }
-                }
-            }
-            status(admin.as_deref(), &format)
-        }
+        } => status(admin.as_deref(), &format, &expect, wait),
         Command::Validate { config, .. } => match load(&config) {
             Ok(c) => {
                 for n in &c.notices {
@@ -367,7 +338,7 @@ fn main() -> ExitCode {
                 libc::signal(libc::SIGHUP, libc::SIG_IGN);
             }
             ops::init::reap_orphans_if_pid1();
-            let (c, sources) = match load_sources(&config) {
+            let (c, sources) = match load_as(&config.config, "text") {
                 Ok(loaded) => loaded,
                 Err(code) => return code,
             };

@@ -68,6 +68,7 @@ impl Side {
 
     /// A running gateway's `/config` answer.
     pub fn admin(mut answer: Value) -> Result<Side, String> {
+        let files = super::status::admin_files(&answer);
         let Value::Object(map) = &mut answer else {
             return Err("the admin answer is not a JSON object".into());
         };
@@ -77,19 +78,6 @@ impl Side {
                     .into(),
             );
         }
-        let files = match map.get("files") {
-            Some(Value::Array(fs)) => fs
-                .iter()
-                .filter(|f| f["deleted"] != json!(true))
-                .filter_map(|f| {
-                    Some((
-                        f["name"].as_str()?.to_string(),
-                        f["sha256"].as_str()?.to_string(),
-                    ))
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
         for k in STATUS_KEYS {
             map.remove(*k);
         }

@@ -9,16 +9,21 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+/// An admin listener's JSON answer to `GET path` (a 200), or why not.
+pub fn admin_json(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Value, String> {
+    let (status, body) = super::probe::get(addr, path, timeout)?;
+    if status != 200 {
+        return Err(format!("{addr}{path} answered {status}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("{addr}{path}: not JSON: {e}"))
+}
+
 /// The two admin answers.
 pub fn fetch(addr: SocketAddr, timeout: Duration) -> Result<(Value, Value), String> {
-    let get = |path: &str| -> Result<Value, String> {
-        let (status, body) = super::probe::get(addr, path, timeout)?;
-        if status != 200 {
-            return Err(format!("{addr}{path} answered {status}"));
-        }
-        serde_json::from_str(&body).map_err(|e| format!("{addr}{path}: not JSON: {e}"))
-    };
-    Ok((get("/config")?, get("/upstreams")?))
+    Ok((
+        admin_json(addr, "/config", timeout)?,
+        admin_json(addr, "/upstreams", timeout)?,
+    ))
 }
 
 fn ago(unix: i64) -> String {
@@ -172,9 +177,9 @@ pub enum Outcome {
     Refused,
 }
 
-/// The files `/config` lists (deleted ones left out), and whether the last
-/// load was applied.
-fn admin_files(config: &Value) -> (Vec<(String, String)>, bool) {
+/// The files `/config` lists (deleted ones left out): name and SHA-256,
+/// in order.
+pub fn admin_files(config: &Value) -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = config["files"]
         .as_array()
         .into_iter()
@@ -188,7 +193,7 @@ fn admin_files(config: &Value) -> (Vec<(String, String)>, bool) {
         })
         .collect();
     files.sort();
-    (files, config["lastReload"]["result"] == "applied")
+    files
 }
 
 /// Wait until the gateway at `addr` has applied or refused exactly the
@@ -205,31 +210,27 @@ pub fn wait_for(
     let deadline = std::time::Instant::now() + timeout;
     let mut last: String;
     loop {
-        match super::probe::get(addr, "/config", Duration::from_secs(2)) {
-            Ok((200, body)) => match serde_json::from_str::<Value>(&body) {
-                Ok(config) => {
-                    let (files, applied) = admin_files(&config);
-                    if files == want {
-                        return Ok(if applied {
-                            Outcome::Applied
-                        } else {
-                            Outcome::Refused
-                        });
-                    }
-                    let differ: Vec<&str> = want
-                        .iter()
-                        .filter(|w| !files.contains(w))
-                        .map(|(n, _)| n.as_str())
-                        .collect();
-                    last = format!(
-                        "generation {}, not yet read: {}",
-                        config["generation"],
-                        differ.join(", ")
-                    );
+        match admin_json(addr, "/config", Duration::from_secs(2)) {
+            Ok(config) => {
+                let files = admin_files(&config);
+                if files == want {
+                    return Ok(if config["lastReload"]["result"] == "applied" {
+                        Outcome::Applied
+                    } else {
+                        Outcome::Refused
+                    });
                 }
-                Err(e) => last = format!("/config: {e}"),
-            },
-            Ok((status, _)) => last = format!("/config answered {status}"),
+                let differ: Vec<&str> = want
+                    .iter()
+                    .filter(|w| !files.contains(w))
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                last = format!(
+                    "generation {}, not yet read: {}",
+                    config["generation"],
+                    differ.join(", ")
+                );
+            }
             Err(e) => last = e,
         }
         if std::time::Instant::now() >= deadline {
