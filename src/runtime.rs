@@ -246,8 +246,6 @@ pub struct ApplyStatus {
     pub applied_at: SystemTime,
     /// When the last load or reload was attempted.
     pub attempted_at: SystemTime,
-    /// Whether that attempt was applied.
-    pub ok: bool,
     /// The files of the serving configuration.
     pub serving: Vec<Source>,
     /// Every file of the last attempt (and deleted ones still serving).
@@ -257,6 +255,11 @@ pub struct ApplyStatus {
 }
 
 impl ApplyStatus {
+    /// Whether the last attempt was applied (a refused one has errors).
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
     /// Documents by state: applied, refused, pending.
     pub fn counts(&self) -> [(&'static str, usize); 3] {
         let mut n = [0usize; 3];
@@ -292,7 +295,6 @@ impl Runtime {
             generation: 1,
             applied_at: now,
             attempted_at: now,
-            ok: true,
             files: sources::assess(&sources, &[], &[]),
             serving: sources,
             errors: Vec::new(),
@@ -333,12 +335,10 @@ impl Runtime {
         next.attempted_at = now;
         match errors {
             Some(errors) => {
-                next.ok = false;
                 next.files = sources::assess(&sources, &errors.0, &next.serving);
                 next.errors = errors.0.clone();
             }
             None => {
-                next.ok = true;
                 next.generation += 1;
                 next.applied_at = now;
                 next.files = sources::assess(&sources, &[], &[]);
@@ -347,7 +347,7 @@ impl Runtime {
             }
         }
         self.metrics
-            .config_state(next.generation, unix(now), next.ok, next.counts());
+            .config_state(next.generation, unix(now), next.ok(), next.counts());
         *slot = Arc::new(next);
     }
 

@@ -41,9 +41,8 @@ pub fn load_sources(paths: &[PathBuf]) -> (Result<Config, ConfigErrors>, Vec<Sou
         match std::fs::read_to_string(file) {
             Ok(text) => {
                 let mut d = decode_source(&shown, &text);
-                let root = super::sources::root_of(paths, file).map_or(file.as_path(), |r| r);
                 sources.push(Source {
-                    name: super::sources::relative_name(root, file),
+                    name: super::sources::name_under(paths, file),
                     file: shown.clone(),
                     sha256: super::sources::sha256(text.as_bytes()),
                     documents: std::mem::take(&mut d.documents),
@@ -58,7 +57,7 @@ pub fn load_sources(paths: &[PathBuf]) -> (Result<Config, ConfigErrors>, Vec<Sou
             Err(e) => {
                 errors.push(file_error(&shown, format!("cannot read: {e}")));
                 sources.push(Source {
-                    name: file.display().to_string(),
+                    name: super::sources::name_under(paths, file),
                     file: shown,
                     sha256: String::new(),
                     documents: Vec::new(),

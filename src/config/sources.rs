@@ -75,8 +75,8 @@ pub fn documents(nodes: &[Node]) -> Vec<Document> {
         .collect()
 }
 
-/// `file`'s name relative to the `-c` path `root` it was found under.
-pub fn relative_name(root: &Path, file: &Path) -> String {
+/// `file`'s name relative to `root`.
+fn relative_name(root: &Path, file: &Path) -> String {
     match file.strip_prefix(root) {
         Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
         _ => file
@@ -86,12 +86,15 @@ pub fn relative_name(root: &Path, file: &Path) -> String {
     }
 }
 
-/// The `-c` path among `roots` that `file` was found under.
-pub fn root_of<'a>(roots: &'a [PathBuf], file: &Path) -> Option<&'a PathBuf> {
-    roots
+/// `file`'s name relative to the `-c` path among `roots` it was found
+/// under (its own name when `-c` named the file).
+pub fn name_under(roots: &[PathBuf], file: &Path) -> String {
+    let root = roots
         .iter()
         .filter(|r| file.starts_with(r))
         .max_by_key(|r| r.as_os_str().len())
+        .map_or(file, |r| r.as_path());
+    relative_name(root, file)
 }
 
 impl Source {
@@ -118,8 +121,7 @@ pub fn local_files(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
         .iter()
         .map(|f| {
             let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let root = root_of(paths, f).map_or(f.as_path(), |r| r);
-            Ok((relative_name(root, f), sha256(&bytes)))
+            Ok((name_under(paths, f), sha256(&bytes)))
         })
         .collect()
 }

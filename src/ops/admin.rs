@@ -299,7 +299,7 @@ pub fn status_json(status: &ApplyStatus, c: &Config) -> Value {
         "appliedAt": unix(status.applied_at),
         "lastReload": {
             "at": unix(status.attempted_at),
-            "result": if status.ok { "applied" } else { "refused" },
+            "result": if status.ok() { "applied" } else { "refused" },
             "errors": status.errors.iter().map(|e| redact_all(e.to_string())).collect::<Vec<_>>(),
         },
         "files": status.files.iter().map(|f| f.to_json(&redact_all)).collect::<Vec<_>>(),
@@ -330,7 +330,7 @@ impl ServeHttp for AdminApp {
             // Flex's probe paths too
             "/live" | "/probes/liveness" => json_reply(200, &json!({"status": "live"})),
             "/ready" | "/probes/readiness" => match self.runtime.phase() {
-                Phase::Ready if strict(req.uri.query()) && !self.runtime.apply_status().ok => {
+                Phase::Ready if strict(req.uri.query()) && !self.runtime.apply_status().ok() => {
                     json_reply(
                         503,
                         &json!({"status": "config refused", "detail": "the last reload was refused; the previous configuration serves (see /config)"}),
