@@ -27,24 +27,6 @@ fn gateway(limits: &str, backend: &Backend) -> Gateway {
     gw
 }
 
-/// Whether the peer has closed: a read returns end-of-file or a reset
-/// (bytes the gateway may still send, like a 431, are skipped).
-fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    s.set_read_timeout(Some(limit)).ok();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return Some(start.elapsed()),
-            Ok(_) => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => {
-                return Some(start.elapsed())
-            }
-            Err(_) => return None, // timed out: still open
-        }
-    }
-}
-
 /// Trickle `head` one byte per 100 ms until the gateway closes the
 /// connection or `give_up` passes; how long the gateway let it go on.
 fn trickle(s: &mut TcpStream, head: &[u8], give_up: Duration) -> Duration {

@@ -3,7 +3,7 @@
 //! connection alive. Readiness is polled; processes are stopped on drop.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1189,4 +1189,22 @@ fn build_wasm(dir: &str, target: &str, name: &str) -> Option<PathBuf> {
         panic!("building {dir} for wasm32-wasip1 failed:\n{err}");
     }
     Some(target_dir.join(format!("wasm32-wasip1/release/{name}.wasm")))
+}
+
+/// Whether the peer has closed: a read returns end-of-file or a reset
+/// (bytes the gateway may still send, like a 431, are skipped).
+pub fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    s.set_read_timeout(Some(limit)).ok();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => {
+                return Some(start.elapsed())
+            }
+            Err(_) => return None, // timed out: still open
+        }
+    }
 }
