@@ -96,6 +96,9 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
+    /// Print the JSON Schema (draft 2020-12) of the configuration files, for editors
+    /// (`# yaml-language-server: $schema=...`) and CI; made from the tables `validate` reads with
+    Schema,
     /// Zero-downtime binary upgrade of the running gateway (what `systemctl reload` runs):
     /// start the new binary, hand the listening sockets over, drain the old process
     Upgrade {
@@ -262,6 +265,15 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Schema => {
+            use std::io::Write;
+            let schema = config::jsonschema::schema();
+            let text = serde_json::to_string_pretty(&schema).expect("the schema is JSON");
+            match writeln!(std::io::stdout().lock(), "{text}") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1), // a closed pipe: nothing to say it to
+            }
+        }
         Command::Validate { config, format } if format == "github" => {
             match load_as(&config.config, "github") {
                 Ok(_) => {

@@ -597,8 +597,9 @@ fn example_configs(block: &str) -> Option<Vec<String>> {
     None
 }
 
-#[test]
-fn every_yaml_example_in_the_docs_validates() {
+/// Every configuration the documentation shows (README and docs/), as
+/// (page:line, whole configuration), in page order.
+fn doc_example_configs() -> Vec<(String, String)> {
     let mut pages = vec![repo_path("README.md")];
     let mut docs: Vec<_> = std::fs::read_dir(repo_path("docs"))
         .expect("docs/")
@@ -607,63 +608,274 @@ fn every_yaml_example_in_the_docs_validates() {
         .collect();
     docs.sort();
     pages.extend(docs);
-    let dir = temp_dir("doc-examples");
-    let mut checked = 0;
-    let mut failures = Vec::new();
+    let mut out = Vec::new();
     for page in &pages {
         let md = std::fs::read_to_string(page).expect("read page");
         let name = page.file_name().unwrap().to_string_lossy().to_string();
         for (line, block) in yaml_blocks(&md) {
-            let Some(configs) = example_configs(&block) else {
-                continue;
-            };
-            for config in configs {
-                let file = dir.join(format!("{name}-{line}.yaml"));
-                std::fs::write(&file, &config).expect("write");
-                let mut cmd = Command::new(GATEWAY);
-                cmd.args(["validate", "-c"]).arg(&file);
-                // every `${NAME}` the example reads: a value of its own,
-                // long enough for any key
-                let mut rest = config.as_str();
-                while let Some((_, after)) = rest.split_once("${") {
-                    let Some((var, tail)) = after.split_once('}') else {
-                        break;
-                    };
-                    cmd.env(
-                        var,
-                        format!("{var}-an-example-value-of-forty-bytes-or-more"),
-                    );
-                    rest = tail;
-                }
-                let out = cmd.output().expect("run validate");
-                checked += 1;
-                if out.status.success() {
-                    continue;
-                }
-                // files the example names on the reader's machine
-                // (certificates, key files) are not here: that error, and
-                // what follows from it on the same line, is expected
-                let err = String::from_utf8_lossy(&out.stderr).to_string();
-                let errors: Vec<&str> = err
-                    .lines()
-                    .filter(|l| !l.ends_with("problem(s) found"))
-                    .collect();
-                let at = |l: &str| l.split(':').take(2).collect::<Vec<_>>().join(":");
-                let unreadable: Vec<String> = errors
-                    .iter()
-                    .filter(|l| l.contains("cannot read"))
-                    .map(|l| at(l))
-                    .collect();
-                let real: Vec<&&str> = errors
-                    .iter()
-                    .filter(|l| !l.contains("cannot read") && !unreadable.contains(&at(l)))
-                    .collect();
-                if !real.is_empty() {
-                    failures.push(format!("{name}:{line}:\n{config}\n{err}"));
-                }
+            for config in example_configs(&block).unwrap_or_default() {
+                out.push((format!("{name}:{line}"), config));
             }
+        }
+    }
+    out
+}
+
+/// Every `${NAME}` a configuration reads: a value of its own, long
+/// enough for any key.
+fn example_env(config: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = config;
+    while let Some((_, after)) = rest.split_once("${") {
+        let Some((var, tail)) = after.split_once('}') else {
+            break;
+        };
+        out.push((
+            var.to_string(),
+            format!("{var}-an-example-value-of-forty-bytes-or-more"),
+        ));
+        rest = tail;
+    }
+    out
+}
+
+#[test]
+fn every_yaml_example_in_the_docs_validates() {
+    let dir = temp_dir("doc-examples");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for (name, config) in doc_example_configs() {
+        let file = dir.join(format!("{}.yaml", name.replace(':', "-")));
+        std::fs::write(&file, &config).expect("write");
+        let out = Command::new(GATEWAY)
+            .args(["validate", "-c"])
+            .arg(&file)
+            .envs(example_env(&config))
+            .output()
+            .expect("run validate");
+        checked += 1;
+        if out.status.success() {
+            continue;
+        }
+        // files the example names on the reader's machine
+        // (certificates, key files) are not here: that error, and
+        // what follows from it on the same line, is expected
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let errors: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.ends_with("problem(s) found"))
+            .collect();
+        let at = |l: &str| l.split(':').take(2).collect::<Vec<_>>().join(":");
+        let unreadable: Vec<String> = errors
+            .iter()
+            .filter(|l| l.contains("cannot read"))
+            .map(|l| at(l))
+            .collect();
+        let real: Vec<&&str> = errors
+            .iter()
+            .filter(|l| !l.contains("cannot read") && !unreadable.contains(&at(l)))
+            .collect();
+        if !real.is_empty() {
+            failures.push(format!("{name}:\n{config}\n{err}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(checked >= 20, "only {checked} examples found");
+}
+
+/// The virtualenv's bin directory with check-jsonschema (`.ci/pytools`
+/// makes it when missing).
+fn pytools() -> std::path::PathBuf {
+    let out = Command::new(repo_path(".ci/pytools"))
+        .output()
+        .expect("run .ci/pytools");
+    assert!(
+        out.status.success(),
+        ".ci/pytools failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().into()
+}
+
+fn schema_text() -> String {
+    let out = Command::new(GATEWAY)
+        .arg("schema")
+        .output()
+        .expect("run schema");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// Every `*.yaml` under `dir`, sorted.
+fn yaml_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(yaml_files(&p));
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A test fixture with the placeholders the tests fill in filled.
+fn fixture_text(path: &std::path::Path) -> String {
+    let mut text = std::fs::read_to_string(path).expect("read fixture");
+    for (from, to) in [
+        ("{backend}", "http://127.0.0.1:1"),
+        ("{backend2}", "http://127.0.0.1:2"),
+        ("{port}", "18080"),
+        ("{port2}", "18081"),
+        ("{admin}", "127.0.0.1:19901"),
+    ] {
+        text = text.replace(from, to);
+    }
+    text
+}
+
+#[test]
+fn the_shipped_schema_is_the_one_the_binary_prints() {
+    let shipped = std::fs::read_to_string(repo_path("schema/flex-gateway.schema.json"))
+        .expect("schema/flex-gateway.schema.json");
+    assert!(
+        shipped == schema_text(),
+        "schema/flex-gateway.schema.json is out of date: \
+         run `flex-gateway schema > schema/flex-gateway.schema.json`"
+    );
+}
+
+/// check-jsonschema accepts every document of every configuration in the
+/// repository and the docs (each document on its own: a file of several
+/// is read one document at a time, as editors do); and mutations of the
+/// valid single-file ones (an unknown key, a wrong type, a misspelt
+/// value, a dropped field) get the same verdict from the schema and from
+/// `validate` (tests/schema_mutations.py says what "the same" means).
+#[test]
+fn the_schema_accepts_every_valid_file_and_agrees_with_validate() {
+    let bin = pytools();
+    let dir = temp_dir("schema");
+    let schema = dir.join("schema.json");
+    std::fs::write(&schema, schema_text()).expect("write schema");
+    // every configuration: (name, text)
+    let mut configs: Vec<(String, String)> = Vec::new();
+    for root in ["conf", "packaging/conf.d", "tests/fixtures"] {
+        for path in yaml_files(&repo_path(root)) {
+            let name = path
+                .strip_prefix(repo_path(""))
+                .unwrap()
+                .display()
+                .to_string();
+            configs.push((name, fixture_text(&path)));
+        }
+    }
+    let from_repo = configs.len();
+    configs.extend(doc_example_configs());
+    assert!(from_repo >= 15 && configs.len() >= from_repo + 20);
+    let docs_dir = dir.join("documents");
+    std::fs::create_dir(&docs_dir).unwrap();
+    let mut documents = Vec::new();
+    for (name, text) in &configs {
+        let mut doc = String::new();
+        let mut n = 0;
+        for line in text.lines().chain(std::iter::once("---")) {
+            if line == "---" || line.starts_with("--- ") {
+                if doc
+                    .lines()
+                    .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                {
+                    let file = docs_dir.join(format!("{}-{n}.yaml", name.replace(['/', ':'], "_")));
+                    std::fs::write(&file, &doc).unwrap();
+                    documents.push(file);
+                    n += 1;
+                }
+                doc.clear();
+                continue;
+            }
+            doc.push_str(line);
+            doc.push('\n');
+        }
+    }
+    let out = Command::new(bin.join("check-jsonschema"))
+        .arg("--schemafile")
+        .arg(&schema)
+        .args(&documents)
+        .output()
+        .expect("run check-jsonschema");
+    assert!(
+        out.status.success(),
+        "check-jsonschema refused documents the gateway accepts:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(documents.len() >= 60, "{} documents", documents.len());
+
+    // mutations of every single-file configuration that validates here
+    let bases_dir = dir.join("bases");
+    std::fs::create_dir(&bases_dir).unwrap();
+    let mut bases = Vec::new();
+    let mut env = vec![("FLEX_TEST_PASSWORD".to_string(), "a-password".to_string())];
+    let singles = configs.iter().filter(|(name, _)| {
+        !name.starts_with("conf/flex/") && !name.starts_with("tests/fixtures/flex/resource-based")
+    });
+    for (i, (_, text)) in singles.enumerate() {
+        let file = bases_dir.join(format!("{i}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        let vars = example_env(text);
+        let ok = Command::new(GATEWAY)
+            .args(["validate", "-c"])
+            .arg(&file)
+            .envs(vars.clone())
+            .envs(env.clone())
+            .output()
+            .expect("validate")
+            .status
+            .success();
+        if ok {
+            bases.push(file);
+            env.extend(vars);
+        }
+    }
+    assert!(bases.len() >= 20, "{} bases", bases.len());
+    let out = Command::new(bin.join("python"))
+        .arg(repo_path("tests/schema_mutations.py"))
+        .arg(&schema)
+        .arg(GATEWAY)
+        .arg(dir.join("mutations"))
+        .args(&bases)
+        .envs(env)
+        .output()
+        .expect("run schema_mutations.py");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the schema and validate disagree:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the summary line: every kind of mutation was tried, many times
+    let summary = report.lines().last().unwrap_or_default();
+    for kind in ["dropped", "misspelt", "unknown-key", "wrong-type"] {
+        assert!(summary.contains(kind), "{summary}");
+    }
+    let total: usize = summary
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(total >= 800, "{summary}");
+    // ... on the config of every policy, ours and Flex's
+    let covered: Vec<&str> = report
+        .lines()
+        .find_map(|l| l.strip_prefix("policies: "))
+        .unwrap_or_default()
+        .split(' ')
+        .collect();
+    let missing: Vec<&&str> = flex_gateway::policy::NAMES
+        .iter()
+        .chain(flex_gateway::config::flex::catalog::FLEX_NAMES)
+        .filter(|n| !covered.contains(n))
+        .collect();
+    assert!(missing.is_empty(), "no mutation touched {missing:?}");
 }

@@ -5,6 +5,7 @@
 //! and returns `None` after recording an error that names file, line, column,
 //! field and what was expected.
 
+use super::fields::{Field, Known};
 use super::yaml::{Node, Pos, Value};
 use std::fmt;
 use std::time::Duration;
@@ -118,9 +119,29 @@ impl Decoder {
         });
     }
 
-    /// A mapping with only `known` keys. Unknown keys are reported (with a
-    /// suggestion when one is close), as are duplicate keys.
-    pub fn map<'n>(&mut self, node: &'n Node, path: &str, known: &[&str]) -> Option<Fields<'n>> {
+    /// A mapping with only the fields of `known` (its table: also the JSON
+    /// Schema's). Unknown keys are reported (with a suggestion when one is
+    /// close), as are duplicate keys.
+    pub fn map<'n>(&mut self, node: &'n Node, path: &str, known: &[Field]) -> Option<Fields<'n>> {
+        self.map_known(node, path, known)
+    }
+
+    /// A mapping whose keys are names not of a field table (policy names).
+    pub fn map_names<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        known: &[&str],
+    ) -> Option<Fields<'n>> {
+        self.map_known(node, path, known)
+    }
+
+    fn map_known<'n, K: Known + ?Sized>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        known: &K,
+    ) -> Option<Fields<'n>> {
         let Value::Map(pairs) = &node.value else {
             self.error(
                 node.pos,
@@ -136,10 +157,11 @@ impl Decoder {
                 continue;
             };
             let field = join(path, key);
-            if !known.contains(&key.as_str()) {
-                let hint = suggest(key, known)
+            if !known.has(key) {
+                let names = known.names();
+                let hint = suggest(key, &names)
                     .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_else(|| format!(" (expected one of: {})", known.join(", ")));
+                    .unwrap_or_else(|| format!(" (expected one of: {})", names.join(", ")));
                 self.error(k.pos, &field, format!("unknown field{hint}"));
                 continue;
             }
@@ -172,7 +194,7 @@ impl Decoder {
                 _ => None,
             })
             .collect();
-        self.map(node, path, &keys)
+        self.map_names(node, path, &keys)
     }
 
     /// A field that must be present.

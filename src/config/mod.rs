@@ -5,7 +5,9 @@
 
 pub mod decode;
 pub mod environment; // process defaults from FLEXGW_* variables (containers)
+pub mod fields; // every mapping's fields: the decoder's keys and the JSON Schema
 pub mod flex; // Flex Gateway Local Mode resources
+pub mod jsonschema; // `flex-gateway schema`, from the field tables
 pub mod load;
 pub mod model;
 pub mod route_upstream; // a route's upstream, timeouts, retries

@@ -3,6 +3,7 @@
 //! reported. The services it names are checked in `load.rs`.
 
 use super::decode::{join, Decoder, Fields};
+use super::fields::{f, Field, Ty, DURATION, STR};
 use super::model::{Retries, RouteUpstream, ServiceConfig, TimeoutSettings, WeightedService};
 use super::services::{decode_upstream_tls, duration, optional};
 use super::values::parse_upstream_url;
@@ -21,7 +22,12 @@ pub struct UpstreamSpec {
     pub timeouts: TimeoutSettings,
 }
 
-pub const TIMEOUT_FIELDS: &[&str] = &["timeout", "connectTimeout", "readTimeout", "requestTimeout"];
+pub const TIMEOUT_FIELDS: &[Field] = &[
+    f("timeout", DURATION).doc("Connect and read timeout, unless set apart."),
+    f("connectTimeout", DURATION),
+    f("readTimeout", DURATION),
+    f("requestTimeout", DURATION).doc("The whole exchange, retries included."),
+];
 
 /// The timeout fields of a mapping (a route's `upstream`, or the server's
 /// `upstreamTimeouts`).
@@ -37,18 +43,31 @@ pub fn decode_timeouts(d: &mut Decoder, f: &Fields, path: &str) -> Option<Timeou
     (d.errors.len() == before).then_some(t)
 }
 
-const UPSTREAM_FIELDS: &[&str] = &[
-    "url",
-    "service",
-    "services",
-    "timeout",
-    "connectTimeout",
-    "readTimeout",
-    "requestTimeout",
-    "retries",
-    "tls",
+pub const UPSTREAM_FIELDS: &[Field] = &[
+    f("url", Ty::Url("an upstream URL")).doc("Where requests go (or `service`, or `services`)."),
+    f("service", STR).doc("A service of `spec.services`."),
+    f(
+        "services",
+        Ty::List(&Ty::Obj(TARGET_FIELDS_SERVICES), false),
+    )
+    .doc("Services by weight."),
+    f("timeout", DURATION),
+    f("connectTimeout", DURATION),
+    f("readTimeout", DURATION),
+    f("requestTimeout", DURATION),
+    f("retries", Ty::Obj(RETRY_FIELDS)),
+    f("tls", Ty::Obj(super::services::UPSTREAM_TLS_FIELDS)).doc("TLS to the `url`."),
 ];
-const RETRY_FIELDS: &[&str] = &["maxRetries", "retryOn"];
+const RETRY_FIELDS: &[Field] = &[
+    f("maxRetries", Ty::Int(0, 10)),
+    f(
+        "retryOn",
+        Ty::List(
+            &Ty::Either(&[Ty::Enum(&["connect-failure", "timeout"]), Ty::Int(500, 599)]),
+            true,
+        ),
+    ),
+];
 
 const RETRY_ON: &str = "connect-failure, timeout or a 5xx status such as 503";
 
@@ -165,7 +184,10 @@ pub fn decode_route_upstream(
     })
 }
 
-const TARGET_FIELDS_SERVICES: &[&str] = &["name", "weight"];
+const TARGET_FIELDS_SERVICES: &[Field] = &[
+    f("name", STR).req(),
+    f("weight", Ty::Int(0, 1000)).default("1"),
+];
 
 fn decode_retries(d: &mut Decoder, node: &Node, path: &str) -> Option<Retries> {
     let f = d.map(node, path, RETRY_FIELDS)?;

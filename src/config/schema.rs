@@ -5,6 +5,7 @@
 //! live here; checks across routes and documents live in `load.rs`.
 
 use super::decode::{join, Decoder};
+use super::fields::{f, Field, Ty, BOOL, LABELS, PORT, STR};
 use super::model::{LimitSettings, PathPattern, ServerSettings, API_VERSION};
 use super::services::{decode_route_upstream, decode_service, ServiceSpec, UpstreamSpec};
 use super::values::parse_path_pattern;
@@ -93,20 +94,60 @@ pub struct RouteSpec {
     pub flex: Option<std::sync::Arc<super::rules::FlexRoute>>,
 }
 
-const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
-const METADATA_FIELDS: &[&str] = &["name", "labels"];
-const SPEC_FIELDS: &[&str] = &["listeners", "routes", "server", "policies", "services"];
-const LISTENER_FIELDS: &[&str] = &["name", "port", "protocol", "host", "limits", "tls", "h2c"];
-const ROUTE_FIELDS: &[&str] = &[
-    "id",
-    "path",
-    "methods",
-    "host",
-    "upstream",
-    "policies",
-    "maxBodySize",
-    "allowEncodedSlashes",
-    "allowPathParameters",
+pub const DOC_FIELDS: &[Field] = &[
+    f("apiVersion", Ty::Enum(&[API_VERSION])).req(),
+    f("kind", Ty::Enum(&["Gateway"])).req(),
+    f("metadata", Ty::Obj(METADATA_FIELDS)).req(),
+    f("spec", Ty::Obj(SPEC_FIELDS)).req(),
+];
+pub const METADATA_FIELDS: &[Field] = &[
+    f("name", STR)
+        .req()
+        .doc("Names the document (its shared policies' state)."),
+    f("labels", LABELS),
+];
+const SPEC_FIELDS: &[Field] = &[
+    f("listeners", Ty::List(&Ty::Obj(LISTENER_FIELDS), false)).doc(
+        "Where the gateway accepts connections (required unless the document has only `server`).",
+    ),
+    f("routes", Ty::List(&Ty::Obj(ROUTE_FIELDS), false)),
+    f("server", Ty::Obj(super::settings::SERVER_FIELDS)).doc("Process-wide settings."),
+    f("policies", Ty::Policies).doc("Policies run on every route of this document."),
+    f(
+        "services",
+        Ty::List(&Ty::Obj(super::services::SERVICE_FIELDS), false),
+    )
+    .doc("Upstream services any route may name."),
+];
+const LISTENER_FIELDS: &[Field] = &[
+    f("name", STR).req(),
+    f("port", PORT).req(),
+    f("protocol", Ty::AnyCase(&["HTTP", "HTTPS"])).default("\"HTTP\""),
+    f("host", Ty::Text("an IP address or localhost"))
+        .default("\"0.0.0.0\"")
+        .doc("The address to listen on."),
+    f("limits", Ty::Obj(super::settings::LIMIT_FIELDS))
+        .doc("Client limits of this listener, over the server's."),
+    f("tls", Ty::Obj(super::tls::TLS_FIELDS)).doc("Certificates of an HTTPS listener."),
+    f("h2c", BOOL)
+        .default("false")
+        .doc("Cleartext HTTP/2 with prior knowledge."),
+];
+const ROUTE_FIELDS: &[Field] = &[
+    f("id", STR).req(),
+    f("path", Ty::List(&Ty::Text("a path pattern"), true))
+        .req()
+        .doc("Path patterns: /exact, /prefix/*, /items/{id}."),
+    f("methods", Ty::List(&Ty::AnyCase(METHODS), true))
+        .doc("Methods allowed (default: every method)."),
+    f("host", Ty::Text("a host name")).doc("Host name, or *.example.com."),
+    f("upstream", Ty::Obj(super::route_upstream::UPSTREAM_FIELDS))
+        .req()
+        .doc("Where requests go: a `url`, a `service`, or weighted `services`."),
+    f("policies", Ty::Policies),
+    f("maxBodySize", Ty::Size),
+    f("allowEncodedSlashes", BOOL).default("false"),
+    f("allowPathParameters", BOOL).default("false"),
 ];
 
 pub const METHODS: &[&str] = &[
@@ -484,7 +525,7 @@ pub fn decode_policies(
         let mut known: Vec<&str> = policy::NAMES.to_vec();
         known.push("order");
         let before = d.errors.len();
-        let Some(f) = d.map(item, &at, &known) else {
+        let Some(f) = d.map_names(item, &at, &known) else {
             continue;
         };
         let misspelt = d.errors.len() > before;

@@ -4,6 +4,7 @@
 //! are known.
 
 use super::decode::{join, Decoder, Fields};
+use super::fields::{f, Field, Ty, BOOL, DURATION, POSITIVE, STR};
 use super::model::{
     Balance, CircuitBreaker, ErrorBreaker, HashOn, HealthCheck, PassiveCheck, ServiceConfig,
     TargetSpec, UpstreamTls, DEFAULT_DNS_REFRESH,
@@ -23,38 +24,72 @@ pub struct ServiceSpec {
     pub path: String,
 }
 
-const SERVICE_FIELDS: &[&str] = &[
-    "name",
-    "targets",
-    "loadBalancing",
-    "hashOn",
-    "healthCheck",
-    "passiveHealthCheck",
-    "failOpen",
-    "dnsRefresh",
-    "circuitBreaker",
-    "tls",
-    "http2",
+pub const SERVICE_FIELDS: &[Field] = &[
+    f("name", Ty::Text("letters, digits, `.`, `_`, `-`")).req(),
+    f(
+        "targets",
+        Ty::List(
+            &Ty::Either(&[Ty::Url("an upstream URL"), Ty::Obj(TARGET_FIELDS)]),
+            false,
+        ),
+    )
+    .req()
+    .doc("Upstream URLs, or {url, weight} mappings."),
+    f("loadBalancing", Ty::Enum(BALANCE)).default("\"round-robin\""),
+    f("hashOn", Ty::Text("header:NAME, cookie:NAME or client-ip"))
+        .doc("What `hash` balancing hashes."),
+    f("healthCheck", Ty::Obj(HEALTH_FIELDS)).doc("Active health checks."),
+    f("passiveHealthCheck", Ty::Obj(PASSIVE_FIELDS)).doc("Outlier ejection from failed requests."),
+    f("failOpen", BOOL)
+        .default("false")
+        .doc("Send to every target when none is healthy."),
+    f("dnsRefresh", DURATION).default("\"30s\""),
+    f("circuitBreaker", Ty::Obj(BREAKER_FIELDS)),
+    f("tls", Ty::Obj(UPSTREAM_TLS_FIELDS)),
+    f("http2", BOOL)
+        .default("false")
+        .doc("Offer HTTP/2 to the targets."),
 ];
-const UPSTREAM_TLS_FIELDS: &[&str] = &["verify", "ca", "cert", "key", "sni"];
-const TARGET_FIELDS: &[&str] = &["url", "weight"];
-const HEALTH_FIELDS: &[&str] = &[
-    "path",
-    "interval",
-    "timeout",
-    "expectedStatus",
-    "healthyThreshold",
-    "unhealthyThreshold",
+pub const UPSTREAM_TLS_FIELDS: &[Field] = &[
+    f("verify", BOOL).default("true"),
+    f("ca", Ty::Text("a PEM file")),
+    f("cert", Ty::Text("a PEM file")).doc("Client certificate (mTLS), with `key`."),
+    f("key", Ty::Text("a PEM file")),
+    f("sni", STR),
 ];
-const PASSIVE_FIELDS: &[&str] = &["consecutiveFailures", "ejectionTime", "maxEjectionTime"];
-const BREAKER_FIELDS: &[&str] = &[
-    "maxConnections",
-    "maxPendingRequests",
-    "maxRequests",
-    "maxRetries",
-    "failureThreshold",
-    "failureWindow",
-    "openTime",
+const TARGET_FIELDS: &[Field] = &[
+    f("url", Ty::Url("an upstream URL")).req(),
+    f("weight", Ty::Int(1, 1000)).default("1"),
+];
+const HEALTH_FIELDS: &[Field] = &[
+    f("path", Ty::Text("a request path")).req(),
+    f("interval", DURATION).default("\"10s\""),
+    f("timeout", DURATION).default("\"2s\""),
+    f(
+        "expectedStatus",
+        Ty::Either(&[
+            Ty::Int(100, 599),
+            Ty::Text("a status range such as 200-399"),
+        ]),
+    )
+    .default("\"200-399\""),
+    f("healthyThreshold", Ty::Int(1, 100)).default("2"),
+    f("unhealthyThreshold", Ty::Int(1, 100)).default("3"),
+];
+const PASSIVE_FIELDS: &[Field] = &[
+    f("consecutiveFailures", Ty::Int(1, 1000)).default("5"),
+    f("ejectionTime", DURATION).default("\"30s\""),
+    f("maxEjectionTime", DURATION).default("\"300s\""),
+];
+const BREAKER_FIELDS: &[Field] = &[
+    f("maxConnections", POSITIVE),
+    f("maxPendingRequests", POSITIVE),
+    f("maxRequests", POSITIVE),
+    f("maxRetries", POSITIVE),
+    f("failureThreshold", Ty::Int(1, 100_000))
+        .doc("Errors in `failureWindow` that open the breaker."),
+    f("failureWindow", DURATION).default("\"10s\""),
+    f("openTime", DURATION).default("\"30s\""),
 ];
 const BALANCE: &[&str] = &["round-robin", "random", "least-requests", "hash"];
 

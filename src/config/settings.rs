@@ -3,48 +3,74 @@
 //! problem reported. At most one document may carry them (checked in `load.rs`).
 
 use super::decode::{join, Decoder, Fields};
+use super::fields::{f, Field, Ty, BOOL, DURATION, POSITIVE, SECONDS, STR};
 use super::model::{LimitSettings, ServerSettings};
 use super::yaml::Node;
 use crate::store::RedisSettings;
 use std::path::PathBuf;
 
-const SERVER_FIELDS: &[&str] = &[
-    "threads",
-    "pidFile",
-    "upgradeSocket",
-    "gracePeriod",
-    "shutdownTimeout",
-    "errorLog",
-    "accessLog",
-    "admin",
-    "watchConfig",
-    "workStealing",
-    "upstreamKeepalivePool",
-    "trustedProxies",
-    "maxBodySize",
-    "maxRequestsInFlight",
-    "limits",
-    "sharedStorage",
-    "upstreamTimeouts",
+pub const SERVER_FIELDS: &[Field] = &[
+    f("threads", POSITIVE).doc("Worker threads per listener (default: one per core)."),
+    f("pidFile", Ty::Text("a file path")),
+    f("upgradeSocket", Ty::Text("a file path"))
+        .doc("Where a new binary takes the listening sockets over."),
+    f("gracePeriod", SECONDS).doc("The drain after SIGTERM, whole seconds."),
+    f("shutdownTimeout", SECONDS),
+    f("errorLog", Ty::Text("a file path")),
+    f("accessLog", BOOL)
+        .default("true")
+        .doc("JSON access log lines on stdout."),
+    f("admin", Ty::Obj(ADMIN_FIELDS)).doc("The admin listener (/ready, /metrics, /config)."),
+    f("watchConfig", BOOL)
+        .default("true")
+        .doc("Reload when the config files change."),
+    f("workStealing", BOOL),
+    f("upstreamKeepalivePool", POSITIVE),
+    f(
+        "trustedProxies",
+        Ty::List(&Ty::Text("an IP address or CIDR range"), true),
+    )
+    .doc("Proxies whose X-Forwarded-For is believed."),
+    f("maxBodySize", Ty::Size),
+    f("maxRequestsInFlight", POSITIVE),
+    f("limits", Ty::Obj(LIMIT_FIELDS)).doc("Client limits (docs/security.md)."),
+    f("sharedStorage", Ty::Obj(STORAGE_FIELDS)).doc("Redis for cluster-wide rate limits."),
+    f(
+        "upstreamTimeouts",
+        Ty::Obj(super::route_upstream::TIMEOUT_FIELDS),
+    ),
 ];
-const STORAGE_FIELDS: &[&str] = &["redis"];
-const REDIS_FIELDS: &[&str] = &["address", "username", "password", "db", "tls", "timeout"];
-const LIMIT_FIELDS: &[&str] = &[
-    "maxHeaderSize",
-    "maxHeaders",
-    "maxUriLength",
-    "maxResponseHeaderSize",
-    "headerTimeout",
-    "handshakeTimeout",
-    "keepaliveTimeout",
-    "bodyTimeout",
-    "upgradeIdleTimeout",
-    "maxConcurrentStreams",
-    "maxConnections",
-    "maxConnectionsPerClient",
-    "underscoresInHeaders",
+const STORAGE_FIELDS: &[Field] = &[f("redis", Ty::Obj(REDIS_FIELDS)).req()];
+const REDIS_FIELDS: &[Field] = &[
+    f("address", Ty::Text("host:port")).req(),
+    f("username", STR),
+    f("password", STR),
+    f("db", Ty::Int(0, 1 << 20)).default("0"),
+    f("tls", BOOL).default("false"),
+    f("timeout", DURATION),
 ];
-const ADMIN_FIELDS: &[&str] = &["address", "enabled"];
+pub const LIMIT_FIELDS: &[Field] = &[
+    f("maxHeaderSize", Ty::Size),
+    f("maxHeaders", Ty::Int(1, 256)),
+    f("maxUriLength", Ty::Size),
+    f("maxResponseHeaderSize", Ty::Size),
+    f("headerTimeout", SECONDS),
+    f("handshakeTimeout", SECONDS).default("\"10s\""),
+    f("keepaliveTimeout", SECONDS),
+    f("bodyTimeout", SECONDS),
+    f("upgradeIdleTimeout", SECONDS),
+    f("maxConcurrentStreams", Ty::Int(1, 10_000)),
+    f("maxConnections", Ty::Int(1, 1 << 24)),
+    f("maxConnectionsPerClient", Ty::Int(1, 1 << 24)),
+    f(
+        "underscoresInHeaders",
+        Ty::Enum(&["allow", "drop", "reject"]),
+    ),
+];
+const ADMIN_FIELDS: &[Field] = &[
+    f("address", Ty::Text("IP:port")).default("\"127.0.0.1:9901\""),
+    f("enabled", BOOL).default("true"),
+];
 
 pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerSettings> {
     let f: Fields = d.map(node, path, SERVER_FIELDS)?;

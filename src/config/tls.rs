@@ -6,6 +6,7 @@
 //! common name.
 
 use super::decode::{join, Decoder};
+use super::fields::{f, Field, Ty, BOOL};
 use super::yaml::Node;
 use openssl::asn1::Asn1Time;
 use openssl::nid::Nid;
@@ -127,14 +128,21 @@ pub struct Certificate {
     pub fingerprint: [u8; 32],
 }
 
-const TLS_FIELDS: &[&str] = &[
-    "certificates",
-    "minVersion",
-    "maxVersion",
-    "ciphers",
-    "clientCertificates",
-    "alpn",
+pub const TLS_FIELDS: &[Field] = &[
+    f("certificates", Ty::List(&Ty::Obj(CERT_FIELDS), false))
+        .req()
+        .doc("Certificate and key pairs; the one whose names match the SNI is served."),
+    f("minVersion", VERSION).default("\"1.2\""),
+    f("maxVersion", VERSION).default("\"1.3\""),
+    f(
+        "ciphers",
+        Ty::List(&Ty::Text("a cipher name (IANA or OpenSSL)"), true),
+    ),
+    f("clientCertificates", Ty::Obj(CLIENT_FIELDS)).doc("Mutual TLS: verify client certificates."),
+    f("alpn", Ty::List(&Ty::Enum(&["h2", "http/1.1"]), true)).default("[\"h2\", \"http/1.1\"]"),
 ];
+/// `"1.2"` or `"1.3"` (also unquoted: YAML reads a number).
+pub const VERSION: Ty = Ty::Either(&[Ty::Enum(&["1.2", "1.3"]), Ty::Number(1.2, 1.3)]);
 
 /// IANA cipher names (as Flex and most documentation write them) and
 /// OpenSSL's names for them: the TLS 1.2 suites with forward secrecy and
@@ -220,8 +228,16 @@ pub fn tls_version(text: &str) -> Option<TlsVersion> {
         _ => None,
     }
 }
-const CLIENT_FIELDS: &[&str] = &["ca", "required", "forwardHeader"];
-const CERT_FIELDS: &[&str] = &["cert", "key"];
+const CLIENT_FIELDS: &[Field] = &[
+    f("ca", Ty::Text("a PEM file or inline PEM")).req(),
+    f("required", BOOL).default("true"),
+    f("forwardHeader", Ty::Name("a header name"))
+        .doc("Send the client certificate's subject upstream in this header."),
+];
+const CERT_FIELDS: &[Field] = &[
+    f("cert", Ty::Text("a PEM file")).req(),
+    f("key", Ty::Text("a PEM file")).req(),
+];
 
 /// A CA bundle (`clientCertificates.ca`, a service's `tls.ca`, Flex's
 /// `trustedCA`): a file or inline PEM, holding at least one certificate.

@@ -20,6 +20,7 @@
 
 use super::{common, Decision, LocalResponse, Policy, REDACTED};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL, STR};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
 use async_trait::async_trait;
@@ -30,15 +31,25 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-const FIELDS: &[&str] = &[
-    "header",
-    "queryParam",
-    "keys",
-    "keysFile",
-    "keepKey",
-    "consumerHeader",
+pub const FIELDS: &[Field] = &[
+    f("header", Ty::Name("a header name"))
+        .default("\"x-api-key\"")
+        .doc("Where the key is read."),
+    f("queryParam", STR).doc("Also read the key from this query parameter."),
+    f(
+        "keys",
+        Ty::List(&Ty::Either(&[Ty::Str, Ty::Obj(KEY_FIELDS)]), false),
+    )
+    .doc("Keys, or {key, consumer} mappings."),
+    f("keysFile", Ty::Text("a file path"))
+        .doc("A file of keys, one per line (`key` or `key consumer`)."),
+    f("keepKey", BOOL)
+        .default("false")
+        .doc("Forward the key upstream."),
+    f("consumerHeader", Ty::Name("a header name"))
+        .doc("Send the consumer's name upstream in this header."),
 ];
-const KEY_FIELDS: &[&str] = &["consumer", "key"];
+const KEY_FIELDS: &[Field] = &[f("consumer", STR), f("key", STR).req()];
 
 type Digest32 = [u8; 32];
 

@@ -25,6 +25,7 @@
 
 use super::{common, Decision, LocalResponse, Policy, REDACTED};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL, STR};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
 use async_trait::async_trait;
@@ -37,8 +38,18 @@ use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-const FIELDS: &[&str] = &["realm", "users", "keepCredentials"];
-const USER_FIELDS: &[&str] = &["username", "password", "passwordHash"];
+pub const FIELDS: &[Field] = &[
+    f("realm", STR).default("\"flex-gateway\""),
+    f("users", Ty::List(&Ty::Obj(USER_FIELDS), false)).req(),
+    f("keepCredentials", BOOL)
+        .default("false")
+        .doc("Forward the Authorization header upstream."),
+];
+const USER_FIELDS: &[Field] = &[
+    f("username", STR).req(),
+    f("password", STR).doc("Plain text (or a ${ENV} / file: reference); or `passwordHash`."),
+    f("passwordHash", Ty::Text("a bcrypt or argon2id hash")),
+];
 /// Correct credentials remembered; past this many, the cache starts afresh.
 const CACHE_LIMIT: usize = 10_000;
 

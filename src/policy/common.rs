@@ -3,6 +3,7 @@
 //! from. Policies share these helpers, never each other's code or state.
 
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, STR};
 use crate::config::yaml::Node;
 use http::HeaderName;
 use pingora::http::RequestHeader;
@@ -165,7 +166,11 @@ pub enum TokenSource {
     Cookie(String),
 }
 
-const TOKEN_FIELDS: &[&str] = &["header", "queryParam", "cookie"];
+pub const TOKEN_FIELDS: &[Field] = &[
+    f("header", Ty::Name("a header name")),
+    f("queryParam", STR),
+    f("cookie", STR),
+];
 
 impl TokenSource {
     /// `token: {header: X}` / `{queryParam: q}` / `{cookie: c}`; absent:

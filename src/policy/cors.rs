@@ -24,6 +24,7 @@
 
 use super::{Decision, LocalResponse, Policy};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL, SECONDS};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
 use async_trait::async_trait;
@@ -32,13 +33,17 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-const FIELDS: &[&str] = &[
-    "origins",
-    "methods",
-    "headers",
-    "exposeHeaders",
-    "allowCredentials",
-    "maxAge",
+pub const FIELDS: &[Field] = &[
+    f(
+        "origins",
+        Ty::List(&Ty::Text("an origin, * or https://*.example.com"), true),
+    )
+    .req(),
+    f("methods", Ty::List(&Ty::Text("an HTTP method"), true)),
+    f("headers", Ty::List(&Ty::Name("a header name or *"), true)),
+    f("exposeHeaders", Ty::List(&Ty::Name("a header name"), true)),
+    f("allowCredentials", BOOL).default("false"),
+    f("maxAge", SECONDS),
 ];
 
 /// An allowed origin: exact, any (`*`), or any subdomain of a host.

@@ -31,6 +31,7 @@
 use super::common;
 use super::{Decision, Policy};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
 use async_trait::async_trait;
@@ -278,8 +279,6 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     p[pi..].iter().all(|c| *c == b'*')
 }
 
-const SIDES: &[&str] = &["request", "response"];
-
 /// `{request: [...], response: [...]}`: each side decoded by `side`; at
 /// least one must say something.
 fn decode_sides<T>(
@@ -287,9 +286,10 @@ fn decode_sides<T>(
     node: &Node,
     path: &str,
     nothing: &str,
+    sides: &[Field],
     side: fn(&mut Decoder, &Node, &str) -> Vec<T>,
 ) -> Option<(Vec<T>, Vec<T>)> {
-    let f = d.map(node, path, SIDES)?;
+    let f = d.map(node, path, sides)?;
     let before = d.errors.len();
     let mut one = |key: &str| match f.get(key) {
         Some(n) => side(d, n, &join(path, key)),
@@ -305,7 +305,20 @@ fn decode_sides<T>(
 pub mod inject {
     use super::*;
 
-    const ITEM_FIELDS: &[&str] = &["name", "value", "mode"];
+    const ITEM_FIELDS: &[Field] = &[
+        f("name", Ty::Name("a header name")).req(),
+        f("value", Ty::Scalar)
+            .req()
+            .doc("The value; may hold Flex expressions #[...]."),
+        f("mode", Ty::Enum(&["set", "add"]))
+            .default("\"set\"")
+            .doc("Replace (set) or append (add)."),
+    ];
+    const ITEMS: Ty = Ty::List(&Ty::Obj(ITEM_FIELDS), false);
+    pub const FIELDS: &[Field] = &[
+        f("request", ITEMS).doc("Headers set on the request going upstream."),
+        f("response", ITEMS).doc("Headers set on the response to the client."),
+    ];
 
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Injection {
@@ -369,7 +382,7 @@ pub mod inject {
 
     pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         let nothing = "nothing to inject: give `request` and/or `response` headers";
-        let (request, response) = decode_sides(d, node, path, nothing, decode_list)?;
+        let (request, response) = decode_sides(d, node, path, nothing, FIELDS, decode_list)?;
         Some(Config { request, response })
     }
 
@@ -481,6 +494,12 @@ pub mod remove {
         pub response: Vec<Pattern>,
     }
 
+    const NAMES: Ty = Ty::List(&Ty::Name("a header name, or a pattern with *"), true);
+    pub const FIELDS: &[Field] = &[
+        f("request", NAMES).doc("Headers removed from the request going upstream."),
+        f("response", NAMES).doc("Headers removed from the response to the client."),
+    ];
+
     fn decode_list(d: &mut Decoder, node: &Node, path: &str) -> Vec<Pattern> {
         let mut out = Vec::new();
         for (item, at) in d.items(node, path, true) {
@@ -512,7 +531,7 @@ pub mod remove {
 
     pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         let nothing = "nothing to remove: give `request` and/or `response` names";
-        let (request, response) = decode_sides(d, node, path, nothing, decode_list)?;
+        let (request, response) = decode_sides(d, node, path, nothing, FIELDS, decode_list)?;
         Some(Config { request, response })
     }
 

@@ -30,6 +30,7 @@
 use super::common::{self, BearerRefusal, TokenSource};
 use super::{Decision, Policy, REDACTED};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL, DURATION, POSITIVE, STR};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
 use async_trait::async_trait;
@@ -40,19 +41,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const FIELDS: &[&str] = &[
-    "url",
-    "clientId",
-    "clientSecret",
-    "authorization",
-    "timeout",
-    "cacheTtl",
-    "maxCacheEntries",
-    "scopes",
-    "scopeMatch",
-    "realm",
-    "token",
-    "keepToken",
+pub const FIELDS: &[Field] = &[
+    f("url", Ty::Url("an http(s) URL"))
+        .req()
+        .doc("The introspection endpoint (RFC 7662)."),
+    f("clientId", STR),
+    f("clientSecret", STR),
+    f("authorization", STR).doc(
+        "The Authorization header value sent to the endpoint (instead of clientId/clientSecret).",
+    ),
+    f("timeout", DURATION).default("\"3s\""),
+    f("cacheTtl", DURATION).default("\"600s\""),
+    f("maxCacheEntries", POSITIVE).default("1000"),
+    f("scopes", Ty::List(&Ty::Str, true)),
+    f("scopeMatch", Ty::AnyCase(&["all", "any", "and", "or"])).default("\"all\""),
+    f("realm", STR),
+    f("token", Ty::Obj(common::TOKEN_FIELDS))
+        .doc("Where the token is read (default: Authorization: Bearer)."),
+    f("keepToken", BOOL).default("false"),
 ];
 
 /// How the gateway authenticates to the introspection endpoint; never printed.

@@ -18,6 +18,7 @@
 
 use super::{Decision, LocalResponse, Policy};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
 use crate::ipset::{parse_net, IpSet};
@@ -26,7 +27,11 @@ use pingora::http::RequestHeader;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-const FIELDS: &[&str] = &["ips"];
+pub const FIELDS: &[Field] = &[f(
+    "ips",
+    Ty::List(&Ty::Text("an IP address or CIDR range"), true),
+)
+.req()];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -94,8 +99,8 @@ impl Policy for IpFilter {
 
 /// `ip-allowlist`: only these clients.
 pub mod allow {
-    pub use super::Config;
     use super::*;
+    pub use super::{Config, FIELDS};
 
     pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         decode_ips(d, node, path)
@@ -112,8 +117,8 @@ pub mod allow {
 
 /// `ip-blocklist`: everyone but these clients.
 pub mod block {
-    pub use super::Config;
     use super::*;
+    pub use super::{Config, FIELDS};
 
     pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         decode_ips(d, node, path)

@@ -44,6 +44,7 @@ pub mod wasm;
 #[cfg(not(feature = "wasm"))]
 #[path = "wasm_off.rs"]
 pub mod wasm;
+pub mod wasm_fields;
 
 use crate::config::decode::Decoder;
 use crate::config::yaml::Node;
@@ -211,12 +212,18 @@ impl PolicySpec {
 /// The registration table: policy name, config variant, module. Generates
 /// [`NAMES`], [`PolicyConfig`] and its `decode`, `build` and `describe`.
 /// Each module provides `Config`, `decode(d, node, path) -> Option<Config>`,
-/// `build(&Config) -> Arc<dyn Policy>` and `describe(&Config) -> Value`
+/// `build(&Config) -> Arc<dyn Policy>`, `describe(&Config) -> Value`
+/// and `FIELDS` (its config's field table, which `decode` reads with)
 /// (for `/config`, secrets redacted).
 macro_rules! policies {
     ($($name:literal => $variant:ident($($module:ident)::+)),+ $(,)?) => {
         /// Every policy name, for validation messages and suggestions.
         pub const NAMES: &[&str] = &[$($name),+];
+
+        /// Each policy's config fields (what `decode` accepts), by name:
+        /// the JSON Schema's source.
+        pub const FIELDS: &[(&str, &[crate::config::fields::Field])] =
+            &[$(($name, $($module)::+::FIELDS)),+];
 
         /// The typed config of one policy.
         #[derive(Debug, Clone, PartialEq)]

@@ -18,6 +18,7 @@
 
 use super::{common, Decision, Policy};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
 use async_trait::async_trait;
@@ -26,7 +27,11 @@ use regex::Regex;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-const FIELDS: &[&str] = &["stripPrefix", "pattern", "replacement"];
+pub const FIELDS: &[Field] = &[
+    f("stripPrefix", Ty::Text("a path prefix such as /v1")),
+    f("pattern", Ty::Text("a regular expression")),
+    f("replacement", Ty::Text("the new path: $1, $<name>")),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Config {

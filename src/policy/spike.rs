@@ -12,6 +12,7 @@
 
 use super::{Decision, LocalResponse, Policy};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL, DURATION};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
 use async_trait::async_trait;
@@ -22,13 +23,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const FIELDS: &[&str] = &[
-    "maxRequests",
-    "period",
-    "delay",
-    "delayAttempts",
-    "queueLimit",
-    "exposeHeaders",
+pub const FIELDS: &[Field] = &[
+    f("maxRequests", Ty::Int(1, 1_000_000)).req(),
+    f("period", DURATION).default("\"1s\""),
+    f("delay", DURATION)
+        .default("\"1s\"")
+        .doc("How long a request over the limit waits before a retry."),
+    f("delayAttempts", Ty::Int(0, 100)).default("1"),
+    f("queueLimit", Ty::Int(0, 100_000)).default("0"),
+    f("exposeHeaders", BOOL).default("false"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,8 @@
 //! the request with 500 (or lets it through with `failOpen`); its instance
 //! is rebuilt and the gateway keeps serving.
 
+pub use super::wasm_fields::FIELDS;
+use super::wasm_fields::LIMIT_FIELDS;
 use super::{Decision, LocalResponse, Policy};
 use crate::config::decode::{join, Decoder};
 use crate::config::yaml::{Node, Value as Yaml};
@@ -39,27 +41,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-
-const FIELDS: &[&str] = &[
-    "module",
-    "name",
-    "rootId",
-    "vmId",
-    "vmConfig",
-    "config",
-    "failOpen",
-    "services",
-    "env",
-    "instances",
-    "limits",
-];
-const LIMIT_FIELDS: &[&str] = &[
-    "memory",
-    "callbackTimeout",
-    "pauseTimeout",
-    "maxBodySize",
-    "maxCalls",
-];
 
 /// A module as configured: compiled once, compared by its hash.
 #[derive(Clone)]

@@ -1,6 +1,7 @@
 //! `proxy-wasm` in a build without the `wasm` feature: the name is known,
 //! and every use of it is a config error saying why.
 
+pub use super::wasm_fields::FIELDS;
 use super::Policy;
 use crate::config::decode::Decoder;
 use crate::config::yaml::Node;

@@ -4,6 +4,7 @@
 
 use super::compile::{here, Compiled, Errors};
 use super::resources::Meta;
+use crate::config::fields::{f, Field, Ty, BOOL, DURATION, PORT, POSITIVE, STR};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -32,21 +33,52 @@ pub struct ConfigRes {
     pub not_applied: Vec<String>,
 }
 
-const CONFIG_KEYS: &[&str] = &[
-    "logging",
-    "sharedStorage",
-    "timeouts",
-    "forwardProxy",
-    "proxyProtocol",
-    "circuitBreaker",
-    "tracing",
-    "probe",
-    "tls",
+pub const CONFIG_KEYS: &[Field] = &[
+    f("logging", Ty::Obj(LOGGING_FIELDS)),
+    f("sharedStorage", Ty::Obj(STORAGE_FIELDS)).doc("Redis for cluster-wide rate limits."),
+    f("timeouts", Ty::Obj(TIMEOUT_FIELDS)),
+    f("forwardProxy", Ty::Any).doc("Not implemented: accepted and reported."),
+    f("proxyProtocol", Ty::Any).doc("Not implemented: accepted and reported."),
+    f("circuitBreaker", Ty::Any).doc("Not implemented: accepted and reported."),
+    f("tracing", Ty::Any).doc("Not implemented: accepted and reported."),
+    f("probe", Ty::Obj(PROBE_FIELDS)).doc("The readiness probe listener."),
+    f("tls", Ty::Any).doc("Not implemented: accepted and reported."),
 ];
-const TIMEOUT_FIELDS: &[&str] = &[
-    "upstreamConnectionIdleSeconds",
-    "upstreamResponseSeconds",
-    "streamIdleSeconds",
+const TIMEOUT_FIELDS: &[Field] = &[
+    f("upstreamConnectionIdleSeconds", POSITIVE),
+    f("upstreamResponseSeconds", POSITIVE).default("15"),
+    f("streamIdleSeconds", POSITIVE),
+];
+const LOGGING_FIELDS: &[Field] = &[
+    f("runtimeLogs", Ty::Obj(RUNTIME_LOG_FIELDS)),
+    f("accessLogs", Ty::Any).doc("Not applied: access logs go to stdout."),
+    f("outputs", Ty::Any).doc("Not applied: logs go to journald / stderr."),
+];
+const RUNTIME_LOG_FIELDS: &[Field] = &[
+    f(
+        "logLevel",
+        Ty::AnyCase(&["trace", "debug", "info", "warn", "warning", "error", "off"]),
+    ),
+    f("outputs", Ty::Any).doc("Not applied."),
+];
+const PROBE_FIELDS: &[Field] = &[
+    f("enabled", BOOL).default("true"),
+    f("port", PORT).default("3000"),
+];
+/// Flex's `sharedStorage` (read by `settings::decode_storage` after
+/// Flex's forms are rewritten: `db` as a string, `tls` as a mapping).
+const STORAGE_FIELDS: &[Field] = &[f("redis", Ty::Obj(FLEX_REDIS_FIELDS)).req()];
+const FLEX_REDIS_FIELDS: &[Field] = &[
+    f("address", Ty::Text("host:port")).req(),
+    f("username", STR),
+    f("password", STR),
+    f(
+        "db",
+        Ty::Either(&[Ty::Int(0, 1 << 20), Ty::Text("a database number")]),
+    ),
+    f("tls", Ty::Either(&[BOOL, Ty::Dict(&Ty::Any)]))
+        .doc("TLS to Redis (its settings are not applied)."),
+    f("timeout", DURATION),
 ];
 
 /// A `Configuration` resource's `spec`: one or more of its keys.
@@ -81,7 +113,7 @@ pub fn decode(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ConfigRes> {
                 });
             }
             "logging" => {
-                let Some(g) = d.map(n, &at, &["runtimeLogs", "accessLogs", "outputs"]) else {
+                let Some(g) = d.map(n, &at, LOGGING_FIELDS) else {
                     continue;
                 };
                 for (k, v) in g.keys() {
@@ -91,7 +123,7 @@ pub fn decode(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ConfigRes> {
                             .push(format!("{kp} (logs go to journald / stderr)"));
                         continue;
                     }
-                    let Some(r) = d.map(v, &kp, &["logLevel", "outputs"]) else {
+                    let Some(r) = d.map(v, &kp, RUNTIME_LOG_FIELDS) else {
                         continue;
                     };
                     if r.get("outputs").is_some() {
@@ -121,7 +153,7 @@ pub fn decode(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ConfigRes> {
                 }
             }
             "probe" => {
-                let Some(g) = d.map(n, &at, &["enabled", "port"]) else {
+                let Some(g) = d.map(n, &at, PROBE_FIELDS) else {
                     continue;
                 };
                 let enabled = match g.get("enabled") {

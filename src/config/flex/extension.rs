@@ -25,6 +25,7 @@
 
 use super::resources::{Binding, Meta, Resource};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, STR, STRS};
 use crate::config::yaml::{Node, Pos};
 use crate::config::ConfigError;
 #[cfg(feature = "wasm")]
@@ -34,8 +35,13 @@ use crate::policy::PolicyConfig;
 use serde_json::Map;
 use serde_json::Value;
 
-const SPEC_FIELDS: &[&str] = &["extends", "properties", "required"];
-const EXTENDS_FIELDS: &[&str] = &["name", "namespace"];
+pub const SPEC_FIELDS: &[Field] = &[
+    f("extends", Ty::List(&Ty::Obj(EXTENDS_FIELDS), false)).req(),
+    f("properties", Ty::Dict(&Ty::Dict(&Ty::Any)))
+        .doc("The policy's config schema: name: {type, format, default}."),
+    f("required", STRS),
+];
+const EXTENDS_FIELDS: &[Field] = &[f("name", STR).req(), f("namespace", STR)];
 
 /// Names an Extension extends that say what it is, not which policy.
 const BUILTIN: &[&str] = &[

@@ -6,6 +6,7 @@ use super::catalog::{self, Bound};
 pub use super::configuration::{ConfigRes, FlexTimeouts};
 use super::{API_VERSIONS, KINDS};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, LABELS, STR};
 use crate::config::model::Upstream;
 use crate::config::rules::{whole, Rule, RuleSource, Rules};
 use crate::config::values::parse_upstream_url;
@@ -127,19 +128,86 @@ pub struct Binding {
     pub path: String,
 }
 
-const DOC_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
-const META_FIELDS: &[&str] = &["name", "namespace", "labels", "annotations"];
-const INSTANCE_FIELDS: &[&str] = &["address", "services", "policies"];
-const INLINE_SERVICE_FIELDS: &[&str] = &["address", "routes"];
-const ROUTE_FIELDS: &[&str] = &["rules", "config"];
-const ROUTE_CONFIG_FIELDS: &[&str] = &["destinationPath"];
-const SERVICE_FIELDS: &[&str] = &["address"];
-const BINDING_FIELDS: &[&str] = &["targetRef", "policyRef", "config", "order", "rules"];
-const INLINE_POLICY_FIELDS: &[&str] = &["policyRef", "config", "order", "rules"];
-const TARGET_FIELDS: &[&str] = &["kind", "name", "namespace", "selector"];
-const SELECTOR_FIELDS: &[&str] = &["kind", "labels"];
-const POLICY_REF_FIELDS: &[&str] = &["name", "namespace", "kind"];
-const RULE_FIELDS: &[&str] = &["path", "methods", "host", "headers"];
+const DOC_FIELDS: &[Field] = &[
+    f("apiVersion", Ty::Enum(API_VERSIONS)).req(),
+    f("kind", Ty::Enum(KINDS)).req(),
+    f("metadata", Ty::Obj(META_FIELDS)).req(),
+    f("spec", Ty::Any).req().doc("The resource, by its kind."),
+];
+const META_FIELDS: &[Field] = &[
+    f("name", STR).req(),
+    f("namespace", STR).default("\"default\""),
+    f("labels", LABELS),
+    f("annotations", Ty::Dict(&Ty::Any)),
+];
+const INSTANCE_FIELDS: &[Field] = &[
+    f(
+        "address",
+        Ty::Url("http(s)://host:port[/path]: where the API is served"),
+    )
+    .req(),
+    f("services", Ty::Dict(&Ty::Obj(INLINE_SERVICE_FIELDS)))
+        .doc("Upstream services of this API, by name."),
+    f(
+        "policies",
+        Ty::List(&Ty::Binding(INLINE_POLICY_FIELDS), false),
+    ),
+];
+const INLINE_SERVICE_FIELDS: &[Field] = &[
+    f("address", Ty::Url("an upstream URL")).req(),
+    f("routes", Ty::List(&Ty::Obj(ROUTE_FIELDS), false)),
+];
+const ROUTE_FIELDS: &[Field] = &[
+    f("rules", Ty::List(&Ty::Obj(RULE_FIELDS), false)),
+    f("config", Ty::Obj(ROUTE_CONFIG_FIELDS)),
+];
+const ROUTE_CONFIG_FIELDS: &[Field] = &[f("destinationPath", Ty::Text("a path starting with /"))];
+const SERVICE_FIELDS: &[Field] = &[f("address", Ty::Url("an upstream URL")).req()];
+const BINDING_FIELDS: &[Field] = &[
+    f("targetRef", Ty::Obj(TARGET_FIELDS)).req(),
+    f("policyRef", Ty::Obj(POLICY_REF_FIELDS)).req(),
+    f("config", Ty::Any).doc("The policy's configuration (by `policyRef.name`)."),
+    f("order", Ty::Int(-10_000, 10_000)).default("50"),
+    f("rules", Ty::List(&Ty::Obj(RULE_FIELDS), false)).doc("Apply only to matching requests."),
+];
+const INLINE_POLICY_FIELDS: &[Field] = &[
+    f("policyRef", Ty::Obj(POLICY_REF_FIELDS)).req(),
+    f("config", Ty::Any).doc("The policy's configuration (by `policyRef.name`)."),
+    f("order", Ty::Int(-10_000, 10_000)).default("50"),
+    f("rules", Ty::List(&Ty::Obj(RULE_FIELDS), false)),
+];
+const TARGET_FIELDS: &[Field] = &[
+    f("kind", Ty::Enum(&["ApiInstance", "Service", "Selector"])).default("\"ApiInstance\""),
+    f("name", STR).doc("The target's name (required unless kind is Selector)."),
+    f("namespace", STR),
+    f("selector", Ty::Obj(SELECTOR_FIELDS)),
+];
+const SELECTOR_FIELDS: &[Field] = &[f("kind", Ty::Enum(&["ApiInstance"])), f("labels", LABELS)];
+const POLICY_REF_FIELDS: &[Field] = &[
+    f("name", STR)
+        .req()
+        .doc("A Flex catalog policy, one of ours, or an Extension's name."),
+    f("namespace", STR),
+    f("kind", Ty::Enum(&["Extension"])),
+];
+const RULE_FIELDS: &[Field] = &[
+    f("path", Ty::Text("a regular expression")),
+    f("methods", Ty::Text("a regular expression")),
+    f("host", Ty::Text("a regular expression")),
+    f("headers", Ty::Dict(&Ty::Text("a regular expression"))),
+];
+
+/// Each kind's `spec`: the JSON Schema's source.
+pub const KIND_SPECS: &[(&str, Ty)] = &[
+    ("ApiInstance", Ty::Obj(INSTANCE_FIELDS)),
+    ("Service", Ty::Obj(SERVICE_FIELDS)),
+    ("PolicyBinding", Ty::Binding(BINDING_FIELDS)),
+    ("Configuration", Ty::Obj(super::configuration::CONFIG_KEYS)),
+    ("Extension", Ty::Obj(super::extension::SPEC_FIELDS)),
+];
+/// A Flex document's fields (`spec` by kind: [`KIND_SPECS`]).
+pub const FLEX_DOC_FIELDS: &[Field] = DOC_FIELDS;
+
 /// The `kind` of a document when it is a Flex resource kind.
 pub fn flex_kind(doc: &Node) -> Option<&'static str> {
     let Value::Map(pairs) = &doc.value else {

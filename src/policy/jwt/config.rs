@@ -5,6 +5,7 @@
 use super::super::common::{self, TokenSource};
 use super::super::REDACTED;
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL, DURATION, SECONDS, STR, STRS_OR_ONE};
 use crate::config::yaml::{Node, Value as Yaml};
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -12,25 +13,44 @@ use serde_json::{json, Map, Value};
 use std::str::FromStr;
 use std::time::Duration;
 
-const FIELDS: &[&str] = &[
-    "realm",
-    "token",
-    "keys",
-    "jwks",
-    "jwksTtl",
-    "jwksTimeout",
-    "jwksMinRefresh",
-    "leeway",
-    "requireExp",
-    "issuers",
-    "audiences",
-    "claims",
-    "forwardClaims",
-    "keepToken",
+pub const FIELDS: &[Field] = &[
+    f("realm", STR),
+    f("token", Ty::Obj(common::TOKEN_FIELDS))
+        .doc("Where the token is read (default: Authorization: Bearer)."),
+    f("keys", Ty::List(&Ty::Obj(KEY_FIELDS), false))
+        .doc("Keys given in the file (or `jwks`, or both)."),
+    f("jwks", Ty::List(&Ty::Obj(JWKS_FIELDS), false)).doc("JWKS endpoints to fetch keys from."),
+    f("jwksTtl", DURATION).default("\"3600s\""),
+    f("jwksTimeout", DURATION).default("\"10s\""),
+    f("jwksMinRefresh", DURATION).default("\"5s\""),
+    f("leeway", SECONDS)
+        .default("0")
+        .doc("Clock skew allowed on exp and nbf."),
+    f("requireExp", BOOL).default("true"),
+    f("issuers", STRS_OR_ONE).doc("Accepted `iss` values."),
+    f("audiences", STRS_OR_ONE).doc("Accepted `aud` values (one must match)."),
+    f("claims", Ty::List(&Ty::Obj(CLAIM_FIELDS), false))
+        .doc("Claims that must have a value or match a pattern."),
+    f("forwardClaims", Ty::Dict(&Ty::Name("a header name")))
+        .doc("Claim name: header sent upstream."),
+    f("keepToken", BOOL).default("true"),
 ];
-const KEY_FIELDS: &[&str] = &["kid", "algorithm", "algorithms", "secret", "publicKey"];
-const JWKS_FIELDS: &[&str] = &["url", "algorithms"];
-const CLAIM_FIELDS: &[&str] = &["name", "value", "pattern"];
+const KEY_FIELDS: &[Field] = &[
+    f("kid", STR),
+    f("algorithm", Ty::Enum(ALGORITHMS)),
+    f("algorithms", Ty::List(&Ty::Enum(ALGORITHMS), true)),
+    f("secret", STR).doc("The HMAC secret (HS*)."),
+    f("publicKey", Ty::Text("a PEM public key or a file")),
+];
+const JWKS_FIELDS: &[Field] = &[
+    f("url", Ty::Url("an http(s) URL")).req(),
+    f("algorithms", Ty::List(&Ty::Enum(ALGORITHMS), true)),
+];
+const CLAIM_FIELDS: &[Field] = &[
+    f("name", STR).req(),
+    f("value", Ty::Scalar),
+    f("pattern", Ty::Text("a regular expression")),
+];
 const ALGORITHMS: &[&str] = &[
     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
     "ES384", "EdDSA",

@@ -48,7 +48,7 @@ mod config;
 mod jwks;
 
 use config::{anchored, decoding_key};
-pub use config::{decode, describe, ClaimCheck, Config, JwksConfig, KeyConfig, Material};
+pub use config::{decode, describe, ClaimCheck, Config, JwksConfig, KeyConfig, Material, FIELDS};
 
 use super::common::{self, BearerRefusal};
 use super::{Decision, LocalResponse, Policy};

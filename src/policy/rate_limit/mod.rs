@@ -18,6 +18,7 @@ pub mod window;
 
 use super::{Decision, LocalResponse, Policy};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL, POSITIVE, SECONDS};
 use crate::config::yaml::Node;
 use crate::exchange::Exchange;
 use crate::store::{self, RedisSettings};
@@ -29,17 +30,25 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use window::{Limit, Verdict, Windows};
 
-const FIELDS: &[&str] = &[
-    "maxRequests",
-    "period",
-    "limits",
-    "key",
-    "maxKeys",
-    "exposeHeaders",
-    "clusterizable",
-    "failOpen",
+pub const FIELDS: &[Field] = &[
+    f("maxRequests", POSITIVE).doc("Requests allowed per `period` (or `limits`)."),
+    f("period", SECONDS).doc("The window: 1s, 1m, 1h."),
+    f("limits", Ty::List(&Ty::Obj(LIMIT_FIELDS), false)).doc("Several windows, all enforced."),
+    f("key", Ty::Text(KEYS))
+        .default("\"client-ip\"")
+        .doc("Whose requests are counted together."),
+    f("maxKeys", POSITIVE).default("100000"),
+    f("exposeHeaders", BOOL)
+        .default("true")
+        .doc("RateLimit-* headers on responses."),
+    f("clusterizable", BOOL)
+        .default("true")
+        .doc("Share counts through `sharedStorage` when set."),
+    f("failOpen", BOOL)
+        .default("true")
+        .doc("Serve when the shared storage is down."),
 ];
-const LIMIT_FIELDS: &[&str] = &["maxRequests", "period"];
+const LIMIT_FIELDS: &[Field] = &[f("maxRequests", POSITIVE).req(), f("period", SECONDS).req()];
 const KEYS: &str =
     "client-ip, header:NAME, query:NAME, consumer, claim:NAME or a Flex expression #[...]";
 

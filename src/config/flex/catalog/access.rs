@@ -4,8 +4,56 @@
 use super::{accessor, expr, mapped};
 use super::{bool_or, map, ours, scalar, seq};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL};
 use crate::config::yaml::Node;
 use crate::policy::{self, PolicyConfig};
+
+pub const IP_FILTER: &[Field] = &[
+    f(
+        "ips",
+        Ty::List(&Ty::Text("an IP address or CIDR range"), true),
+    )
+    .req(),
+    f(
+        "ipExpression",
+        Ty::Text("#[attributes.remoteAddress] or the X-Forwarded-For header"),
+    )
+    .default("\"#[attributes.remoteAddress]\""),
+];
+const INJECTED: &[Field] = &[
+    f("key", Ty::Name("a header name")).req(),
+    f("value", Ty::Scalar)
+        .req()
+        .doc("The value; may hold expressions #[...]."),
+];
+const INJECTED_LIST: Ty = Ty::List(&Ty::Obj(INJECTED), false);
+pub const HEADER_INJECTION: &[Field] = &[
+    f("inboundHeaders", INJECTED_LIST).doc("Set on the request going upstream."),
+    f("outboundHeaders", INJECTED_LIST).doc("Set on the response to the client."),
+];
+const REMOVED: Ty = Ty::List(&Ty::Name("a header name, or a pattern with *"), true);
+pub const HEADER_REMOVAL: &[Field] = &[
+    f("inboundHeaders", REMOVED).doc("Removed from the request going upstream."),
+    f("outboundHeaders", REMOVED).doc("Removed from the response to the client."),
+];
+pub const CORS: &[Field] = &[
+    f("publicResource", BOOL)
+        .default("true")
+        .doc("Any origin (true), or those of `originGroups`."),
+    f("supportCredentials", BOOL).default("false"),
+    f("originGroups", Ty::List(&Ty::Obj(ORIGIN_GROUP), false)),
+];
+const ORIGIN_GROUP: &[Field] = &[
+    f("origins", Ty::List(&Ty::Text("an origin"), true)),
+    f("accessControlMaxAge", Ty::Int(0, 86_400)).default("30"),
+    f("allowedMethods", Ty::List(&Ty::Obj(ALLOWED_METHOD), false)),
+    f("headers", Ty::List(&Ty::Name("a header name or *"), true)),
+    f("exposedHeaders", Ty::List(&Ty::Name("a header name"), true)),
+];
+const ALLOWED_METHOD: &[Field] = &[
+    f("methodName", Ty::Text("an HTTP method")).req(),
+    f("isAllowed", BOOL).default("true"),
+];
 
 pub(super) fn ip_filter(
     d: &mut Decoder,
@@ -13,7 +61,7 @@ pub(super) fn ip_filter(
     path: &str,
     allow: bool,
 ) -> Option<PolicyConfig> {
-    let f = d.map(c, path, &["ips", "ipExpression"])?;
+    let f = d.map(c, path, IP_FILTER)?;
     if let Some(n) = f.get("ipExpression") {
         let ep = join(path, "ipExpression");
         use crate::policy::expr::Accessor;
@@ -41,7 +89,7 @@ pub(super) fn ip_filter(
 }
 
 pub(super) fn header_injection(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
-    let f = d.map(c, path, &["inboundHeaders", "outboundHeaders"])?;
+    let f = d.map(c, path, HEADER_INJECTION)?;
     let before = d.errors.len();
     let mut tree = Vec::new();
     for (flex, side) in [
@@ -51,7 +99,7 @@ pub(super) fn header_injection(d: &mut Decoder, c: &Node, path: &str) -> Option<
         let Some(list) = f.get(flex) else { continue };
         let mut items = Vec::new();
         for (item, at) in d.items(list, &join(path, flex), false) {
-            let Some(g) = d.map(item, &at, &["key", "value"]) else {
+            let Some(g) = d.map(item, &at, INJECTED) else {
                 continue;
             };
             let key = d.required(&g, "key", &at).cloned();
@@ -80,7 +128,7 @@ pub(super) fn header_injection(d: &mut Decoder, c: &Node, path: &str) -> Option<
 }
 
 pub(super) fn header_removal(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
-    let f = d.map(c, path, &["inboundHeaders", "outboundHeaders"])?;
+    let f = d.map(c, path, HEADER_REMOVAL)?;
     let mut tree = Vec::new();
     for (flex, side) in [
         ("inboundHeaders", "request"),
@@ -101,11 +149,7 @@ pub(super) fn header_removal(d: &mut Decoder, c: &Node, path: &str) -> Option<Po
 }
 
 pub(super) fn cors(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
-    let f = d.map(
-        c,
-        path,
-        &["publicResource", "supportCredentials", "originGroups"],
-    )?;
+    let f = d.map(c, path, CORS)?;
     let public = bool_or(
         d,
         f.get("publicResource"),
@@ -134,17 +178,7 @@ pub(super) fn cors(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig
     }
     let mut origins = None;
     if let Some((g, gp)) = groups.first() {
-        let g = d.map(
-            g,
-            gp,
-            &[
-                "origins",
-                "accessControlMaxAge",
-                "allowedMethods",
-                "headers",
-                "exposedHeaders",
-            ],
-        )?;
+        let g = d.map(g, gp, ORIGIN_GROUP)?;
         origins = g.get("origins").cloned();
         if let Some(n) = g.get("accessControlMaxAge") {
             let secs = d.int(n, &join(gp, "accessControlMaxAge"), 0, 86_400)?;
@@ -156,7 +190,7 @@ pub(super) fn cors(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig
             let mp = join(gp, "allowedMethods");
             let mut methods = Vec::new();
             for (item, at) in d.items(list, &mp, false) {
-                let Some(m) = d.map(item, &at, &["methodName", "isAllowed"]) else {
+                let Some(m) = d.map(item, &at, ALLOWED_METHOD) else {
                     continue;
                 };
                 let name = d.required(&m, "methodName", &at).cloned();

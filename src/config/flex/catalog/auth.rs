@@ -4,11 +4,12 @@
 use super::accessor;
 use super::{bool_or, map, millis, ours, scalar, seq};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL, POSITIVE, STR, STRS};
 use crate::config::yaml::{Node, Value};
 use crate::policy::{self, PolicyConfig};
 
 pub(super) fn basic_auth(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
-    let f = d.map(c, path, &["username", "password"])?;
+    let f = d.map(c, path, BASIC_AUTH)?;
     let user = d.required(&f, "username", path).cloned();
     let pass = d.required(&f, "password", path).cloned();
     let (user, pass) = (user?, pass?);
@@ -27,25 +28,77 @@ pub(super) fn basic_auth(d: &mut Decoder, c: &Node, path: &str) -> Option<Policy
     })
 }
 
-const JWT_FIELDS: &[&str] = &[
-    "signingMethod",
-    "signingKeyLength",
-    "jwtOrigin",
-    "jwtExpression",
-    "jwtKeyOrigin",
-    "textKey",
-    "jwksUrl",
-    "jwksServiceTimeToLive",
-    "jwksServiceConnectionTimeout",
-    "validateAudClaim",
-    "supportedAudiences",
-    "mandatoryAudClaim",
-    "mandatoryExpClaim",
-    "mandatoryNbfClaim",
-    "validateCustomClaim",
-    "mandatoryCustomClaims",
-    "nonMandatoryCustomClaims",
-    "skipClientIdValidation",
+pub const JWT_FIELDS: &[Field] = &[
+    f("signingMethod", Ty::AnyCase(&["rsa", "hmac", "es"])).default("\"rsa\""),
+    f("signingKeyLength", Ty::Int(256, 512))
+        .default("256")
+        .doc("256, 384 or 512."),
+    f(
+        "jwtOrigin",
+        Ty::Enum(&["httpBearerAuthenticationHeader", "customExpression"]),
+    )
+    .default("\"httpBearerAuthenticationHeader\""),
+    f(
+        "jwtExpression",
+        Ty::Text("#[attributes.headers['NAME']] or #[attributes.queryParams['NAME']]"),
+    ),
+    f("jwtKeyOrigin", Ty::Enum(&["text", "jwks"])).default("\"text\""),
+    f("textKey", Ty::Str).doc("The PEM public key, or the HMAC secret."),
+    f("jwksUrl", Ty::Url("an http(s) URL")),
+    f("jwksServiceTimeToLive", POSITIVE)
+        .default("60")
+        .doc("Minutes."),
+    f("jwksServiceConnectionTimeout", POSITIVE)
+        .default("10000")
+        .doc("Milliseconds."),
+    f("validateAudClaim", BOOL).default("false"),
+    f(
+        "supportedAudiences",
+        Ty::Either(&[Ty::Text("audiences, comma-separated"), STRS]),
+    ),
+    f("mandatoryAudClaim", BOOL).default("false"),
+    f("mandatoryExpClaim", BOOL).default("false"),
+    f("mandatoryNbfClaim", BOOL)
+        .default("false")
+        .doc("true is not supported yet."),
+    f("validateCustomClaim", BOOL).default("false"),
+    f(
+        "mandatoryCustomClaims",
+        Ty::List(&Ty::Obj(CUSTOM_CLAIM), false),
+    ),
+    f(
+        "nonMandatoryCustomClaims",
+        Ty::List(&Ty::Obj(CUSTOM_CLAIM), false),
+    )
+    .doc("Not supported yet."),
+    f("skipClientIdValidation", BOOL).default("false"),
+];
+const CUSTOM_CLAIM: &[Field] = &[f("key", STR).req(), f("value", Ty::Scalar).req()];
+pub const BASIC_AUTH: &[Field] = &[f("username", STR).req(), f("password", STR).req()];
+pub const INTROSPECTION: &[Field] = &[
+    f("introspectionURL", Ty::Url("an http(s) URL")).req(),
+    f("authorizationValue", STR)
+        .req()
+        .doc("The Authorization header value sent to the endpoint."),
+    f("validatedTokenTTL", POSITIVE).doc("Seconds a valid token is remembered."),
+    f("authenticationTimeout", POSITIVE)
+        .default("10000")
+        .doc("Milliseconds."),
+    f(
+        "scopes",
+        Ty::Either(&[Ty::Text("scopes, space-separated"), STRS]),
+    ),
+    f(
+        "scopeValidationCriteria",
+        Ty::AnyCase(&["AND", "OR", "all", "any"]),
+    )
+    .default("\"AND\""),
+    f("exposeHeaders", BOOL)
+        .default("false")
+        .doc("true is not supported yet."),
+    f("maxCacheEntries", POSITIVE).default("1000"),
+    f("skipClientIdValidation", BOOL).default("false"),
+    f("consumerBy", Ty::Any).doc("Not supported yet."),
 ];
 
 /// Where the token is: `#[attributes.headers['x']]` / `queryParams['t']`
@@ -225,7 +278,7 @@ pub(super) fn jwt_validation(d: &mut Decoder, c: &Node, path: &str) -> Option<Po
         let mut claims = Vec::new();
         if let Some(list) = f.get("mandatoryCustomClaims") {
             for (item, at) in d.items(list, &join(path, "mandatoryCustomClaims"), false) {
-                let Some(g) = d.map(item, &at, &["key", "value"]) else {
+                let Some(g) = d.map(item, &at, CUSTOM_CLAIM) else {
                     continue;
                 };
                 let key = d.required(&g, "key", &at).cloned();
@@ -273,22 +326,7 @@ pub(super) fn jwt_validation(d: &mut Decoder, c: &Node, path: &str) -> Option<Po
 }
 
 pub(super) fn introspection(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
-    let f = d.map(
-        c,
-        path,
-        &[
-            "introspectionURL",
-            "authorizationValue",
-            "validatedTokenTTL",
-            "authenticationTimeout",
-            "scopes",
-            "scopeValidationCriteria",
-            "exposeHeaders",
-            "maxCacheEntries",
-            "skipClientIdValidation",
-            "consumerBy",
-        ],
-    )?;
+    let f = d.map(c, path, INTROSPECTION)?;
     let before = d.errors.len();
     let pos = f.pos;
     let mut tree: Vec<(&str, Node)> = Vec::new();

@@ -74,6 +74,26 @@ pub const FLEX_NAMES: &[&str] = &[
     "tls-outbound",
 ];
 
+/// The config fields of each Flex policy we run (what its decoder reads
+/// with): the JSON Schema's source. Names of ours take our policies'.
+pub const FIELDS: &[(&str, &[crate::config::fields::Field])] = &[
+    ("route", routing::ROUTE_FIELDS),
+    ("route-weighted", routing::WEIGHTED_FIELDS),
+    ("rate-limiting-flex", traffic::RATE_LIMITING),
+    ("spike-control-flex", traffic::SPIKE_CONTROL),
+    ("http-basic-authentication-flex", auth::BASIC_AUTH),
+    ("ip-allowlist-flex", access::IP_FILTER),
+    ("ip-blocklist-flex", access::IP_FILTER),
+    ("header-injection-flex", access::HEADER_INJECTION),
+    ("header-removal-flex", access::HEADER_REMOVAL),
+    ("cors-flex", access::CORS),
+    ("jwt-validation-flex", auth::JWT_FIELDS),
+    ("oauth2-token-introspection-flex", auth::INTROSPECTION),
+    ("circuit-breaker-flex", traffic::CIRCUIT_BREAKER),
+    ("tls", tls::TLS_FIELDS),
+    ("tls-outbound", tls::TLS_OUT_FIELDS),
+];
+
 /// Flex catalog names we know but do not run yet: `validate` says so.
 pub const NOT_YET: &[&str] = &[
     "message-logging-flex",

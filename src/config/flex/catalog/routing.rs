@@ -2,13 +2,28 @@
 
 use super::RouteTo;
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, STR};
 use crate::config::flex::resources::Ref;
 use crate::config::yaml::Node;
 
-const ROUTE_FIELDS: &[&str] = &["destinationRef", "destinationPath"];
-const WEIGHTED_FIELDS: &[&str] = &["routes"];
-const WEIGHTED_ITEM_FIELDS: &[&str] = &["weight", "destinationRef", "destinationPath"];
-const REF_FIELDS: &[&str] = &["name", "namespace", "kind"];
+pub const ROUTE_FIELDS: &[Field] = &[
+    f("destinationRef", Ty::Obj(REF_FIELDS))
+        .req()
+        .doc("The Service requests go to."),
+    f("destinationPath", Ty::Text("a path starting with /")),
+];
+pub const WEIGHTED_FIELDS: &[Field] =
+    &[f("routes", Ty::List(&Ty::Obj(WEIGHTED_ITEM_FIELDS), false)).req()];
+const WEIGHTED_ITEM_FIELDS: &[Field] = &[
+    f("weight", Ty::Int(1, 100)).req(),
+    f("destinationRef", Ty::Obj(REF_FIELDS)).req(),
+    f("destinationPath", Ty::Text("a path starting with /")),
+];
+const REF_FIELDS: &[Field] = &[
+    f("name", STR).req(),
+    f("namespace", STR),
+    f("kind", Ty::Enum(&["Service"])),
+];
 
 fn destination_ref(d: &mut Decoder, n: &Node, path: &str) -> Option<Ref> {
     let f = d.map(n, path, REF_FIELDS)?;

@@ -2,30 +2,43 @@
 
 use super::bool_or;
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL};
 use crate::config::tls::{pem_or_file, Certificate};
 use crate::config::yaml::Node;
 
-const TLS_FIELDS: &[&str] = &[
-    "certificate",
-    "trustedCA",
-    "requireClientCertificate",
-    "alpn",
-    "minversion",
-    "maxversion",
-    "ciphers",
+const VERSION: Ty = Ty::Either(&[
+    Ty::Enum(&["1.0", "1.1", "1.2", "1.3"]),
+    Ty::Number(1.0, 1.3),
+]);
+const ALPN: Ty = Ty::List(&Ty::Enum(&["h2", "http/1.1"]), true);
+const CIPHERS: Ty = Ty::List(&Ty::Text("a cipher name (IANA or OpenSSL)"), true);
+pub const TLS_FIELDS: &[Field] = &[
+    f("certificate", Ty::Obj(CERT_FIELDS)).req(),
+    f("trustedCA", Ty::Text("PEM text or a file"))
+        .doc("Verify client certificates against these CAs."),
+    f("requireClientCertificate", BOOL),
+    f("alpn", ALPN),
+    f("minversion", VERSION)
+        .default("\"1.2\"")
+        .doc("1.0 and 1.1 are raised to 1.2."),
+    f("maxversion", VERSION).default("\"1.3\""),
+    f("ciphers", CIPHERS),
 ];
-const TLS_OUT_FIELDS: &[&str] = &[
-    "skipValidation",
-    "certificate",
-    "trustedCA",
-    "alpn",
-    "minversion",
-    "maxversion",
-    "ciphers",
+pub const TLS_OUT_FIELDS: &[Field] = &[
+    f("skipValidation", BOOL).default("false"),
+    f("certificate", Ty::Obj(CERT_FIELDS)).doc("A client certificate (mTLS to the Service)."),
+    f("trustedCA", Ty::Text("PEM text or a file")),
+    f("alpn", ALPN),
+    f("minversion", VERSION),
+    f("maxversion", VERSION),
+    f("ciphers", CIPHERS),
 ];
-const CERT_FIELDS: &[&str] = &["key", "crt", "keyPassphrase"];
+const CERT_FIELDS: &[Field] = &[
+    f("key", Ty::Text("PEM text or a file")).req(),
+    f("crt", Ty::Text("PEM text or a file")).req(),
+    f("keyPassphrase", Ty::Any).doc("Not supported yet: give the key unencrypted."),
+];
 
-/// `certificate: {key, crt}`: PEM text (as Flex writes it) or file paths.
 fn certificate_pair(d: &mut Decoder, n: &Node, path: &str) -> Option<Certificate> {
     let f = d.map(n, path, CERT_FIELDS)?;
     if let Some(p) = f.get("keyPassphrase") {

@@ -3,25 +3,44 @@
 use super::{bool_or, map, millis, ours, scalar, seq};
 use super::{expr, mapped, CircuitPatch};
 use crate::config::decode::{join, Decoder};
+use crate::config::fields::{f, Field, Ty, BOOL, POSITIVE};
 use crate::config::yaml::Node;
 use crate::policy::{self, PolicyConfig};
 
+pub const RATE_LIMITING: &[Field] = &[
+    f("rateLimits", Ty::List(&Ty::Obj(RATE_LIMIT), false)).req(),
+    f("keySelector", Ty::Text("an expression #[...]")).doc("Whose requests are counted together."),
+    f("exposeHeaders", BOOL).default("false"),
+    f("clusterizable", BOOL).default("true"),
+];
+const RATE_LIMIT: &[Field] = &[
+    f("maximumRequests", POSITIVE).req(),
+    f("timePeriodInMilliseconds", POSITIVE).req(),
+];
+pub const SPIKE_CONTROL: &[Field] = &[
+    f("maximumRequests", Ty::Int(1, 1_000_000)).default("1"),
+    f("timePeriodInMilliseconds", POSITIVE).default("1000"),
+    f("delayTimeInMillis", POSITIVE).default("1000"),
+    f("delayAttempts", Ty::Int(0, 100)).default("1"),
+    f("queuingLimit", Ty::Int(0, 100_000)).default("0"),
+    f("exposeHeaders", BOOL).default("false"),
+];
+pub const CIRCUIT_BREAKER: &[Field] = &[f("thresholds", Ty::Obj(THRESHOLDS)).req()];
+const THRESHOLDS: &[Field] = &[
+    f("maxConnections", POSITIVE),
+    f("maxPendingRequests", POSITIVE),
+    f("maxRequests", POSITIVE),
+    f("maxRetries", POSITIVE),
+    f("maxConnectionPools", POSITIVE),
+];
+
 pub(super) fn rate_limiting(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
-    let f = d.map(
-        c,
-        path,
-        &[
-            "rateLimits",
-            "keySelector",
-            "exposeHeaders",
-            "clusterizable",
-        ],
-    )?;
+    let f = d.map(c, path, RATE_LIMITING)?;
     let before = d.errors.len();
     let mut limits = Vec::new();
     if let Some(list) = d.required(&f, "rateLimits", path) {
         for (item, at) in d.items(list, &join(path, "rateLimits"), false) {
-            let Some(g) = d.map(item, &at, &["maximumRequests", "timePeriodInMilliseconds"]) else {
+            let Some(g) = d.map(item, &at, RATE_LIMIT) else {
                 continue;
             };
             let max = d.required(&g, "maximumRequests", &at).cloned();
@@ -72,18 +91,7 @@ pub(super) fn rate_limiting(d: &mut Decoder, c: &Node, path: &str) -> Option<Pol
 }
 
 pub(super) fn spike_control(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
-    let f = d.map(
-        c,
-        path,
-        &[
-            "maximumRequests",
-            "timePeriodInMilliseconds",
-            "delayTimeInMillis",
-            "delayAttempts",
-            "queuingLimit",
-            "exposeHeaders",
-        ],
-    )?;
+    let f = d.map(c, path, SPIKE_CONTROL)?;
     let before = d.errors.len();
     let pos = f.pos;
     let mut tree = vec![(
@@ -139,20 +147,10 @@ pub(super) fn spike_control(d: &mut Decoder, c: &Node, path: &str) -> Option<Pol
 }
 
 pub(super) fn circuit_breaker(d: &mut Decoder, c: &Node, path: &str) -> Option<CircuitPatch> {
-    let f = d.map(c, path, &["thresholds"])?;
+    let f = d.map(c, path, CIRCUIT_BREAKER)?;
     let tp = join(path, "thresholds");
     let t = d.required(&f, "thresholds", path)?;
-    let g = d.map(
-        t,
-        &tp,
-        &[
-            "maxConnections",
-            "maxPendingRequests",
-            "maxRequests",
-            "maxRetries",
-            "maxConnectionPools",
-        ],
-    )?;
+    let g = d.map(t, &tp, THRESHOLDS)?;
     let before = d.errors.len();
     let mut count = |key: &str| {
         g.get(key)
