@@ -995,3 +995,236 @@ fn the_deploy_script_ships_changes_and_rolls_back_refused_ones_under_load() {
     assert!(stale < 8, "{stale} connections closed before a response");
     assert!(ok > 100);
 }
+
+/// A tool from a Debian package the suite installs (`.ci/test`).
+fn debian_tool(name: &str, package: &str) -> String {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is missing: install it with `apt-get install -y {package}` (make test does)"
+    );
+    name.to_string()
+}
+
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The alert rules pass promtool's checks and unit tests; a real
+/// Prometheus scrapes a gateway under a bounded load (every kind of
+/// event the dashboard shows: proxied requests, policy rejections, a rate
+/// limit, upstream errors, retries, ejections and an open breaker, a
+/// refused and a timed-out client, a reload), loads the rules (each
+/// healthy), and every query of every panel of the Grafana dashboard
+/// returns at least one series through Prometheus' HTTP API.
+#[test]
+fn the_dashboard_and_alerts_work_against_a_real_prometheus() {
+    let promtool = debian_tool("promtool", "prometheus");
+    let prometheus = debian_tool("prometheus", "prometheus");
+    let rules = repo_path("packaging/prometheus/alerts.yaml");
+    for args in [
+        vec!["check", "rules", "alerts.yaml"],
+        vec!["test", "rules", "alerts.test.yaml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(&args)
+            .current_dir(repo_path("packaging/prometheus"))
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let backend = Backend::echo();
+    let dead = free_port(); // nothing listens there
+    let gw = Gateway::start(&format!(
+        r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {{name: dashboard}}
+spec:
+  server:
+    admin: {{address: "127.0.0.1:{{admin}}"}}
+  listeners:
+    - name: http
+      port: {{port}}
+      limits: {{maxConnectionsPerClient: 4, headerTimeout: 1s}}
+  services:
+    - name: live
+      targets: ["{live}"]
+      healthCheck: {{path: /, interval: 1s}}
+    - name: dead
+      targets: ["http://127.0.0.1:{dead}"]
+      passiveHealthCheck: {{consecutiveFailures: 1, ejectionTime: 1s}}
+      circuitBreaker: {{failureThreshold: 2, failureWindow: 10s, openTime: 1s}}
+  routes:
+    - id: ok
+      path: /ok
+      upstream: {{service: live}}
+    - id: limited
+      path: /limited
+      upstream: {{service: live}}
+      policies:
+        - rate-limiting: {{maxRequests: 1, period: 1h}}
+    - id: keyed
+      path: /keyed
+      upstream: {{service: live}}
+      policies:
+        - api-key: {{keys: [a-key-of-the-dashboard-test]}}
+    - id: broken
+      path: /broken
+      upstream:
+        service: dead
+        retries: {{maxRetries: 1, retryOn: [connect-failure]}}
+    - id: down
+      path: /down
+      upstream: {{url: "http://127.0.0.1:{dead}"}}
+"#,
+        live = backend.url(),
+    ));
+    gw.wait_ready();
+
+    // Prometheus: scrapes the admin listener every second, with the rules
+    let dir = temp_dir("prometheus");
+    let web = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: [\"{}\"]\n\
+             scrape_configs:\n  - job_name: flex-gateway\n    \
+             static_configs: [{{targets: [\"127.0.0.1:{}\"]}}]\n",
+            rules.display(),
+            gw.admin_port
+        ),
+    )
+    .unwrap();
+    let mut prom = Command::new(&prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("prometheus.log")).unwrap(),
+        ))
+        .spawn()
+        .expect("start prometheus");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prom = Kill(&mut prom);
+    wait_until(Duration::from_secs(20), "prometheus ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", web)).is_ok()
+            && Client::connect(web).get("/-/ready").status == 200
+    });
+
+    // the load: bounded, in the background until every query answers
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, port) = (stop.clone(), gw.port);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut c = Client::connect(port);
+                for path in ["/ok", "/limited", "/limited", "/keyed", "/broken", "/down"] {
+                    let _ = c.try_request("GET", path, &[], b"");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    // a client over its connection limit (the fifth), and idle ones cut
+    // at the header timeout
+    let idle: Vec<_> = (0..6)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", gw.port)).ok())
+        .collect();
+    // a reload: the same config, touched
+    let config = gw.dir.join("gateway.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}# touched\n")).unwrap();
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("packaging/grafana/flex-gateway.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("expr");
+            queries.push((
+                panel["title"].as_str().unwrap().to_string(),
+                expr.replace("$__rate_interval", "10s"),
+            ));
+        }
+    }
+    assert!(queries.len() >= 20, "{} queries", queries.len());
+    let ask = |expr: &str| -> serde_json::Value {
+        Client::connect(web)
+            .get(&format!("/api/v1/query?query={}", percent_encoded(expr)))
+            .json()
+    };
+    let mut empty: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        empty.clear();
+        for (title, expr) in &queries {
+            let answer = ask(expr);
+            assert_eq!(answer["status"], "success", "{title}: {expr}: {answer}");
+            if answer["data"]["result"]
+                .as_array()
+                .is_none_or(|r| r.is_empty())
+            {
+                empty.push(format!("{title}: {expr}"));
+            }
+        }
+        if empty.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    drop(idle);
+    assert!(
+        empty.is_empty(),
+        "panels without data after 40 s:\n{}\n\nthe gateway's metrics:\n{}",
+        empty.join("\n"),
+        gw.admin("/metrics").text()
+    );
+    // the rules loaded, each evaluated without error
+    let rules = Client::connect(web).get("/api/v1/rules").json();
+    let loaded: Vec<&serde_json::Value> = rules["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(loaded.len(), 5, "{rules}");
+    for r in loaded {
+        assert_eq!(r["health"], "ok", "{r}");
+    }
+}
