@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod trace; // OpenTelemetry spans over OTLP/HTTP
 pub mod upstream;
 #[cfg(feature = "wasm")]
 pub mod wasm;

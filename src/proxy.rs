@@ -87,6 +87,10 @@ pub struct Ctx {
     request_id_header: Option<http::HeaderValue>,
     /// An upgrade request: the listener's `upgradeIdleTimeout`.
     upgrade: Option<std::time::Duration>,
+    /// The request's trace, when tracing is configured.
+    trace: Option<crate::trace::RequestTrace>,
+    /// The policy that answered the request itself, if one did.
+    answered_by: &'static str,
 }
 
 /// A request's dealings with its upstream service.
@@ -148,6 +152,8 @@ impl Ctx {
             cert_header: None,
             request_id_header: None,
             upgrade: None,
+            trace: None,
+            answered_by: "",
         }
     }
 
@@ -482,6 +488,9 @@ impl ProxyHttp for Gateway {
             .get("x-request-id")
             .and_then(|v| request_id::accept(v.as_bytes()))
             .map_or_else(request_id::generate, str::to_string);
+        if let Some(t) = &snapshot.tracer {
+            ctx.trace = Some(t.start(&session.req_header().headers));
+        }
         if busy > snapshot.config.server.max_requests_in_flight {
             // overload: answer at once instead of queueing
             self.runtime.metrics.overloaded();
@@ -653,6 +662,7 @@ impl ProxyHttp for Gateway {
             Some(r) => {
                 if let (false, Some(route)) = (r.policy.is_empty(), &ctx.route) {
                     route.metrics.rejected(r.policy);
+                    ctx.answered_by = r.policy;
                 }
                 respond(session, ctx, r.response, self.draining()).await
             }
@@ -753,6 +763,9 @@ impl ProxyHttp for Gateway {
         }
         let peer = service.peer(attempt, &timeouts);
         ctx.upstream_addr = Some(attempt.endpoint.addr);
+        if let Some(t) = ctx.trace.as_mut() {
+            t.client_start(attempt.endpoint.addr);
+        }
         Ok(peer)
     }
 
@@ -765,6 +778,9 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         if let Some(a) = ctx.up.attempt.as_mut() {
             a.finish(false);
+        }
+        if let Some(t) = ctx.trace.as_mut() {
+            t.client_end(Some(error_type(&e)), None);
         }
         // nothing was sent: any method may go to another target
         let wanted = ctx
@@ -802,6 +818,9 @@ impl ProxyHttp for Gateway {
         if *e.esource() == ErrorSource::Upstream {
             if let Some(a) = ctx.up.attempt.as_mut() {
                 a.finish(false);
+            }
+            if let Some(t) = ctx.trace.as_mut() {
+                t.client_end(Some(error_type(&e)), None);
             }
             let wanted = ctx
                 .route
@@ -857,6 +876,11 @@ impl ProxyHttp for Gateway {
             request_id: ctx.request_id_value(),
         };
         forwarding::forward(upstream, &hop)?;
+        if let Some(t) = ctx.trace.as_mut() {
+            // the upstream's parent is this attempt's CLIENT span; the
+            // client's tracestate goes on as it came
+            upstream.insert_header("traceparent", t.upstream_traceparent())?;
+        }
         if let Some(h) = &ctx.cert_header {
             // only the gateway's own word on the client certificate
             upstream.remove_header(h);
@@ -902,6 +926,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let status = check_upstream_response(upstream_response, ctx)?;
+        if let Some(t) = ctx.trace.as_mut() {
+            t.client_status(status);
+        }
         let retried = ctx
             .route
             .as_ref()
@@ -952,6 +979,16 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         resp.insert_header("x-request-id", ctx.request_id_value().clone())?;
+        if let Some(t) = &ctx.trace {
+            let snapshot = self.runtime.snapshot();
+            let header = snapshot
+                .tracer
+                .as_ref()
+                .and_then(|r| r.settings.response_header.clone());
+            if let Some(h) = header {
+                resp.insert_header(h, t.traceparent())?;
+            }
+        }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             self.runtime.metrics.upgraded();
         }
@@ -1026,6 +1063,10 @@ impl ProxyHttp for Gateway {
                 ctx.start.elapsed().as_secs_f64(),
             );
         }
+        let trace_id = ctx.trace.as_ref().map(|t| t.trace_id_hex());
+        if let Some(t) = ctx.trace.take() {
+            finish_trace(t, session, ctx, (route_id, self.addr.port()), status, e);
+        }
         if !ctx.access_log || !access_log::enabled() {
             return;
         }
@@ -1047,8 +1088,93 @@ impl ProxyHttp for Gateway {
             duration_ms: (ctx.start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             bytes_sent: session.body_bytes_sent(),
             error: e.map(|e| e.to_string()),
+            trace_id: trace_id.as_deref(),
         });
     }
+}
+
+/// An error as OpenTelemetry's `error.type` names it.
+fn error_type(e: &Error) -> &'static str {
+    match upstream_error_kind(e) {
+        Some(UpstreamError::Connect) => "connect_error",
+        Some(UpstreamError::Timeout) => "timeout",
+        Some(UpstreamError::Resolve) => "resolve_error",
+        _ => "upstream_error",
+    }
+}
+
+/// The request's SERVER span: named `{method} {route}`, with the HTTP
+/// semantic conventions' attributes and the policy that answered.
+fn finish_trace(
+    t: crate::trace::RequestTrace,
+    session: &Session,
+    ctx: &Ctx,
+    (route, local_port): (Option<&str>, u16),
+    status: u16,
+    e: Option<&Error>,
+) {
+    use crate::trace::Value;
+    let req = session.req_header();
+    let method = req.method.as_str();
+    let path = if ctx.x.path.is_empty() {
+        req.uri.path()
+    } else {
+        ctx.x.path.as_str()
+    };
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let mut a: Vec<(&'static str, Value)> = vec![
+        ("http.request.method", Value::from(method)),
+        ("url.path", Value::from(path)),
+        (
+            "url.scheme",
+            Value::from(if tls { "https" } else { "http" }),
+        ),
+        ("http.response.status_code", Value::Int(i64::from(status))),
+        (
+            "network.protocol.version",
+            Value::from(match req.version {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            }),
+        ),
+        ("flexgw.request_id", Value::from(ctx.x.request_id.as_str())),
+    ];
+    if let Some(r) = route {
+        a.push(("http.route", Value::from(r)));
+    }
+    if let Some(host) = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        let (name, port) = match host.rsplit_once(':') {
+            Some((n, p)) if !n.contains(':') || n.ends_with(']') => (n, p.parse::<i64>().ok()),
+            _ => (host, None),
+        };
+        a.push(("server.address", Value::from(name)));
+        // the Host header's port, else the port the request came in on
+        a.push((
+            "server.port",
+            Value::Int(port.unwrap_or(i64::from(local_port))),
+        ));
+    }
+    if let Some(ip) = ctx.x.client_ip {
+        a.push(("client.address", Value::from(ip.to_string())));
+    }
+    if let Some(ua) = req
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+    {
+        a.push(("user_agent.original", Value::from(ua)));
+    }
+    if !ctx.answered_by.is_empty() {
+        a.push(("flexgw.policy", Value::from(ctx.answered_by)));
+    }
+    let name = format!("{method} {}", route.unwrap_or("(none)"));
+    let error = e.filter(|_| status >= 500 || status == 0).map(error_type);
+    t.finish(name, method, a, status, error);
 }
 
 #[cfg(test)]

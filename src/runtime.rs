@@ -137,6 +137,9 @@ pub struct Snapshot {
     pub instances: Instances,
     /// Every upstream service by name.
     pub services: HashMap<String, Arc<Service>>,
+    /// `spec.server.tracing`: kept across reloads that leave it unchanged
+    /// (its exporter thread and queue with it).
+    pub tracer: Option<Arc<crate::trace::Tracer>>,
 }
 
 impl Snapshot {
@@ -195,12 +198,24 @@ impl Snapshot {
                 ),
             })
             .collect();
+        let tracer = config.server.tracing.as_ref().map(|t| {
+            previous
+                .and_then(|p| p.tracer.clone())
+                .filter(|kept| kept.settings == *t)
+                .unwrap_or_else(|| {
+                    Arc::new(crate::trace::Tracer::new(
+                        t.clone(),
+                        metrics.tracing_spans.clone(),
+                    ))
+                })
+        });
         Snapshot {
             config: Arc::new(config),
             listeners,
             routes,
             instances,
             services,
+            tracer,
         }
     }
 

@@ -1228,3 +1228,381 @@ spec:
         assert_eq!(r["health"], "ok", "{r}");
     }
 }
+
+/// The OTLP receiver of tests/otlp_receiver.py: its port, and the spans
+/// it decoded (one JSON object each).
+struct Receiver {
+    child: std::process::Child,
+    port: u16,
+    spans: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let out = Command::new(repo_path(".ci/pytools"))
+            .output()
+            .expect("run .ci/pytools");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let dir = temp_dir("otlp");
+        let (port_file, spans) = (dir.join("port"), dir.join("spans.jsonl"));
+        let child = Command::new(bin.join("python"))
+            .arg(repo_path("tests/otlp_receiver.py"))
+            .args([&port_file, &spans])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("receiver.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("start the OTLP receiver");
+        wait_until(Duration::from_secs(20), "the OTLP receiver", || {
+            port_file.exists()
+        });
+        let port = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .parse()
+            .unwrap();
+        Receiver {
+            child,
+            port,
+            spans,
+            _dir: dir,
+        }
+    }
+
+    fn spans(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.spans)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `traceparent`'s trace id, span id and flags.
+fn traceparent_parts(v: &str) -> (String, String, String) {
+    let p: Vec<&str> = v.split('-').collect();
+    assert_eq!(p.len(), 4, "{v}");
+    (p[1].to_string(), p[2].to_string(), p[3].to_string())
+}
+
+/// Tracing end to end against a receiver that decodes real OTLP protobuf:
+/// the backend's parent is the gateway's CLIENT span, whose parent is the
+/// SERVER span, whose parent is the client's; attributes, names, resource;
+/// an unsampled parent stays unsampled (and unexported) but propagated; a
+/// policy's answer and a 5xx are on the server span; a retry is two CLIENT
+/// spans; the trace id is in the access log and a response header; with
+/// the receiver gone every request still succeeds and the dropped spans
+/// are counted.
+#[test]
+fn requests_are_traced_to_an_otlp_receiver() {
+    let mut receiver = Receiver::start();
+    let backend = Backend::echo();
+    let dead = free_port();
+    let gw = Gateway::start(&format!(
+        r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {{name: traced}}
+spec:
+  server:
+    admin: {{address: "127.0.0.1:{{admin}}"}}
+    tracing:
+      endpoint: "http://127.0.0.1:{rport}/v1/traces"
+      serviceName: edge
+      resourceAttributes: {{deployment.environment: test}}
+      headers: {{x-collector-token: a-token}}
+      scheduledDelay: 100ms
+      timeout: 1s
+      responseHeader: traceparent
+  listeners:
+    - {{name: http, port: {{port}}}}
+  services:
+    - name: flaky
+      targets: ["http://127.0.0.1:{dead}", "{live}"]
+  routes:
+    - id: traced
+      path: /traced
+      upstream: {{url: "{live}"}}
+    - id: denied
+      path: /denied
+      upstream: {{url: "{live}"}}
+      policies:
+        - api-key: {{keys: [a-key-nobody-sends]}}
+    - id: retried
+      path: /retried
+      upstream:
+        service: flaky
+        retries: {{maxRetries: 1, retryOn: [connect-failure]}}
+    - id: down
+      path: /down
+      upstream: {{url: "http://127.0.0.1:{dead}"}}
+"#,
+        rport = receiver.port,
+        live = backend.url(),
+    ));
+    gw.wait_ready();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let mut c = gw.connect();
+    let r = c.request(
+        "GET",
+        "/traced",
+        &[
+            ("traceparent", &format!("00-{trace}-{parent}-01")),
+            ("tracestate", "vendor=1"),
+            ("user-agent", "trace-test/1"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let (t, server_span, flags) =
+        traceparent_parts(r.header("traceparent").expect("traceparent answered"));
+    assert_eq!((t.as_str(), flags.as_str()), (trace, "01"));
+    let seen = backend.seen.lock().unwrap().last().cloned().unwrap();
+    let (t, client_span, flags) = traceparent_parts(seen.header("traceparent").unwrap());
+    assert_eq!((t.as_str(), flags.as_str()), (trace, "01"));
+    assert_ne!(
+        client_span, parent,
+        "the backend's parent is the gateway's span"
+    );
+    assert_eq!(seen.header("tracestate"), Some("vendor=1"));
+    // no parent: a new trace, sampled (random: 100)
+    let r = c.get("/traced");
+    let (fresh, _, flags) = traceparent_parts(r.header("traceparent").unwrap());
+    assert_ne!(fresh, trace);
+    assert_eq!(flags, "01");
+    // an unsampled parent: propagated unsampled, not exported
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    c.request(
+        "GET",
+        "/traced",
+        &[(
+            "traceparent",
+            &format!("00-{unsampled}-b7ad6b7169203331-00"),
+        )],
+        b"",
+    );
+    let seen = backend.seen.lock().unwrap().last().cloned().unwrap();
+    let (t, _, flags) = traceparent_parts(seen.header("traceparent").unwrap());
+    assert_eq!((t.as_str(), flags.as_str()), (unsampled, "00"));
+    // a policy answers; an upstream fails; retries
+    assert_eq!(c.get("/denied").status, 401);
+    assert_eq!(c.get("/down").status, 502);
+    for _ in 0..4 {
+        assert_eq!(gw.connect().get("/retried").status, 200);
+    }
+
+    let mut spans = Vec::new();
+    wait_until(Duration::from_secs(15), "the spans at the receiver", || {
+        spans = receiver.spans();
+        let servers = spans
+            .iter()
+            .filter(|s| s["kind"] == "SPAN_KIND_SERVER")
+            .count();
+        servers >= 8
+    });
+    assert!(spans.iter().all(|s| s.get("error").is_none()), "{spans:?}");
+    let of = |trace: &str| -> Vec<&serde_json::Value> {
+        spans.iter().filter(|s| s["traceId"] == trace).collect()
+    };
+    // the first request: SERVER (parent: the client's) and CLIENT (parent: SERVER)
+    let first = of(trace);
+    assert_eq!(first.len(), 2, "{first:?}");
+    let server = first
+        .iter()
+        .find(|s| s["kind"] == "SPAN_KIND_SERVER")
+        .unwrap();
+    let client = first
+        .iter()
+        .find(|s| s["kind"] == "SPAN_KIND_CLIENT")
+        .unwrap();
+    assert_eq!(server["parentSpanId"], parent);
+    assert_eq!(server["spanId"], server_span.as_str());
+    assert_eq!(client["spanId"], client_span.as_str());
+    assert_eq!(client["parentSpanId"], server["spanId"]);
+    assert_eq!(server["name"], "GET traced");
+    assert_eq!(server["traceState"], "vendor=1");
+    let attr = |s: &serde_json::Value, k: &str| s["attributes"][k].clone();
+    assert_eq!(attr(server, "http.request.method"), "GET");
+    assert_eq!(attr(server, "http.route"), "traced");
+    assert_eq!(attr(server, "url.path"), "/traced");
+    assert_eq!(attr(server, "url.scheme"), "http");
+    assert_eq!(attr(server, "http.response.status_code"), 200);
+    assert_eq!(attr(server, "client.address"), "127.0.0.1");
+    // the Host header the client sent
+    assert_eq!(attr(server, "server.address"), "localhost");
+    assert_eq!(attr(server, "server.port"), i64::from(gw.port));
+    assert_eq!(attr(server, "user_agent.original"), "trace-test/1");
+    assert_eq!(attr(server, "network.protocol.version"), "1.1");
+    assert_eq!(attr(client, "http.response.status_code"), 200);
+    assert_eq!(attr(client, "server.port"), i64::from(backend.port));
+    assert_eq!(server["status"], 0);
+    assert_eq!(server["resource"]["service.name"], "edge");
+    assert_eq!(server["resource"]["deployment.environment"], "test");
+    assert_eq!(server["scope"], "flex-gateway");
+    assert_eq!(server["headers"]["x-collector-token"], "a-token");
+    let (s0, s1) = (
+        server["start"].as_u64().unwrap(),
+        server["end"].as_u64().unwrap(),
+    );
+    let (c0, c1) = (
+        client["start"].as_u64().unwrap(),
+        client["end"].as_u64().unwrap(),
+    );
+    assert!(
+        s0 <= c0 && c0 <= c1 && c1 <= s1,
+        "client span within the server span"
+    );
+    assert_eq!(of(&fresh).len(), 2);
+    assert!(
+        of(unsampled).is_empty(),
+        "an unsampled trace is not exported"
+    );
+    // the policy that answered, a failed upstream
+    let named = |name: &str| -> Vec<&serde_json::Value> {
+        spans.iter().filter(|s| s["name"] == name).collect()
+    };
+    let denied = named("GET denied");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(attr(denied[0], "flexgw.policy"), "api-key");
+    assert_eq!(attr(denied[0], "http.response.status_code"), 401);
+    assert_eq!(
+        of(denied[0]["traceId"].as_str().unwrap()).len(),
+        1,
+        "no upstream call"
+    );
+    let down = named("GET down");
+    assert_eq!(down[0]["status"], 2, "a 5xx is an error");
+    let down_client = of(down[0]["traceId"].as_str().unwrap())
+        .into_iter()
+        .find(|s| s["kind"] == "SPAN_KIND_CLIENT")
+        .cloned()
+        .expect("the failed attempt's span");
+    assert_eq!(attr(&down_client, "error.type"), "connect_error");
+    // a retry: two CLIENT spans in one trace, the first failed
+    let retried = named("GET retried");
+    assert_eq!(retried.len(), 4);
+    let twice: Vec<Vec<&serde_json::Value>> = retried
+        .iter()
+        .map(|s| {
+            of(s["traceId"].as_str().unwrap())
+                .into_iter()
+                .filter(|c| c["kind"] == "SPAN_KIND_CLIENT")
+                .collect::<Vec<_>>()
+        })
+        .filter(|clients| clients.len() == 2)
+        .collect();
+    assert!(
+        !twice.is_empty(),
+        "round robin sends some first to the dead target"
+    );
+    for clients in twice {
+        assert_eq!(attr(clients[0], "error.type"), "connect_error");
+        assert_eq!(attr(clients[1], "http.response.status_code"), 200);
+        assert_ne!(clients[0]["spanId"], clients[1]["spanId"]);
+    }
+    // the access log names the trace
+    let log =
+        std::fs::read_to_string(gw.dir.join("stdout.log")).unwrap_or_default() + &gw.log_text();
+    assert!(log.contains(&format!("\"traceId\":\"{trace}\"")), "{log}");
+    assert!(gw.metric("flexgw_tracing_spans_total{result=\"exported\"}") >= 16.0);
+
+    // the collector is gone: requests are unaffected, the loss is counted
+    receiver.stop();
+    for _ in 0..20 {
+        assert_eq!(gw.connect().get("/traced").status, 200);
+    }
+    wait_until(Duration::from_secs(15), "dropped spans counted", || {
+        gw.metric("flexgw_tracing_spans_total{result=\"dropped_export_failed\"}") >= 40.0
+    });
+}
+
+/// `sampling.random: 10` traces about a tenth of 2,000 requests (inside
+/// the binomial's 99.99 % interval, 148 to 252: a 99 % one would fail one
+/// run in a hundred), and `x-client-trace-id` with `sampling.client: 100`
+/// traces every request that sends it.
+#[test]
+fn sampling_follows_the_configured_percentages() {
+    let receiver = Receiver::start();
+    let backend = Backend::echo();
+    let gw = Gateway::start(&format!(
+        r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Gateway
+metadata: {{name: sampled}}
+spec:
+  server:
+    admin: {{address: "127.0.0.1:{{admin}}"}}
+    tracing:
+      endpoint: "http://127.0.0.1:{rport}/v1/traces"
+      sampling: {{random: 10, client: 100}}
+      scheduledDelay: 100ms
+  listeners:
+    - {{name: http, port: {{port}}}}
+  routes:
+    - id: sampled
+      path: /sampled
+      upstream: {{url: "{live}"}}
+    - id: forced
+      path: /forced
+      upstream: {{url: "{live}"}}
+"#,
+        rport = receiver.port,
+        live = backend.url(),
+    ));
+    gw.wait_ready();
+    let mut c = gw.connect();
+    for _ in 0..2000 {
+        assert_eq!(c.get("/sampled").status, 200);
+    }
+    for i in 0..50 {
+        let id = format!("client-{i}");
+        assert_eq!(
+            c.request("GET", "/forced", &[("x-client-trace-id", &id)], b"")
+                .status,
+            200
+        );
+    }
+    let count = |name: &str| {
+        receiver
+            .spans()
+            .iter()
+            .filter(|s| s["name"] == name && s["kind"] == "SPAN_KIND_SERVER")
+            .count()
+    };
+    // every span handed over has been exported (or counted as dropped)
+    wait_until(
+        Duration::from_secs(15),
+        "the sampled spans exported",
+        || {
+            let exported = gw.metric("flexgw_tracing_spans_total{result=\"exported\"}");
+            exported > 0.0
+                && exported as usize == 2 * (count("GET sampled") + count("GET forced"))
+                && count("GET forced") == 50
+        },
+    );
+    assert_eq!(
+        gw.metric("flexgw_tracing_spans_total{result=\"dropped_queue_full\"}"),
+        0.0
+    );
+    let sampled = count("GET sampled");
+    assert!(
+        (148..=252).contains(&sampled),
+        "{sampled} of 2000 sampled at 10 %"
+    );
+}

@@ -567,6 +567,30 @@ pub struct ServerSettings {
     pub shared_storage: Option<crate::store::RedisSettings>,
     /// `upstreamTimeouts`: the defaults of every route's upstream timeouts.
     pub upstream_timeouts: TimeoutSettings,
+    /// `tracing`: OpenTelemetry spans exported over OTLP/HTTP.
+    pub tracing: Option<TracingSettings>,
+}
+
+/// `spec.server.tracing` (docs/observability.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingSettings {
+    /// The collector's OTLP/HTTP traces URL (`http://collector:4318/v1/traces`).
+    pub endpoint: String,
+    pub service_name: String,
+    /// Requests traced without a parent, per million (`sampling.random` %).
+    pub random_per_million: u32,
+    /// Requests with `x-client-trace-id` traced, per million (`sampling.client` %).
+    pub client_per_million: u32,
+    /// Headers sent to the collector (authentication).
+    pub headers: Vec<(String, String)>,
+    /// Resource attributes beside `service.name`.
+    pub resource: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub max_queue: usize,
+    pub batch_size: usize,
+    pub delay: Duration,
+    /// Answer the server span's `traceparent` in this response header.
+    pub response_header: Option<http::HeaderName>,
 }
 
 pub const DEFAULT_ADMIN: SocketAddr =
@@ -613,6 +637,7 @@ impl ServerSettings {
             limits: ClientLimits::default(),
             shared_storage: None,
             upstream_timeouts: TimeoutSettings::default(),
+            tracing: None,
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct AccessLine<'a> {
     pub bytes_sent: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The request's trace, when tracing is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
 }
 
 pub fn enabled() -> bool {

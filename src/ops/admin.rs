@@ -169,6 +169,20 @@ pub fn config_tree(c: &Config) -> Value {
                           "username": r.username, "password": r.password.as_ref().map(|_| crate::policy::REDACTED)},
             })),
             "trustedProxies": s.trusted_proxies.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            "tracing": s.tracing.as_ref().map(|t| json!({
+                "endpoint": t.endpoint,
+                "serviceName": t.service_name,
+                "sampling": {"random": f64::from(t.random_per_million) / 10_000.0,
+                             "client": f64::from(t.client_per_million) / 10_000.0},
+                // header values are credentials
+                "headers": t.headers.iter().map(|(k, _)| (k.clone(), Value::from(crate::policy::REDACTED))).collect::<serde_json::Map<_, _>>(),
+                "resourceAttributes": t.resource.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<serde_json::Map<_, _>>(),
+                "timeoutMs": t.timeout.as_millis() as u64,
+                "maxQueueSize": t.max_queue,
+                "maxExportBatchSize": t.batch_size,
+                "scheduledDelayMs": t.delay.as_millis() as u64,
+                "responseHeader": t.response_header.as_ref().map(|h| h.as_str()),
+            })),
         }
     })
 }

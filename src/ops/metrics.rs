@@ -84,6 +84,9 @@ pub struct Metrics {
     config_last_reload: Gauge,
     config_last_reload_success: Gauge,
     headers_dropped: Family<ReasonLabels, Counter>,
+    /// `flexgw_tracing_spans_total{result}`: exported, dropped_queue_full,
+    /// dropped_export_failed.
+    pub tracing_spans: Family<[(&'static str, &'static str); 1], Counter>,
     /// For requests that matched no route.
     no_route: OnceLock<RouteMetrics>,
     upstream: crate::upstream::UpstreamMetrics,
@@ -229,6 +232,15 @@ impl Metrics {
             "Client request headers removed (or, with underscoresInHeaders: reject, refused) before routing, by reason (underscore, underscore_rejected, untrusted_forwarding)",
             headers_dropped.clone(),
         );
+        let tracing_spans = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "tracing_spans",
+            "Spans of sampled requests, by result: exported, dropped_queue_full (the export queue was full), dropped_export_failed (the collector was down, slow or refused them)",
+            tracing_spans.clone(),
+        );
+        for result in ["exported", "dropped_queue_full", "dropped_export_failed"] {
+            let _ = tracing_spans.get_or_create(&[("result", result)]);
+        }
         let client_timeouts = Family::<PhaseLabels, Counter>::default();
         registry.register(
             "client_timeouts",
@@ -323,6 +335,7 @@ impl Metrics {
             config_last_reload,
             config_last_reload_success,
             headers_dropped,
+            tracing_spans,
             no_route: OnceLock::new(),
         }
     }
