@@ -67,9 +67,12 @@ SCENARIOS = {
           "/api/products/2", 64),
     "w": ("user's route + a custom policy (proxy-wasm filter, SDK-built) adding a response header",
           "/api/products/2", 64),
+    "t": ("user's route + tracing, every request sampled, OTLP/HTTP to a sink (the backend nginx)",
+          "/api/products/2", 64),
+    "u": ("user's route + tracing configured, 0 % sampled", "/api/products/2", 64),
 }
 TLS_ONLY = "jk"  # HTTPS scenarios: nginx and flex only
-FLEX_ONLY = "fghilmw"  # policy and format scenarios: compared with flex's own (b)
+FLEX_ONLY = "fghilmwtu"  # policy and format scenarios: compared with flex's own (b)
 KEYS_SCRIPT = """counter = 0
 request = function()
   counter = counter + 1
@@ -309,7 +312,7 @@ def flex_conf(work, scenario, target="flex"):
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
         routes = f"    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{up}\"}}\n"
-    elif scenario in ("b", "f", "g", "h", "i", "j", "k", "m", "w"):
+    elif scenario in ("b", "f", "g", "h", "i", "j", "k", "m", "w", "t", "u"):
         routes = (
             f"    - id: public-products\n      path: [\"/api/products\", \"/api/products/*\"]\n      methods: [\"GET\"]\n"
             f"      upstream: {{url: \"{up}\", timeout: 30s}}\n"
@@ -346,6 +349,11 @@ def flex_conf(work, scenario, target="flex"):
     tls = (f", protocol: HTTPS, tls: {{certificates: [{{cert: \"{work}/bench.pem\", key: \"{work}/bench.key\"}}]}}"
            if scenario in TLS_ONLY else "")
     storage = f"    sharedStorage: {{redis: {{address: \"127.0.0.1:{PORTS['redis']}\"}}}}\n" if scenario == "i" else ""
+    if scenario in ("t", "u"):
+        # the backend nginx answers the exports (200): a sink that costs little
+        sampled = 100 if scenario == "t" else 0
+        storage += (f"    tracing: {{endpoint: \"http://127.0.0.1:{PORTS['backend']}/v1/traces\", "
+                    f"sampling: {{random: {sampled}, client: {sampled}}}}}\n")
     return f"""apiVersion: gateway.mulesoft.com/v1alpha1
 kind: Gateway
 metadata: {{name: bench}}
@@ -458,7 +466,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
     ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
-    ap.add_argument("--scenarios", default="abcdefghijklmw")
+    ap.add_argument("--scenarios", default="abcdefghijklmwtu")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
@@ -635,6 +643,11 @@ def main():
         b, w = results[("b", "flex")], results[("w", "flex")]
         lines.append(f"flex-gateway (w) vs (b): {w[0] / b[0]:.3f}x requests/s, p99 {w[2] / b[2]:.2f}x, "
                      f"CPU per request {w[4] / b[4]:.3f}x (a proxy-wasm custom policy on the route; target >= 0.85x).")
+    for sc, what, target in (("t", "tracing, 100 % sampled", "0.9"), ("u", "tracing, 0 % sampled", "0.98")):
+        if ("b", "flex") in results and (sc, "flex") in results:
+            b, t = results[("b", "flex")], results[(sc, "flex")]
+            lines.append(f"flex-gateway ({sc}) vs (b): {t[0] / b[0]:.3f}x requests/s, p99 {t[2] / b[2]:.2f}x, "
+                         f"CPU per request {t[4] / b[4]:.3f}x ({what}; target >= {target}x).")
     if "w" in rss:
         lines.append(f"flex-gateway peak RSS under (w): {rss['w'] / 1024:.1f} MiB.")
     if ("b", "flex") in results and ("h", "flex") in results:

@@ -980,13 +980,8 @@ impl ProxyHttp for Gateway {
         }
         resp.insert_header("x-request-id", ctx.request_id_value().clone())?;
         if let Some(t) = &ctx.trace {
-            let snapshot = self.runtime.snapshot();
-            let header = snapshot
-                .tracer
-                .as_ref()
-                .and_then(|r| r.settings.response_header.clone());
-            if let Some(h) = header {
-                resp.insert_header(h, t.traceparent())?;
+            if let Some(h) = t.response_header() {
+                resp.insert_header(h.clone(), t.traceparent())?;
             }
         }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -1063,8 +1058,13 @@ impl ProxyHttp for Gateway {
                 ctx.start.elapsed().as_secs_f64(),
             );
         }
-        let trace_id = ctx.trace.as_ref().map(|t| t.trace_id_hex());
-        if let Some(t) = ctx.trace.take() {
+        let trace = ctx.trace.take();
+        let trace_id = match &trace {
+            Some(t) if ctx.access_log && access_log::enabled() => Some(t.trace_id_hex()),
+            _ => None,
+        };
+        // an unsampled request has nothing to export
+        if let Some(t) = trace.filter(|t| t.sampled) {
             finish_trace(t, session, ctx, (route_id, self.addr.port()), status, e);
         }
         if !ctx.access_log || !access_log::enabled() {

@@ -76,8 +76,18 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
 }
 
 fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -109,16 +119,23 @@ pub fn parse_traceparent(value: &str) -> Option<([u8; 16], [u8; 8], bool)> {
 }
 
 fn traceparent(trace: &[u8; 16], span: &[u8; 8], sampled: bool) -> String {
-    format!("00-{}-{}-{:02x}", hex(trace), hex(span), u8::from(sampled))
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    push_hex(&mut out, trace);
+    out.push('-');
+    push_hex(&mut out, span);
+    out.push_str(if sampled { "-01" } else { "-00" });
+    out
 }
 
 fn new_id<const N: usize>() -> [u8; N] {
-    loop {
-        let id: [u8; N] = std::array::from_fn(|_| rand::random::<u8>());
-        if id != [0u8; N] {
-            return id;
-        }
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let mut id = [0u8; N];
+    while id == [0u8; N] {
+        rng.fill(&mut id[..]);
     }
+    id
 }
 
 /// Percent (0-100, in millionths) as a yes/no draw.
@@ -232,10 +249,15 @@ impl RequestTrace {
     /// its CLIENT span.
     pub fn client_start(&mut self, peer: std::net::SocketAddr) {
         self.client_end(None, None);
-        let attributes = vec![
-            ("server.address", Value::from(peer.ip().to_string())),
-            ("server.port", Value::Int(i64::from(peer.port()))),
-        ];
+        // an unsampled span is never exported: its id is all it needs
+        let attributes = if self.sampled {
+            vec![
+                ("server.address", Value::from(peer.ip().to_string())),
+                ("server.port", Value::Int(i64::from(peer.port()))),
+            ]
+        } else {
+            Vec::new()
+        };
         self.client = Some(SpanData {
             trace_id: self.trace_id,
             span_id: new_id(),
@@ -244,11 +266,16 @@ impl RequestTrace {
             sampled: self.sampled,
             name: String::new(),
             kind: Kind::Client,
-            start_ns: now_ns(),
+            start_ns: if self.sampled { now_ns() } else { 0 },
             end_ns: 0,
             attributes,
             error: false,
         });
+    }
+
+    /// The response header to answer the `traceparent` in, if configured.
+    pub fn response_header(&self) -> Option<&http::HeaderName> {
+        self.tracer.settings.response_header.as_ref()
     }
 
     /// The `traceparent` the upstream request carries: the attempt's
@@ -260,7 +287,7 @@ impl RequestTrace {
 
     /// The upstream answered with this status.
     pub fn client_status(&mut self, status: u16) {
-        if let Some(c) = self.client.as_mut() {
+        if let Some(c) = self.client.as_mut().filter(|_| self.sampled) {
             c.attributes
                 .push(("http.response.status_code", Value::Int(i64::from(status))));
             c.error = status >= 500;
@@ -269,7 +296,7 @@ impl RequestTrace {
 
     /// The attempt ended; `error`: why it failed.
     pub fn client_end(&mut self, error: Option<&str>, method: Option<&str>) {
-        if let Some(mut c) = self.client.take() {
+        if let Some(mut c) = self.client.take().filter(|_| self.sampled) {
             c.end_ns = now_ns();
             if let Some(m) = method {
                 c.name = m.to_string();

@@ -51,11 +51,24 @@ impl Writer {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
 
-    /// A nested message, written by `f`.
+    /// A nested message, written by `f` in place: its length (unknown
+    /// until written) goes into a 5-byte gap, closed up afterwards — no
+    /// buffer of its own per message.
     fn message(&mut self, field: u32, f: impl FnOnce(&mut Writer)) {
-        let mut inner = Writer(Vec::new());
-        f(&mut inner);
-        self.bytes(field, &inner.0);
+        self.key(field, 2);
+        let at = self.0.len();
+        self.0.extend_from_slice(&[0; 5]);
+        f(self);
+        let mut len = (self.0.len() - at - 5) as u64;
+        let mut prefix = [0u8; 5];
+        let mut n = 0;
+        while len >= 0x80 {
+            prefix[n] = (len as u8) | 0x80;
+            len >>= 7;
+            n += 1;
+        }
+        prefix[n] = len as u8;
+        self.0.splice(at..at + 5, prefix[..=n].iter().copied());
     }
 }
 
@@ -81,7 +94,7 @@ fn attribute(w: &mut Writer, field: u32, key: &str, value: &Value) {
 /// The request body for `POST /v1/traces`: one resource (the gateway), one
 /// instrumentation scope, the spans.
 pub fn encode(resource: &[(String, Value)], spans: &[SpanData]) -> Vec<u8> {
-    let mut w = Writer(Vec::new());
+    let mut w = Writer(Vec::with_capacity(256 + spans.len() * 400));
     // ExportTraceServiceRequest.resource_spans = 1
     w.message(1, |rs| {
         // ResourceSpans.resource = 1 { attributes = 1 }
@@ -151,5 +164,13 @@ mod tests {
         let mut w = Writer(Vec::new());
         w.fixed64(7, 1);
         assert_eq!(w.0, [0x39, 1, 0, 0, 0, 0, 0, 0, 0]);
+        // nested: the length prefix fits the content, short or long
+        let mut w = Writer(Vec::new());
+        w.message(1, |m| m.string(1, "ab"));
+        assert_eq!(w.0, [0x0a, 4, 0x0a, 2, b'a', b'b']);
+        let mut w = Writer(Vec::new());
+        w.message(2, |m| m.bytes(1, &[7; 200]));
+        assert_eq!(&w.0[..6], [0x12, 0xcb, 0x01, 0x0a, 0xc8, 0x01]);
+        assert_eq!(w.0.len(), 6 + 200);
     }
 }
