@@ -317,6 +317,7 @@ async fn respond(
         resp.insert_header("content-length", body.len().to_string())?;
     }
     resp.insert_header("x-request-id", ctx.request_id_value().clone())?;
+    answer_trace(&mut resp, ctx)?;
     for (name, value) in local.headers {
         // the gateway frames the body itself
         if framing::is_framing_header(&name) {
@@ -979,11 +980,7 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         resp.insert_header("x-request-id", ctx.request_id_value().clone())?;
-        if let Some(t) = &ctx.trace {
-            if let Some(h) = t.response_header() {
-                resp.insert_header(h.clone(), t.traceparent())?;
-            }
-        }
+        answer_trace(resp, ctx)?;
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             self.runtime.metrics.upgraded();
         }
@@ -1091,6 +1088,17 @@ impl ProxyHttp for Gateway {
             trace_id: trace_id.as_deref(),
         });
     }
+}
+
+/// `tracing.responseHeader`: the request's `traceparent` on its response,
+/// proxied or the gateway's own.
+fn answer_trace(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    if let Some(t) = &ctx.trace {
+        if let Some(h) = t.response_header() {
+            resp.insert_header(h.clone(), t.traceparent())?;
+        }
+    }
+    Ok(())
 }
 
 /// An error as OpenTelemetry's `error.type` names it.

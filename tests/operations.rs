@@ -1402,7 +1402,12 @@ spec:
     let (t, _, flags) = traceparent_parts(seen.header("traceparent").unwrap());
     assert_eq!((t.as_str(), flags.as_str()), (unsampled, "00"));
     // a policy answers; an upstream fails; retries
-    assert_eq!(c.get("/denied").status, 401);
+    let denied = c.get("/denied");
+    assert_eq!(denied.status, 401);
+    // the gateway's own answers carry the trace too
+    assert!(denied
+        .header("traceparent")
+        .is_some_and(|v| v.starts_with("00-")));
     assert_eq!(c.get("/down").status, 502);
     for _ in 0..4 {
         assert_eq!(gw.connect().get("/retried").status, 200);
