@@ -384,6 +384,30 @@ impl Decoder {
         out
     }
 
+    /// An `http://` or `https://` URL with a host (a collector, a JWKS or
+    /// introspection endpoint); `example` is shown when it is not one.
+    pub fn http_url(&mut self, node: &Node, path: &str, example: Option<&str>) -> Option<String> {
+        let url = self.string(node, path)?;
+        match url.parse::<http::Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() =>
+            {
+                Some(url)
+            }
+            _ => {
+                let example = example
+                    .map(|e| format!(" (example: {e})"))
+                    .unwrap_or_default();
+                self.error(
+                    node.pos,
+                    path,
+                    format!("{url:?} is not an http(s) URL{example}"),
+                );
+                None
+            }
+        }
+    }
+
     /// A size in bytes: `1048576`, `512KB`, `10MB`, `1GB` (K/KB/KiB = 1024
     /// bytes, M/MB/MiB = 1024², G/GB/GiB = 1024³); greater than zero.
     pub fn size(&mut self, node: &Node, path: &str) -> Option<u64> {

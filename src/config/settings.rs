@@ -311,24 +311,7 @@ fn decode_tracing(
     let before = d.errors.len();
     let endpoint = d.required(&f, "endpoint", path).and_then(|n| {
         let field = join(path, "endpoint");
-        let url = d.string(n, &field)?;
-        match url.parse::<http::Uri>() {
-            Ok(u)
-                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() =>
-            {
-                Some(url)
-            }
-            _ => {
-                d.error(
-                    n.pos,
-                    &field,
-                    format!(
-                        "{url:?} is not an http(s) URL (example: http://127.0.0.1:4318/v1/traces)"
-                    ),
-                );
-                None
-            }
-        }
+        d.http_url(n, &field, Some("http://127.0.0.1:4318/v1/traces"))
     });
     let text = |d: &mut Decoder, key: &str| f.get(key).and_then(|n| d.string(n, &join(path, key)));
     let service_name = text(d, "serviceName").unwrap_or_else(|| "flex-gateway".to_string());

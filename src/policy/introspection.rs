@@ -94,18 +94,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     let errors = d.errors.len();
     let url = d.required(&f, "url", path).and_then(|n| {
         let field = join(path, "url");
-        let url = d.string(n, &field)?;
-        match url.parse::<http::Uri>() {
-            Ok(u)
-                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() =>
-            {
-                Some(url)
-            }
-            _ => {
-                d.error(n.pos, &field, format!("{url:?} is not an http(s) URL"));
-                None
-            }
-        }
+        d.http_url(n, &field, None)
     });
     let string =
         |d: &mut Decoder, key: &str| f.get(key).and_then(|n| d.string(n, &join(path, key)));

@@ -284,22 +284,11 @@ fn decode_jwks(d: &mut Decoder, node: &Node, path: &str) -> Option<JwksConfig> {
     let f = d.map(node, path, JWKS_FIELDS)?;
     let url = d.required(&f, "url", path).and_then(|n| {
         let field = join(path, "url");
-        let url = d.string(n, &field)?;
-        match url.parse::<http::Uri>() {
-            Ok(u)
-                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() =>
-            {
-                Some(url)
-            }
-            _ => {
-                d.error(
-                    n.pos,
-                    &field,
-                    format!("{url:?} is not an http(s) URL (example: https://idp.example.com/.well-known/jwks.json)"),
-                );
-                None
-            }
-        }
+        d.http_url(
+            n,
+            &field,
+            Some("https://idp.example.com/.well-known/jwks.json"),
+        )
     });
     let algs = match f.get("algorithms") {
         Some(n) => algorithms(d, n, &join(path, "algorithms")),
