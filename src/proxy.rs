@@ -611,6 +611,9 @@ impl ProxyHttp for Gateway {
             Some(Match::Found(route)) => {
                 let route = route.clone();
                 ctx.x.route_id = route.id.clone();
+                if let Some(t) = ctx.trace.as_mut() {
+                    t.for_route(route.tracing.as_ref());
+                }
                 ctx.route = Some(route.clone());
                 ctx.body_limit = route
                     .config
@@ -638,6 +641,9 @@ impl ProxyHttp for Gateway {
                 // the route's policies may answer it (a CORS preflight)
                 let route = route.clone();
                 ctx.x.route_id = route.id.clone();
+                if let Some(t) = ctx.trace.as_mut() {
+                    t.for_route(route.tracing.as_ref());
+                }
                 ctx.route = Some(route.clone());
                 let answered = route
                     .chain
@@ -1180,9 +1186,36 @@ fn finish_trace(
     if !ctx.answered_by.is_empty() {
         a.push(("flexgw.policy", Value::from(ctx.answered_by)));
     }
-    let name = format!("{method} {}", route.unwrap_or("(none)"));
+    let name = match t.span_name() {
+        Some(n) => n.to_string(),
+        None => format!("{method} {}", route.unwrap_or("(none)")),
+    };
+    let labels = t.labels(|h| match h {
+        ":method" => Some(method.to_string()),
+        ":path" => Some(
+            req.uri
+                .path_and_query()
+                .map_or_else(|| path.to_string(), |p| p.as_str().to_string()),
+        ),
+        ":scheme" => Some(if tls { "https" } else { "http" }.to_string()),
+        ":authority" => req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers
+                    .get(http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+            })
+            .map(str::to_string),
+        name => req
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    });
     let error = e.filter(|_| status >= 500 || status == 0).map(error_type);
-    t.finish(name, method, a, status, error);
+    t.finish(name, method, (a, labels), status, error);
 }
 
 #[cfg(test)]

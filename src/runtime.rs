@@ -39,6 +39,8 @@ pub struct CompiledRoute {
     /// The route's services with their weights (config order).
     pub services: Vec<(Arc<Service>, u32)>,
     pub metrics: RouteMetrics,
+    /// Its `tracing` policy: sampling, span name and labels of its own.
+    pub tracing: Option<Arc<crate::config::model::TraceOverride>>,
 }
 
 /// Who owns a policy instance (and so its state): a document, whose
@@ -116,6 +118,10 @@ impl CompiledRoute {
                 .filter_map(|w| services.get(&w.name).map(|s| (s.clone(), w.weight)))
                 .collect(),
             metrics: metrics.route(&config.id),
+            tracing: config.policies.iter().find_map(|p| match &p.config {
+                crate::policy::PolicyConfig::Tracing(t) => Some(Arc::new(t.clone())),
+                _ => None,
+            }),
         }
     }
 }

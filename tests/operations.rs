@@ -1240,6 +1240,11 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
+        Self::start_mode("http")
+    }
+
+    /// `http` (OTLP/HTTP) or `grpc` (OTLP/gRPC).
+    fn start_mode(mode: &str) -> Receiver {
         let out = Command::new(repo_path(".ci/pytools"))
             .output()
             .expect("run .ci/pytools");
@@ -1254,6 +1259,7 @@ impl Receiver {
         let child = Command::new(bin.join("python"))
             .arg(repo_path("tests/otlp_receiver.py"))
             .args([&port_file, &spans])
+            .arg(mode)
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.join("receiver.log")).unwrap(),
@@ -1610,4 +1616,218 @@ spec:
         (148..=252).contains(&sampled),
         "{sampled} of 2000 sampled at 10 %"
     );
+}
+
+/// Flex's own tracing files run unchanged: a `Configuration` with an
+/// OpenTelemetry provider at `h2://` (OTLP/gRPC, to a receiver running
+/// grpcio's server), `sampling` and `labels` beside `tracing` as Flex's
+/// example writes them, and a `tracing-flex` policy on one API with its
+/// own sampling, span name and a label that replaces the global one.
+/// With `random: 0`, only `x-client-trace-id` requests of the other API
+/// are traced. With the receiver gone, requests still succeed and the
+/// failed exports are counted.
+#[test]
+fn flex_tracing_exports_over_grpc_with_labels_and_per_api_sampling() {
+    let mut receiver = Receiver::start_mode("grpc");
+    let backend = Backend::echo();
+    let config = format!(
+        r#"apiVersion: gateway.mulesoft.com/v1beta1
+kind: Configuration
+metadata:
+  name: tracing
+  namespace: test-ns
+spec:
+  tracing:
+    provider:
+      type: opentelemetry
+      properties:
+        address: h2://127.0.0.1:{rport}
+        serviceType: grpc
+        serviceName: my-flex-name
+        timeout: 2s
+        httpHeaders: {{x-collector-token: a-token}}
+        resourceAttributes:
+          any-key: any-value
+  sampling:
+    client: 100
+    random: 0
+    overall: 100
+  labels:
+    - name: c-env-tag
+      type: environment
+      keyName: FLEX_NAME
+      defaultValue: DEFAULT_VAL
+    - name: c-header-tag
+      type: requestHeader
+      keyName: :method
+      defaultValue: DEFAULT_METHOD
+    - name: c-tenant
+      type: requestHeader
+      keyName: x-tenant
+      defaultValue: no-tenant
+    - name: c-literal-tag
+      type: literal
+      defaultValue: the-tag
+---
+apiVersion: gateway.mulesoft.com/v1beta1
+kind: Configuration
+metadata:
+  name: probe
+spec:
+  probe: {{enabled: true, port: {{admin}}}}
+"#,
+        rport = receiver.port
+    );
+    let apis = format!(
+        r#"apiVersion: gateway.mulesoft.com/v1alpha1
+kind: ApiInstance
+metadata: {{name: quiet}}
+spec:
+  address: http://127.0.0.1:{{port}}
+  services:
+    backend:
+      address: {backend}
+      routes:
+        - rules: [{{path: "/api(/.*)"}}]
+---
+apiVersion: gateway.mulesoft.com/v1alpha1
+kind: ApiInstance
+metadata: {{name: orders}}
+spec:
+  address: http://127.0.0.1:{{port2}}
+  services:
+    backend:
+      address: {backend}
+      routes:
+        - rules: [{{path: "/api(/.*)"}}]
+  policies:
+    - policyRef: {{name: tracing-flex}}
+      config:
+        sampling: {{client: 100, random: 100, overall: 100}}
+        spanName: orders-api
+        labels:
+          - {{name: c-literal-tag, type: literal, defaultValue: overridden}}
+"#,
+        backend = backend.url()
+    );
+    let gw = Gateway::start_files(
+        &[("tracing.yaml", config), ("apis.yaml", apis)],
+        &[("FLEX_NAME", "edge-7")],
+    );
+    gw.wait_ready();
+    let shown = gw.admin("/config").text();
+    assert!(shown.contains(r#""protocol":"grpc""#), "{shown}");
+    assert!(
+        !shown.contains("a-token"),
+        "a collector header is shown: {shown}"
+    );
+    let flags_seen = |backend: &Backend| {
+        let seen = backend.seen.lock().unwrap().last().cloned().unwrap();
+        traceparent_parts(seen.header("traceparent").expect("traceparent upstream"))
+    };
+    // random 0: not traced, but propagated
+    let mut quiet = gw.connect();
+    let mut unsampled = Vec::new();
+    for _ in 0..10 {
+        assert_eq!(quiet.get("/api/x").status, 200);
+        let (trace, _, flags) = flags_seen(&backend);
+        assert_eq!(flags, "00");
+        unsampled.push(trace);
+    }
+    // x-client-trace-id: traced at client 100
+    let r = quiet.request(
+        "GET",
+        "/api/forced",
+        &[("x-client-trace-id", "abc-1"), ("x-tenant", "acme")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let (forced, _, flags) = flags_seen(&backend);
+    assert_eq!(flags, "01");
+    // the API with tracing-flex: random 100
+    let mut orders = Client::connect(gw.port2);
+    let mut traced = Vec::new();
+    for _ in 0..3 {
+        assert_eq!(orders.get("/api/o").status, 200);
+        let (trace, _, flags) = flags_seen(&backend);
+        assert_eq!(flags, "01");
+        traced.push(trace);
+    }
+
+    let server_spans = |spans: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        spans
+            .iter()
+            .filter(|s| s["kind"] == "SPAN_KIND_SERVER")
+            .cloned()
+            .collect()
+    };
+    let mut spans = Vec::new();
+    wait_until(Duration::from_secs(15), "the spans at the receiver", || {
+        spans = receiver.spans();
+        server_spans(&spans).len() >= 4
+    });
+    assert!(spans.iter().all(|s| s.get("error").is_none()), "{spans:?}");
+    let servers = server_spans(&spans);
+    // the unsampled requests came first: a FIFO queue would have sent them before
+    for s in &servers {
+        let id = s["traceId"].as_str().unwrap();
+        assert!(
+            !unsampled.iter().any(|u| u == id),
+            "exported unsampled: {s}"
+        );
+    }
+    assert_eq!(servers.len(), 4, "{servers:?}");
+    let by_trace = |id: &str| {
+        servers
+            .iter()
+            .find(|s| s["traceId"] == id)
+            .unwrap_or_else(|| panic!("no server span for {id}: {servers:?}"))
+            .clone()
+    };
+    let f = by_trace(&forced);
+    assert!(f["name"].as_str().unwrap().starts_with("GET "), "{f}");
+    let a = &f["attributes"];
+    assert_eq!(a["c-env-tag"], "edge-7", "{f}");
+    assert_eq!(a["c-header-tag"], "GET", "{f}");
+    assert_eq!(a["c-tenant"], "acme", "{f}");
+    assert_eq!(a["c-literal-tag"], "the-tag", "{f}");
+    assert_eq!(f["resource"]["service.name"], "my-flex-name");
+    assert_eq!(f["resource"]["any-key"], "any-value");
+    assert_eq!(f["headers"]["x-collector-token"], "a-token", "{f}");
+    // gRPC metadata (the receiver is grpcio's server: nothing else reaches it)
+    assert!(
+        f["headers"]["user-agent"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("flex-gateway/")),
+        "{f}"
+    );
+    for t in &traced {
+        let o = by_trace(t);
+        assert_eq!(o["name"], "orders-api", "{o}");
+        let a = &o["attributes"];
+        assert_eq!(a["c-literal-tag"], "overridden", "{o}");
+        assert_eq!(a["c-tenant"], "no-tenant", "{o}");
+        assert_eq!(a["c-env-tag"], "edge-7", "{o}");
+        assert_eq!(a["http.response.status_code"], 200, "{o}");
+    }
+    // every traced request's CLIENT span is there too, the server span its parent
+    for t in traced.iter().chain([&forced]) {
+        let server = by_trace(t);
+        assert!(
+            spans.iter().any(|s| s["kind"] == "SPAN_KIND_CLIENT"
+                && s["traceId"] == *t
+                && s["parentSpanId"] == server["spanId"]),
+            "no CLIENT span under {server}"
+        );
+    }
+
+    // the collector goes away: requests are unaffected, failures counted
+    receiver.stop();
+    let failed = r#"flexgw_tracing_spans_total{result="dropped_export_failed"}"#;
+    for _ in 0..5 {
+        assert_eq!(orders.get("/api/o").status, 200);
+    }
+    wait_until(Duration::from_secs(15), "failed exports counted", || {
+        gw.metric(failed) >= 10.0
+    });
 }

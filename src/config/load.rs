@@ -170,6 +170,20 @@ fn finish(
     let mut config = assemble(&docs, errors);
     config.notices = compiled.notices;
     config.log_level = compiled.log_level;
+    if config.server.tracing.is_none() {
+        let traced = config.listeners.iter().flat_map(|l| &l.routes).filter(|r| {
+            r.policies
+                .iter()
+                .any(|p| matches!(p.config, crate::policy::PolicyConfig::Tracing(_)))
+        });
+        let notes: Vec<String> = traced
+            .map(|r| format!(
+                "route {:?}: its tracing policy does nothing while tracing is not configured (spec.server.tracing, or a Configuration's spec.tracing)",
+                r.id
+            ))
+            .collect();
+        config.notices.extend(notes);
+    }
     config
 }
 

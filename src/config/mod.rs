@@ -18,6 +18,7 @@ pub mod services;
 pub mod settings;
 pub mod sources; // the files a load read, and their apply state
 pub mod tls; // certificates of HTTPS listeners
+pub mod tracing; // spec.server.tracing, Flex's Configuration tracing, sampling and labels
 pub mod values;
 pub mod yaml;
 

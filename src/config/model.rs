@@ -571,16 +571,18 @@ pub struct ServerSettings {
     pub tracing: Option<TracingSettings>,
 }
 
-/// `spec.server.tracing` (docs/observability.md).
+/// `spec.server.tracing`, or Flex's `Configuration.spec.tracing`
+/// (docs/observability.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TracingSettings {
-    /// The collector's OTLP/HTTP traces URL (`http://collector:4318/v1/traces`).
+    /// The collector: an OTLP/HTTP traces URL (`http://collector:4318/v1/traces`)
+    /// or, for gRPC, `http(s)://collector:4317`.
     pub endpoint: String,
+    pub protocol: OtlpProtocol,
     pub service_name: String,
-    /// Requests traced without a parent, per million (`sampling.random` %).
-    pub random_per_million: u32,
-    /// Requests with `x-client-trace-id` traced, per million (`sampling.client` %).
-    pub client_per_million: u32,
+    pub sampling: Sampling,
+    /// Span attributes of every SERVER span (Flex's `labels`).
+    pub labels: Vec<TraceLabel>,
     /// Headers sent to the collector (authentication).
     pub headers: Vec<(String, String)>,
     /// Resource attributes beside `service.name`.
@@ -591,6 +593,66 @@ pub struct TracingSettings {
     pub delay: Duration,
     /// Answer the server span's `traceparent` in this response header.
     pub response_header: Option<http::HeaderName>,
+}
+
+/// How spans reach the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (`POST /v1/traces`).
+    Http,
+    /// OTLP/gRPC (`TraceService/Export` over HTTP/2).
+    Grpc,
+}
+
+/// Sampling percentages, in millionths (Flex's, as Envoy has them): a
+/// request with `x-client-trace-id` is traced at `client`, else (or when
+/// that draw fails) at `random`; what is traced then passes `overall`.
+/// A parent's decision (`traceparent`) is followed as it came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampling {
+    pub client: u32,
+    pub random: u32,
+    pub overall: u32,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            client: 1_000_000,
+            random: 1_000_000,
+            overall: 1_000_000,
+        }
+    }
+}
+
+/// A span attribute (Flex's `labels[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceLabel {
+    pub name: String,
+    pub value: LabelValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelValue {
+    /// `literal`, or `environment` (read when the configuration loads).
+    Fixed(String),
+    /// `requestHeader`: the request's header (lower case; `:method`,
+    /// `:path`, `:authority`, `:scheme` as HTTP/2 names them), else the
+    /// default; no attribute when neither is there.
+    Header {
+        name: String,
+        default: Option<String>,
+    },
+}
+
+/// The `tracing` policy of a route (Flex's `tracing-flex`): what it
+/// overrides of the server's tracing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TraceOverride {
+    pub sampling: Option<Sampling>,
+    pub span_name: Option<String>,
+    /// Added to the server's labels; one of the same name replaces it.
+    pub labels: Vec<TraceLabel>,
 }
 
 pub const DEFAULT_ADMIN: SocketAddr =

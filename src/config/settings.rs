@@ -8,7 +8,6 @@ use super::model::{LimitSettings, ServerSettings};
 use super::yaml::Node;
 use crate::store::RedisSettings;
 use std::path::PathBuf;
-use std::time::Duration;
 
 pub const SERVER_FIELDS: &[Field] = &[
     f("threads", POSITIVE).doc("Worker threads per listener (default: one per core)."),
@@ -40,34 +39,8 @@ pub const SERVER_FIELDS: &[Field] = &[
         "upstreamTimeouts",
         Ty::Obj(super::route_upstream::TIMEOUT_FIELDS),
     ),
-    f("tracing", Ty::Obj(TRACING_FIELDS)).doc("OpenTelemetry traces, exported over OTLP/HTTP."),
-];
-const TRACING_FIELDS: &[Field] = &[
-    f("endpoint", Ty::Url("the collector's OTLP/HTTP traces URL"))
-        .req()
-        .doc("Where spans go, e.g. http://collector:4318/v1/traces."),
-    f("serviceName", STR).default("\"flex-gateway\""),
-    f("sampling", Ty::Obj(SAMPLING_FIELDS)),
-    f("headers", Ty::Dict(&Ty::Str)).doc("Headers sent to the collector (e.g. authentication)."),
-    f("resourceAttributes", Ty::Dict(&Ty::Scalar)),
-    f("timeout", DURATION).default("\"10s\""),
-    f("maxQueueSize", Ty::Int(1, 1_000_000))
-        .default("2048")
-        .doc("Spans waiting for export; more are dropped (counted)."),
-    f("maxExportBatchSize", Ty::Int(1, 100_000)).default("512"),
-    f("scheduledDelay", DURATION)
-        .default("\"1s\"")
-        .doc("The longest a span waits for its batch."),
-    f("responseHeader", Ty::Name("a header name"))
-        .doc("Answer the request's traceparent in this response header."),
-];
-const SAMPLING_FIELDS: &[Field] = &[
-    f("random", Ty::Number(0.0, 100.0))
-        .default("100")
-        .doc("Percent of requests without a parent traced."),
-    f("client", Ty::Number(0.0, 100.0))
-        .default("100")
-        .doc("Percent of requests with x-client-trace-id traced."),
+    f("tracing", Ty::Obj(super::tracing::FIELDS))
+        .doc("OpenTelemetry traces, exported over OTLP/HTTP."),
 ];
 const STORAGE_FIELDS: &[Field] = &[f("redis", Ty::Obj(REDIS_FIELDS)).req()];
 const REDIS_FIELDS: &[Field] = &[
@@ -195,7 +168,7 @@ pub fn decode_server(d: &mut Decoder, node: &Node, path: &str) -> Option<ServerS
         }
     }
     if let Some(n) = f.get("tracing") {
-        s.tracing = decode_tracing(d, n, &join(path, "tracing"));
+        s.tracing = super::tracing::decode(d, n, &join(path, "tracing"));
     }
     if let Some(n) = f.get("upstreamTimeouts") {
         let field = join(path, "upstreamTimeouts");
@@ -279,123 +252,6 @@ pub fn decode_storage(d: &mut Decoder, node: &Node, path: &str) -> Option<RedisS
         db: db?,
         tls: tls? || rediss,
         timeout: timeout?,
-    })
-}
-
-/// A percentage (0 to 100, decimals allowed) in millionths.
-fn percent(d: &mut Decoder, n: &Node, path: &str) -> Option<u32> {
-    let text = d.scalar(n, path, "a percentage")?;
-    let quoted = matches!(n.value, super::yaml::Value::Scalar { quoted: true, .. });
-    match text.parse::<f64>() {
-        Ok(p) if !quoted && (0.0..=100.0).contains(&p) => Some((p * 10_000.0).round() as u32),
-        _ => {
-            d.error(
-                n.pos,
-                path,
-                format!("expected a percentage from 0 to 100, found {}", n.kind()),
-            );
-            None
-        }
-    }
-}
-
-/// `spec.server.tracing` (docs/observability.md).
-fn decode_tracing(
-    d: &mut Decoder,
-    node: &Node,
-    path: &str,
-) -> Option<crate::config::model::TracingSettings> {
-    // `${ENV}` and `file:` in the collector's headers (tokens)
-    let node = d.resolve_references(node, path);
-    let f = d.map(&node, path, TRACING_FIELDS)?;
-    let before = d.errors.len();
-    let endpoint = d.required(&f, "endpoint", path).and_then(|n| {
-        let field = join(path, "endpoint");
-        d.http_url(n, &field, Some("http://127.0.0.1:4318/v1/traces"))
-    });
-    let text = |d: &mut Decoder, key: &str| f.get(key).and_then(|n| d.string(n, &join(path, key)));
-    let service_name = text(d, "serviceName").unwrap_or_else(|| "flex-gateway".to_string());
-    let (mut random, mut client) = (1_000_000, 1_000_000);
-    if let Some(n) = f.get("sampling") {
-        let sp = join(path, "sampling");
-        if let Some(g) = d.map(n, &sp, SAMPLING_FIELDS) {
-            if let Some(v) = g
-                .get("random")
-                .and_then(|n| percent(d, n, &join(&sp, "random")))
-            {
-                random = v;
-            }
-            if let Some(v) = g
-                .get("client")
-                .and_then(|n| percent(d, n, &join(&sp, "client")))
-            {
-                client = v;
-            }
-        }
-    }
-    let pairs = |d: &mut Decoder, key: &str| -> Vec<(String, String)> {
-        let Some(n) = f.get(key) else {
-            return Vec::new();
-        };
-        let field = join(path, key);
-        let Some(m) = d.map_any(n, &field) else {
-            return Vec::new();
-        };
-        m.keys()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.to_string(),
-                    d.scalar(v, &join(&field, k), "a string")?.to_string(),
-                ))
-            })
-            .collect()
-    };
-    let headers = pairs(d, "headers");
-    for (k, v) in &headers {
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err()
-            || http::HeaderValue::from_str(v).is_err()
-        {
-            d.error(
-                f.pos,
-                &join(&join(path, "headers"), k),
-                "not a valid header",
-            );
-        }
-    }
-    let resource = pairs(d, "resourceAttributes");
-    let duration = |d: &mut Decoder, key: &str, dflt: Duration| match f.get(key) {
-        Some(n) => d.duration(n, &join(path, key), false),
-        None => Some(dflt),
-    };
-    let timeout = duration(d, "timeout", Duration::from_secs(10));
-    let delay = duration(d, "scheduledDelay", crate::trace::DEFAULT_DELAY);
-    let int = |d: &mut Decoder, key: &str, dflt: i64, max: i64| match f.get(key) {
-        Some(n) => d.int(n, &join(path, key), 1, max),
-        None => Some(dflt),
-    };
-    let max_queue = int(d, "maxQueueSize", 2048, 1_000_000);
-    let batch_size = int(d, "maxExportBatchSize", 512, 100_000);
-    let response_header = match f.get("responseHeader") {
-        Some(n) => {
-            crate::policy::common::header_name(d, n, &join(path, "responseHeader")).map(Some)
-        }
-        None => Some(None),
-    };
-    if d.errors.len() > before {
-        return None;
-    }
-    Some(crate::config::model::TracingSettings {
-        endpoint: endpoint?,
-        service_name,
-        random_per_million: random,
-        client_per_million: client,
-        headers,
-        resource,
-        timeout: timeout?,
-        max_queue: max_queue? as usize,
-        batch_size: batch_size? as usize,
-        delay: delay?,
-        response_header: response_header?,
     })
 }
 

@@ -172,8 +172,17 @@ pub fn config_tree(c: &Config) -> Value {
             "tracing": s.tracing.as_ref().map(|t| json!({
                 "endpoint": t.endpoint,
                 "serviceName": t.service_name,
-                "sampling": {"random": f64::from(t.random_per_million) / 10_000.0,
-                             "client": f64::from(t.client_per_million) / 10_000.0},
+                "protocol": match t.protocol {
+                    crate::config::model::OtlpProtocol::Http => "http",
+                    crate::config::model::OtlpProtocol::Grpc => "grpc",
+                },
+                "sampling": {"client": f64::from(t.sampling.client) / 10_000.0,
+                             "random": f64::from(t.sampling.random) / 10_000.0,
+                             "overall": f64::from(t.sampling.overall) / 10_000.0},
+                "labels": crate::policy::tracing::describe(&crate::config::model::TraceOverride {
+                    labels: t.labels.clone(),
+                    ..Default::default()
+                })["labels"],
                 // header values are credentials
                 "headers": t.headers.iter().map(|(k, _)| (k.clone(), Value::from(crate::policy::REDACTED))).collect::<serde_json::Map<_, _>>(),
                 "resourceAttributes": t.resource.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<serde_json::Map<_, _>>(),

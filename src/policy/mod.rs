@@ -39,6 +39,7 @@ pub mod jwt;
 pub mod path_rewrite;
 pub mod rate_limit;
 pub mod spike;
+pub mod tracing; // a route's tracing: sampling, span name, labels
 #[cfg(feature = "wasm")]
 pub mod wasm;
 #[cfg(not(feature = "wasm"))]
@@ -279,6 +280,7 @@ policies! {
     "path-rewrite" => PathRewrite(path_rewrite),
     "cors" => Cors(cors),
     "proxy-wasm" => ProxyWasm(wasm),
+    "tracing" => Tracing(tracing),
 }
 
 impl PolicyConfig {

@@ -10,13 +10,20 @@
 //!
 //! Sampling follows the parent: a `traceparent` that says sampled is
 //! traced, one that says not sampled is not; without one, a request with
-//! `x-client-trace-id` is traced at `sampling.client` percent, others at
-//! `sampling.random` percent. Unsampled requests still carry a
-//! `traceparent` upstream (with the not-sampled flag), as W3C asks.
+//! `x-client-trace-id` is traced at `sampling.client` percent, others (and
+//! those that draw missed) at `sampling.random` percent, and what is chosen
+//! then passes `sampling.overall` (Envoy's rules, which Flex's
+//! percentages are). A route's `tracing` policy draws again with its own
+//! percentages. Unsampled requests still carry a `traceparent` upstream
+//! (with the not-sampled flag), as W3C asks.
+//!
+//! Spans go over OTLP/HTTP (protobuf) or OTLP/gRPC ([`grpc`]).
+
+mod grpc;
 
 mod otlp;
 
-use crate::config::model::TracingSettings;
+use crate::config::model::{LabelValue, OtlpProtocol, Sampling, TraceOverride, TracingSettings};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::sync::{Arc, OnceLock};
@@ -48,6 +55,9 @@ impl From<i64> for Value {
     }
 }
 
+/// A span's attributes under the names of the semantic conventions.
+pub type Attributes = Vec<(&'static str, Value)>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Server,
@@ -67,6 +77,8 @@ pub struct SpanData {
     pub start_ns: u64,
     pub end_ns: u64,
     pub attributes: Vec<(&'static str, Value)>,
+    /// Attributes named in the configuration (`labels`).
+    pub labels: Vec<(String, String)>,
     pub error: bool,
 }
 
@@ -140,7 +152,12 @@ fn new_id<const N: usize>() -> [u8; N] {
 
 /// Percent (0-100, in millionths) as a yes/no draw.
 fn draw(per_million: u32) -> bool {
-    per_million >= 1_000_000 || rand::random::<u32>() % 1_000_000 < per_million
+    per_million >= 1_000_000 || (per_million > 0 && rand::random::<u32>() % 1_000_000 < per_million)
+}
+
+/// A request without a parent: traced? (`forced`: it has `x-client-trace-id`).
+fn decide(s: &Sampling, forced: bool) -> bool {
+    ((forced && draw(s.client)) || draw(s.random)) && draw(s.overall)
 }
 
 /// One configuration's tracer: its settings, and the queue to its
@@ -186,16 +203,10 @@ impl Tracer {
             .and_then(|v| v.to_str().ok())
             .filter(|s| !s.is_empty() && s.len() <= 512)
             .map(str::to_string);
+        let forced = headers.contains_key("x-client-trace-id");
         let (trace_id, parent_id, sampled) = match parent {
             Some((t, p, sampled)) => (t, Some(p), sampled),
-            None => {
-                let chance = if headers.contains_key("x-client-trace-id") {
-                    self.settings.client_per_million
-                } else {
-                    self.settings.random_per_million
-                };
-                (new_id(), None, draw(chance))
-            }
+            None => (new_id(), None, decide(&self.settings.sampling, forced)),
         };
         RequestTrace {
             tracer: self.clone(),
@@ -204,6 +215,8 @@ impl Tracer {
             parent: parent_id,
             trace_state,
             sampled,
+            forced,
+            route: None,
             start_ns: now_ns(),
             client: None,
             finished: Vec::new(),
@@ -229,6 +242,10 @@ pub struct RequestTrace {
     parent: Option<[u8; 8]>,
     trace_state: Option<String>,
     pub sampled: bool,
+    /// It came with `x-client-trace-id`.
+    forced: bool,
+    /// The route's `tracing` policy.
+    route: Option<Arc<TraceOverride>>,
     start_ns: u64,
     /// The upstream attempt in progress.
     client: Option<SpanData>,
@@ -238,6 +255,45 @@ pub struct RequestTrace {
 impl RequestTrace {
     pub fn trace_id_hex(&self) -> String {
         hex(&self.trace_id)
+    }
+
+    /// The route is known: its `tracing` policy, if it has one, decides
+    /// again (a parent's decision stands) and names the span.
+    pub fn for_route(&mut self, o: Option<&Arc<TraceOverride>>) {
+        let Some(o) = o else { return };
+        if let (None, Some(s)) = (self.parent, &o.sampling) {
+            self.sampled = decide(s, self.forced);
+        }
+        self.route = Some(o.clone());
+    }
+
+    /// The span name the route's policy gives, if any.
+    pub fn span_name(&self) -> Option<&str> {
+        self.route.as_ref()?.span_name.as_deref()
+    }
+
+    /// The labels' values: the server's, then the route's (which replace
+    /// one of the same name); `header` reads the request (`:method` too).
+    pub fn labels(&self, header: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+        let route = self.route.as_ref().map_or(&[][..], |r| &r.labels[..]);
+        let server = self
+            .tracer
+            .settings
+            .labels
+            .iter()
+            .filter(|l| !route.iter().any(|r| r.name == l.name));
+        server
+            .chain(route)
+            .filter_map(|l| {
+                let v = match &l.value {
+                    LabelValue::Fixed(v) => Some(v.clone()),
+                    LabelValue::Header { name, default } => {
+                        header(name).or_else(|| default.clone())
+                    }
+                };
+                Some((l.name.clone(), v?))
+            })
+            .collect()
     }
 
     /// The `traceparent` of the server span (for a response header).
@@ -269,6 +325,7 @@ impl RequestTrace {
             start_ns: if self.sampled { now_ns() } else { 0 },
             end_ns: 0,
             attributes,
+            labels: Vec::new(),
             error: false,
         });
     }
@@ -316,7 +373,7 @@ impl RequestTrace {
         mut self,
         name: String,
         method: &str,
-        mut attributes: Vec<(&'static str, Value)>,
+        (mut attributes, labels): (Attributes, Vec<(String, String)>),
         status: u16,
         error: Option<&str>,
     ) {
@@ -347,6 +404,7 @@ impl RequestTrace {
             start_ns: self.start_ns,
             end_ns: now_ns(),
             attributes,
+            labels,
             error: status >= 500 || error.is_some(),
         };
         let mut spans = std::mem::take(&mut self.finished);
@@ -389,9 +447,8 @@ fn exporter(t: &Tracer) -> std::sync::mpsc::SyncSender<SpanData> {
             };
             // reqwest's timers and connector belong to this runtime
             let _entered = rt.enter();
-            let client = reqwest::Client::builder().timeout(s.timeout).build();
-            let client = match client {
-                Ok(c) => c,
+            let mut sink = match Sink::new(&s) {
+                Ok(sink) => sink,
                 Err(e) => {
                     log::error!("tracing: cannot make the OTLP client: {e}");
                     return;
@@ -416,23 +473,8 @@ fn exporter(t: &Tracer) -> std::sync::mpsc::SyncSender<SpanData> {
                     continue;
                 }
                 let body = otlp::encode(&resource, &batch);
-                let mut req = client
-                    .post(&s.endpoint)
-                    .header("content-type", "application/x-protobuf")
-                    .body(body);
-                for (k, v) in &s.headers {
-                    req = req.header(k.as_str(), v.as_str());
-                }
-                match rt.block_on(async move { req.send().await }) {
-                    Ok(r) if r.status().is_success() => count("exported", batch.len()),
-                    Ok(r) => {
-                        log::warn!(
-                            "tracing: the collector answered {} to {} span(s)",
-                            r.status(),
-                            batch.len()
-                        );
-                        count("dropped_export_failed", batch.len());
-                    }
+                match rt.block_on(sink.export(&s, body)) {
+                    Ok(()) => count("exported", batch.len()),
                     Err(e) => {
                         log::warn!("tracing: exporting {} span(s) failed: {e}", batch.len());
                         count("dropped_export_failed", batch.len());
@@ -446,12 +488,75 @@ fn exporter(t: &Tracer) -> std::sync::mpsc::SyncSender<SpanData> {
     tx
 }
 
+/// Where batches go: OTLP/HTTP or OTLP/gRPC.
+enum Sink {
+    Http(reqwest::Client),
+    Grpc(grpc::Client),
+}
+
+impl Sink {
+    fn new(s: &TracingSettings) -> Result<Sink, String> {
+        Ok(match s.protocol {
+            OtlpProtocol::Http => Sink::Http(
+                reqwest::Client::builder()
+                    .timeout(s.timeout)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ),
+            OtlpProtocol::Grpc => Sink::Grpc(grpc::Client::new(&s.endpoint, &s.headers, s.timeout)),
+        })
+    }
+
+    /// One `ExportTraceServiceRequest`.
+    async fn export(&mut self, s: &TracingSettings, body: Vec<u8>) -> Result<(), String> {
+        match self {
+            Sink::Http(client) => {
+                let mut req = client
+                    .post(&s.endpoint)
+                    .header("content-type", "application/x-protobuf")
+                    .body(body);
+                for (k, v) in &s.headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("the collector answered {}", r.status())),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Sink::Grpc(client) => client.export(&body).await,
+        }
+    }
+}
+
 /// Default delay between batches.
 pub const DEFAULT_DELAY: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Envoy's (Flex's) rules: client for `x-client-trace-id`, random for
+    /// the rest and for what the client draw missed, overall on top.
+    #[test]
+    fn sampling_rules() {
+        let s = |client, random, overall| Sampling {
+            client,
+            random,
+            overall,
+        };
+        for _ in 0..1000 {
+            assert!(decide(&s(1_000_000, 0, 1_000_000), true));
+            assert!(!decide(&s(1_000_000, 0, 1_000_000), false));
+            assert!(!decide(&s(1_000_000, 1_000_000, 0), true));
+            assert!(decide(&s(0, 1_000_000, 1_000_000), true));
+        }
+        // 50 % of 50 %: a quarter (binomial, n = 100,000: sd 137)
+        let n = (0..100_000)
+            .filter(|_| decide(&s(0, 500_000, 500_000), false))
+            .count();
+        assert!((24_000..26_000).contains(&n), "{n}");
+    }
 
     #[test]
     fn traceparents() {

@@ -143,6 +143,9 @@ fn encode_span(w: &mut Writer, s: &SpanData) {
     for (k, v) in &s.attributes {
         attribute(w, 9, k, v);
     }
+    for (k, v) in &s.labels {
+        attribute(w, 9, k, &Value::Str(v.clone()));
+    }
     if s.error {
         w.message(15, |st| st.uint(3, 2)); // STATUS_CODE_ERROR
     }

@@ -33,6 +33,8 @@ pub struct ServerPatch {
     pub shared_storage: Option<crate::store::RedisSettings>,
     pub body_timeout: Option<Duration>,
     pub admin: Option<std::net::SocketAddr>,
+    /// `Configuration.spec.tracing` (an OpenTelemetry provider).
+    pub tracing: Option<crate::config::model::TracingSettings>,
 }
 
 impl ServerPatch {
@@ -46,10 +48,16 @@ impl ServerPatch {
         if let Some(a) = self.admin {
             s.admin = Some(a);
         }
+        if let Some(t) = &self.tracing {
+            s.tracing = Some(t.clone());
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.shared_storage.is_none() && self.body_timeout.is_none() && self.admin.is_none()
+        self.shared_storage.is_none()
+            && self.body_timeout.is_none()
+            && self.admin.is_none()
+            && self.tracing.is_none()
     }
 }
 

@@ -1,5 +1,5 @@
 //! `Configuration` resources: the keys we implement (`sharedStorage`,
-//! `timeouts`, `logging.runtimeLogs.logLevel`, `probe`) decoded; the rest
+//! `timeouts`, `logging.runtimeLogs.logLevel`, `probe`, `tracing`) decoded; the rest
 //! accepted and kept as notices (said at start, never silently dropped).
 
 use super::compile::{here, Compiled, Errors};
@@ -29,6 +29,9 @@ pub struct ConfigRes {
     pub log_level: Option<log::LevelFilter>,
     /// `probe: {enabled, port}`: `Some(None)` disables it.
     pub probe: Option<Option<u16>>,
+    /// `tracing` (with `sampling` and `labels` beside it): `Some(None)`
+    /// for a provider that exports nothing here.
+    pub tracing: Option<Option<Box<crate::config::model::TracingSettings>>>,
     /// Keys accepted but not applied, reported at start.
     pub not_applied: Vec<String>,
 }
@@ -40,7 +43,15 @@ pub const CONFIG_KEYS: &[Field] = &[
     f("forwardProxy", Ty::Any).doc("Not implemented: accepted and reported."),
     f("proxyProtocol", Ty::Any).doc("Not implemented: accepted and reported."),
     f("circuitBreaker", Ty::Any).doc("Not implemented: accepted and reported."),
-    f("tracing", Ty::Any).doc("Not implemented: accepted and reported."),
+    f("tracing", Ty::Obj(crate::config::tracing::FLEX_FIELDS))
+        .doc("OpenTelemetry traces (provider opentelemetry: OTLP/gRPC or OTLP/HTTP)."),
+    f("sampling", Ty::Obj(crate::config::tracing::SAMPLING_FIELDS))
+        .doc("Tracing's sampling, when written beside `tracing`."),
+    f(
+        "labels",
+        Ty::List(&Ty::Obj(crate::config::tracing::LABEL_FIELDS), false),
+    )
+    .doc("Tracing's labels, when written beside `tracing`."),
     f("probe", Ty::Obj(PROBE_FIELDS)).doc("The readiness probe listener."),
     f("tls", Ty::Any).doc("Not implemented: accepted and reported."),
 ];
@@ -91,6 +102,7 @@ pub fn decode(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ConfigRes> {
         timeouts: None,
         log_level: None,
         probe: None,
+        tracing: None,
         not_applied: Vec::new(),
     };
     for (key, n) in s.keys() {
@@ -168,6 +180,20 @@ pub fn decode(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ConfigRes> {
                     out.probe = Some(e.then_some(p));
                 }
             }
+            "tracing" => {
+                let beside = (s.get("sampling"), s.get("labels"));
+                out.tracing =
+                    crate::config::tracing::decode_flex(d, n, &at, beside, &mut out.not_applied)
+                        .map(|t| t.map(Box::new));
+            }
+            "sampling" | "labels" if s.get("tracing").is_none() => {
+                d.error(
+                    n.pos,
+                    &at,
+                    format!("`{key}` configures tracing: it needs `tracing` (its provider) in the same spec"),
+                );
+            }
+            "sampling" | "labels" => {} // read with `tracing`
             other => out
                 .not_applied
                 .push(format!("{at} ({other} is not implemented)")),
@@ -276,6 +302,12 @@ pub(super) fn apply(configs: &[&ConfigRes], out: &mut Compiled, err: &mut Errors
         if let Some(level) = c.log_level {
             once(err, "logging");
             out.log_level = Some(level);
+        }
+        if let Some(t) = &c.tracing {
+            once(err, "tracing");
+            if let Some(t) = t {
+                s.tracing = Some((**t).clone());
+            }
         }
         if let Some(probe) = c.probe {
             once(err, "probe");

@@ -218,3 +218,140 @@ spec:
     );
     assert_eq!(c.server.admin.map(|a| a.port()), Some(3001));
 }
+
+/// `Configuration.spec.tracing` as Flex's documents write it: the gRPC
+/// provider at `h2://`, OTLP/HTTP at `http://` (+ `tracesUri`), `sampling`
+/// and `labels` under `tracing` or beside it (never both), `anypoint`
+/// noticed; the `tracing-flex` policy on the route.
+#[test]
+fn flex_tracing_configuration_and_policy() {
+    use crate::config::model::{LabelValue, OtlpProtocol, Sampling};
+    let config = |body: &str| {
+        format!(
+            "{INSTANCE}  policies:
+    - policyRef: {{name: tracing-flex}}
+      config:
+        sampling: {{client: 100, random: 5, overall: 50}}
+        spanName: api-span
+---
+apiVersion: gateway.mulesoft.com/v1beta1
+kind: Configuration
+metadata: {{name: tracing}}
+spec:
+{body}"
+        )
+    };
+    let grpc = "  tracing:
+    provider:
+      type: opentelemetry
+      properties:
+        address: h2://collector.example:4317
+        serviceType: grpc
+        serviceName: my-flex-name
+        timeout: 10s
+  sampling: {client: 100, random: 12.5, overall: 100}
+  labels:
+    - {name: c-literal-tag, type: literal, defaultValue: the-tag}
+    - {name: c-header-tag, type: requestHeader, keyName: ':method', defaultValue: DEFAULT_METHOD}
+";
+    let c = load(&config(grpc));
+    let t = c.server.tracing.clone().expect("tracing");
+    assert_eq!(t.protocol, OtlpProtocol::Grpc);
+    assert_eq!(t.endpoint, "http://collector.example:4317");
+    assert_eq!(t.service_name, "my-flex-name");
+    assert_eq!(t.timeout, Duration::from_secs(10));
+    assert_eq!(
+        t.sampling,
+        Sampling {
+            client: 1_000_000,
+            random: 125_000,
+            overall: 1_000_000
+        }
+    );
+    assert_eq!(t.labels.len(), 2);
+    assert_eq!(t.labels[0].value, LabelValue::Fixed("the-tag".into()));
+    assert_eq!(
+        t.labels[1].value,
+        LabelValue::Header {
+            name: ":method".into(),
+            default: Some("DEFAULT_METHOD".into())
+        }
+    );
+    let p = &c.listeners[0].routes[0].policies;
+    let Some(PolicyConfig::Tracing(o)) =
+        p.iter().map(|p| &p.config).find(|c| c.name() == "tracing")
+    else {
+        panic!("{p:?}")
+    };
+    assert_eq!(o.span_name.as_deref(), Some("api-span"));
+    assert_eq!(
+        o.sampling.map(|s| (s.random, s.overall)),
+        Some((50_000, 500_000))
+    );
+
+    // OTLP/HTTP; sampling under tracing; the traces path
+    let http = "  tracing:
+    provider:
+      type: opentelemetry
+      properties:
+        address: https://otlp.example:4318
+        serviceType: http
+        tracesUri: /otlp/v1/traces
+        httpHeaders: {Authorization: Bearer x}
+    sampling: {random: 1}
+";
+    let t = load(&config(http)).server.tracing.expect("tracing");
+    assert_eq!(t.protocol, OtlpProtocol::Http);
+    assert_eq!(t.endpoint, "https://otlp.example:4318/otlp/v1/traces");
+    assert_eq!(t.sampling.random, 10_000);
+    assert_eq!(t.headers, vec![("authorization".into(), "Bearer x".into())]);
+    let bare = "  tracing:\n    provider:\n      type: opentelemetry\n      properties: {address: 'http://c:4318'}\n";
+    let t = load(&config(bare)).server.tracing.expect("tracing");
+    assert_eq!(t.endpoint, "http://c:4318/v1/traces");
+
+    // anypoint: noticed, nothing exported
+    let anypoint = "  tracing:\n    provider:\n      type: anypoint\n      properties: {timeout: 10s}\n    sampling: {client: 0, random: 0, overall: 0}\n";
+    let c = load(&config(anypoint));
+    assert!(c.server.tracing.is_none());
+    assert!(
+        c.notices.iter().any(|n| n.contains("anypoint")),
+        "{:?}",
+        c.notices
+    );
+
+    // mistakes, each named where it is
+    for (body, says) in [
+        (
+            "  tracing:\n    provider:\n      type: opentelemetry\n      properties: {address: 'h2://c:4317', serviceType: http}\n",
+            "h2:// is a gRPC address",
+        ),
+        (
+            "  tracing:\n    provider:\n      type: opentelemetry\n      properties: {address: 'h2://c:4317/v1'}\n",
+            "without a path",
+        ),
+        (
+            "  tracing:\n    provider: {type: opentelemetry, properties: {address: 'http://c:4318'}}\n    sampling: {random: 1}\n  sampling: {random: 2}\n",
+            "given both here and under `tracing`",
+        ),
+        ("  sampling: {random: 2}\n", "needs `tracing`"),
+        (
+            "  tracing:\n    provider: {type: zipkin, properties: {address: 'http://c:4318'}}\n",
+            "spec.tracing.provider.type",
+        ),
+        (
+            "  tracing:\n    provider: {type: opentelemetry}\n",
+            "needs `properties.address`",
+        ),
+        (
+            "  tracing:\n    provider: {type: opentelemetry, properties: {address: 'http://c:4318'}}\n    labels: [{name: x, type: environment}]\n",
+            "needs `keyName`",
+        ),
+        (
+            "  tracing:\n    provider: {type: opentelemetry, properties: {address: 'http://c:4318'}}\n    sampling: {random: 101}\n",
+            "percentage",
+        ),
+    ] {
+        let e = load_str("flex.yaml", &config(body)).expect_err(body).to_string();
+        assert!(e.contains(says), "{body}: {e}");
+    }
+}

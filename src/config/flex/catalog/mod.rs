@@ -72,6 +72,7 @@ pub const FLEX_NAMES: &[&str] = &[
     "circuit-breaker-flex",
     "tls",
     "tls-outbound",
+    "tracing-flex",
 ];
 
 /// The config fields of each Flex policy we run (what its decoder reads
@@ -92,6 +93,7 @@ pub const FIELDS: &[(&str, &[crate::config::fields::Field])] = &[
     ("circuit-breaker-flex", traffic::CIRCUIT_BREAKER),
     ("tls", tls::TLS_FIELDS),
     ("tls-outbound", tls::TLS_OUT_FIELDS),
+    ("tracing-flex", policy::tracing::FIELDS),
 ];
 
 /// Flex catalog names we know but do not run yet: `validate` says so.
@@ -144,6 +146,8 @@ pub fn decode(
         "tls-outbound" => {
             tls::tls_outbound(d, c, path).map(|(t, h2)| Bound::TlsOutbound(Box::new(t), h2))
         }
+        // the same fields as ours
+        "tracing-flex" => policy(PolicyConfig::decode(d, "tracing", c, path)),
         // our own policies, under our names and fields, are accepted too
         n if policy::NAMES.contains(&n) => policy(PolicyConfig::decode(d, n, c, path)),
         n if NOT_YET.contains(&n) => {
