@@ -296,7 +296,7 @@ def wasm_policy():
     if os.path.exists(path):
         module = os.path.abspath(path)
     else:
-        print(f"flex-gateway bench (w): {path} not built (cargo test --test wasm builds it); "
+        print(f"flex-gateway bench (w): {path} not built (cargo test --release --test integration wasm:: builds it); "
               "measuring the hand-written filter of conf/custom-policy.yaml", file=sys.stderr)
         text = open("conf/custom-policy.yaml").read()
         module = next(l.split("module:", 1)[1].strip().strip('"') for l in text.splitlines() if "module:" in l)

@@ -3,10 +3,9 @@
 //! and forged X-Forwarded-For, CORS (preflights, credentials, subdomain
 //! patterns, Vary), header injection and removal, path rewriting.
 
-mod support;
+use crate::support::*;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
-use support::*;
 
 /// Listen on `::` (IPv4 clients arrive as IPv4-mapped IPv6 addresses) and
 /// trust `::1` as a proxy.

@@ -7,13 +7,12 @@
 //! route, and CORS matches only real origins. Every case checks what the
 //! backend saw, not only the status.
 
-mod support;
+use crate::support::*;
 use base64::Engine;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use support::*;
 
 const SECRET: &str = "assertions-test-secret-0123456789abcdef";
 

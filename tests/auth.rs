@@ -2,9 +2,8 @@
 //! attacker) sees them: statuses, challenges, what reaches the backend, and
 //! that secrets never show in logs or `/config`.
 
-mod support;
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 const BOB_PASSWORD: &str = "bob-plain-Secret-0451";
 const ALICE_PASSWORD: &str = "alice-Secret-9317";

@@ -11,11 +11,10 @@
 //! The timeouts are set to one or two seconds; the trickling client writes
 //! a byte every 100 ms (that is the attack, not synchronisation).
 
-mod support;
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use support::*;
 
 fn gateway(limits: &str, backend: &Backend) -> Gateway {
     let config = with_server_settings(

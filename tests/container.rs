@@ -13,13 +13,12 @@
 //! validated against the Kubernetes schemas, its Deployment's container run
 //! with this image).
 
-mod support;
+use crate::support::*;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn podman(args: &[&str]) -> Output {
     Command::new("podman")

@@ -4,12 +4,10 @@
 //! `kind: Gateway` document, a reload that adds a PolicyBinding, and
 //! `validate` output for broken Flex files.
 
-mod support;
-
+use crate::support::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 /// Every `*.yaml` under a fixture directory (relative path, text with the
 /// backends filled in), plus the server settings.

@@ -3,9 +3,6 @@
 //! checks as the cargo-fuzz targets, in the normal suite, without a
 //! sanitizer build.
 
-#[path = "../fuzz/checks.rs"]
-mod checks;
-
 use std::path::Path;
 
 fn run(target: &str, check: fn(&[u8])) -> usize {
@@ -25,15 +22,15 @@ fn run(target: &str, check: fn(&[u8])) -> usize {
 
 #[test]
 fn the_config_corpus_passes() {
-    assert!(run("config", checks::config) > 0);
+    assert!(run("config", crate::checks::config) > 0);
 }
 
 #[test]
 fn the_path_router_corpus_passes() {
-    assert!(run("path_router", checks::path_router) > 0);
+    assert!(run("path_router", crate::checks::path_router) > 0);
 }
 
 #[test]
 fn the_request_head_corpus_passes() {
-    assert!(run("request_head", checks::request_head) > 0);
+    assert!(run("request_head", crate::checks::request_head) > 0);
 }

@@ -3,11 +3,10 @@
 //! connection closed, before anything reaches the backend; oversized heads
 //! get 431 / 414; an upstream response with ambiguous framing is a 502.
 
-mod support;
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
-use support::*;
 
 /// Send raw bytes; the status code of the answer and whether the gateway
 /// closed the connection after it.

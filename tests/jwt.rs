@@ -4,7 +4,7 @@
 //! JWKS server over real HTTP that rotates keys and goes down, and forged
 //! tokens (alg none, HS/RS confusion, tampered payload).
 
-mod support;
+use crate::support::*;
 use base64::Engine;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use openssl::ec::{EcGroup, EcKey};
@@ -14,7 +14,6 @@ use openssl::rsa::Rsa;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::*;
 
 const ISSUER: &str = "https://issuer.test/";
 const HMAC_SECRET: &str = "hmac-secret-for-tests-0123456789abcdef";

@@ -1,13 +1,12 @@
 //! Operations: admin probes and metrics, hot config reload (SIGHUP and file
 //! watch), and zero-downtime binary upgrades, under bounded load.
 
-mod support;
+use crate::support::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn routes(url: &str, extra: &str) -> String {
     config_with_routes(&format!(

@@ -58,10 +58,7 @@ fn reencode(path: &str, mask: &[bool]) -> String {
     out
 }
 
-// the router of the path_router fuzz target
-#[path = "../fuzz/checks.rs"]
-mod checks;
-use checks::route_of;
+use crate::checks::route_of;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]

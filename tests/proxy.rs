@@ -1,9 +1,8 @@
 //! Proxying as clients and backends see it: forwarded headers, request ids,
 //! path handling, connection reuse, upstream failures, streaming.
 
-mod support;
+use crate::support::*;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn one_route(url: &str, extra: &str) -> String {
     config_with_routes(&format!(

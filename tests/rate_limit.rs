@@ -1,8 +1,7 @@
 //! The rate-limiting policy as a client sees it.
 
-mod support;
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 fn limited(backend: &Backend, max: u32, period: &str) -> String {
     config_with_routes(&format!(

@@ -2,7 +2,7 @@
 //! for exact and wildcard names, an expired one), a real TLS client
 //! (OpenSSL) choosing its SNI name and protocol versions.
 
-mod support;
+use crate::support::*;
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
@@ -14,7 +14,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::*;
 
 struct Ca {
     cert: X509,

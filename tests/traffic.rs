@@ -2,11 +2,10 @@
 //! weighted splits, active health checks with targets stopped and
 //! restarted, passive ejection, retries, circuit breaking.
 
-mod support;
+use crate::support::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// A config with `services` (YAML list items under `spec.services`) and
 /// `routes`.

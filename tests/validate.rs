@@ -1,8 +1,7 @@
 //! `flex-gateway validate`: exit codes and the errors users read.
 
-mod support;
+use crate::support::*;
 use std::process::Command;
-use support::*;
 
 fn validate(path: &std::path::Path) -> (bool, String, String) {
     let out = Command::new(GATEWAY)

@@ -2,8 +2,7 @@
 //! real binaries: the demo catalog backend and the gateway running the
 //! bundled conf/gateway.yaml (ports moved to free ones).
 
-mod support;
-use support::*;
+use crate::support::*;
 
 /// conf/gateway.yaml with the listener on `{port}`, the upstream on the
 /// catalog's port and the process files in the test's directory.

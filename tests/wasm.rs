@@ -2,11 +2,9 @@
 //! run through the real gateway, in `kind: Gateway` form and as Flex
 //! `kind: Extension` resources laid out as the PDK lays them out.
 
-mod support;
-
+use crate::support::*;
 use base64::Engine as _;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// A route `path` to `backend` with one `proxy-wasm` policy (extra YAML
 /// fields, indented for the policy map).

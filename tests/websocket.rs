@@ -1,11 +1,10 @@
 //! Upgrade requests (WebSocket) through the gateway: the 101, then bytes
 //! both ways, over raw sockets on both sides.
 
-mod support;
+use crate::support::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
-use support::*;
 
 /// A backend that answers an upgrade with 101 and then echoes every byte;
 /// it records the request head it got.
