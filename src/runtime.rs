@@ -421,9 +421,21 @@ impl Runtime {
         // a socket whose listener the config dropped finds no route table
         // in the snapshot and answers 404; a new listener's table waits for
         // a process that binds it
+        let level = config.log_level;
         let next = Snapshot::build(config, Some(&old), &self.metrics);
         self.current.store(Arc::new(next));
         self.record(sources, None);
+        // Flex's runtimeLogs.logLevel, unless RUST_LOG fixed the level
+        let was = crate::ops::logging::level();
+        if was.is_some() && crate::ops::logging::set_level(level) {
+            let now = crate::ops::logging::level();
+            if now != was {
+                log::warn!(
+                    "log level now {}",
+                    now.map_or("info", |l| l.as_str()).to_ascii_lowercase()
+                );
+            }
+        }
         Ok(summary)
     }
 }

@@ -21,6 +21,7 @@ mod flex;
 mod fuzz_corpus;
 mod hardening;
 mod jwt;
+mod logging;
 mod operations;
 mod path_properties;
 mod proxy;

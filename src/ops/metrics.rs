@@ -241,6 +241,11 @@ impl Metrics {
         for result in ["exported", "dropped_queue_full", "dropped_export_failed"] {
             let _ = tracing_spans.get_or_create(&[("result", result)]);
         }
+        registry.register(
+            "log_lines_dropped",
+            "Message-logging lines dropped because the log writer fell behind (its queue was full); requests never wait for the log",
+            crate::policy::message_logging::DROPPED.clone(),
+        );
         let client_timeouts = Family::<PhaseLabels, Counter>::default();
         registry.register(
             "client_timeouts",

@@ -5,6 +5,7 @@
 //! attributes.headers['NAME']   attributes.queryParams['NAME']   (or .NAME)
 //! attributes.method   attributes.requestPath   attributes.remoteAddress
 //! authentication.principal   authentication.clientId   vars.claimSet.CLAIM
+//! attributes.statusCode (a response's)   vars.reqId   vars.apiName
 //! 'text'  "text"  42  true  false  null
 //! a ++ b              concatenation
 //! a default b         b when a is null (a missing header, claim, ...)
@@ -32,6 +33,12 @@ pub enum Accessor {
     Principal,
     /// `vars.claimSet.<claim>`.
     Claim(String),
+    /// `attributes.statusCode`: the response's status (null on the request).
+    Status,
+    /// `vars.reqId`: the request id (`x-request-id`).
+    RequestId,
+    /// `vars.apiName` / `vars.apiInstanceName`: the route's id.
+    Route,
 }
 
 /// A value during evaluation.
@@ -56,7 +63,7 @@ impl Val {
         }
     }
 
-    fn truthy(&self) -> bool {
+    pub(crate) fn truthy(&self) -> bool {
         match self {
             Val::Null => false,
             Val::Bool(b) => *b,
@@ -137,9 +144,11 @@ pub struct Input<'a> {
     pub query: Option<&'a str>,
     pub headers: Option<&'a http::HeaderMap>,
     pub x: &'a Exchange,
+    /// A response's status (its headers are then `headers`).
+    pub status: Option<u16>,
 }
 
-pub const SUPPORTED: &str = "attributes.headers['NAME'], attributes.queryParams['NAME'], attributes.method, attributes.requestPath, attributes.remoteAddress, authentication.principal, authentication.clientId, vars.claimSet.CLAIM, literals, ++, default, splitBy, [n], lower, upper, trim, == != < > <= >=, and, or, not, if (...) ... else ...";
+pub const SUPPORTED: &str = "attributes.headers['NAME'], attributes.queryParams['NAME'], attributes.method, attributes.requestPath, attributes.remoteAddress, authentication.principal, authentication.clientId, vars.claimSet.CLAIM, attributes.statusCode, vars.reqId, vars.apiName, literals, ++, default, splitBy, [n], lower, upper, trim, == != < > <= >=, and, or, not, if (...) ... else ...";
 
 impl Expr {
     /// The expression inside `#[...]` (without the brackets).
@@ -192,6 +201,9 @@ fn read(a: &Accessor, i: &Input) -> Val {
                 .map_or(Val::Null, |ip| Val::Str(ip.to_string()))
         }
         Accessor::Principal => text(i.x.consumer.as_deref()),
+        Accessor::Status => i.status.map_or(Val::Null, |s| Val::Num(f64::from(s))),
+        Accessor::RequestId => Val::Str(i.x.request_id.clone()),
+        Accessor::Route => Val::Str(i.x.route_id.to_string()),
         Accessor::Claim(c) => {
             i.x.claims
                 .as_ref()
@@ -561,6 +573,9 @@ impl Parser<'_> {
             ["attributes", "remoteAddress"] => Accessor::RemoteAddress,
             ["authentication", "principal" | "clientId"] => Accessor::Principal,
             ["vars", "claimSet", c] => Accessor::Claim(c.to_string()),
+            ["attributes", "statusCode"] => Accessor::Status,
+            ["vars", "reqId"] => Accessor::RequestId,
+            ["vars", "apiName" | "apiInstanceName"] => Accessor::Route,
             _ => {
                 return Err(format!(
                     "`{whole}` is not supported in expressions (supported: {SUPPORTED})"
@@ -634,6 +649,7 @@ mod tests {
             query: Some("page=2&q=a+b"),
             headers: Some(&headers),
             x: &x,
+            status: None,
         };
         Expr::parse(expr)
             .unwrap_or_else(|e| panic!("{expr}: {e}"))

@@ -214,6 +214,7 @@ impl Template {
                         query: req.query,
                         headers: req.headers,
                         x,
+                        status: None,
                     };
                     out.push_str(&e.eval(&input).text());
                 }

@@ -36,6 +36,7 @@ pub mod headers;
 pub mod introspection;
 pub mod ip_filter;
 pub mod jwt;
+pub mod message_logging; // log lines from requests and responses
 pub mod path_rewrite;
 pub mod rate_limit;
 pub mod spike;
@@ -281,6 +282,7 @@ policies! {
     "cors" => Cors(cors),
     "proxy-wasm" => ProxyWasm(wasm),
     "tracing" => Tracing(tracing),
+    "message-logging" => MessageLogging(message_logging),
 }
 
 impl PolicyConfig {

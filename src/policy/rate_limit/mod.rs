@@ -351,6 +351,7 @@ impl RateLimiter {
                     query: req.uri.query(),
                     headers: Some(&req.headers),
                     x,
+                    status: None,
                 };
                 Some(e.eval(&input).text())
                     .filter(|v| !v.is_empty())

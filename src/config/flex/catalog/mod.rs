@@ -73,6 +73,7 @@ pub const FLEX_NAMES: &[&str] = &[
     "tls",
     "tls-outbound",
     "tracing-flex",
+    "message-logging-flex",
 ];
 
 /// The config fields of each Flex policy we run (what its decoder reads
@@ -94,11 +95,11 @@ pub const FIELDS: &[(&str, &[crate::config::fields::Field])] = &[
     ("tls", tls::TLS_FIELDS),
     ("tls-outbound", tls::TLS_OUT_FIELDS),
     ("tracing-flex", policy::tracing::FIELDS),
+    ("message-logging-flex", policy::message_logging::FIELDS),
 ];
 
 /// Flex catalog names we know but do not run yet: `validate` says so.
 pub const NOT_YET: &[&str] = &[
-    "message-logging-flex",
     "json-threat-protection-flex",
     "http-caching-flex",
     "ldap-authentication-flex",
@@ -148,6 +149,7 @@ pub fn decode(
         }
         // the same fields as ours
         "tracing-flex" => policy(PolicyConfig::decode(d, "tracing", c, path)),
+        "message-logging-flex" => policy(PolicyConfig::decode(d, "message-logging", c, path)),
         // our own policies, under our names and fields, are accepted too
         n if policy::NAMES.contains(&n) => policy(PolicyConfig::decode(d, n, c, path)),
         n if NOT_YET.contains(&n) => {
