@@ -9,19 +9,7 @@ use std::time::Duration;
 #[test]
 fn message_logging_writes_conditional_lines_before_and_after_the_upstream_call() {
     let backend = Backend::echo();
-    let api = format!(
-        r##"apiVersion: gateway.mulesoft.com/v1alpha1
-kind: ApiInstance
-metadata: {{name: shop}}
-spec:
-  address: http://127.0.0.1:{{port}}
-  services:
-    backend:
-      address: {backend}
-      routes:
-        - rules: [{{path: "/api(/.*)"}}]
-  policies:
-    - policyRef: {{name: message-logging-flex}}
+    let policies = r##"    - policyRef: {name: message-logging-flex}
       config:
         loggingConfiguration:
           - itemName: audit
@@ -42,9 +30,8 @@ spec:
               level: DEBUG
               firstSection: true
               secondSection: true
-"##,
-        backend = backend.url()
-    );
+"##;
+    let api = flex_api("shop", "{port}", &backend.url(), policies);
     let gw = Gateway::start_files(
         &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
         &[],
@@ -148,26 +135,13 @@ spec:
 #[test]
 fn a_reload_changes_the_runtime_log_level() {
     let backend = Backend::echo();
-    let api = format!(
-        r##"apiVersion: gateway.mulesoft.com/v1alpha1
-kind: ApiInstance
-metadata: {{name: shop}}
-spec:
-  address: http://127.0.0.1:{{port}}
-  services:
-    backend:
-      address: {backend}
-      routes:
-        - rules: [{{path: "/api(/.*)"}}]
-  policies:
-    - policyRef: {{name: message-logging-flex}}
+    let policies = r##"    - policyRef: {name: message-logging-flex}
       config:
         loggingConfiguration:
           - itemName: detail
-            itemData: {{message: "debug line #[vars.reqId]", level: DEBUG, firstSection: true}}
-"##,
-        backend = backend.url()
-    );
+            itemData: {message: "debug line #[vars.reqId]", level: DEBUG, firstSection: true}
+"##;
+    let api = flex_api("shop", "{port}", &backend.url(), policies);
     let level = |l: &str| {
         format!(
             "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Configuration\nmetadata: {{name: logging}}\nspec:\n  logging:\n    runtimeLogs: {{logLevel: {l}}}\n"

@@ -1677,38 +1677,16 @@ spec:
 "#,
         rport = receiver.port
     );
-    let apis = format!(
-        r#"apiVersion: gateway.mulesoft.com/v1alpha1
-kind: ApiInstance
-metadata: {{name: quiet}}
-spec:
-  address: http://127.0.0.1:{{port}}
-  services:
-    backend:
-      address: {backend}
-      routes:
-        - rules: [{{path: "/api(/.*)"}}]
----
-apiVersion: gateway.mulesoft.com/v1alpha1
-kind: ApiInstance
-metadata: {{name: orders}}
-spec:
-  address: http://127.0.0.1:{{port2}}
-  services:
-    backend:
-      address: {backend}
-      routes:
-        - rules: [{{path: "/api(/.*)"}}]
-  policies:
-    - policyRef: {{name: tracing-flex}}
+    let tracing_flex = r#"    - policyRef: {name: tracing-flex}
       config:
-        sampling: {{client: 100, random: 100, overall: 100}}
+        sampling: {client: 100, random: 100, overall: 100}
         spanName: orders-api
         labels:
-          - {{name: c-literal-tag, type: literal, defaultValue: overridden}}
-"#,
-        backend = backend.url()
-    );
+          - {name: c-literal-tag, type: literal, defaultValue: overridden}
+"#;
+    let apis = flex_api("quiet", "{port}", &backend.url(), "")
+        + "---\n"
+        + &flex_api("orders", "{port2}", &backend.url(), tracing_flex);
     let gw = Gateway::start_files(
         &[("tracing.yaml", config), ("apis.yaml", apis)],
         &[("FLEX_NAME", "edge-7")],

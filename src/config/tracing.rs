@@ -255,6 +255,14 @@ fn grpc_endpoint(d: &mut Decoder, n: &Node, path: &str, url: &str) -> Option<Str
         );
         return None;
     }
+    if u.port_u16().is_none() {
+        d.error(
+            n.pos,
+            path,
+            format!("{url:?}: give the gRPC collector's port (OTLP/gRPC's is 4317)"),
+        );
+        return None;
+    }
     Some(format!("{}://{}", u.scheme_str()?, u.authority()?))
 }
 

@@ -1040,6 +1040,21 @@ spec:
     )
 }
 
+/// A Flex `ApiInstance` called `name` listening on `port` (a template:
+/// `{port}`, `{port2}`), proxying `/api(/.*)` to `backend`, with
+/// `policies`: the YAML of its `spec.policies` items, indented four
+/// spaces (or nothing).
+pub fn flex_api(name: &str, port: &str, backend: &str, policies: &str) -> String {
+    let policies = if policies.is_empty() {
+        String::new()
+    } else {
+        format!("  policies:\n{policies}")
+    };
+    format!(
+        "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: ApiInstance\nmetadata: {{name: {name}}}\nspec:\n  address: http://127.0.0.1:{port}\n  services:\n    backend:\n      address: {backend}\n      routes:\n        - rules: [{{path: \"/api(/.*)\"}}]\n{policies}"
+    )
+}
+
 /// Server settings for a test gateway as a document of their own: a
 /// `kind: Gateway` holding only `spec.server`, beside Flex resources
 /// (`{dir}` and `{admin}` filled by [`Gateway::start_files`]).

@@ -335,6 +335,10 @@ spec:
         ),
         ("  sampling: {random: 2}\n", "needs `tracing`"),
         (
+            "  tracing:\n    provider:\n      type: opentelemetry\n      properties: {address: 'h2://collector'}\n",
+            "give the gRPC collector's port",
+        ),
+        (
             "  tracing:\n    provider: {type: zipkin, properties: {address: 'http://c:4318'}}\n",
             "spec.tracing.provider.type",
         ),
