@@ -420,6 +420,16 @@ fn replayable(session: &mut Session) -> bool {
 }
 
 impl Ctx {
+    /// The request's route is chosen (found, or found for another
+    /// method): its id for the policies and logs, its tracing rules.
+    fn enter_route(&mut self, route: &Arc<CompiledRoute>) {
+        self.x.route_id = route.id.clone();
+        if let Some(t) = self.trace.as_mut() {
+            t.for_route(route.tracing.as_ref());
+        }
+        self.route = Some(route.clone());
+    }
+
     /// Take a retry if the route allows another and the service's budget
     /// and `maxRetries` do.
     fn take_retry(&mut self) -> bool {
@@ -610,11 +620,7 @@ impl ProxyHttp for Gateway {
         let rejection = match found {
             Some(Match::Found(route)) => {
                 let route = route.clone();
-                ctx.x.route_id = route.id.clone();
-                if let Some(t) = ctx.trace.as_mut() {
-                    t.for_route(route.tracing.as_ref());
-                }
-                ctx.route = Some(route.clone());
+                ctx.enter_route(&route);
                 ctx.body_limit = route
                     .config
                     .max_body_size
@@ -640,11 +646,7 @@ impl ProxyHttp for Gateway {
             Some(Match::MethodNotAllowed { allow, route }) => {
                 // the route's policies may answer it (a CORS preflight)
                 let route = route.clone();
-                ctx.x.route_id = route.id.clone();
-                if let Some(t) = ctx.trace.as_mut() {
-                    t.for_route(route.tracing.as_ref());
-                }
-                ctx.route = Some(route.clone());
+                ctx.enter_route(&route);
                 let answered = route
                     .chain
                     .on_method_not_allowed(req, &mut ctx.x, &mut ctx.ran);

@@ -426,15 +426,8 @@ impl Runtime {
         self.current.store(Arc::new(next));
         self.record(sources, None);
         // Flex's runtimeLogs.logLevel, unless RUST_LOG fixed the level
-        let was = crate::ops::logging::level();
-        if was.is_some() && crate::ops::logging::set_level(level) {
-            let now = crate::ops::logging::level();
-            if now != was {
-                log::warn!(
-                    "log level now {}",
-                    now.map_or("info", |l| l.as_str()).to_ascii_lowercase()
-                );
-            }
+        if let Some(now) = crate::ops::logging::apply_level(level) {
+            log::warn!("log level now {}", now.as_str().to_ascii_lowercase());
         }
         Ok(summary)
     }

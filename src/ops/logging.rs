@@ -5,7 +5,7 @@
 //! The level: `RUST_LOG` when it is set (`RUST_LOG=info,access=off`
 //! switches the access log off), fixed for the process. Otherwise Flex's
 //! `runtimeLogs.logLevel` (default `info`), which a reload changes
-//! ([`set_level`]); access lines are written whatever that level is.
+//! ([`apply_level`]); access lines are written whatever that level is.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,34 +82,25 @@ pub fn init_at(level: Option<log::LevelFilter>) {
     if from_env {
         log::set_max_level(env_max);
     } else {
-        set_level(level);
+        store(level.unwrap_or(log::LevelFilter::Info));
     }
 }
 
-/// The level a (re)loaded configuration gives (`None`: `info`); `false`
-/// when `RUST_LOG` rules and it is not applied.
-pub fn set_level(level: Option<log::LevelFilter>) -> bool {
-    if rust_log() {
-        return false;
-    }
+/// The level a reloaded configuration gives (`None`: `info`): the new
+/// level when it changed; `None` when unchanged, or when `RUST_LOG` rules
+/// (or no logger of ours is installed).
+pub fn apply_level(level: Option<log::LevelFilter>) -> Option<log::LevelFilter> {
     let level = level.unwrap_or(log::LevelFilter::Info);
+    let old = LEVEL.load(Ordering::Relaxed);
+    if old == usize::MAX || old == level as usize {
+        return None;
+    }
+    store(level);
+    Some(level)
+}
+
+fn store(level: log::LevelFilter) {
     LEVEL.store(level as usize, Ordering::Relaxed);
     // access lines are info: the macros must let them through
     log::set_max_level(level.max(log::LevelFilter::Info));
-    true
-}
-
-/// The configured level, when it is the config's (not `RUST_LOG`'s).
-pub fn level() -> Option<log::LevelFilter> {
-    let level = LEVEL.load(Ordering::Relaxed);
-    [
-        log::LevelFilter::Off,
-        log::LevelFilter::Error,
-        log::LevelFilter::Warn,
-        log::LevelFilter::Info,
-        log::LevelFilter::Debug,
-        log::LevelFilter::Trace,
-    ]
-    .into_iter()
-    .find(|l| *l as usize == level)
 }
