@@ -348,6 +348,8 @@ fn main() -> ExitCode {
             // SAFETY: setting a signal disposition to SIG_IGN touches no memory.
             unsafe {
                 libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                // SIGUSR1 (logrotate: reopen the log files) likewise
+                libc::signal(libc::SIGUSR1, libc::SIG_IGN);
             }
             ops::init::reap_orphans_if_pid1();
             let (c, sources) = match load_as(&config.config, "text") {
@@ -355,6 +357,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             ops::logging::init_at(c.log_level);
+            ops::logging::apply_outputs(c.logging.as_ref());
             log::info!(
                 "flex-gateway {} loaded {} ({})",
                 env!("CARGO_PKG_VERSION"),

@@ -422,6 +422,7 @@ impl Runtime {
         // in the snapshot and answers 404; a new listener's table waits for
         // a process that binds it
         let level = config.log_level;
+        crate::ops::logging::apply_outputs(config.logging.as_ref());
         let next = Snapshot::build(config, Some(&old), &self.metrics);
         self.current.store(Arc::new(next));
         self.record(sources, None);

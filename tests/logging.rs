@@ -2,8 +2,11 @@
 //! operator reads it: lines built from the request before the upstream
 //! call and from the response after it, only when their condition holds,
 //! at their level, in the runtime log; the request itself unchanged.
+//! Flex's log outputs (file, http, syslog, stdout) as a log pipeline
+//! receives them, under rotation, and when one of them is down.
 
 use crate::support::*;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[test]
@@ -172,4 +175,385 @@ fn a_reload_changes_the_runtime_log_level() {
         gw.log_text().contains("debug line after-2")
     });
     assert!(!gw.log_text().contains("debug line before-1"));
+}
+
+/// Message logging items of the access-log example in Flex's docs
+/// (a line before the upstream call, one after it).
+const ACCESS_ITEMS: &str = r##"    - policyRef: {name: message-logging-flex}
+      config:
+        loggingConfiguration:
+          - itemName: "Access Log Request"
+            itemData:
+              message: "#[attributes.method ++ ' ' ++ attributes.requestPath ++ ' ' ++ vars.reqId]"
+              level: INFO
+              firstSection: true
+          - itemName: "Access Log Response"
+            itemData:
+              message: "#['status ' ++ attributes.statusCode ++ ' ' ++ vars.reqId]"
+              level: INFO
+              secondSection: true
+"##;
+
+fn logging_config(spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Configuration\nmetadata: {{name: logging}}\nspec:\n  logging:\n{spec}"
+    )
+}
+
+/// A syslog server on a UDP port of loopback: the datagrams it received.
+fn syslog_listener() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        // ends with the test process; a weak reference stops it earlier
+        let weak = Arc::downgrade(&seen);
+        drop(seen);
+        while let Some(seen) = weak.upgrade() {
+            if let Ok(n) = socket.recv(&mut buf) {
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).to_string());
+            }
+        }
+    });
+    (port, got)
+}
+
+/// Flex's `logging.outputs` as written in its docs: runtime lines to a
+/// file (Flex's template) and syslog; access lines (message logging and
+/// the JSON access log) to the file, an HTTP collector (JSON lines, with
+/// its header and basic credentials), syslog and stdout.
+#[test]
+fn flex_log_outputs_deliver_runtime_and_access_lines_to_file_http_syslog_and_stdout() {
+    let backend = Backend::echo();
+    let collector = Backend::start(|_| Reply::Json(200, "{}".into()));
+    let (syslog_port, datagrams) = syslog_listener();
+    let api = flex_api("shop", "{port}", &backend.url(), ACCESS_ITEMS);
+    let logging = logging_config(&format!(
+        r#"    outputs:
+    - name: default
+      type: file
+      parameters:
+        file: "{{dir}}/flex.log"
+        format: template
+        template: |
+          [{{logger}}][{{level}}][{{kind}}] {{message}}
+    - name: collector
+      type: http
+      parameters:
+        Host: 127.0.0.1
+        Port: {}
+        URI: /receiver/v1/http/key
+        Format: json_lines
+        json_date_key: timestamp
+        json_date_format: iso8601
+        header: "X-Sumo-Category flex"
+        http_User: shipper
+        http_Passwd: s3cret-pass
+    - name: rsyslog
+      type: syslog
+      parameters: {{host: 127.0.0.1, port: {syslog_port}, mode: udp, syslog_format: rfc5424}}
+    - name: console
+      type: stdout
+    runtimeLogs:
+      logLevel: info
+      outputs: [default, rsyslog]
+    accessLogs:
+      outputs: [default, collector, rsyslog, console]
+"#,
+        collector.port
+    ));
+    let gw = Gateway::start_files(
+        &[
+            ("api.yaml", api),
+            ("logging.yaml", logging),
+            ("server.yaml", SERVER_ONLY.to_string()),
+        ],
+        &[("RUST_LOG", "")],
+    );
+    gw.wait_ready();
+    let mut c = gw.connect();
+    for i in 0..3 {
+        let id = format!("out-req-{i}");
+        let r = c.request(
+            "GET",
+            &format!("/api/items/{i}"),
+            &[("x-request-id", &id)],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+    }
+    // the file: Flex's template, runtime and access lines
+    let file = gw.dir.join("flex.log");
+    let mut text = String::new();
+    wait_until(Duration::from_secs(10), "the file output", || {
+        text = std::fs::read_to_string(&file).unwrap_or_default();
+        text.contains("status 200 out-req-2") && text.contains("\"requestId\":\"out-req-2\"")
+    });
+    assert!(
+        text.contains("[message-logging][info][access] [req: out-req-0] [")
+            && text.contains("GET /api/items/0 out-req-0"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("[access][info][access] {") && l.contains("out-req-1")),
+        "the JSON access line, as the message: {text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("][info][runtime] ready: pid")),
+        "runtime lines: {text}"
+    );
+    // the collector: JSON lines, its header, its credentials
+    let mut posts = Vec::new();
+    wait_until(Duration::from_secs(10), "the HTTP collector", || {
+        posts = collector.seen.lock().unwrap().clone();
+        posts
+            .iter()
+            .any(|p| String::from_utf8_lossy(&p.body).contains("status 200 out-req-2"))
+    });
+    let p = &posts[0];
+    assert_eq!(p.method, "POST");
+    assert_eq!(p.target, "/receiver/v1/http/key");
+    assert_eq!(p.header("x-sumo-category"), Some("flex"));
+    assert_eq!(p.header("content-type"), Some("application/x-ndjson"));
+    let expected = format!("Basic {}", base64_encode(b"shipper:s3cret-pass"));
+    assert_eq!(p.header("authorization"), Some(expected.as_str()));
+    let records: Vec<serde_json::Value> = posts
+        .iter()
+        .flat_map(|p| {
+            String::from_utf8_lossy(&p.body)
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        records.iter().all(|r| r["kind"] == "access"),
+        "access lines only: {records:?}"
+    );
+    let r = records
+        .iter()
+        .find(|r| {
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("GET /api/items/1 out-req-1"))
+        })
+        .expect("the request line of out-req-1");
+    assert_eq!(r["logger"], "message-logging");
+    assert_eq!(r["level"], "info");
+    assert!(
+        r["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{r}"
+    );
+    // syslog: RFC 5424, runtime and access
+    let mut got = Vec::new();
+    wait_until(Duration::from_secs(10), "the syslog datagrams", || {
+        got = datagrams.lock().unwrap().clone();
+        got.iter().any(|d| d.contains("status 200 out-req-2"))
+            && got.iter().any(|d| d.contains("ready: pid"))
+    });
+    let d = got
+        .iter()
+        .find(|d| d.contains("status 200 out-req-2"))
+        .unwrap();
+    assert!(d.starts_with("<14>1 "), "facility user, severity info: {d}");
+    assert!(d.contains(" flex-gateway "), "{d}");
+    // stdout: JSON lines
+    let mut out = String::new();
+    wait_until(Duration::from_secs(10), "the stdout output", || {
+        out = std::fs::read_to_string(gw.dir.join("stdout.log")).unwrap_or_default();
+        out.contains("status 200 out-req-2")
+    });
+    for l in out.lines().filter(|l| l.contains("out-req")) {
+        let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line on stdout");
+        assert!(v["date"].as_f64().is_some(), "{v}");
+    }
+    // the password is never shown
+    let config = gw.admin("/config").text();
+    assert!(config.contains("\"collector\""), "{config}");
+    assert!(!config.contains("s3cret-pass"), "{config}");
+    assert!(!gw.log_text().contains("s3cret-pass"));
+    assert_eq!(gw.metric("flexgw_log_lines_dropped_total"), 0.0);
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A file output under rotation: the real logrotate renames the file
+/// and signals SIGUSR1 (the gateway reopens at once); a rename without a
+/// signal is noticed within seconds; a reload that names another file
+/// moves the lines there. No line is lost on the way.
+#[test]
+fn file_outputs_follow_logrotate_sigusr1_renames_and_reloads() {
+    let backend = Backend::echo();
+    let api = flex_api("shop", "{port}", &backend.url(), ACCESS_ITEMS);
+    let logging = |file: &str| {
+        logging_config(&format!(
+            "    outputs:\n    - {{name: f, type: file, parameters: {{path: \"{{dir}}/logs\", file: {file}, mkdir: on}}}}\n    accessLogs: {{outputs: [f]}}\n"
+        ))
+    };
+    let gw = Gateway::start_files(
+        &[
+            ("api.yaml", api),
+            ("logging.yaml", logging("gw.log")),
+            ("server.yaml", SERVER_ONLY.to_string()),
+        ],
+        &[],
+    );
+    gw.wait_ready();
+    let logs = gw.dir.join("logs");
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    let get = |id: &str| {
+        let r = gw
+            .connect()
+            .request("GET", "/api/x", &[("x-request-id", id)], b"");
+        assert_eq!(r.status, 200);
+    };
+    let landed = |name: &str, id: &str| {
+        let needle = format!("status 200 {id}");
+        wait_until(Duration::from_secs(10), &format!("{id} in {name}"), || {
+            read(name).contains(&needle)
+        });
+    };
+    get("rot-1");
+    landed("gw.log", "rot-1");
+    // plain JSON lines by default
+    let first = read("gw.log");
+    for l in first.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+        assert_eq!(v["kind"], "access", "{v}");
+    }
+
+    // the real logrotate: rename, create, SIGUSR1
+    let conf = gw.dir.join("logrotate.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}/*.log {{\n  rotate 3\n  missingok\n  create 0640\n  postrotate\n    kill -USR1 {}\n  endscript\n}}\n",
+            logs.display(),
+            gw.child.id()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(gw.dir.join("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .expect("logrotate (Debian package logrotate; .ci/deps installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(read("gw.log.1").contains("status 200 rot-1"));
+    wait_until(Duration::from_secs(10), "the SIGUSR1 notice", || {
+        gw.log_text().contains("SIGUSR1: log files reopen")
+    });
+    get("rot-2");
+    landed("gw.log", "rot-2");
+    assert!(
+        !read("gw.log.1").contains("rot-2"),
+        "the rotated file is left alone"
+    );
+
+    // a rename without a signal (a rotation whose postrotate failed)
+    std::fs::rename(logs.join("gw.log"), logs.join("moved.log")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    get("rot-3");
+    landed("gw.log", "rot-3");
+    assert!(read("moved.log").contains("status 200 rot-2"));
+
+    // a reload that names another file
+    std::fs::write(
+        gw.dir.join("logging.yaml"),
+        logging("other.log").replace("{dir}", &gw.dir.display().to_string()),
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(15), "the reload", || {
+        gw.log_text().matches("log output \"f\" ready").count() >= 2
+    });
+    get("rot-4");
+    landed("other.log", "rot-4");
+    assert!(!read("gw.log").contains("rot-4"));
+    assert_eq!(gw.metric("flexgw_log_lines_dropped_total"), 0.0);
+}
+
+/// An HTTP collector that accepts connections and never answers: every
+/// request still succeeds at once, the file output beside it still gets
+/// its lines, and the lost lines are counted.
+#[test]
+fn a_blackholed_http_output_changes_no_request() {
+    let backend = Backend::echo();
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hole.incoming().flatten() {
+            held.push(s); // accepted, never read, never answered
+        }
+    });
+    let api = flex_api("shop", "{port}", &backend.url(), ACCESS_ITEMS);
+    let logging = logging_config(&format!(
+        "    outputs:\n    - {{name: hole, type: http, parameters: {{host: 127.0.0.1, port: {hole_port}, retry_limit: 0}}}}\n    - {{name: f, type: file, parameters: {{file: \"{{dir}}/access.log\"}}}}\n    accessLogs: {{outputs: [hole, f]}}\n"
+    ));
+    let gw = Gateway::start_files(
+        &[
+            ("api.yaml", api),
+            ("logging.yaml", logging),
+            ("server.yaml", SERVER_ONLY.to_string()),
+        ],
+        &[],
+    );
+    gw.wait_ready();
+    let mut c = gw.connect();
+    for i in 0..40 {
+        let r = c.request(
+            "GET",
+            "/api/x",
+            &[("x-request-id", &format!("bh-{i}"))],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(backend.count(), 40);
+    wait_until(Duration::from_secs(10), "the file output", || {
+        std::fs::read_to_string(gw.dir.join("access.log"))
+            .unwrap_or_default()
+            .contains("status 200 bh-39")
+    });
+    // the collector's timeout (5 s) ends the batch: dropped, counted, said
+    wait_until(Duration::from_secs(20), "the dropped lines counted", || {
+        gw.metric("flexgw_log_lines_dropped_total") > 0.0
+    });
+    wait_until(Duration::from_secs(5), "the warning", || {
+        gw.log_text().contains("log output \"hole\"")
+    });
 }

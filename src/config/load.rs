@@ -170,6 +170,7 @@ fn finish(
     let mut config = assemble(&docs, errors);
     config.notices = compiled.notices;
     config.log_level = compiled.log_level;
+    config.logging = compiled.logging;
     if config.server.tracing.is_none() {
         let traced = config.listeners.iter().flat_map(|l| &l.routes).filter(|r| {
             r.policies
@@ -522,6 +523,7 @@ fn assemble(docs: &[GatewayDoc], errors: &mut Vec<ConfigError>) -> Config {
         referenced_files: Vec::new(),
         notices: Vec::new(),
         log_level: None,
+        logging: None,
     }
 }
 

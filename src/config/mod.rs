@@ -9,6 +9,7 @@ pub mod fields; // every mapping's fields: the decoder's keys and the JSON Schem
 pub mod flex; // Flex Gateway Local Mode resources
 pub mod jsonschema; // `flex-gateway schema`, from the field tables
 pub mod load;
+pub mod logging; // Flex logging outputs: file, http, stdout, syslog
 pub mod model;
 pub mod route_upstream; // a route's upstream, timeouts, retries
 pub mod rules; // Flex request rules (regexes) and route rewriting

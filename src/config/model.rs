@@ -31,6 +31,8 @@ pub struct Config {
     pub notices: Vec<String>,
     /// Flex `logging.runtimeLogs.logLevel`.
     pub log_level: Option<log::LevelFilter>,
+    /// Flex `logging`: where runtime and access logs go besides stderr.
+    pub logging: Option<super::logging::LoggingSettings>,
 }
 
 /// A listening socket and the routes served on it (from every Gateway

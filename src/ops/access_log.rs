@@ -1,4 +1,5 @@
-//! One JSON line per request on the `access` log target.
+//! One JSON line per request on the `access` log target: to stderr and
+//! Flex's `accessLogs.outputs`, through the writers' queues.
 
 use super::logging::ACCESS_TARGET;
 use serde::Serialize;
@@ -32,7 +33,7 @@ pub fn enabled() -> bool {
 
 pub fn write(line: &AccessLine<'_>) {
     match serde_json::to_string(line) {
-        Ok(json) => log::info!(target: ACCESS_TARGET, "{json}"),
+        Ok(json) => super::logging::access(log::Level::Info, ACCESS_TARGET, json),
         Err(e) => log::warn!("access log line not written: {e}"),
     }
 }

@@ -144,6 +144,7 @@ pub fn config_tree(c: &Config) -> Value {
         "gateways": c.gateways,
         "listeners": listeners,
         "services": services,
+        "logging": c.logging.as_ref().map(crate::config::logging::describe),
         "server": {
             "threads": s.threads,
             "pidFile": s.pid_file,

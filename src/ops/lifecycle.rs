@@ -8,6 +8,7 @@
 //!   after a binary upgrade systemd follows the new process).
 //! - On SIGTERM or on handing sockets to an upgraded process: `Draining`.
 //! - SIGHUP, or a change under the config path (polled, debounced): reload.
+//! - SIGUSR1: the log outputs' files reopen (after a log rotation).
 
 use crate::runtime::{Phase, Runtime};
 use async_trait::async_trait;
@@ -176,10 +177,27 @@ async fn on_sighup(runtime: Arc<Runtime>) {
     }
 }
 
+/// SIGUSR1 (logrotate's postrotate): file outputs reopen their files.
+async fn on_sigusr1() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot handle SIGUSR1: {e}");
+            return;
+        }
+    };
+    while usr1.recv().await.is_some() {
+        crate::ops::logging::reopen();
+        log::info!("SIGUSR1: log files reopen");
+    }
+}
+
 #[async_trait]
 impl BackgroundService for Lifecycle {
     async fn start(&self, shutdown: ShutdownWatch) {
         tokio::spawn(on_sighup(self.runtime.clone()));
+        tokio::spawn(on_sigusr1());
         if self.watch {
             tokio::spawn(watch_files(self.runtime.clone(), shutdown.clone()));
         }

@@ -243,8 +243,8 @@ impl Metrics {
         }
         registry.register(
             "log_lines_dropped",
-            "Message-logging lines dropped because the log writer fell behind (its queue was full); requests never wait for the log",
-            crate::policy::message_logging::DROPPED.clone(),
+            "Log lines dropped because a log writer fell behind (its queue was full) or an output failed (file, http, syslog); requests never wait for the log",
+            crate::ops::logging::DROPPED.clone(),
         );
         let client_timeouts = Family::<PhaseLabels, Counter>::default();
         registry.register(

@@ -21,9 +21,10 @@
 //! under the log target `message-logging`, so the runtime log level
 //! (`RUST_LOG`, Flex's `runtimeLogs.logLevel`) filters it as it filters
 //! any other line (a DEBUG item at level info is not written, and costs
-//! one comparison). Lines go through a bounded queue to a thread of their
-//! own: a request never waits for the log; a full queue drops the line,
-//! counted in `flexgw_log_lines_dropped_total`. Expressions are the
+//! one comparison). They are access lines (`ops::logging::access`): to
+//! stderr and Flex's `accessLogs.outputs` through bounded queues, so a
+//! request never waits for the log; a full queue drops the line, counted
+//! in `flexgw_log_lines_dropped_total`. Expressions are the
 //! subset `src/policy/expr.rs` documents (with `attributes.statusCode`
 //! and the response's headers after the call); `payload` (the body) is
 //! not supported and is a validate error.
@@ -36,10 +37,8 @@ use crate::config::yaml::Node;
 use crate::exchange::Exchange;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
-use prometheus_client::metrics::counter::Counter;
 use serde_json::{json, Value};
-use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::Arc;
 
 pub const FIELDS: &[Field] = &[f(
     "loggingConfiguration",
@@ -205,38 +204,6 @@ pub fn describe(c: &Config) -> Value {
 /// The log target of message lines.
 pub const TARGET: &str = "message-logging";
 
-/// Lines dropped because the writer fell behind
-/// (`flexgw_log_lines_dropped_total`).
-pub static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
-
-/// Lines waiting for the writer thread at most.
-const QUEUE: usize = 8192;
-
-/// The writer thread's queue (started with the first line).
-fn queue() -> &'static SyncSender<(log::Level, String)> {
-    static Q: OnceLock<SyncSender<(log::Level, String)>> = OnceLock::new();
-    Q.get_or_init(|| {
-        let (tx, rx) = sync_channel::<(log::Level, String)>(QUEUE);
-        let spawned = std::thread::Builder::new()
-            .name("flexgw-msglog".into())
-            .spawn(move || {
-                for (level, line) in rx {
-                    log::logger().log(
-                        &log::Record::builder()
-                            .level(level)
-                            .target(TARGET)
-                            .args(format_args!("{line}"))
-                            .build(),
-                    );
-                }
-            });
-        if let Err(e) = spawned {
-            log::error!("message logging: cannot start its writer: {e}");
-        }
-        tx
-    })
-}
-
 struct MessageLogging {
     items: Vec<Item>,
 }
@@ -273,9 +240,7 @@ impl MessageLogging {
                 "[req: {}] [{}] [{}] {category}{message}",
                 input.x.request_id, input.x.route_id, i.name
             );
-            if queue().try_send((i.level, line)).is_err() {
-                DROPPED.inc();
-            }
+            crate::ops::logging::access(i.level, TARGET, line);
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Compiled {
     /// Said once at start (and by `validate`): what is accepted but not applied.
     pub notices: Vec<String>,
     pub log_level: Option<log::LevelFilter>,
+    /// Flex's `logging` outputs.
+    pub logging: Option<crate::config::logging::LoggingSettings>,
     /// `Configuration` settings, laid over the server settings (of a
     /// `kind: Gateway` document's `spec.server`, or the defaults).
     pub server: ServerPatch,

@@ -1,5 +1,5 @@
 //! `Configuration` resources: the keys we implement (`sharedStorage`,
-//! `timeouts`, `logging.runtimeLogs.logLevel`, `probe`, `tracing`) decoded; the rest
+//! `timeouts`, `logging`, `probe`, `tracing`) decoded; the rest
 //! accepted and kept as notices (said at start, never silently dropped).
 
 use super::compile::{here, Compiled, Errors};
@@ -27,6 +27,8 @@ pub struct ConfigRes {
     pub shared_storage: Option<crate::store::RedisSettings>,
     pub timeouts: Option<FlexTimeouts>,
     pub log_level: Option<log::LevelFilter>,
+    /// `logging`: outputs of the runtime and access logs.
+    pub logging: Option<crate::config::logging::LoggingSettings>,
     /// `probe: {enabled, port}`: `Some(None)` disables it.
     pub probe: Option<Option<u16>>,
     /// `tracing` (with `sampling` and `labels` beside it): `Some(None)`
@@ -37,7 +39,8 @@ pub struct ConfigRes {
 }
 
 pub const CONFIG_KEYS: &[Field] = &[
-    f("logging", Ty::Obj(LOGGING_FIELDS)),
+    f("logging", Ty::Obj(crate::config::logging::FIELDS))
+        .doc("Log level, and outputs (file, http, stdout, syslog) for runtime and access logs."),
     f("sharedStorage", Ty::Obj(STORAGE_FIELDS)).doc("Redis for cluster-wide rate limits."),
     f("timeouts", Ty::Obj(TIMEOUT_FIELDS)),
     f("forwardProxy", Ty::Any).doc("Not implemented: accepted and reported."),
@@ -59,18 +62,6 @@ const TIMEOUT_FIELDS: &[Field] = &[
     f("upstreamConnectionIdleSeconds", POSITIVE),
     f("upstreamResponseSeconds", POSITIVE).default("15"),
     f("streamIdleSeconds", POSITIVE),
-];
-const LOGGING_FIELDS: &[Field] = &[
-    f("runtimeLogs", Ty::Obj(RUNTIME_LOG_FIELDS)),
-    f("accessLogs", Ty::Any).doc("Not applied: access logs go to stdout."),
-    f("outputs", Ty::Any).doc("Not applied: logs go to journald / stderr."),
-];
-const RUNTIME_LOG_FIELDS: &[Field] = &[
-    f(
-        "logLevel",
-        Ty::AnyCase(&["trace", "debug", "info", "warn", "warning", "error", "off"]),
-    ),
-    f("outputs", Ty::Any).doc("Not applied."),
 ];
 const PROBE_FIELDS: &[Field] = &[
     f("enabled", BOOL).default("true"),
@@ -101,6 +92,7 @@ pub fn decode(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ConfigRes> {
         shared_storage: None,
         timeouts: None,
         log_level: None,
+        logging: None,
         probe: None,
         tracing: None,
         not_applied: Vec::new(),
@@ -125,43 +117,10 @@ pub fn decode(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ConfigRes> {
                 });
             }
             "logging" => {
-                let Some(g) = d.map(n, &at, LOGGING_FIELDS) else {
-                    continue;
-                };
-                for (k, v) in g.keys() {
-                    let kp = join(&at, k);
-                    if k != "runtimeLogs" {
-                        out.not_applied
-                            .push(format!("{kp} (logs go to journald / stderr)"));
-                        continue;
-                    }
-                    let Some(r) = d.map(v, &kp, RUNTIME_LOG_FIELDS) else {
-                        continue;
-                    };
-                    if r.get("outputs").is_some() {
-                        out.not_applied.push(format!("{kp}.outputs"));
-                    }
-                    if let Some(l) = r.get("logLevel") {
-                        let lp = join(&kp, "logLevel");
-                        let level = d.scalar(l, &lp, "a log level").map(str::to_ascii_lowercase);
-                        out.log_level = match level.as_deref() {
-                            Some("trace") => Some(log::LevelFilter::Trace),
-                            Some("debug") => Some(log::LevelFilter::Debug),
-                            Some("info") => Some(log::LevelFilter::Info),
-                            Some("warn" | "warning") => Some(log::LevelFilter::Warn),
-                            Some("error") => Some(log::LevelFilter::Error),
-                            Some("off") => Some(log::LevelFilter::Off),
-                            Some(other) => {
-                                d.error(
-                                    l.pos,
-                                    &lp,
-                                    format!("{other:?}: expected trace, debug, info, warn, error or off"),
-                                );
-                                None
-                            }
-                            None => None,
-                        };
-                    }
+                let mut level = None;
+                if let Some(l) = crate::config::logging::decode(d, n, &at, &mut level) {
+                    out.logging = Some(l);
+                    out.log_level = level;
                 }
             }
             "probe" => {
@@ -299,9 +258,10 @@ pub(super) fn apply(configs: &[&ConfigRes], out: &mut Compiled, err: &mut Errors
                 ));
             }
         }
-        if let Some(level) = c.log_level {
+        if let Some(logging) = &c.logging {
             once(err, "logging");
-            out.log_level = Some(level);
+            out.log_level = c.log_level;
+            out.logging = Some(logging.clone());
         }
         if let Some(t) = &c.tracing {
             once(err, "tracing");

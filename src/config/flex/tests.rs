@@ -359,3 +359,149 @@ spec:
         assert!(e.contains(says), "{body}: {e}");
     }
 }
+
+/// `Configuration.spec.logging` as Flex's documents write it: Fluent
+/// Bit's output types and parameters (any letter case), `file` as an
+/// absolute path or `path` + `file`, outputs named by the runtime and
+/// access logs; every mistake named where it is.
+#[test]
+fn flex_logging_outputs() {
+    use crate::config::logging::{
+        DateFormat, FileFormat, JsonFormat, RecordField, Sink, TemplatePiece,
+    };
+    let config = |body: &str| {
+        format!(
+            "{INSTANCE}---
+apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Configuration
+metadata: {{name: logging}}
+spec:
+  logging:
+{body}"
+        )
+    };
+    let all = "    outputs:
+    - name: default
+      type: file
+      parameters:
+        file: /var/log/flex/log.txt
+        format: template
+        template: |
+          [{logger}][{level}][{kind}] {message}
+    - name: folder
+      type: file
+      parameters: {Path: /var/log/flex, File: gw.log, Mkdir: on}
+    - name: collector
+      type: http
+      parameters:
+        host: collectors.example.com
+        port: 443
+        URI: /receiver/v1/http/key
+        format: json_lines
+        json_date_key: timestamp
+        json_date_format: iso8601
+        tls: On
+        header: [\"X-Token abc\", \"X-Env prod\"]
+        http_User: u
+        http_Passwd: p4ss
+    - name: rsyslog
+      type: syslog
+      parameters: {host: 127.0.0.1, port: 5514, mode: tcp, syslog_format: rfc3164}
+    - name: console
+      type: stdout
+    runtimeLogs:
+      logLevel: debug
+      outputs: [default, rsyslog]
+    accessLogs:
+      outputs: [default, folder, collector, console]
+";
+    let c = load(&config(all));
+    assert_eq!(c.log_level, Some(log::LevelFilter::Debug));
+    let l = c.logging.expect("logging");
+    assert_eq!(l.runtime, vec![0, 3]);
+    assert_eq!(l.access, vec![0, 1, 2, 4]);
+    let Sink::File {
+        path,
+        format: FileFormat::Template(t),
+        mkdir: false,
+    } = &l.outputs[0].sink
+    else {
+        panic!("{:?}", l.outputs[0])
+    };
+    assert_eq!(path.to_str(), Some("/var/log/flex/log.txt"));
+    assert_eq!(t[1], TemplatePiece::Field(RecordField::Logger));
+    assert_eq!(t.last(), Some(&TemplatePiece::Field(RecordField::Message)));
+    let Sink::File {
+        path,
+        format: FileFormat::Plain,
+        mkdir: true,
+    } = &l.outputs[1].sink
+    else {
+        panic!("{:?}", l.outputs[1])
+    };
+    assert_eq!(path.to_str(), Some("/var/log/flex/gw.log"));
+    let Sink::Http {
+        url,
+        format,
+        date,
+        headers,
+        basic_auth,
+        tls_verify,
+        ..
+    } = &l.outputs[2].sink
+    else {
+        panic!()
+    };
+    assert_eq!(
+        url,
+        "https://collectors.example.com:443/receiver/v1/http/key"
+    );
+    assert_eq!(*format, JsonFormat::Lines);
+    assert!(*tls_verify);
+    assert_eq!(date.key.as_deref(), Some("timestamp"));
+    assert_eq!(date.format, DateFormat::Iso8601);
+    assert_eq!(headers[1], ("X-Env".to_string(), "prod".to_string()));
+    assert_eq!(basic_auth.as_ref().map(|a| a.1.as_str()), Some("p4ss"));
+    assert!(
+        c.secrets.iter().any(|s| s == "p4ss"),
+        "the password is a secret"
+    );
+    let Sink::Syslog {
+        address,
+        tcp: true,
+        rfc5424: false,
+        ..
+    } = &l.outputs[3].sink
+    else {
+        panic!()
+    };
+    assert_eq!(address, "127.0.0.1:5514");
+    // Flex's older template names
+    let old = "    outputs:\n    - {name: f, type: file, parameters: {path: /tmp, file: x.log, format: template, template: '[{runtime}][{loglevel}] {message}'}}\n    runtimeLogs: {outputs: f}\n";
+    assert!(load(&config(old)).logging.is_some());
+
+    for (body, says) in [
+        ("    outputs:\n    - {name: k, type: kafka, parameters: {brokers: b:9092}}\n    accessLogs: {outputs: [k]}\n",
+         "Fluent Bit's \"kafka\" output is not supported"),
+        ("    outputs:\n    - {name: f, type: file, parameters: {file: log.txt}}\n",
+         "is relative"),
+        ("    outputs:\n    - {name: f, type: file, parameters: {file: /l.txt, fromat: plain}}\n",
+         "did you mean \"format\""),
+        ("    outputs:\n    - {name: f, type: file, parameters: {file: /l.txt, format: template, template: '{lvl} {message}'}}\n",
+         "unknown template variable {lvl}"),
+        ("    outputs:\n    - {name: f, type: file, parameters: {file: /l.txt}}\n    accessLogs: {outputs: [default]}\n",
+         "no output is named \"default\""),
+        ("    outputs:\n    - {name: s, type: syslog, parameters: {mode: tls}}\n",
+         "mode \"tls\" is not supported"),
+        ("    outputs:\n    - {name: h, type: http, parameters: {format: msgpack}}\n",
+         "format \"msgpack\" is not supported"),
+        ("    outputs:\n    - {name: h, type: http, parameters: {tls: maybe}}\n",
+         "expected on or off"),
+        ("    outputs:\n    - {name: f, type: file, parameters: {file: /a}}\n    - {name: f, type: stdout}\n",
+         "named twice"),
+    ] {
+        let e = load_str("flex.yaml", &config(body)).expect_err(body).to_string();
+        assert!(e.contains(says), "{body}: {e}");
+        assert!(e.contains("flex.yaml:"), "{e}");
+    }
+}

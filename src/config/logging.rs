@@ -1,0 +1,892 @@
+//! Flex's `Configuration.spec.logging`: named `outputs` (Fluent Bit's
+//! output types people use: `file`, `http`, `stdout`, `syslog`, with
+//! Fluent Bit's parameter names in any letter case), and which of them
+//! the runtime logs (`runtimeLogs.outputs`) and the access logs
+//! (`accessLogs.outputs`: the JSON access line and message logging's
+//! lines) go to. Standard error keeps every line either way, as Flex
+//! keeps its standard output logs. The writers are in `ops::logging`.
+//!
+//! ```yaml
+//! logging:
+//!   outputs:
+//!     - name: default
+//!       type: file
+//!       parameters:
+//!         path: /var/log/flex-gateway
+//!         file: gateway.log          # or `file: /var/log/flex-gateway/gateway.log`
+//!         format: template
+//!         template: "[{logger}][{level}][{kind}] {message}"
+//!   runtimeLogs: {logLevel: info, outputs: [default]}
+//!   accessLogs: {outputs: [default]}
+//! ```
+
+use super::decode::{join, suggest, Decoder};
+use super::fields::{f, Field, Ty, STR};
+use super::yaml::{Node, Pos, Value};
+use std::path::PathBuf;
+
+/// Where the log lines of each kind go, besides standard error.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoggingSettings {
+    pub outputs: Vec<LogOutput>,
+    /// Indexes into `outputs`.
+    pub runtime: Vec<usize>,
+    pub access: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogOutput {
+    pub name: String,
+    pub sink: Sink,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sink {
+    File {
+        path: PathBuf,
+        format: FileFormat,
+        mkdir: bool,
+    },
+    Stdout {
+        format: JsonFormat,
+        date: DateKey,
+    },
+    Http {
+        /// `http(s)://host:port/uri`
+        url: String,
+        tls_verify: bool,
+        format: JsonFormat,
+        date: DateKey,
+        headers: Vec<(String, String)>,
+        /// `http_User` and `http_Passwd` (a secret: never shown).
+        basic_auth: Option<(String, String)>,
+        /// Attempts after the first (`retry_limit`).
+        retries: u32,
+    },
+    Syslog {
+        /// `host:port`
+        address: String,
+        tcp: bool,
+        rfc5424: bool,
+        max_size: usize,
+        /// The record field the message is (`syslog_message_key`).
+        message: RecordField,
+        /// The record field the app name is (`syslog_appname_key`).
+        appname: Option<RecordField>,
+        facility: u8,
+        /// `syslog_severity_preset`; otherwise from the record's level.
+        severity: Option<u8>,
+    },
+}
+
+/// The fields of a log record (what templates and `*_key` parameters name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordField {
+    Time,
+    Logger,
+    Level,
+    Kind,
+    Message,
+}
+
+impl RecordField {
+    /// Template variables and `*_key` values: ours, and Flex's older names
+    /// (`runtime` for the logger, `loglevel` for the level).
+    pub fn parse(name: &str) -> Option<RecordField> {
+        Some(match name {
+            "time" | "date" | "timestamp" => RecordField::Time,
+            "logger" | "runtime" => RecordField::Logger,
+            "level" | "loglevel" => RecordField::Level,
+            "kind" => RecordField::Kind,
+            "message" | "log" => RecordField::Message,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: &'static str = "time, logger, level, kind, message";
+
+    pub fn key(self) -> &'static str {
+        match self {
+            RecordField::Time => "time",
+            RecordField::Logger => "logger",
+            RecordField::Level => "level",
+            RecordField::Kind => "kind",
+            RecordField::Message => "message",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplatePiece {
+    Text(String),
+    Field(RecordField),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileFormat {
+    /// One JSON object per line (Fluent Bit's `plain`): our default.
+    Plain,
+    Template(Vec<TemplatePiece>),
+    Csv(String),
+    Ltsv {
+        delimiter: String,
+        label: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonFormat {
+    /// One JSON object per line (`json_lines`, `json_stream`).
+    Lines,
+    /// A JSON array per batch (`json`).
+    Array,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DateKey {
+    /// `json_date_key` (`date`); `None` when set to `false`.
+    pub key: Option<String>,
+    pub format: DateFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateFormat {
+    Double,
+    Epoch,
+    Iso8601,
+    JavaSqlTimestamp,
+}
+
+pub const FIELDS: &[Field] = &[
+    f("outputs", Ty::List(&Ty::Obj(OUTPUT_FIELDS), false))
+        .doc("Named outputs: file, http, stdout or syslog (Fluent Bit's types and parameters)."),
+    f("runtimeLogs", Ty::Obj(RUNTIME_FIELDS)),
+    f("accessLogs", Ty::Obj(ACCESS_FIELDS)).doc("The access log and message logging's lines."),
+];
+const RUNTIME_FIELDS: &[Field] = &[
+    f(
+        "logLevel",
+        Ty::AnyCase(&["trace", "debug", "info", "warn", "warning", "error", "off"]),
+    )
+    .default("\"info\""),
+    f("outputs", Ty::List(&Ty::Str, true)).doc("Names of `outputs` the runtime logs go to."),
+];
+const ACCESS_FIELDS: &[Field] =
+    &[f("outputs", Ty::List(&Ty::Str, true)).doc("Names of `outputs` the access logs go to.")];
+const OUTPUT_FIELDS: &[Field] = &[
+    f("name", STR).req(),
+    f("type", Ty::AnyCase(TYPES)).req(),
+    f("parameters", Ty::Dict(&Ty::Scalar))
+        .doc("Fluent Bit's parameters of the type (any letter case)."),
+];
+const TYPES: &[&str] = &["file", "http", "stdout", "syslog"];
+
+/// Fluent Bit's output types we do not write to, for a clear message.
+const OTHER_TYPES: &[&str] = &[
+    "azure",
+    "azure_blob",
+    "bigquery",
+    "cloudwatch_logs",
+    "counter",
+    "datadog",
+    "es",
+    "exit",
+    "flowcounter",
+    "forward",
+    "gelf",
+    "influxdb",
+    "kafka",
+    "kafka-rest",
+    "kinesis_firehose",
+    "kinesis_streams",
+    "logdna",
+    "loki",
+    "nats",
+    "new_relic",
+    "null",
+    "opensearch",
+    "opentelemetry",
+    "plot",
+    "pgsql",
+    "prometheus_exporter",
+    "prometheus_remote_write",
+    "s3",
+    "skywalking",
+    "slack",
+    "splunk",
+    "stackdriver",
+    "tcp",
+    "td",
+    "websocket",
+];
+
+/// The parameters of each type (lower case: Fluent Bit's keys are not case
+/// sensitive). `match`, `alias` and `workers` are Fluent Bit's pipeline
+/// settings: accepted, without meaning here.
+const PIPELINE: &[&str] = &["match", "match_regex", "alias", "workers"];
+const FILE_PARAMS: &[&str] = &[
+    "path",
+    "file",
+    "format",
+    "template",
+    "delimiter",
+    "label_delimiter",
+    "mkdir",
+];
+const STDOUT_PARAMS: &[&str] = &["format", "json_date_key", "json_date_format"];
+const HTTP_PARAMS: &[&str] = &[
+    "host",
+    "port",
+    "uri",
+    "format",
+    "json_date_key",
+    "json_date_format",
+    "header",
+    "http_user",
+    "http_passwd",
+    "tls",
+    "tls.verify",
+    "retry_limit",
+];
+const SYSLOG_PARAMS: &[&str] = &[
+    "host",
+    "port",
+    "mode",
+    "syslog_format",
+    "syslog_maxsize",
+    "syslog_message_key",
+    "syslog_appname_key",
+    "syslog_facility_preset",
+    "syslog_severity_preset",
+];
+
+/// What `logging` decodes to; the log level is read by the caller.
+pub fn decode(
+    d: &mut Decoder,
+    node: &Node,
+    path: &str,
+    level: &mut Option<log::LevelFilter>,
+) -> Option<LoggingSettings> {
+    let g = d.map(node, path, FIELDS)?;
+    let before = d.errors.len();
+    let mut out = LoggingSettings::default();
+    if let Some(list) = g.get("outputs") {
+        let at = join(path, "outputs");
+        for (item, ip) in d.items(list, &at, false) {
+            if let Some(o) = output(d, item, &ip) {
+                if out.outputs.iter().any(|p| p.name == o.name) {
+                    d.error(item.pos, &ip, format!("output {:?} is named twice", o.name));
+                }
+                out.outputs.push(o);
+            }
+        }
+    }
+    let names: Vec<String> = out.outputs.iter().map(|o| o.name.clone()).collect();
+    let refs = |d: &mut Decoder, n: Option<&Node>, at: &str| -> Vec<usize> {
+        let Some(n) = n else { return Vec::new() };
+        let mut found = Vec::new();
+        for (item, ip) in d.items(n, at, true) {
+            let Some(name) = d.string(item, &ip) else {
+                continue;
+            };
+            match names.iter().position(|o| *o == name) {
+                Some(i) if !found.contains(&i) => found.push(i),
+                Some(_) => {}
+                None => {
+                    let known: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let hint = match suggest(&name, &known) {
+                        Some(s) => format!(" (did you mean {s:?}?)"),
+                        None if known.is_empty() => " (`logging.outputs` declares none)".into(),
+                        None => format!(" (declared: {})", known.join(", ")),
+                    };
+                    d.error(item.pos, &ip, format!("no output is named {name:?}{hint}"));
+                }
+            }
+        }
+        found
+    };
+    if let Some(r) = g.get("runtimeLogs") {
+        let rp = join(path, "runtimeLogs");
+        if let Some(rf) = d.map(r, &rp, RUNTIME_FIELDS) {
+            out.runtime = refs(d, rf.get("outputs"), &join(&rp, "outputs"));
+            if let Some(l) = rf.get("logLevel") {
+                *level = log_level(d, l, &join(&rp, "logLevel"));
+            }
+        }
+    }
+    if let Some(a) = g.get("accessLogs") {
+        let ap = join(path, "accessLogs");
+        if let Some(af) = d.map(a, &ap, ACCESS_FIELDS) {
+            out.access = refs(d, af.get("outputs"), &join(&ap, "outputs"));
+        }
+    }
+    for (i, o) in out.outputs.iter().enumerate() {
+        if !out.runtime.contains(&i) && !out.access.contains(&i) {
+            d.notice(
+                node.pos,
+                path,
+                format!(
+                    "output {:?} is declared but neither runtimeLogs nor accessLogs names it",
+                    o.name
+                ),
+            );
+        }
+    }
+    (d.errors.len() == before).then_some(out)
+}
+
+fn log_level(d: &mut Decoder, l: &Node, lp: &str) -> Option<log::LevelFilter> {
+    let level = d.scalar(l, lp, "a log level")?.to_ascii_lowercase();
+    Some(match level.as_str() {
+        "trace" => log::LevelFilter::Trace,
+        "debug" => log::LevelFilter::Debug,
+        "info" => log::LevelFilter::Info,
+        "warn" | "warning" => log::LevelFilter::Warn,
+        "error" => log::LevelFilter::Error,
+        "off" => log::LevelFilter::Off,
+        other => {
+            d.error(
+                l.pos,
+                lp,
+                format!("{other:?}: expected trace, debug, info, warn, error or off"),
+            );
+            return None;
+        }
+    })
+}
+
+/// A parameter as written: its value's text and position.
+struct Param<'n> {
+    key: String,
+    text: &'n str,
+    pos: Pos,
+    node: &'n Node,
+}
+
+/// The `parameters` mapping, keys lower-cased, checked against `known`.
+fn params<'n>(
+    d: &mut Decoder,
+    node: Option<&'n Node>,
+    at: &str,
+    ty: &str,
+    known: &[&str],
+) -> Vec<Param<'n>> {
+    let Some(node) = node else { return Vec::new() };
+    let Value::Map(pairs) = &node.value else {
+        d.error(
+            node.pos,
+            at,
+            format!("expected a mapping, found {}", node.kind()),
+        );
+        return Vec::new();
+    };
+    let mut out: Vec<Param> = Vec::new();
+    for (k, v) in pairs {
+        let Value::Scalar { text: key, .. } = &k.value else {
+            continue;
+        };
+        let lower = key.to_ascii_lowercase();
+        let kp = join(at, key);
+        if !known.contains(&lower.as_str()) && !PIPELINE.contains(&lower.as_str()) {
+            let hint = suggest(&lower, known)
+                .map(|s| format!(" (did you mean {s:?}?)"))
+                .unwrap_or_else(|| format!(" ({ty} takes: {})", known.join(", ")));
+            d.error(
+                k.pos,
+                &kp,
+                format!("unknown parameter {key:?} of a {ty} output{hint}"),
+            );
+            continue;
+        }
+        if out.iter().any(|p| p.key == lower) {
+            d.error(k.pos, &kp, format!("parameter {key:?} is given twice"));
+            continue;
+        }
+        let text = match &v.value {
+            Value::Scalar { text, .. } => text.as_str(),
+            // `header` may be a list of "Name value"
+            Value::Seq(_) if lower == "header" => "",
+            _ => {
+                d.error(v.pos, &kp, format!("expected a value, found {}", v.kind()));
+                continue;
+            }
+        };
+        out.push(Param {
+            key: lower,
+            text,
+            pos: v.pos,
+            node: v,
+        });
+    }
+    out
+}
+
+fn get<'a, 'n>(ps: &'a [Param<'n>], key: &str) -> Option<&'a Param<'n>> {
+    ps.iter().find(|p| p.key == key)
+}
+
+/// Fluent Bit's booleans: on/off, true/false, yes/no.
+fn flag(d: &mut Decoder, p: &Param, at: &str) -> Option<bool> {
+    match p.text.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => Some(true),
+        "off" | "false" | "no" => Some(false),
+        other => {
+            d.error(p.pos, at, format!("{other:?}: expected on or off"));
+            None
+        }
+    }
+}
+
+fn number(d: &mut Decoder, p: &Param, at: &str, min: u64, max: u64) -> Option<u64> {
+    match p.text.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Some(n),
+        _ => {
+            d.error(
+                p.pos,
+                at,
+                format!("{:?}: expected a whole number from {min} to {max}", p.text),
+            );
+            None
+        }
+    }
+}
+
+fn output(d: &mut Decoder, node: &Node, at: &str) -> Option<LogOutput> {
+    let g = d.map(node, at, OUTPUT_FIELDS)?;
+    let name_node = d.required(&g, "name", at)?;
+    let name = d.string(name_node, &join(at, "name"))?;
+    let ty_node = d.required(&g, "type", at)?;
+    let tp = join(at, "type");
+    let ty = d
+        .scalar(ty_node, &tp, "an output type")?
+        .to_ascii_lowercase();
+    let pp = join(at, "parameters");
+    let before = d.errors.len();
+    let sink = match ty.as_str() {
+        "file" => {
+            let ps = params(d, g.get("parameters"), &pp, "file", FILE_PARAMS);
+            file(d, &ps, &pp, node.pos)
+        }
+        "stdout" => {
+            let ps = params(d, g.get("parameters"), &pp, "stdout", STDOUT_PARAMS);
+            let format = json_format(d, &ps, &pp);
+            let date = date_key(d, &ps, &pp);
+            Some(Sink::Stdout { format, date })
+        }
+        "http" => {
+            let ps = params(d, g.get("parameters"), &pp, "http", HTTP_PARAMS);
+            http(d, &ps, &pp)
+        }
+        "syslog" => {
+            let ps = params(d, g.get("parameters"), &pp, "syslog", SYSLOG_PARAMS);
+            syslog(d, &ps, &pp)
+        }
+        other => {
+            let why = if OTHER_TYPES.contains(&other) {
+                format!("Fluent Bit's {other:?} output is not supported")
+            } else {
+                format!("unknown output type {other:?}")
+            };
+            d.error(
+                ty_node.pos,
+                &tp,
+                format!(
+                    "{why} (supported: {}; ship to anything else from a file or syslog output)",
+                    TYPES.join(", ")
+                ),
+            );
+            None
+        }
+    };
+    let sink = sink.filter(|_| d.errors.len() == before)?;
+    Some(LogOutput { name, sink })
+}
+
+/// `path` (a folder) + `file` (a name), Fluent Bit's form, or `file` as an
+/// absolute path, Flex's docs' form.
+fn file(d: &mut Decoder, ps: &[Param], pp: &str, pos: Pos) -> Option<Sink> {
+    let dir = get(ps, "path").map(|p| PathBuf::from(p.text));
+    let path = match (dir, get(ps, "file")) {
+        (Some(dir), Some(f)) if !f.text.is_empty() => dir.join(f.text),
+        (None, Some(f)) if f.text.starts_with('/') => PathBuf::from(f.text),
+        (None, Some(f)) => {
+            d.error(
+                f.pos,
+                &join(pp, "file"),
+                format!(
+                    "{:?} is relative: give an absolute path, or the folder as `path`",
+                    f.text
+                ),
+            );
+            return None;
+        }
+        (Some(dir), None) => dir.join("flex-gateway.log"),
+        _ => {
+            d.error(
+                pos,
+                pp,
+                "a file output needs `file` (an absolute path) or `path` and `file`",
+            );
+            return None;
+        }
+    };
+    if !path.is_absolute() {
+        d.error(
+            pos,
+            &join(pp, "path"),
+            format!("{} is relative: give an absolute path", path.display()),
+        );
+        return None;
+    }
+    let mkdir = match get(ps, "mkdir") {
+        Some(p) => flag(d, p, &join(pp, "mkdir"))?,
+        None => false,
+    };
+    let delimiter = |d: &mut Decoder, key: &str, default: &str| -> String {
+        match get(ps, key) {
+            None => default.to_string(),
+            Some(p) => match p.text.to_ascii_lowercase().as_str() {
+                "space" => " ".into(),
+                "comma" => ",".into(),
+                "tab" => "\t".into(),
+                _ if !p.text.is_empty() => p.text.to_string(),
+                _ => {
+                    d.error(p.pos, &join(pp, key), "must not be empty");
+                    default.to_string()
+                }
+            },
+        }
+    };
+    let fp = join(pp, "format");
+    let format = match get(ps, "format").map(|p| (p, p.text.to_ascii_lowercase())) {
+        None => FileFormat::Plain,
+        Some((_, f)) if f == "plain" || f == "json_lines" => FileFormat::Plain,
+        Some((_, f)) if f == "template" => {
+            let t = get(ps, "template").map(|p| (p.text, p.pos));
+            FileFormat::Template(template(d, t, &join(pp, "template"))?)
+        }
+        Some((_, f)) if f == "csv" => FileFormat::Csv(delimiter(d, "delimiter", ",")),
+        Some((_, f)) if f == "ltsv" => FileFormat::Ltsv {
+            delimiter: delimiter(d, "delimiter", "\t"),
+            label: delimiter(d, "label_delimiter", ":"),
+        },
+        Some((p, f)) => {
+            d.error(
+                p.pos,
+                &fp,
+                format!("file format {f:?} is not supported (plain, template, csv, ltsv)"),
+            );
+            return None;
+        }
+    };
+    if get(ps, "template").is_some() && !matches!(format, FileFormat::Template(_)) {
+        let p = get(ps, "template").map(|p| p.pos).unwrap_or(pos);
+        d.error(
+            p,
+            &join(pp, "template"),
+            "a template needs `format: template`",
+        );
+    }
+    Some(Sink::File {
+        path,
+        format,
+        mkdir,
+    })
+}
+
+/// `{field}` variables in text; Fluent Bit's default is `{time} {message}`.
+fn template(d: &mut Decoder, t: Option<(&str, Pos)>, at: &str) -> Option<Vec<TemplatePiece>> {
+    let (text, pos) = t.unwrap_or(("{time} {message}", Pos::default()));
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            out.push(TemplatePiece::Text(rest[..open].to_string()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            d.error(pos, at, format!("{text:?}: a `{{` is not closed"));
+            return None;
+        };
+        let name = &rest[open + 1..open + close];
+        match RecordField::parse(name.trim()) {
+            Some(f) => out.push(TemplatePiece::Field(f)),
+            None => {
+                d.error(
+                    pos,
+                    at,
+                    format!(
+                        "unknown template variable {{{name}}} (variables: {})",
+                        RecordField::NAMES
+                    ),
+                );
+                return None;
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        out.push(TemplatePiece::Text(rest.to_string()));
+    }
+    Some(out)
+}
+
+/// `format` of stdout and http: json_lines (our default), json_stream, json.
+fn json_format(d: &mut Decoder, ps: &[Param], pp: &str) -> JsonFormat {
+    match get(ps, "format").map(|p| (p, p.text.to_ascii_lowercase())) {
+        None => JsonFormat::Lines,
+        Some((_, f)) if f == "json_lines" || f == "json_stream" => JsonFormat::Lines,
+        Some((_, f)) if f == "json" => JsonFormat::Array,
+        Some((p, f)) => {
+            d.error(
+                p.pos,
+                &join(pp, "format"),
+                format!("format {f:?} is not supported (json_lines, json_stream, json)"),
+            );
+            JsonFormat::Lines
+        }
+    }
+}
+
+fn date_key(d: &mut Decoder, ps: &[Param], pp: &str) -> DateKey {
+    let key = match get(ps, "json_date_key") {
+        None => Some("date".to_string()),
+        Some(p) if matches!(p.text.to_ascii_lowercase().as_str(), "false" | "off") => None,
+        Some(p) if p.text.is_empty() => {
+            d.error(p.pos, &join(pp, "json_date_key"), "must not be empty");
+            None
+        }
+        Some(p) => Some(p.text.to_string()),
+    };
+    let format = match get(ps, "json_date_format").map(|p| (p, p.text.to_ascii_lowercase())) {
+        None => DateFormat::Double,
+        Some((_, f)) if f == "double" => DateFormat::Double,
+        Some((_, f)) if f == "epoch" => DateFormat::Epoch,
+        Some((_, f)) if f == "iso8601" => DateFormat::Iso8601,
+        Some((_, f)) if f == "java_sql_timestamp" => DateFormat::JavaSqlTimestamp,
+        Some((p, f)) => {
+            d.error(
+                p.pos,
+                &join(pp, "json_date_format"),
+                format!("{f:?}: expected double, epoch, iso8601 or java_sql_timestamp"),
+            );
+            DateFormat::Double
+        }
+    };
+    DateKey { key, format }
+}
+
+fn http(d: &mut Decoder, ps: &[Param], pp: &str) -> Option<Sink> {
+    let tls = match get(ps, "tls") {
+        Some(p) => flag(d, p, &join(pp, "tls"))?,
+        None => false,
+    };
+    let tls_verify = match get(ps, "tls.verify") {
+        Some(p) => flag(d, p, &join(pp, "tls.verify"))?,
+        None => true,
+    };
+    let host = get(ps, "host").map(|p| p.text).unwrap_or("127.0.0.1");
+    if host.is_empty() || host.contains(['/', ' ']) {
+        let pos = get(ps, "host").map(|p| p.pos).unwrap_or_default();
+        d.error(
+            pos,
+            &join(pp, "host"),
+            format!("{host:?} is not a host name or address"),
+        );
+        return None;
+    }
+    let port = match get(ps, "port") {
+        Some(p) => number(d, p, &join(pp, "port"), 1, 65535)?,
+        None if tls => 443,
+        None => 80,
+    };
+    let uri = get(ps, "uri").map(|p| p.text).unwrap_or("/");
+    if !uri.starts_with('/') {
+        let pos = get(ps, "uri").map(|p| p.pos).unwrap_or_default();
+        d.error(pos, &join(pp, "uri"), format!("{uri:?} must start with /"));
+        return None;
+    }
+    let bracketed = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let url = format!(
+        "{}://{bracketed}:{port}{uri}",
+        if tls { "https" } else { "http" }
+    );
+    if url.parse::<http::Uri>().is_err() {
+        d.error(Pos::default(), pp, format!("{url:?} is not a valid URL"));
+        return None;
+    }
+    let mut headers = Vec::new();
+    if let Some(h) = get(ps, "header") {
+        let hp = join(pp, "header");
+        for (item, ip) in d.items(h.node, &hp, true) {
+            let Some(text) = d.string(item, &ip) else {
+                continue;
+            };
+            match text.trim().split_once([' ', ':']) {
+                Some((k, v))
+                    if http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+                        && http::HeaderValue::from_str(v.trim()).is_ok() =>
+                {
+                    headers.push((k.to_string(), v.trim().to_string()))
+                }
+                _ => d.error(
+                    item.pos,
+                    &ip,
+                    format!("{text:?}: expected \"Header-Name value\""),
+                ),
+            }
+        }
+    }
+    let basic_auth = match (get(ps, "http_user"), get(ps, "http_passwd")) {
+        (Some(u), p) => Some((
+            u.text.to_string(),
+            p.map(|p| p.text.to_string()).unwrap_or_default(),
+        )),
+        (None, Some(p)) => {
+            d.error(
+                p.pos,
+                &join(pp, "http_Passwd"),
+                "a password needs `http_User`",
+            );
+            return None;
+        }
+        (None, None) => None,
+    };
+    if let Some((_, p)) = &basic_auth {
+        if !p.is_empty() {
+            d.secrets.push(p.clone());
+        }
+    }
+    let retries = match get(ps, "retry_limit") {
+        Some(p) if matches!(p.text.to_ascii_lowercase().as_str(), "false" | "no_limits") => {
+            d.error(p.pos, &join(pp, "retry_limit"), "unlimited retries are not supported: a line is dropped after retry_limit retries (at most 10)");
+            return None;
+        }
+        Some(p) => number(d, p, &join(pp, "retry_limit"), 0, 10)? as u32,
+        None => 1,
+    };
+    Some(Sink::Http {
+        url,
+        tls_verify,
+        format: json_format(d, ps, pp),
+        date: date_key(d, ps, pp),
+        headers,
+        basic_auth,
+        retries,
+    })
+}
+
+fn syslog(d: &mut Decoder, ps: &[Param], pp: &str) -> Option<Sink> {
+    let host = get(ps, "host").map(|p| p.text).unwrap_or("127.0.0.1");
+    let port = match get(ps, "port") {
+        Some(p) => number(d, p, &join(pp, "port"), 1, 65535)?,
+        None => 514,
+    };
+    let tcp = match get(ps, "mode").map(|p| (p, p.text.to_ascii_lowercase())) {
+        None => false,
+        Some((_, m)) if m == "udp" => false,
+        Some((_, m)) if m == "tcp" => true,
+        Some((p, m)) => {
+            d.error(
+                p.pos,
+                &join(pp, "mode"),
+                format!("mode {m:?} is not supported (udp, tcp)"),
+            );
+            return None;
+        }
+    };
+    let rfc5424 = match get(ps, "syslog_format").map(|p| (p, p.text.to_ascii_lowercase())) {
+        None => true,
+        Some((_, f)) if f == "rfc5424" => true,
+        Some((_, f)) if f == "rfc3164" => false,
+        Some((p, f)) => {
+            d.error(
+                p.pos,
+                &join(pp, "syslog_format"),
+                format!("{f:?}: expected rfc5424 or rfc3164"),
+            );
+            return None;
+        }
+    };
+    let max_size = match get(ps, "syslog_maxsize") {
+        Some(p) => number(d, p, &join(pp, "syslog_maxsize"), 128, 65_000)? as usize,
+        None if tcp => 65_000,
+        None => 2048,
+    };
+    let field = |d: &mut Decoder, key: &str| -> Option<Option<RecordField>> {
+        let Some(p) = get(ps, key) else {
+            return Some(None);
+        };
+        match RecordField::parse(p.text) {
+            Some(f) => Some(Some(f)),
+            None => {
+                d.error(
+                    p.pos,
+                    &join(pp, key),
+                    format!(
+                        "{:?} is not a field of a log record ({})",
+                        p.text,
+                        RecordField::NAMES
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let message = field(d, "syslog_message_key")?.unwrap_or(RecordField::Message);
+    let appname = field(d, "syslog_appname_key")?;
+    let facility = match get(ps, "syslog_facility_preset") {
+        Some(p) => number(d, p, &join(pp, "syslog_facility_preset"), 0, 23)? as u8,
+        None => 1,
+    };
+    let severity = match get(ps, "syslog_severity_preset") {
+        Some(p) => Some(number(d, p, &join(pp, "syslog_severity_preset"), 0, 7)? as u8),
+        None => None,
+    };
+    let bracketed = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    Some(Sink::Syslog {
+        address: format!("{bracketed}:{port}"),
+        tcp,
+        rfc5424,
+        max_size,
+        message,
+        appname,
+        facility,
+        severity,
+    })
+}
+
+/// What `/config` shows of the outputs (never the HTTP password).
+pub fn describe(s: &LoggingSettings) -> serde_json::Value {
+    let outputs: Vec<serde_json::Value> = s
+        .outputs
+        .iter()
+        .map(|o| {
+            let (ty, target) = match &o.sink {
+                Sink::File { path, .. } => ("file", path.display().to_string()),
+                Sink::Stdout { .. } => ("stdout", "stdout".to_string()),
+                Sink::Http { url, .. } => ("http", url.clone()),
+                Sink::Syslog { address, tcp, .. } => (
+                    "syslog",
+                    format!("{}://{address}", if *tcp { "tcp" } else { "udp" }),
+                ),
+            };
+            serde_json::json!({"name": o.name, "type": ty, "target": target})
+        })
+        .collect();
+    let names =
+        |ix: &[usize]| -> Vec<&str> { ix.iter().map(|i| s.outputs[*i].name.as_str()).collect() };
+    serde_json::json!({
+        "outputs": outputs,
+        "runtimeLogs": names(&s.runtime),
+        "accessLogs": names(&s.access),
+    })
+}
