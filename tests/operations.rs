@@ -412,9 +412,17 @@ fn five_binary_upgrades_under_load_drop_nothing() {
     // A draining process answers with `Connection: close`, so busy clients
     // leave it at a point they expect. What remains is Pingora's: a
     // connection the old process accepted in the last instant of its 5 s
-    // overlap is closed unread when its shutdown begins (seen: 0-1 per 5
-    // upgrades); the client's retry then lands on the new process.
-    assert!(stale < 32, "{stale} connections closed before a response");
+    // overlap is closed unread when its shutdown begins; the client's retry
+    // then lands on the new process (the old one accepts no more). So each
+    // client connection is cut at most once per upgrade: 32 x 5. Seen: 0-9
+    // on an idle machine, up to 30 with both cores busy (the window is
+    // wider when the old process is starved), which a bound of 32 made a
+    // flaky test. More than one cut per client and upgrade would mean
+    // connections cut on the new process too.
+    assert!(
+        stale <= 32 * 5,
+        "{stale} connections closed before a response"
+    );
     assert!(ok > 1000);
 }
 
@@ -991,7 +999,9 @@ fn the_deploy_script_ships_changes_and_rolls_back_refused_ones_under_load() {
     let (ok, failed, stale) = finish(handles);
     println!("deploys under load: {ok} ok, {failed} failed, {stale} stale keep-alive retries");
     assert_eq!(failed, 0, "no request failed");
-    assert!(stale < 8, "{stale} connections closed before a response");
+    // one binary upgrade: each of the 8 clients cut at most once (see
+    // five_binary_upgrades_under_load_drop_nothing)
+    assert!(stale <= 8, "{stale} connections closed before a response");
     assert!(ok > 100);
 }
 

@@ -51,6 +51,9 @@ pub enum Ty {
     Obj(&'static [Field]),
     /// A mapping of free-form keys to values of this type.
     Dict(&'static Ty),
+    /// A mapping with these fields only, whose names are in any letter
+    /// case (Fluent Bit's parameters).
+    AnyCaseKeys(&'static [Field]),
     /// Any of these forms.
     Either(&'static [Ty]),
     /// A Flex policy binding (these fields), whose `config` is the

@@ -194,6 +194,13 @@ fn ty(t: &Ty) -> Value {
         }
         Ty::Obj(fields) => object(fields),
         Ty::Dict(value) => json!({ "type": "object", "additionalProperties": ty(value) }),
+        Ty::AnyCaseKeys(fields) => {
+            let props: serde_json::Map<String, Value> = fields
+                .iter()
+                .map(|f| (any_case(&[f.name]), ty(&f.ty)))
+                .collect();
+            json!({ "type": "object", "patternProperties": props, "additionalProperties": false })
+        }
         Ty::Either(forms) => json!({ "anyOf": forms.iter().map(ty).collect::<Vec<_>>() }),
         Ty::Policies => json!({ "$ref": "#/$defs/policies" }),
         Ty::Binding(fields) => binding(fields),

@@ -169,15 +169,83 @@ const RUNTIME_FIELDS: &[Field] = &[
         Ty::AnyCase(&["trace", "debug", "info", "warn", "warning", "error", "off"]),
     )
     .default("\"info\""),
-    f("outputs", Ty::List(&Ty::Str, true)).doc("Names of `outputs` the runtime logs go to."),
+    f("outputs", Ty::List(&NAME, true)).doc("Names of `outputs` the runtime logs go to."),
 ];
 const ACCESS_FIELDS: &[Field] =
-    &[f("outputs", Ty::List(&Ty::Str, true)).doc("Names of `outputs` the access logs go to.")];
+    &[f("outputs", Ty::List(&NAME, true)).doc("Names of `outputs` the access logs go to.")];
+const NAME: Ty = Ty::Text("an output's name");
 const OUTPUT_FIELDS: &[Field] = &[
     f("name", STR).req(),
     f("type", Ty::AnyCase(TYPES)).req(),
-    f("parameters", Ty::Dict(&Ty::Scalar))
+    f("parameters", Ty::AnyCaseKeys(PARAMS))
         .doc("Fluent Bit's parameters of the type (any letter case)."),
+];
+/// Every type's parameters, for the JSON Schema (which type takes which is
+/// `validate`'s to say).
+const FLAG: Ty = Ty::Either(&[
+    Ty::Bool,
+    Ty::AnyCase(&["on", "off", "true", "false", "yes", "no"]),
+]);
+/// What [`RecordField::parse`] reads.
+const RECORD_FIELDS: &[&str] = &[
+    "time",
+    "date",
+    "timestamp",
+    "logger",
+    "runtime",
+    "level",
+    "loglevel",
+    "kind",
+    "message",
+    "log",
+];
+const PARAMS: &[Field] = &[
+    f("path", Ty::Text("a folder")),
+    f("file", Ty::Text("a file name, or an absolute path")),
+    f(
+        "format",
+        Ty::AnyCase(&[
+            "plain",
+            "json_lines",
+            "template",
+            "csv",
+            "ltsv",
+            "json",
+            "json_stream",
+        ]),
+    ),
+    f(
+        "template",
+        Ty::Text("text with {time} {logger} {level} {kind} {message}"),
+    ),
+    f("delimiter", STR),
+    f("label_delimiter", STR),
+    f("mkdir", FLAG),
+    f("json_date_key", Ty::Scalar),
+    f(
+        "json_date_format",
+        Ty::AnyCase(&["double", "epoch", "iso8601", "java_sql_timestamp"]),
+    ),
+    f("host", Ty::Text("a host name or address")),
+    f("port", Ty::Int(1, 65535)),
+    f("uri", Ty::Text("a path")),
+    f("header", Ty::List(&Ty::Text("Name value"), true)),
+    f("http_user", STR),
+    f("http_passwd", STR),
+    f("tls", FLAG),
+    f("tls.verify", FLAG),
+    f("retry_limit", Ty::Int(0, 10)),
+    f("mode", Ty::AnyCase(&["udp", "tcp"])),
+    f("syslog_format", Ty::AnyCase(&["rfc5424", "rfc3164"])),
+    f("syslog_maxsize", Ty::Int(128, 65_000)),
+    f("syslog_message_key", Ty::Enum(RECORD_FIELDS)),
+    f("syslog_appname_key", Ty::Enum(RECORD_FIELDS)),
+    f("syslog_facility_preset", Ty::Int(0, 23)),
+    f("syslog_severity_preset", Ty::Int(0, 7)),
+    f("match", Ty::Scalar),
+    f("match_regex", Ty::Scalar),
+    f("alias", Ty::Scalar),
+    f("workers", Ty::Scalar),
 ];
 const TYPES: &[&str] = &["file", "http", "stdout", "syslog"];
 
@@ -438,8 +506,9 @@ fn flag(d: &mut Decoder, p: &Param, at: &str) -> Option<bool> {
 }
 
 fn number(d: &mut Decoder, p: &Param, at: &str, min: u64, max: u64) -> Option<u64> {
+    let quoted = matches!(p.node.value, Value::Scalar { quoted: true, .. });
     match p.text.parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Some(n),
+        Ok(n) if !quoted && (min..=max).contains(&n) => Some(n),
         _ => {
             d.error(
                 p.pos,
@@ -889,4 +958,29 @@ pub fn describe(s: &LoggingSettings) -> serde_json::Value {
         "runtimeLogs": names(&s.runtime),
         "accessLogs": names(&s.access),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The schema's parameter table names every parameter a type takes.
+    #[test]
+    fn the_schema_knows_every_parameter() {
+        let all = [
+            super::FILE_PARAMS,
+            super::STDOUT_PARAMS,
+            super::HTTP_PARAMS,
+            super::SYSLOG_PARAMS,
+            super::PIPELINE,
+        ];
+        for name in all.iter().flat_map(|l| l.iter()) {
+            assert!(super::PARAMS.iter().any(|f| f.name == *name), "{name}");
+        }
+        assert_eq!(
+            super::PARAMS.len(),
+            all.iter()
+                .flat_map(|l| l.iter())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        );
+    }
 }
