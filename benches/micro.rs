@@ -340,7 +340,7 @@ fn policies(c: &mut Criterion) {
         x.client_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
         let mut ran = flex_gateway::policy::chain::Ran::default();
         let mut r = r.clone();
-        let rejected = rt.block_on(route.chain.on_request(&mut r, &mut x, &mut ran));
+        let rejected = rt.block_on(route.chain.on_request(&mut r, &mut x, &mut ran, None));
         assert!(rejected.is_none(), "{id}: {rejected:?}");
         group.bench_function(id, |b| {
             b.iter(|| {
@@ -348,7 +348,12 @@ fn policies(c: &mut Criterion) {
                 x.client_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
                 x.path = "/x/orders".into();
                 let mut ran = flex_gateway::policy::chain::Ran::default();
-                let rejected = ready(route.chain.on_request(black_box(&mut r), &mut x, &mut ran));
+                let rejected = ready(route.chain.on_request(
+                    black_box(&mut r),
+                    &mut x,
+                    &mut ran,
+                    None,
+                ));
                 assert!(rejected.is_none());
                 let mut up = r.clone();
                 route

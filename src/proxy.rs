@@ -639,7 +639,19 @@ impl ProxyHttp for Gateway {
                     }
                     _ => {
                         let req = session.req_header_mut();
-                        route.chain.on_request(req, &mut ctx.x, &mut ctx.ran).await
+                        let mut timings = ctx
+                            .trace
+                            .as_ref()
+                            .filter(|t| t.wants_policy_spans())
+                            .map(|_| Vec::new());
+                        let r = route
+                            .chain
+                            .on_request(req, &mut ctx.x, &mut ctx.ran, timings.as_mut())
+                            .await;
+                        if let (Some(t), Some(trace)) = (timings, ctx.trace.as_mut()) {
+                            trace.policy_spans(t);
+                        }
+                        r
                     }
                 }
             }

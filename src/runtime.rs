@@ -455,7 +455,7 @@ mod tests {
         let mut req = pingora::http::RequestHeader::build("GET", b"/a", None).unwrap();
         let mut x = crate::exchange::Exchange::new();
         let mut ran = crate::policy::chain::Ran::default();
-        let _ = rt.block_on(route.chain.on_request(&mut req, &mut x, &mut ran));
+        let _ = rt.block_on(route.chain.on_request(&mut req, &mut x, &mut ran, None));
         let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
         route.chain.on_response(&mut resp, &mut x, ran).unwrap();
         resp.headers["x-ratelimit-remaining"]

@@ -1215,6 +1215,34 @@ spec:
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    // what each panel showed (docs/observability.md has one run's table)
+    for (title, expr) in &queries {
+        let answer = ask(expr);
+        let series: Vec<String> = answer["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(4)
+            .map(|r| {
+                let labels: Vec<String> = r["metric"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect();
+                let value: f64 = r["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                format!("{{{}}} {value:.3}", labels.join(","))
+            })
+            .collect();
+        println!(
+            "panel | {title} | {} | {}",
+            expr.replace('|', "\\|"),
+            series.join("; ")
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
     drop(idle);
@@ -1345,6 +1373,7 @@ spec:
       scheduledDelay: 100ms
       timeout: 1s
       responseHeader: traceparent
+      policySpans: true
   listeners:
     - {{name: http, port: {{port}}}}
   services:
@@ -1502,11 +1531,27 @@ spec:
     assert_eq!(denied.len(), 1);
     assert_eq!(attr(denied[0], "flexgw.policy"), "api-key");
     assert_eq!(attr(denied[0], "http.response.status_code"), 401);
-    assert_eq!(
-        of(denied[0]["traceId"].as_str().unwrap()).len(),
-        1,
-        "no upstream call"
+    let denied_trace = of(denied[0]["traceId"].as_str().unwrap());
+    assert!(
+        denied_trace.iter().all(|s| s["kind"] != "SPAN_KIND_CLIENT"),
+        "no upstream call: {denied_trace:?}"
     );
+    // policySpans: the policy's own span, under the SERVER span, within it
+    let policy: Vec<_> = denied_trace
+        .iter()
+        .filter(|s| s["kind"] == "SPAN_KIND_INTERNAL")
+        .collect();
+    assert_eq!(policy.len(), 1, "{denied_trace:?}");
+    assert_eq!(policy[0]["name"], "policy api-key");
+    assert_eq!(policy[0]["parentSpanId"], denied[0]["spanId"]);
+    assert_eq!(attr(policy[0], "flexgw.policy"), "api-key");
+    assert_eq!(attr(policy[0], "flexgw.policy.answered"), true);
+    assert!(
+        denied[0]["start"].as_u64() <= policy[0]["start"].as_u64()
+            && policy[0]["end"].as_u64() <= denied[0]["end"].as_u64()
+    );
+    // a route without policies has none
+    assert!(first.iter().all(|s| s["kind"] != "SPAN_KIND_INTERNAL"));
     let down = named("GET down");
     assert_eq!(down[0]["status"], 2, "a 5xx is an error");
     let down_client = of(down[0]["traceId"].as_str().unwrap())

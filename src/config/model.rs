@@ -595,6 +595,8 @@ pub struct TracingSettings {
     pub delay: Duration,
     /// Answer the server span's `traceparent` in this response header.
     pub response_header: Option<http::HeaderName>,
+    /// A child span per policy run on the request (`policySpans`).
+    pub policy_spans: bool,
 }
 
 /// How spans reach the collector.

@@ -5,7 +5,7 @@
 //! policies override per route (docs/observability.md).
 
 use super::decode::{join, Decoder, Fields};
-use super::fields::{f, Field, Ty, DURATION, STR};
+use super::fields::{f, Field, Ty, BOOL, DURATION, STR};
 use super::model::{LabelValue, OtlpProtocol, Sampling, TraceLabel, TracingSettings};
 use super::yaml::Node;
 use std::time::Duration;
@@ -33,6 +33,9 @@ pub const FIELDS: &[Field] = &[
         .doc("The longest a span waits for its batch."),
     f("responseHeader", Ty::Name("a header name"))
         .doc("Answer the request's traceparent in this response header."),
+    f("policySpans", BOOL)
+        .default("false")
+        .doc("A child span per policy run on the request (they cost: off by default)."),
 ];
 
 pub const SAMPLING_FIELDS: &[Field] = &[
@@ -322,6 +325,10 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<TracingSetting
     };
     let max_queue = int(d, "maxQueueSize", 2048, 1_000_000);
     let batch_size = int(d, "maxExportBatchSize", 512, 100_000);
+    let policy_spans = match f.get("policySpans") {
+        Some(n) => d.bool(n, &join(path, "policySpans")),
+        None => Some(false),
+    };
     let response_header = match f.get("responseHeader") {
         Some(n) => {
             crate::policy::common::header_name(d, n, &join(path, "responseHeader")).map(Some)
@@ -344,6 +351,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<TracingSetting
         batch_size: batch_size? as usize,
         delay: delay?,
         response_header: response_header?,
+        policy_spans: policy_spans?,
     })
 }
 
@@ -477,6 +485,7 @@ pub fn decode_flex(
         batch_size: 512,
         delay: crate::trace::DEFAULT_DELAY,
         response_header: None,
+        policy_spans: false,
     }))
 }
 

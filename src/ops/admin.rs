@@ -192,6 +192,7 @@ pub fn config_tree(c: &Config) -> Value {
                 "maxExportBatchSize": t.batch_size,
                 "scheduledDelayMs": t.delay.as_millis() as u64,
                 "responseHeader": t.response_header.as_ref().map(|h| h.as_str()),
+                "policySpans": t.policy_spans,
             })),
         }
     })

@@ -41,6 +41,16 @@ impl Ran {
 }
 
 /// A policy answered the request itself.
+/// A policy's run on the request, for its span (`policySpans`).
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyTiming {
+    pub name: &'static str,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// It answered the request itself.
+    pub answered: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub policy: &'static str,
@@ -141,6 +151,7 @@ impl Chain {
         req: &mut RequestHeader,
         x: &mut Exchange,
         ran: &mut Ran,
+        mut timings: Option<&mut Vec<PolicyTiming>>,
     ) -> Option<Rejection> {
         for h in &self.credentials {
             let mut copies = req.headers.get_all(h).iter();
@@ -161,7 +172,17 @@ impl Chain {
                 ran.skipped |= 1u64.checked_shl(i as u32).unwrap_or(0);
                 continue;
             }
-            if let Decision::Respond(response) = link.policy.on_request(req, x).await {
+            let start_ns = timings.as_ref().map_or(0, |_| crate::trace::now_ns());
+            let decision = link.policy.on_request(req, x).await;
+            if let Some(t) = timings.as_deref_mut() {
+                t.push(PolicyTiming {
+                    name: link.name,
+                    start_ns,
+                    end_ns: crate::trace::now_ns(),
+                    answered: matches!(decision, Decision::Respond(_)),
+                });
+            }
+            if let Decision::Respond(response) = decision {
                 return Some(Rejection {
                     policy: link.name,
                     response,
@@ -311,7 +332,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let rejected = rt.block_on(c.on_request(&mut req, &mut x, &mut ran));
+        let rejected = rt.block_on(c.on_request(&mut req, &mut x, &mut ran, None));
         let mut resp = ResponseHeader::build(200, None).unwrap();
         c.on_response(&mut resp, &mut x, ran).unwrap();
         let seen = resp

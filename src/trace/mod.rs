@@ -62,6 +62,8 @@ pub type Attributes = Vec<(&'static str, Value)>;
 pub enum Kind {
     Server,
     Client,
+    /// A policy's work on the request (`policySpans`).
+    Internal,
 }
 
 /// A finished span, as exported.
@@ -82,7 +84,7 @@ pub struct SpanData {
     pub error: bool,
 }
 
-fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -328,6 +330,39 @@ impl RequestTrace {
             labels: Vec::new(),
             error: false,
         });
+    }
+
+    /// Whether this request's policies get spans of their own.
+    pub fn wants_policy_spans(&self) -> bool {
+        self.sampled && self.tracer.settings.policy_spans
+    }
+
+    /// The policies that ran on the request: an INTERNAL span each, under
+    /// the SERVER span, named `policy {name}`.
+    pub fn policy_spans(&mut self, ran: Vec<crate::policy::chain::PolicyTiming>) {
+        if !self.sampled {
+            return;
+        }
+        for t in ran {
+            let mut attributes = vec![("flexgw.policy", Value::from(t.name))];
+            if t.answered {
+                attributes.push(("flexgw.policy.answered", Value::Bool(true)));
+            }
+            self.finished.push(SpanData {
+                trace_id: self.trace_id,
+                span_id: new_id(),
+                parent: Some(self.span_id),
+                trace_state: self.trace_state.clone(),
+                sampled: true,
+                name: format!("policy {}", t.name),
+                kind: Kind::Internal,
+                start_ns: t.start_ns,
+                end_ns: t.end_ns,
+                attributes,
+                labels: Vec::new(),
+                error: false,
+            });
+        }
     }
 
     /// The response header to answer the `traceparent` in, if configured.

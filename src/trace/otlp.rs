@@ -134,6 +134,7 @@ fn encode_span(w: &mut Writer, s: &SpanData) {
     w.uint(
         6,
         match s.kind {
+            Kind::Internal => 1,
             Kind::Server => 2,
             Kind::Client => 3,
         },
