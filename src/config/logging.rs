@@ -505,6 +505,34 @@ fn flag(d: &mut Decoder, p: &Param, at: &str) -> Option<bool> {
     }
 }
 
+/// A parameter that is one of `options` (any letter case); `default`
+/// when it is not given.
+fn choice<T: Copy>(
+    d: &mut Decoder,
+    ps: &[Param],
+    pp: &str,
+    key: &str,
+    options: &[(&str, T)],
+    default: T,
+) -> Option<T> {
+    let Some(p) = get(ps, key) else {
+        return Some(default);
+    };
+    let v = p.text.to_ascii_lowercase();
+    match options.iter().find(|(name, _)| *name == v) {
+        Some((_, t)) => Some(*t),
+        None => {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            d.error(
+                p.pos,
+                &join(pp, key),
+                format!("{key} {v:?} is not supported ({})", names.join(", ")),
+            );
+            None
+        }
+    }
+}
+
 fn number(d: &mut Decoder, p: &Param, at: &str, min: u64, max: u64) -> Option<u64> {
     let quoted = matches!(p.node.value, Value::Scalar { quoted: true, .. });
     match p.text.parse::<u64>() {
@@ -702,19 +730,12 @@ fn template(d: &mut Decoder, t: Option<(&str, Pos)>, at: &str) -> Option<Vec<Tem
 
 /// `format` of stdout and http: json_lines (our default), json_stream, json.
 fn json_format(d: &mut Decoder, ps: &[Param], pp: &str) -> JsonFormat {
-    match get(ps, "format").map(|p| (p, p.text.to_ascii_lowercase())) {
-        None => JsonFormat::Lines,
-        Some((_, f)) if f == "json_lines" || f == "json_stream" => JsonFormat::Lines,
-        Some((_, f)) if f == "json" => JsonFormat::Array,
-        Some((p, f)) => {
-            d.error(
-                p.pos,
-                &join(pp, "format"),
-                format!("format {f:?} is not supported (json_lines, json_stream, json)"),
-            );
-            JsonFormat::Lines
-        }
-    }
+    let formats = [
+        ("json_lines", JsonFormat::Lines),
+        ("json_stream", JsonFormat::Lines),
+        ("json", JsonFormat::Array),
+    ];
+    choice(d, ps, pp, "format", &formats, JsonFormat::Lines).unwrap_or(JsonFormat::Lines)
 }
 
 fn date_key(d: &mut Decoder, ps: &[Param], pp: &str) -> DateKey {
@@ -727,21 +748,14 @@ fn date_key(d: &mut Decoder, ps: &[Param], pp: &str) -> DateKey {
         }
         Some(p) => Some(p.text.to_string()),
     };
-    let format = match get(ps, "json_date_format").map(|p| (p, p.text.to_ascii_lowercase())) {
-        None => DateFormat::Double,
-        Some((_, f)) if f == "double" => DateFormat::Double,
-        Some((_, f)) if f == "epoch" => DateFormat::Epoch,
-        Some((_, f)) if f == "iso8601" => DateFormat::Iso8601,
-        Some((_, f)) if f == "java_sql_timestamp" => DateFormat::JavaSqlTimestamp,
-        Some((p, f)) => {
-            d.error(
-                p.pos,
-                &join(pp, "json_date_format"),
-                format!("{f:?}: expected double, epoch, iso8601 or java_sql_timestamp"),
-            );
-            DateFormat::Double
-        }
-    };
+    let formats = [
+        ("double", DateFormat::Double),
+        ("epoch", DateFormat::Epoch),
+        ("iso8601", DateFormat::Iso8601),
+        ("java_sql_timestamp", DateFormat::JavaSqlTimestamp),
+    ];
+    let format = choice(d, ps, pp, "json_date_format", &formats, DateFormat::Double)
+        .unwrap_or(DateFormat::Double);
     DateKey { key, format }
 }
 
@@ -855,32 +869,15 @@ fn syslog(d: &mut Decoder, ps: &[Param], pp: &str) -> Option<Sink> {
         Some(p) => number(d, p, &join(pp, "port"), 1, 65535)?,
         None => 514,
     };
-    let tcp = match get(ps, "mode").map(|p| (p, p.text.to_ascii_lowercase())) {
-        None => false,
-        Some((_, m)) if m == "udp" => false,
-        Some((_, m)) if m == "tcp" => true,
-        Some((p, m)) => {
-            d.error(
-                p.pos,
-                &join(pp, "mode"),
-                format!("mode {m:?} is not supported (udp, tcp)"),
-            );
-            return None;
-        }
-    };
-    let rfc5424 = match get(ps, "syslog_format").map(|p| (p, p.text.to_ascii_lowercase())) {
-        None => true,
-        Some((_, f)) if f == "rfc5424" => true,
-        Some((_, f)) if f == "rfc3164" => false,
-        Some((p, f)) => {
-            d.error(
-                p.pos,
-                &join(pp, "syslog_format"),
-                format!("{f:?}: expected rfc5424 or rfc3164"),
-            );
-            return None;
-        }
-    };
+    let tcp = choice(d, ps, pp, "mode", &[("udp", false), ("tcp", true)], false)?;
+    let rfc5424 = choice(
+        d,
+        ps,
+        pp,
+        "syslog_format",
+        &[("rfc5424", true), ("rfc3164", false)],
+        true,
+    )?;
     let max_size = match get(ps, "syslog_maxsize") {
         Some(p) => number(d, p, &join(pp, "syslog_maxsize"), 128, 65_000)? as usize,
         None if tcp => 65_000,

@@ -162,14 +162,19 @@ async fn watch_files(runtime: Arc<Runtime>, mut shutdown: ShutdownWatch) {
     }
 }
 
+/// The stream of a signal; `None` (said in the log) when it cannot be had.
+fn listen(
+    kind: tokio::signal::unix::SignalKind,
+    name: &str,
+) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind)
+        .map_err(|e| log::error!("cannot handle {name}: {e}"))
+        .ok()
+}
+
 async fn on_sighup(runtime: Arc<Runtime>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot handle SIGHUP: {e}");
-            return;
-        }
+    let Some(mut hup) = listen(tokio::signal::unix::SignalKind::hangup(), "SIGHUP") else {
+        return;
     };
     while hup.recv().await.is_some() {
         let rt = runtime.clone();
@@ -179,13 +184,8 @@ async fn on_sighup(runtime: Arc<Runtime>) {
 
 /// SIGUSR1 (logrotate's postrotate): file outputs reopen their files.
 async fn on_sigusr1() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut usr1 = match signal(SignalKind::user_defined1()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot handle SIGUSR1: {e}");
-            return;
-        }
+    let Some(mut usr1) = listen(tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1") else {
+        return;
     };
     while usr1.recv().await.is_some() {
         crate::ops::logging::reopen();
