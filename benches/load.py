@@ -558,7 +558,8 @@ def main():
                     if t == "flex" and proc:
                         time.sleep(0.2)
                         rss.setdefault("idle", rss_kib(proc.pid))
-                    wrk(PORTS[t], path, conns, 1, headers, lua, scheme)  # warm-up: connections, pools, caches
+                    if not args.smoke:  # the smoke pass checks that it runs, not how fast
+                        wrk(PORTS[t], path, conns, 1, headers, lua, scheme)  # warm-up: connections, pools, caches
                     runs = []
                     for rep in range(args.reps):
                         measured = proc or backend

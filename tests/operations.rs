@@ -560,7 +560,10 @@ fn daemon_mode_serves_in_the_background() {
     let dir = temp_dir("daemon");
     let port = free_port();
     let admin = free_port();
-    let config = routes(&backend.url(), "")
+    // a log output too: its writer must run in the daemon, not in the
+    // process that forked it
+    let logging = "---\napiVersion: gateway.mulesoft.com/v1alpha1\nkind: Configuration\nmetadata: {name: logging}\nspec:\n  logging:\n    outputs:\n    - {name: f, type: file, parameters: {file: \"{dir}/out.log\"}}\n    runtimeLogs: {outputs: [f]}\n    accessLogs: {outputs: [f]}\n";
+    let config = (routes(&backend.url(), "") + logging)
         .replace("{port}", &port.to_string())
         .replace("{admin}", &admin.to_string())
         .replace("{dir}", &dir.display().to_string());
@@ -588,6 +591,10 @@ fn daemon_mode_serves_in_the_background() {
             && Client::connect(admin).get("/ready").status == 200
     });
     assert_eq!(Client::connect(port).get("/api").status, 200);
+    wait_until(Duration::from_secs(10), "the daemon's log output", || {
+        let out = std::fs::read_to_string(dir.join("out.log")).unwrap_or_default();
+        out.contains("\\\"path\\\":\\\"/api\\\"") && out.contains("ready: pid")
+    });
     signal(pid, "INT");
     wait_until(Duration::from_secs(10), "the daemon to stop", || {
         exited(pid)

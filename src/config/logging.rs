@@ -162,6 +162,10 @@ pub const FIELDS: &[Field] = &[
         .doc("Named outputs: file, http, stdout or syslog (Fluent Bit's types and parameters)."),
     f("runtimeLogs", Ty::Obj(RUNTIME_FIELDS)),
     f("accessLogs", Ty::Obj(ACCESS_FIELDS)).doc("The access log and message logging's lines."),
+    f("runtimeLog", Ty::Obj(RUNTIME_FIELDS))
+        .doc("`runtimeLogs`, as Flex's reference guide spells it."),
+    f("accessLog", Ty::Obj(ACCESS_FIELDS))
+        .doc("`accessLogs`, as Flex's reference guide spells it."),
 ];
 const RUNTIME_FIELDS: &[Field] = &[
     f(
@@ -373,8 +377,27 @@ pub fn decode(
         }
         found
     };
-    if let Some(r) = g.get("runtimeLogs") {
-        let rp = join(path, "runtimeLogs");
+    // Flex's reference guide writes them in the singular
+    let spelt = |d: &mut Decoder, key: &'static str, alias: &'static str| match (
+        g.get(key),
+        g.get(alias),
+    ) {
+        (Some(_), Some(a)) => {
+            d.error(
+                a.pos,
+                &join(path, alias),
+                format!("`{alias}` and `{key}` are the same setting: give one"),
+            );
+            None
+        }
+        (Some(n), None) => Some((n, key)),
+        (None, Some(n)) => Some((n, alias)),
+        (None, None) => None,
+    };
+    let runtime = spelt(d, "runtimeLogs", "runtimeLog");
+    let access = spelt(d, "accessLogs", "accessLog");
+    if let Some((r, key)) = runtime {
+        let rp = join(path, key);
         if let Some(rf) = d.map(r, &rp, RUNTIME_FIELDS) {
             out.runtime = refs(d, rf.get("outputs"), &join(&rp, "outputs"));
             if let Some(l) = rf.get("logLevel") {
@@ -382,8 +405,8 @@ pub fn decode(
             }
         }
     }
-    if let Some(a) = g.get("accessLogs") {
-        let ap = join(path, "accessLogs");
+    if let Some((a, key)) = access {
+        let ap = join(path, key);
         if let Some(af) = d.map(a, &ap, ACCESS_FIELDS) {
             out.access = refs(d, af.get("outputs"), &join(&ap, "outputs"));
         }

@@ -479,6 +479,12 @@ spec:
     // Flex's older template names
     let old = "    outputs:\n    - {name: f, type: file, parameters: {path: /tmp, file: x.log, format: template, template: '[{runtime}][{loglevel}] {message}'}}\n    runtimeLogs: {outputs: f}\n";
     assert!(load(&config(old)).logging.is_some());
+    // the reference guide's singular spellings
+    let singular = "    outputs:\n    - {name: f, type: stdout}\n    runtimeLog: {logLevel: warn, outputs: [f]}\n    accessLog: {outputs: f}\n";
+    let c = load(&config(singular));
+    assert_eq!(c.log_level, Some(log::LevelFilter::Warn));
+    let l = c.logging.expect("logging");
+    assert_eq!((l.runtime.len(), l.access.len()), (1, 1));
 
     for (body, says) in [
         ("    outputs:\n    - {name: k, type: kafka, parameters: {brokers: b:9092}}\n    accessLogs: {outputs: [k]}\n",
@@ -499,6 +505,8 @@ spec:
          "expected on or off"),
         ("    outputs:\n    - {name: f, type: file, parameters: {file: /a}}\n    - {name: f, type: stdout}\n",
          "named twice"),
+        ("    outputs:\n    - {name: f, type: stdout}\n    accessLog: {outputs: f}\n    accessLogs: {outputs: f}\n",
+         "are the same setting"),
     ] {
         let e = load_str("flex.yaml", &config(body)).expect_err(body).to_string();
         assert!(e.contains(says), "{body}: {e}");

@@ -102,19 +102,13 @@ pub fn apply_outputs(settings: Option<&LoggingSettings>) {
         ROUTER.store(None);
         return;
     };
-    let started: Vec<Option<Arc<outputs::Output>>> = s
+    let started: Vec<Arc<outputs::Output>> = s
         .outputs
         .iter()
-        .map(|o| match outputs::Output::start(o) {
-            Ok(out) => Some(Arc::new(out)),
-            Err(e) => {
-                log::error!("log output {:?}: {e}; its lines are dropped", o.name);
-                None
-            }
-        })
+        .map(|o| Arc::new(outputs::Output::new(o)))
         .collect();
     let pick = |ix: &[usize]| -> Vec<Arc<outputs::Output>> {
-        ix.iter().filter_map(|i| started[*i].clone()).collect()
+        ix.iter().map(|i| started[*i].clone()).collect()
     };
     let router = Router {
         runtime: pick(&s.runtime),

@@ -17,6 +17,7 @@ use super::{Line, DROPPED, QUEUE};
 use crate::config::logging::{
     DateFormat, DateKey, FileFormat, JsonFormat, LogOutput, RecordField, Sink, TemplatePiece,
 };
+use arc_swap::ArcSwapOption;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
@@ -33,25 +34,47 @@ pub fn reopen() {
     REOPEN.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A started output: its queue.
+/// Forks of this process (`pthread_atfork`): a daemonized gateway forks
+/// after the outputs are configured, and a thread does not survive a fork,
+/// so a writer started before it is started again in the child.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn forked_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn watch_forks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only bumps an atomic counter
+        // (async-signal-safe, as a fork child handler must be).
+        unsafe {
+            libc::pthread_atfork(None, None, Some(forked_child));
+        }
+    });
+}
+
+/// A configured output: its writer thread, started with the first line
+/// (again after a fork).
 pub struct Output {
     name: String,
-    tx: SyncSender<Arc<Line>>,
+    sink: Sink,
+    writer: ArcSwapOption<Writer>,
+    starting: Mutex<()>,
     last_warned: Arc<Mutex<Option<Instant>>>,
 }
 
+struct Writer {
+    forks: u64,
+    tx: SyncSender<Arc<Line>>,
+}
+
 impl Output {
-    pub fn start(o: &LogOutput) -> Result<Output, String> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Line>>(QUEUE);
-        let last_warned = Arc::new(Mutex::new(None));
-        let w = Warner {
-            name: o.name.clone(),
-            last: last_warned.clone(),
-        };
-        let sink = o.sink.clone();
+    pub fn new(o: &LogOutput) -> Output {
+        watch_forks();
         // said at start, not at the first line: a file that cannot be
         // opened (the writer keeps trying, dropping lines meanwhile)
-        if let Sink::File { path, mkdir, .. } = &sink {
+        if let Sink::File { path, mkdir, .. } = &o.sink {
             if let Err(e) = open(path, *mkdir) {
                 let hint = if *mkdir {
                     ""
@@ -65,33 +88,62 @@ impl Output {
                 );
             }
         }
-        std::thread::Builder::new()
+        Output {
+            name: o.name.clone(),
+            sink: o.sink.clone(),
+            writer: ArcSwapOption::const_empty(),
+            starting: Mutex::new(()),
+            last_warned: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn warner(&self) -> Warner {
+        Warner {
+            name: self.name.clone(),
+            last: self.last_warned.clone(),
+        }
+    }
+
+    /// The running writer's queue, started if this process has none.
+    fn writer(&self) -> Option<Arc<Writer>> {
+        let forks = FORKS.load(Ordering::Relaxed);
+        let running = |w: &Option<Arc<Writer>>| w.clone().filter(|w| w.forks == forks);
+        if let Some(w) = running(&self.writer.load_full()) {
+            return Some(w);
+        }
+        let _one = self.starting.lock().ok()?;
+        if let Some(w) = running(&self.writer.load_full()) {
+            return Some(w);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Line>>(QUEUE);
+        let (sink, w) = (self.sink.clone(), self.warner());
+        let spawned = std::thread::Builder::new()
             .name(format!(
                 "flexgw-log-{}",
-                o.name.chars().take(5).collect::<String>()
+                self.name.chars().take(5).collect::<String>()
             ))
             .spawn(move || match sink {
                 Sink::File { .. } => file_writer(&sink, &rx, &w),
                 Sink::Stdout { format, date } => stdout_writer(format, &date, &rx),
                 Sink::Http { .. } => http_writer(&sink, &rx, &w),
                 Sink::Syslog { .. } => syslog_writer(&sink, &rx, &w),
-            })
-            .map_err(|e| format!("cannot start its writer: {e}"))?;
-        Ok(Output {
-            name: o.name.clone(),
-            tx,
-            last_warned,
-        })
+            });
+        if let Err(e) = spawned {
+            self.warner()
+                .warn(1, &format!("cannot start its writer: {e}"));
+            return None;
+        }
+        let w = Arc::new(Writer { forks, tx });
+        self.writer.store(Some(w.clone()));
+        Some(w)
     }
 
     pub fn send(&self, line: Arc<Line>) {
-        if self.tx.try_send(line).is_err() {
+        let sent = self.writer().is_some_and(|w| w.tx.try_send(line).is_ok());
+        if !sent {
             DROPPED.inc();
-            Warner {
-                name: self.name.clone(),
-                last: self.last_warned.clone(),
-            }
-            .warn(1, "its queue is full (the output is slower than the logs)");
+            self.warner()
+                .warn(1, "its queue is full (the output is slower than the logs)");
         }
     }
 }
