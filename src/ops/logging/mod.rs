@@ -18,6 +18,7 @@
 //! synchronously (few, and the last words of a failing process must not
 //! wait in a queue).
 
+mod format;
 mod outputs;
 
 use crate::config::logging::LoggingSettings;

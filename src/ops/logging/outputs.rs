@@ -13,10 +13,9 @@
 //! - `syslog`: RFC 5424 or RFC 3164 over UDP (one datagram per line) or
 //!   TCP (newline-framed), reconnecting after a failure.
 
+use super::format::{field_text, file_line, json_batch};
 use super::{Line, DROPPED, QUEUE};
-use crate::config::logging::{
-    DateFormat, DateKey, FileFormat, JsonFormat, LogOutput, RecordField, Sink, TemplatePiece,
-};
+use crate::config::logging::{DateKey, JsonFormat, LogOutput, Sink};
 use arc_swap::ArcSwapOption;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -24,7 +23,7 @@ use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Bumped by SIGUSR1: every file output reopens its file.
 static REOPEN: AtomicU64 = AtomicU64::new(0);
@@ -190,117 +189,6 @@ fn next_batch(rx: &Receiver<Arc<Line>>, wait: Duration, max: usize) -> Option<Ve
         }
     }
     Some(batch)
-}
-
-// --- record formats ----------------------------------------------------
-
-fn field_text(line: &Line, f: RecordField) -> std::borrow::Cow<'_, str> {
-    match f {
-        RecordField::Time => crate::ops::time::rfc3339(line.time).into(),
-        RecordField::Logger => line.logger.as_str().into(),
-        RecordField::Level => line.level_name().into(),
-        RecordField::Kind => line.kind().into(),
-        RecordField::Message => line.message.as_str().into(),
-    }
-}
-
-const ALL: [RecordField; 5] = [
-    RecordField::Time,
-    RecordField::Logger,
-    RecordField::Level,
-    RecordField::Kind,
-    RecordField::Message,
-];
-
-/// The record as a JSON object, with the date key when asked.
-fn json_record(line: &Line, date: Option<&DateKey>) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    for f in ALL {
-        m.insert(f.key().into(), field_text(line, f).into_owned().into());
-    }
-    if let Some(DateKey {
-        key: Some(k),
-        format,
-    }) = date
-    {
-        let d = line.time.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let v: serde_json::Value = match format {
-            DateFormat::Double => serde_json::json!(d.as_secs_f64()),
-            DateFormat::Epoch => serde_json::json!(d.as_secs()),
-            DateFormat::Iso8601 => crate::ops::time::rfc3339(line.time).into(),
-            DateFormat::JavaSqlTimestamp => crate::ops::time::rfc3339(line.time)
-                .replace('T', " ")
-                .trim_end_matches('Z')
-                .to_string()
-                .into(),
-        };
-        m.insert(k.clone(), v);
-    }
-    serde_json::Value::Object(m)
-}
-
-fn json_batch(batch: &[Arc<Line>], format: JsonFormat, date: &DateKey) -> Vec<u8> {
-    let mut out = Vec::new();
-    match format {
-        JsonFormat::Lines => {
-            for l in batch {
-                let _ = serde_json::to_writer(&mut out, &json_record(l, Some(date)));
-                out.push(b'\n');
-            }
-        }
-        JsonFormat::Array => {
-            let all: Vec<serde_json::Value> =
-                batch.iter().map(|l| json_record(l, Some(date))).collect();
-            let _ = serde_json::to_writer(&mut out, &all);
-            out.push(b'\n');
-        }
-    }
-    out
-}
-
-fn quote_csv(v: &str, delimiter: &str) -> String {
-    if v.contains(delimiter) || v.contains(['"', '\n', '\r']) {
-        format!("\"{}\"", v.replace('"', "\"\""))
-    } else {
-        v.to_string()
-    }
-}
-
-/// One line of a file output, newline included.
-fn file_line(out: &mut Vec<u8>, line: &Line, format: &FileFormat) {
-    match format {
-        FileFormat::Plain => {
-            let _ = serde_json::to_writer(&mut *out, &json_record(line, None));
-        }
-        FileFormat::Template(pieces) => {
-            for p in pieces {
-                match p {
-                    TemplatePiece::Text(t) => out.extend_from_slice(t.as_bytes()),
-                    TemplatePiece::Field(f) => {
-                        out.extend_from_slice(field_text(line, *f).as_bytes())
-                    }
-                }
-            }
-        }
-        FileFormat::Csv(delimiter) => {
-            let values: Vec<String> = ALL
-                .iter()
-                .map(|f| quote_csv(&field_text(line, *f), delimiter))
-                .collect();
-            out.extend_from_slice(values.join(delimiter).as_bytes());
-        }
-        FileFormat::Ltsv { delimiter, label } => {
-            let values: Vec<String> = ALL
-                .iter()
-                .map(|f| {
-                    let v = field_text(line, *f).replace(['\t', '\n'], " ");
-                    format!("{}{label}{v}", f.key())
-                })
-                .collect();
-            out.extend_from_slice(values.join(delimiter).as_bytes());
-        }
-    }
-    out.push(b'\n');
 }
 
 // --- file ----------------------------------------------------------------
@@ -652,8 +540,11 @@ fn syslog_writer(sink: &Sink, rx: &Receiver<Arc<Line>>, w: &Warner) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::format::json_record;
     use super::*;
+    use crate::config::logging::{DateFormat, FileFormat, RecordField, TemplatePiece};
     use std::time::SystemTime;
+    use std::time::UNIX_EPOCH;
 
     fn line(message: &str) -> Line {
         Line {
