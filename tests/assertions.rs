@@ -256,14 +256,9 @@ fn underscored_header_names_are_dropped_refused_or_allowed() {
         .replace("{dir}", "/tmp"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flex-gateway"))
-        .args(["validate", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+    let (ok, out, err) = validate(&file);
+    let text = err + &out;
+    assert!(!ok);
     assert!(
         text.contains("underscoresInHeaders") && text.contains("expected allow, drop or reject"),
         "{text}"

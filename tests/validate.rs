@@ -3,19 +3,6 @@
 use crate::support::*;
 use std::process::Command;
 
-fn validate(path: &std::path::Path) -> (bool, String, String) {
-    let out = Command::new(GATEWAY)
-        .args(["validate", "-c"])
-        .arg(path)
-        .output()
-        .expect("run validate");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn validate_text(text: &str) -> (bool, String) {
     let dir = temp_dir("validate");
     let file = dir.join("gateway.yaml");

@@ -13,3 +13,11 @@ pub mod status; // `flex-gateway status`: a running gateway on a terminal
 pub mod time;
 pub mod upgrade;
 pub mod upstreams; // active health checks and DNS refresh
+
+/// The host's name (`None` when it cannot be read or is empty).
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}

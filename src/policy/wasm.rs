@@ -318,9 +318,7 @@ pub fn info(c: &Config) -> PluginInfo {
 
 /// `node.id`: the host's name.
 fn node_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "flex-gateway".into())
+    crate::ops::hostname().unwrap_or_else(|| "flex-gateway".into())
 }
 
 pub fn build(c: &Config) -> Arc<dyn Policy> {

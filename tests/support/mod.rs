@@ -12,6 +12,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const GATEWAY: &str = env!("CARGO_BIN_EXE_flex-gateway");
+
+/// `flex-gateway validate -c path`: whether it passed, its stdout, its stderr.
+pub fn validate(path: &Path) -> (bool, String, String) {
+    let out = Command::new(GATEWAY)
+        .args(["validate", "-c"])
+        .arg(path)
+        .output()
+        .expect("run validate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 pub const CATALOG: &str = env!("CARGO_BIN_EXE_catalog-backend");
 
 pub fn repo_path(rel: &str) -> PathBuf {

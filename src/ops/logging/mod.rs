@@ -177,17 +177,29 @@ fn stderr_queue() -> &'static SyncSender<Arc<Line>> {
 }
 
 fn format_stderr(buf: &mut Vec<u8>, line: &Line) {
-    if line.logger == ACCESS_TARGET {
-        let _ = writeln!(buf, "{}", line.message);
+    let _ = stderr_line(
+        buf,
+        line.time,
+        line.level,
+        &line.logger,
+        format_args!("{}", line.message),
+    );
+}
+
+/// A line on stderr: access lines as the bare JSON object, the others
+/// with a timestamp, level and target.
+fn stderr_line(
+    out: &mut impl Write,
+    time: SystemTime,
+    level: log::Level,
+    target: &str,
+    message: std::fmt::Arguments,
+) -> std::io::Result<()> {
+    if target == ACCESS_TARGET {
+        writeln!(out, "{message}")
     } else {
-        let _ = writeln!(
-            buf,
-            "{} {:5} {}: {}",
-            crate::ops::time::rfc3339(line.time),
-            line.level,
-            line.logger,
-            line.message
-        );
+        let time = crate::ops::time::rfc3339(time);
+        writeln!(out, "{time} {level:5} {target}: {message}")
     }
 }
 
@@ -244,18 +256,8 @@ fn rust_log() -> bool {
 pub fn init_at(level: Option<log::LevelFilter>) {
     let mut b = env_logger::Builder::new();
     b.format(|buf, record| {
-        if record.target() == ACCESS_TARGET {
-            writeln!(buf, "{}", record.args())
-        } else {
-            writeln!(
-                buf,
-                "{} {:5} {}: {}",
-                crate::ops::time::now(),
-                record.level(),
-                record.target(),
-                record.args()
-            )
-        }
+        let now = SystemTime::now();
+        stderr_line(buf, now, record.level(), record.target(), *record.args())
     });
     let from_env = rust_log();
     if from_env {

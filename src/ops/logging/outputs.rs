@@ -415,14 +415,6 @@ fn connect(address: &str, tcp: bool) -> std::io::Result<Conn> {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "-".to_string())
-}
-
 fn severity(level: log::Level) -> u8 {
     match level {
         log::Level::Error => 3,
@@ -491,7 +483,7 @@ fn syslog_writer(sink: &Sink, rx: &Receiver<Arc<Line>>, w: &Warner) {
     let Sink::Syslog { address, tcp, .. } = sink else {
         return;
     };
-    let host = hostname();
+    let host = crate::ops::hostname().unwrap_or_else(|| "-".to_string());
     let mut conn: Option<Conn> = None;
     let mut retry_at = Instant::now();
     while let Some(batch) = next_batch(rx, Duration::from_secs(1), 512) {
