@@ -27,6 +27,10 @@ Scenarios:
   h  (b) with the rate limit per client: `key: header:X-Client-Key`, each
      request one of 100,000 keys in turn (a wrk Lua script), so the map
      holds 100,000 live keys; flex only, compared with its (b)
+  p  the user's route, POST with a 1 KB JSON body (a wrk Lua script);
+     flex only, the baseline of (q)
+  q  (p) with json-threat-protection, every limit set; flex only,
+     compared with its (p)
   i  (h) with the counts in Redis (`sharedStorage`, a local redis-server):
      one script call per request; flex only, compared with its (h)
   j  (b) over HTTPS (TLS 1.3, an ECDSA P-256 certificate made for the run),
@@ -70,15 +74,27 @@ SCENARIOS = {
     "t": ("user's route + tracing, every request sampled, OTLP/HTTP to a sink (the backend nginx)",
           "/api/products/2", 64),
     "u": ("user's route + tracing configured, 0 % sampled", "/api/products/2", 64),
+    "p": ("user's route, POST with a 1 KB JSON body", "/api/products/2", 64),
+    "q": ("(p) + json-threat-protection (every limit set)", "/api/products/2", 64),
 }
 TLS_ONLY = "jk"  # HTTPS scenarios: nginx and flex only
-FLEX_ONLY = "fghilmwtu"  # policy and format scenarios: compared with flex's own (b)
+FLEX_ONLY = "fghilmwtupq"  # policy and format scenarios: compared with flex's own (b)
 KEYS_SCRIPT = """counter = 0
 request = function()
   counter = counter + 1
   return wrk.format(nil, nil, {["X-Client-Key"] = "client-" .. (counter % 100000)})
 end
 """
+# scenarios (p) and (q): a 1 KB order, posted as JSON
+ORDER = json.dumps({"order": {"id": 48213, "customer": "ACME Corporation", "currency": "EUR", "items": [
+    {"sku": f"SKU-{i:05d}", "name": f"Widget model {i}", "quantity": i % 7 + 1, "price": 12.5 + i,
+     "tags": ["blue", "large"]} for i in range(10)]}}, separators=(",", ":"))
+POST_SCRIPT = f"""wrk.method = "POST"
+wrk.body = '{ORDER}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+JSON_LIMITS = ("{maxContainerDepth: 10, maxObjectEntryCount: 100, maxObjectEntryNameLength: 80, "
+               "maxArrayElementCount: 1000, maxStringValueLength: 4096}")
 API_KEY = "bench-api-key-0123456789"
 AUTH_HEADERS = []  # filled in main() with the signed token (scenario f)
 TARGETS = ["direct", "nginx", "haproxy", "pingora", "flex"]
@@ -312,7 +328,7 @@ def flex_conf(work, scenario, target="flex"):
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
         routes = f"    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{up}\"}}\n"
-    elif scenario in ("b", "f", "g", "h", "i", "j", "k", "m", "w", "t", "u"):
+    elif scenario in ("b", "f", "g", "h", "i", "j", "k", "m", "w", "t", "u", "p", "q"):
         routes = (
             f"    - id: public-products\n      path: [\"/api/products\", \"/api/products/*\"]\n      methods: [\"GET\"]\n"
             f"      upstream: {{url: \"{up}\", timeout: 30s}}\n"
@@ -323,6 +339,10 @@ def flex_conf(work, scenario, target="flex"):
         routes = routes.replace("timeout: 30s}\n", "timeout: 30s}\n" + rl, 1)
         if scenario == "w":
             routes = routes.replace(rl, rl + wasm_policy(), 1)
+        if scenario in ("p", "q"):
+            routes = routes.replace('methods: ["GET"]', 'methods: ["GET", "POST"]', 1)
+        if scenario == "q":
+            routes = routes.replace(rl, rl + f"        - json-threat-protection: {JSON_LIMITS}\n", 1)
         if scenario in ("f", "m"):
             auth = (
                 f"        - jwt-validation:\n            keys: [{{algorithm: RS256, publicKey: \"file:{work}/jwt-public.pem\"}}]\n"
@@ -466,7 +486,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
     ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
-    ap.add_argument("--scenarios", default="abcdefghijklmwtu")
+    ap.add_argument("--scenarios", default="abcdefghijklmwtupq")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--out", help="also write the markdown report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
@@ -528,6 +548,8 @@ def main():
                        check=True, capture_output=True)
     script = os.path.join(work, "keys.lua")
     open(script, "w").write(KEYS_SCRIPT)
+    post_script = os.path.join(work, "post.lua")
+    open(post_script, "w").write(POST_SCRIPT)
     redis = None
     if "i" in args.scenarios:
         redis = subprocess.Popen(PIN["servers"] + [which("redis-server"), "--port", str(PORTS["redis"]), "--bind", "127.0.0.1",
@@ -552,7 +574,7 @@ def main():
                            "m": AUTH_HEADERS + ["Origin: https://app.example.com"],
                            "k": ["Connection: close"]}.get(sc, ())
                 scheme = "https" if sc in TLS_ONLY else "http"
-                lua = script if sc in "hi" else None
+                lua = script if sc in "hi" else post_script if sc in "pq" else None
                 proc = start_target(t, sc, work)
                 try:
                     if t == "flex" and proc:
@@ -644,6 +666,10 @@ def main():
         b, w = results[("b", "flex")], results[("w", "flex")]
         lines.append(f"flex-gateway (w) vs (b): {w[0] / b[0]:.3f}x requests/s, p99 {w[2] / b[2]:.2f}x, "
                      f"CPU per request {w[4] / b[4]:.3f}x (a proxy-wasm custom policy on the route; target >= 0.85x).")
+    if ("p", "flex") in results and ("q", "flex") in results:
+        p, q = results[("p", "flex")], results[("q", "flex")]
+        lines.append(f"flex-gateway (q) vs (p): {q[0] / p[0]:.3f}x requests/s, p99 {q[2] / p[2]:.2f}x, "
+                     f"CPU per request {q[4] / p[4]:.3f}x (json-threat-protection on a 1 KB JSON body; target >= 0.9x).")
     for sc, what, target in (("t", "tracing, 100 % sampled", "0.9"), ("u", "tracing, 0 % sampled", "0.98")):
         if ("b", "flex") in results and (sc, "flex") in results:
             b, t = results[("b", "flex")], results[(sc, "flex")]

@@ -457,8 +457,59 @@ fn json_error(c: &mut Criterion) {
     });
 }
 
+/// JSON and XML threat protection: one 1 KB body checked whole (the
+/// scanners' work per request; chunking does not change it).
+fn threat_scan(c: &mut Criterion) {
+    use flex_gateway::policy::threat::{json, xml};
+    let items: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"sku":"SKU-{i:05}","name":"Widget model {i}","quantity":{},"price":{}.5,"tags":["blue","large"]}}"#,
+                i % 7 + 1,
+                12 + i
+            )
+        })
+        .collect();
+    let order = format!(
+        r#"{{"order":{{"id":48213,"customer":"ACME Corporation","currency":"EUR","items":[{}]}}}}"#,
+        items.join(",")
+    );
+    let xml_items: String = (0..10)
+        .map(|i| format!(r#"<item sku="SKU-{i:05}" qty="{}"><name>Widget model {i}</name><price>{}.5</price></item>"#, i % 7 + 1, 12 + i))
+        .collect();
+    let xml_order = format!(
+        r#"<?xml version="1.0"?><order id="48213" customer="ACME Corporation">{xml_items}</order>"#
+    );
+    let jl = json::Limits::from_fields([Some(10), Some(100), Some(80), Some(1000), Some(4096)]);
+    let xl = xml::Limits::from_fields([
+        Some(10),
+        Some(8),
+        Some(100),
+        Some(4096),
+        Some(256),
+        Some(256),
+    ]);
+    let mut group = c.benchmark_group("threat_scan_1kb");
+    group.bench_function(format!("json_{}_bytes", order.len()), |b| {
+        b.iter(|| {
+            let mut s = json::Scanner::new(jl);
+            s.feed(black_box(order.as_bytes())).unwrap();
+            s.finish().unwrap();
+        })
+    });
+    group.bench_function(format!("xml_{}_bytes", xml_order.len()), |b| {
+        b.iter(|| {
+            let mut s = xml::Scanner::new(xl);
+            s.feed(black_box(xml_order.as_bytes())).unwrap();
+            s.finish().unwrap();
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    threat_scan,
     route_matching,
     flex_route_matching,
     path_normalisation,

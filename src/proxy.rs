@@ -91,6 +91,9 @@ pub struct Ctx {
     trace: Option<crate::trace::RequestTrace>,
     /// The policy that answered the request itself, if one did.
     answered_by: &'static str,
+    /// A policy refused the request from its body: the answer, written
+    /// when the proxying fails with it.
+    body_refusal: Option<LocalResponse>,
 }
 
 /// A request's dealings with its upstream service.
@@ -154,6 +157,7 @@ impl Ctx {
             upgrade: None,
             trace: None,
             answered_by: "",
+            body_refusal: None,
         }
     }
 
@@ -922,9 +926,22 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(route) = ctx.route.as_ref().filter(|r| r.chain.body_hooks().0) {
-            route
+            let refused = route
                 .chain
                 .on_request_body(body, end_of_stream, &mut ctx.x, ctx.ran)?;
+            if let Some(r) = refused {
+                // the chunk goes nowhere; failing here cuts the upstream
+                // request short (its connection is not reused)
+                route.metrics.rejected(r.policy);
+                ctx.answered_by = r.policy;
+                ctx.close = true;
+                let status = r.response.status;
+                ctx.body_refusal = Some(r.response);
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(status),
+                    format!("request body refused by {}", r.policy),
+                );
+            }
         }
         if let (Some(limit), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
             ctx.body_seen += chunk.len() as u64;
@@ -1028,11 +1045,12 @@ impl ProxyHttp for Gateway {
                     if ctx.x.request_id.is_empty() {
                         ctx.set_request_id(request_id::generate());
                     }
-                    let resp = match ctx.up.refusal {
-                        Some(why) => local(status, why.message())
+                    let resp = match (ctx.body_refusal.take(), ctx.up.refusal) {
+                        (Some(refusal), _) => refusal,
+                        (None, Some(why)) => local(status, why.message())
                             .with_header("x-flexgw-refused", why.reason())
                             .with_header("retry-after", "1"),
-                        None => local(status, message_for(status)),
+                        (None, None) => local(status, message_for(status)),
                     };
                     if let Err(we) = respond(session, ctx, resp, self.draining()).await {
                         log::debug!("could not send the {status} response: {we}");

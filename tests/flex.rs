@@ -355,7 +355,7 @@ spec:
         - rules: [{path: \"/orders(\"}]
   policies:
     - policyRef: {name: rate-limiting-flx}
-    - policyRef: {name: json-threat-protection-flex}
+    - policyRef: {name: client-id-enforcement-flex}
     - policyRef: {name: rate-limiting-flex}
       config:
         rateLimits: [{maximumRequest: 3, timePeriodInMilliseconds: 1000}]
@@ -384,7 +384,7 @@ spec:
     let expect = [
         "api.yaml:10:26: spec.services.orders.routes[0].rules[0].path: invalid regular expression \"/orders(\"",
         "api.yaml:12:25: spec.policies[0].policyRef.name: unknown policy \"rate-limiting-flx\" (did you mean \"rate-limiting-flex\"?)",
-        "api.yaml:13:25: spec.policies[1].policyRef.name: policy \"json-threat-protection-flex\" is not supported by flex-gateway yet",
+        "api.yaml:13:25: spec.policies[1].policyRef.name: policy \"client-id-enforcement-flex\" does not run in Flex's Local Mode: it checks client applications",
         "api.yaml:16:23: spec.policies[2].config.rateLimits[0].maximumRequest: unknown field (did you mean `maximumRequests`?)",
         "api.yaml:17:22: spec.policies[2].config.keySelector: `sizeOf(...)` is not supported in expressions",
         "api.yaml:23:12: spec.address: port 8080: base path \"/shop/v2\" clashes with \"/shop\" of ApiInstance \"shop\"",

@@ -26,6 +26,7 @@ mod operations;
 mod path_properties;
 mod proxy;
 mod rate_limit;
+mod threat;
 mod tls;
 mod traffic;
 mod validate;

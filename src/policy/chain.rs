@@ -105,20 +105,28 @@ impl Chain {
         self.bodies
     }
 
-    /// Request body hooks of the policies that saw the request, in order.
+    /// Request body hooks of the policies that saw the request, in order,
+    /// until one refuses the request.
     pub fn on_request_body(
         &self,
         body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
         x: &mut Exchange,
         ran: Ran,
-    ) -> pingora::Result<()> {
+    ) -> pingora::Result<Option<Rejection>> {
         for (i, link) in self.links.iter().enumerate() {
             if ran.saw(i) && link.policy.body_hooks().0 {
-                link.policy.on_request_body(body, end_of_stream, x)?;
+                if let Decision::Respond(response) =
+                    link.policy.on_request_body(body, end_of_stream, x)?
+                {
+                    return Ok(Some(Rejection {
+                        policy: link.name,
+                        response,
+                    }));
+                }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Response body hooks of the policies that saw the request, last first.

@@ -8,7 +8,7 @@
 //! ```text
 //! on_request             the request head, after routing; may answer it   (async: may wait on I/O)
 //! on_method_not_allowed  the route matched but not the method; may answer (a CORS preflight)
-//! on_request_body        each request body chunk (only if body_hooks says so)
+//! on_request_body        each request body chunk (only if body_hooks says so); may refuse it
 //! on_upstream_request    edit the request going upstream (headers, path)
 //! on_response            edit the response head, proxied or local (reverse order)
 //! on_response_body       each proxied response body chunk (reverse order)
@@ -40,6 +40,7 @@ pub mod message_logging; // log lines from requests and responses
 pub mod path_rewrite;
 pub mod rate_limit;
 pub mod spike;
+pub mod threat; // JSON and XML threat protection: request bodies checked as they stream
 pub mod tracing; // a route's tracing: sampling, span name, labels
 #[cfg(feature = "wasm")]
 pub mod wasm;
@@ -113,14 +114,16 @@ pub trait Policy: Send + Sync {
     }
 
     /// A chunk of the request body on its way upstream (`None` after the
-    /// hook: nothing is sent now, the policy holds it).
+    /// hook: nothing is sent now, the policy holds it). `Respond` refuses
+    /// the request: the chunk is not sent, the upstream request is cut
+    /// short and the client gets the answer (unless a response started).
     fn on_request_body(
         &self,
         _body: &mut Option<bytes::Bytes>,
         _end_of_stream: bool,
         _x: &mut Exchange,
-    ) -> pingora::Result<()> {
-        Ok(())
+    ) -> pingora::Result<Decision> {
+        Ok(Decision::Continue)
     }
 
     /// A chunk of a proxied response body, in reverse chain order.
@@ -283,6 +286,8 @@ policies! {
     "proxy-wasm" => ProxyWasm(wasm),
     "tracing" => Tracing(tracing),
     "message-logging" => MessageLogging(message_logging),
+    "json-threat-protection" => JsonThreatProtection(threat::json_policy),
+    "xml-threat-protection" => XmlThreatProtection(threat::xml_policy),
 }
 
 impl PolicyConfig {

@@ -796,8 +796,9 @@ impl Policy for Wasm {
         body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
         x: &mut Exchange,
-    ) -> pingora::Result<()> {
+    ) -> pingora::Result<Decision> {
         self.body(body, end_of_stream, x, true)
+            .map(|()| Decision::Continue)
     }
 
     fn on_response(&self, resp: &mut ResponseHeader, x: &mut Exchange) -> pingora::Result<()> {

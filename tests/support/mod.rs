@@ -764,6 +764,55 @@ fn read_body<R: BufRead>(
     Ok((body, total))
 }
 
+// ─── Raw sockets ─────────────────────────────────────────────────────────
+
+/// Send raw bytes; the status code of the answer and whether the gateway
+/// closed the connection after it.
+pub fn raw(port: u16, bytes: &[u8]) -> (u16, bool, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(bytes).expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    // read until the peer closes (or the read times out: kept alive)
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                // a complete response that the gateway keeps alive: stop
+                let text = String::from_utf8_lossy(&got);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len
+                        && !text[..end]
+                            .to_ascii_lowercase()
+                            .contains("connection: close")
+                    {
+                        // give the gateway a moment to close if it means to
+                        s.set_read_timeout(Some(Duration::from_millis(300))).ok();
+                    }
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, closed, text)
+}
+
 // ─── In-process backend ─────────────────────────────────────────────────
 
 /// A request as the backend received it.

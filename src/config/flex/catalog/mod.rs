@@ -36,7 +36,10 @@ pub enum Bound {
 
 /// A name of Flex's catalog (run or known) or of our own policies.
 pub fn is_catalog_name(name: &str) -> bool {
-    FLEX_NAMES.contains(&name) || NOT_YET.contains(&name) || policy::NAMES.contains(&name)
+    FLEX_NAMES.contains(&name)
+        || NOT_YET.contains(&name)
+        || NOT_IN_LOCAL_MODE.iter().any(|(n, _)| *n == name)
+        || policy::NAMES.contains(&name)
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +77,8 @@ pub const FLEX_NAMES: &[&str] = &[
     "tls-outbound",
     "tracing-flex",
     "message-logging-flex",
+    "json-threat-protection-flex",
+    "xml-threat-protection-flex",
 ];
 
 /// The config fields of each Flex policy we run (what its decoder reads
@@ -96,21 +101,36 @@ pub const FIELDS: &[(&str, &[crate::config::fields::Field])] = &[
     ("tls-outbound", tls::TLS_OUT_FIELDS),
     ("tracing-flex", policy::tracing::FIELDS),
     ("message-logging-flex", policy::message_logging::FIELDS),
+    ("json-threat-protection-flex", policy::threat::json::FIELDS),
+    ("xml-threat-protection-flex", policy::threat::xml::FIELDS),
 ];
 
 /// Flex catalog names we know but do not run yet: `validate` says so.
 pub const NOT_YET: &[&str] = &[
-    "json-threat-protection-flex",
     "http-caching-flex",
     "ldap-authentication-flex",
     "openid-token-enforcement-flex",
     "schema-validation-flex",
     "external-authorization-flex",
     "external-processing-flex",
-    "health-check-flex",
-    "rate-limiting-sla-based-flex",
-    "client-id-enforcement-flex",
     "http-basic-authentication-outbound-flex",
+];
+
+/// Flex catalog names Flex itself does not run in Local Mode, and why:
+/// `validate` says so.
+pub const NOT_IN_LOCAL_MODE: &[(&str, &str)] = &[
+    (
+        "client-id-enforcement-flex",
+        "it checks client applications registered in API Manager, which Local Mode has none of; use api-key or jwt-validation-flex",
+    ),
+    (
+        "rate-limiting-sla-based-flex",
+        "its tiers come from API Manager contracts, which Local Mode has none of; use rate-limiting-flex with a keySelector",
+    ),
+    (
+        "health-check-flex",
+        "it alerts through Anypoint Monitoring; active checks are a `kind: Gateway` service's healthCheck here",
+    ),
 ];
 
 /// Decode the config of the policy called `name`.
@@ -150,6 +170,12 @@ pub fn decode(
         // the same fields as ours
         "tracing-flex" => policy(PolicyConfig::decode(d, "tracing", c, path)),
         "message-logging-flex" => policy(PolicyConfig::decode(d, "message-logging", c, path)),
+        "json-threat-protection-flex" => {
+            policy(PolicyConfig::decode(d, "json-threat-protection", c, path))
+        }
+        "xml-threat-protection-flex" => {
+            policy(PolicyConfig::decode(d, "xml-threat-protection", c, path))
+        }
         // our own policies, under our names and fields, are accepted too
         n if policy::NAMES.contains(&n) => policy(PolicyConfig::decode(d, n, c, path)),
         n if NOT_YET.contains(&n) => {
@@ -163,9 +189,22 @@ pub fn decode(
             );
             None
         }
+        n if NOT_IN_LOCAL_MODE.iter().any(|(m, _)| *m == n) => {
+            let why = NOT_IN_LOCAL_MODE
+                .iter()
+                .find(|(m, _)| *m == n)
+                .map_or("", |(_, why)| why);
+            d.error(
+                name_pos,
+                name_path,
+                format!("policy {n:?} does not run in Flex's Local Mode: {why}"),
+            );
+            None
+        }
         n => {
             let mut known: Vec<&str> = FLEX_NAMES.to_vec();
             known.extend(NOT_YET);
+            known.extend(NOT_IN_LOCAL_MODE.iter().map(|(n, _)| *n));
             let hint = suggest(n, &known)
                 .map(|s| format!(" (did you mean {s:?}?)"))
                 .unwrap_or_else(|| format!(" (supported: {})", FLEX_NAMES.join(", ")));
