@@ -73,11 +73,17 @@ const STORAGE_FIELDS: &[Field] = &[f("redis", Ty::Obj(FLEX_REDIS_FIELDS)).req()]
 const FLEX_REDIS_FIELDS: &[Field] = &[
     f("address", Ty::Text("host:port")).req(),
     f("username", STR),
+    f("user", STR).doc("Flex's docs' spelling of `username`."),
     f("password", STR),
     f(
         "db",
         Ty::Either(&[Ty::Int(0, 1 << 20), Ty::Text("a database number")]),
     ),
+    f(
+        "DB",
+        Ty::Either(&[Ty::Int(0, 1 << 20), Ty::Text("a database number")]),
+    )
+    .doc("Flex's docs' spelling of `db`."),
     f("tls", Ty::Either(&[BOOL, Ty::Dict(&Ty::Any)]))
         .doc("TLS to Redis (its settings are not applied)."),
     f("timeout", DURATION),
@@ -194,6 +200,28 @@ fn shared_storage(
                 }
                 true
             });
+            // Flex's docs write `user` and `DB`: the same as `username`, `db`
+            for (alias, name) in [("user", "username"), ("DB", "db")] {
+                let has = |t: &str| {
+                    redis
+                        .iter()
+                        .any(|(k, _)| matches!(&k.value, Value::Scalar { text, .. } if text == t))
+                };
+                if has(alias) && has(name) {
+                    d.error(
+                        n.pos,
+                        &format!("{path}.redis.{alias}"),
+                        format!("give `{name}` or `{alias}`, not both"),
+                    );
+                }
+                for (k, _) in redis.iter_mut() {
+                    if let Value::Scalar { text, .. } = &mut k.value {
+                        if text == alias {
+                            *text = name.to_string();
+                        }
+                    }
+                }
+            }
             for (k, v) in redis.iter_mut() {
                 // Flex documents `db` as a string: "2" is database 2
                 if matches!(&k.value, Value::Scalar { text, .. } if text == "db") {

@@ -195,7 +195,6 @@ pub fn decode(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ExtensionRes> 
     Some(ExtensionRes { meta, role })
 }
 
-#[cfg(feature = "wasm")]
 fn find<'r>(exts: &[&'r ExtensionRes], namespace: &str, name: &str) -> Option<&'r ExtensionRes> {
     exts.iter()
         .find(|e| e.meta.name == name && e.meta.namespace == namespace)
@@ -248,6 +247,23 @@ fn resolve_binding(
         return Some(b.clone());
     };
     let mut d = Decoder::new(b.meta.file.clone());
+    if find(exts, &e.namespace, &e.name).is_none() && super::catalog::is_catalog_name(&e.name) {
+        // Flex's docs write included policies as `kind: Extension` too:
+        // with no Extension of that name, the name is the catalog's
+        let bound = super::catalog::decode(
+            &mut d,
+            &e.name,
+            e.name_pos,
+            e.config.as_ref(),
+            e.config_pos,
+            &e.config_path,
+            &e.name_path,
+        );
+        errors.append(&mut d.errors);
+        let mut b = b.clone();
+        b.policy = bound?;
+        return Some(b);
+    }
     #[cfg(feature = "wasm")]
     let resolved = resolve_ref(&mut d, b, e, exts);
     #[cfg(not(feature = "wasm"))]

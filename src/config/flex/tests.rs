@@ -121,6 +121,48 @@ spec:
 }
 
 #[test]
+fn flex_docs_spellings_user_db_and_builtin_policies_as_extensions() {
+    let storage = |redis: &str| {
+        format!(
+            "{INSTANCE}  policies:
+    - policyRef: {{name: rate-limiting-flex, kind: Extension}}
+      config: {{rateLimits: [{{maximumRequests: 3, timePeriodInMilliseconds: 2000}}]}}
+---
+apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Configuration
+metadata: {{name: storage}}
+spec:
+  sharedStorage:
+    redis: {redis}
+"
+        )
+    };
+    // Flex's shared-storage page: `username`'s and `db`'s other spellings
+    let c = load(&storage(
+        "{address: \"127.0.0.1:6390\", user: ecomm-user, password: pw, DB: 7}",
+    ));
+    let p = &c.listeners[0].routes[0].policies;
+    let PolicyConfig::RateLimit(r) = &p[0].config else {
+        panic!("a built-in policy named with kind: Extension is the built-in: {p:?}")
+    };
+    let redis = r.redis.as_ref().expect("redis");
+    assert_eq!(
+        (redis.username.as_deref(), redis.db),
+        (Some("ecomm-user"), 7)
+    );
+    let e = load_str(
+        "flex.yaml",
+        &storage("{address: \"127.0.0.1:6390\", user: a, username: b}"),
+    )
+    .expect_err("both spellings")
+    .to_string();
+    assert!(
+        e.contains("sharedStorage.redis.user: give `username` or `user`, not both"),
+        "{e}"
+    );
+}
+
+#[test]
 fn authentication_and_access_policies() {
     let p = policies(
         "http-basic-authentication-flex",

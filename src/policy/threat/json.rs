@@ -160,6 +160,16 @@ pub struct Scanner {
     done: bool,
 }
 
+/// A byte inside a string that needs no attention of its own.
+fn plain(b: u8) -> bool {
+    b != b'"' && b != b'\\' && b >= 0x20
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+#[cold]
 fn invalid(what: &str) -> Breach {
     Breach {
         rule: "",
@@ -180,8 +190,35 @@ impl Scanner {
     }
 
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Breach> {
-        for &b in bytes {
-            self.byte(b)?;
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            match self.st {
+                // the plain run of a string at once: its characters are
+                // counted and checked together, the byte ending it below
+                St::Str { name } if plain(b) => {
+                    let run = bytes[i..].iter().position(|&b| !plain(b));
+                    let end = run.map_or(bytes.len(), |n| i + n);
+                    let chars = super::chars(&bytes[i..end]);
+                    self.add_chars(chars, name)?;
+                    i = end;
+                }
+                // whitespace between tokens
+                St::Start
+                | St::Value
+                | St::ValueOrClose
+                | St::NameOrClose
+                | St::Name
+                | St::Colon
+                | St::After
+                    if is_space(b) =>
+                {
+                    i += 1;
+                }
+                _ => {
+                    self.byte(b)?;
+                    i += 1;
+                }
+            }
         }
         Ok(())
     }
@@ -244,7 +281,7 @@ impl Scanner {
                 }
                 None => Err(invalid("a malformed number")),
             },
-            _ if matches!(b, b' ' | b'\t' | b'\n' | b'\r') => Ok(()),
+            _ if is_space(b) => Ok(()),
             St::Start | St::Value | St::ValueOrClose => {
                 if self.done {
                     return Err(invalid("more than one value at the top level"));
@@ -326,7 +363,12 @@ impl Scanner {
             0x80..=0xbf => return Ok(()),
             _ => {}
         }
-        self.chars = self.chars.saturating_add(1);
+        self.add_chars(1, name)
+    }
+
+    /// `n` more characters in the current string.
+    fn add_chars(&mut self, n: u32, name: bool) -> Result<(), Breach> {
+        self.chars = self.chars.saturating_add(n);
         let (limit, rule, what) = match name {
             true => (
                 self.limits.name_length,

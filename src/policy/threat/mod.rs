@@ -48,6 +48,13 @@ pub struct Breach {
     pub message: String,
 }
 
+/// The characters of UTF-8 `bytes` (continuation bytes are part of the
+/// character before them; a character cut across chunks counts once).
+pub fn chars(bytes: &[u8]) -> u32 {
+    let n = bytes.iter().filter(|&&b| (b as i8) >= -0x40).count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// "an array has more elements than 4 (maxArrayElementCount)"
 pub fn limit_message(what: &str, max: u32, unit: &str, rule: &str) -> String {
     match unit {

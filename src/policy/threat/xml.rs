@@ -27,7 +27,6 @@
 
 use super::{limit_message, Breach, Limit, NESTING_CEILING};
 use crate::config::fields::{f, Field, Ty};
-use std::hash::Hasher;
 
 /// A limit field: `-1` (none) or a bound.
 const fn limit(name: &'static str, doc: &'static str) -> Field {
@@ -133,6 +132,23 @@ struct Frame {
     children: u32,
 }
 
+/// FNV-1a over a name as it streams: end tags are matched by hash (a
+/// collision lets a malformed document through, never a limit).
+#[derive(Debug, Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn add(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Scanner {
     limits: Limits,
@@ -140,7 +156,7 @@ pub struct Scanner {
     st: St,
     stack: Vec<Frame>,
     /// The name being read (hashed as it streams).
-    name: std::collections::hash_map::DefaultHasher,
+    name: Fnv,
     /// Characters of the current text node, value or comment.
     chars: u32,
     /// The current text node has more than whitespace (it is a child).
@@ -158,6 +174,7 @@ pub struct Scanner {
 const BOM: &[u8] = b"\xef\xbb\xbf";
 const BOM_DONE: u8 = u8::MAX;
 
+#[cold]
 fn invalid(what: &str) -> Breach {
     Breach {
         rule: "",
@@ -204,7 +221,10 @@ impl Scanner {
     }
 
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Breach> {
-        for &b in bytes {
+        if self.bom == BOM_DONE {
+            return self.run(bytes);
+        }
+        for (i, &b) in bytes.iter().enumerate() {
             if self.bom != BOM_DONE {
                 // a UTF-8 byte order mark, even cut across chunks, is skipped
                 match BOM.get(self.bom as usize) {
@@ -212,13 +232,75 @@ impl Scanner {
                         self.bom += 1;
                         continue;
                     }
-                    _ if self.bom == 0 || self.bom as usize == BOM.len() => self.bom = BOM_DONE,
+                    _ if self.bom == 0 || self.bom as usize == BOM.len() => {
+                        self.bom = BOM_DONE;
+                        return self.run(&bytes[i..]);
+                    }
                     _ => return Err(invalid("a broken byte order mark")),
                 }
             }
-            self.byte(b)?;
         }
         Ok(())
+    }
+
+    /// Feed `bytes`: runs of plain text, attribute values and comments at
+    /// once, the rest byte by byte.
+    fn run(&mut self, bytes: &[u8]) -> Result<(), Breach> {
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            let stop: fn(u8) -> bool = match self.st {
+                St::Text if !self.stack.is_empty() && b != b'<' => |b| b == b'<',
+                St::Value(b'"') if b != b'"' && b != b'<' => |b| b == b'"' || b == b'<',
+                St::Value(b'\'') if b != b'\'' && b != b'<' => |b| b == b'\'' || b == b'<',
+                St::Comment(_) if b != b'-' && b != b'>' => |b| b == b'-' || b == b'>',
+                _ => {
+                    self.byte(b)?;
+                    i += 1;
+                    continue;
+                }
+            };
+            let end = bytes[i..]
+                .iter()
+                .position(|&b| stop(b))
+                .map_or(bytes.len(), |n| i + n);
+            self.span(&bytes[i..end])?;
+            i = end;
+        }
+        Ok(())
+    }
+
+    /// A run of bytes none of which ends the current text, value or
+    /// comment.
+    fn span(&mut self, run: &[u8]) -> Result<(), Breach> {
+        let n = super::chars(run);
+        self.chars = self.chars.saturating_add(n);
+        let (limit, rule, what) = match self.st {
+            St::Text => {
+                if !self.text_counted && run.iter().any(|&b| !is_space(b)) {
+                    self.text_counted = true;
+                    self.child()?;
+                }
+                (
+                    self.limits.text_length,
+                    "maxTextLength",
+                    "a text node is longer than",
+                )
+            }
+            St::Value(_) => (
+                self.limits.attribute_length,
+                "maxAttributeLength",
+                "an attribute value is longer than",
+            ),
+            _ => {
+                self.st = St::Comment(0);
+                (
+                    self.limits.comment_length,
+                    "maxCommentLength",
+                    "a comment is longer than",
+                )
+            }
+        };
+        self.check(self.chars, limit, rule, what)
     }
 
     /// The body ended: the root element must be closed (or absent).
@@ -290,7 +372,7 @@ impl Scanner {
             }
             St::StartName => match b {
                 _ if is_name(b) => {
-                    self.name.write_u8(b);
+                    self.name.add(b);
                     Ok(())
                 }
                 _ => {
@@ -381,11 +463,11 @@ impl Scanner {
             },
             St::EndName => match b {
                 _ if is_name(b) => {
-                    self.name.write_u8(b);
+                    self.name.add(b);
                     Ok(())
                 }
                 _ => {
-                    let name = std::mem::take(&mut self.name).finish();
+                    let name = std::mem::take(&mut self.name).0;
                     self.close(Some(name))?;
                     self.st = St::EndTail;
                     self.byte(b)
@@ -441,7 +523,7 @@ impl Scanner {
                     return Err(invalid("more than one root element"));
                 }
                 self.name = Default::default();
-                self.name.write_u8(b);
+                self.name.add(b);
                 St::StartName
             }
             _ => return Err(invalid("'<' not starting a tag")),
@@ -529,7 +611,7 @@ impl Scanner {
                 ),
             });
         }
-        let name = std::mem::take(&mut self.name).finish();
+        let name = std::mem::take(&mut self.name).0;
         self.stack.push(Frame { name, children: 0 });
         self.attributes = 0;
         Ok(())
