@@ -21,6 +21,7 @@ mod flex;
 mod fuzz_corpus;
 mod hardening;
 mod jwt;
+mod ldap;
 mod logging;
 mod operations;
 mod path_properties;

@@ -3,111 +3,11 @@
 //! (OpenSSL) choosing its SNI name and protocol versions.
 
 use crate::support::*;
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
-use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
-use openssl::x509::{X509NameBuilder, X509};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-struct Ca {
-    cert: X509,
-    key: PKey<Private>,
-}
-
-fn key() -> PKey<Private> {
-    let ec = openssl::ec::EcKey::generate(
-        &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
-    )
-    .unwrap();
-    PKey::from_ec_key(ec).unwrap()
-}
-
-fn name(cn: &str) -> openssl::x509::X509Name {
-    let mut b = X509NameBuilder::new().unwrap();
-    b.append_entry_by_text("CN", cn).unwrap();
-    b.build()
-}
-
-fn serial() -> openssl::asn1::Asn1Integer {
-    let mut bn = BigNum::new().unwrap();
-    bn.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-    bn.to_asn1_integer().unwrap()
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = key();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        b.set_serial_number(&serial()).unwrap();
-        b.set_subject_name(&name("flex-gateway test CA")).unwrap();
-        b.set_issuer_name(&name("flex-gateway test CA")).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-            .unwrap();
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        Ca {
-            cert: b.build(),
-            key,
-        }
-    }
-
-    /// A server certificate for `names`, valid from `from` to `until`
-    /// (Unix seconds); its PEM files under `dir` as `<file>.pem` / `.key`.
-    fn issue(
-        &self,
-        dir: &Path,
-        file: &str,
-        names: &[&str],
-        until: Option<i64>,
-    ) -> (PathBuf, PathBuf) {
-        let key = key();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        b.set_serial_number(&serial()).unwrap();
-        b.set_subject_name(&name(names[0])).unwrap();
-        b.set_issuer_name(self.cert.subject_name()).unwrap();
-        b.set_pubkey(&key).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let until = until.unwrap_or(now + 30 * 86400);
-        b.set_not_before(&Asn1Time::from_unix(until.min(now) - 86400 * 2).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::from_unix(until).unwrap())
-            .unwrap();
-        let mut san = SubjectAlternativeName::new();
-        for n in names {
-            san.dns(n);
-        }
-        let san = san
-            .build(&b.x509v3_context(Some(&self.cert), None))
-            .unwrap();
-        b.append_extension(san).unwrap();
-        b.sign(&self.key, MessageDigest::sha256()).unwrap();
-        let cert = b.build();
-        let (c, k) = (
-            dir.join(format!("{file}.pem")),
-            dir.join(format!("{file}.key")),
-        );
-        let mut chain = cert.to_pem().unwrap();
-        chain.extend(self.cert.to_pem().unwrap());
-        std::fs::write(&c, chain).unwrap();
-        std::fs::write(&k, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-        (c, k)
-    }
-}
 
 /// A TLS connection to the gateway with `sni` (none: no SNI), versions
 /// limited to `max`, verifying against the CA when `verify`.

@@ -36,6 +36,7 @@ pub mod headers;
 pub mod introspection;
 pub mod ip_filter;
 pub mod jwt;
+pub mod ldap; // Basic credentials checked against an LDAP directory
 pub mod message_logging; // log lines from requests and responses
 pub mod path_rewrite;
 pub mod rate_limit;
@@ -275,6 +276,7 @@ policies! {
     "spike-control" => SpikeControl(spike),
     "http-basic-authentication" => BasicAuth(basic_auth),
     "api-key" => ApiKey(api_key),
+    "ldap-authentication" => LdapAuth(ldap),
     "jwt-validation" => Jwt(jwt),
     "oauth2-introspection" => Introspection(introspection),
     "ip-allowlist" => IpAllowlist(ip_filter::allow),

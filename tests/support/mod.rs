@@ -764,6 +764,112 @@ fn read_body<R: BufRead>(
     Ok((body, total))
 }
 
+// ─── Test certificates ─────────────────────────────────────────────────
+
+/// A test certificate authority issuing server certificates (PEM files).
+pub struct Ca {
+    pub cert: openssl::x509::X509,
+    pub key: openssl::pkey::PKey<openssl::pkey::Private>,
+}
+
+pub fn key() -> openssl::pkey::PKey<openssl::pkey::Private> {
+    let ec = openssl::ec::EcKey::generate(
+        &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+    )
+    .unwrap();
+    openssl::pkey::PKey::from_ec_key(ec).unwrap()
+}
+
+pub fn name(cn: &str) -> openssl::x509::X509Name {
+    let mut b = openssl::x509::X509NameBuilder::new().unwrap();
+    b.append_entry_by_text("CN", cn).unwrap();
+    b.build()
+}
+
+pub fn serial() -> openssl::asn1::Asn1Integer {
+    let mut bn = openssl::bn::BigNum::new().unwrap();
+    bn.rand(64, openssl::bn::MsbOption::MAYBE_ZERO, false)
+        .unwrap();
+    bn.to_asn1_integer().unwrap()
+}
+
+impl Ca {
+    pub fn new() -> Ca {
+        let key = key();
+        let mut b = openssl::x509::X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&serial()).unwrap();
+        b.set_subject_name(&name("flex-gateway test CA")).unwrap();
+        b.set_issuer_name(&name("flex-gateway test CA")).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
+        b.append_extension(
+            openssl::x509::extension::BasicConstraints::new()
+                .critical()
+                .ca()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        Ca {
+            cert: b.build(),
+            key,
+        }
+    }
+
+    /// A server certificate for `names`, valid from `from` to `until`
+    /// (Unix seconds); its PEM files under `dir` as `<file>.pem` / `.key`.
+    pub fn issue(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        until: Option<i64>,
+    ) -> (PathBuf, PathBuf) {
+        let key = key();
+        let mut b = openssl::x509::X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&serial()).unwrap();
+        b.set_subject_name(&name(names[0])).unwrap();
+        b.set_issuer_name(self.cert.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let until = until.unwrap_or(now + 30 * 86400);
+        b.set_not_before(&openssl::asn1::Asn1Time::from_unix(until.min(now) - 86400 * 2).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::from_unix(until).unwrap())
+            .unwrap();
+        let mut san = openssl::x509::extension::SubjectAlternativeName::new();
+        for n in names {
+            san.dns(n);
+        }
+        let san = san
+            .build(&b.x509v3_context(Some(&self.cert), None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&self.key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        let cert = b.build();
+        let (c, k) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        let mut chain = cert.to_pem().unwrap();
+        chain.extend(self.cert.to_pem().unwrap());
+        std::fs::write(&c, chain).unwrap();
+        std::fs::write(&k, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        (c, k)
+    }
+}
+
 // ─── Raw sockets ─────────────────────────────────────────────────────────
 
 /// Send raw bytes; the status code of the answer and whether the gateway
@@ -1205,6 +1311,110 @@ impl RedisServer {
 }
 
 impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ─── LDAP ────────────────────────────────────────────────────────────────
+
+/// A real `slapd` (OpenLDAP) on free loopback ports, with the directory
+/// `ldif` loaded before it starts (`dc=example,dc=org`, rootdn
+/// `cn=admin,dc=example,dc=org` / `admin-secret`), killed on drop.
+/// With `tls` (certificate and key PEM files) it also listens for
+/// `ldaps://` and offers StartTLS. `.ci/deps slapd` installs it.
+pub struct Slapd {
+    pub port: u16,
+    pub tls_port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+pub const LDAP_ADMIN: &str = "cn=admin,dc=example,dc=org";
+pub const LDAP_ADMIN_PASSWORD: &str = "admin-secret";
+
+impl Slapd {
+    pub fn start(ldif: &str, tls: Option<&(PathBuf, PathBuf)>) -> Slapd {
+        let dir = temp_dir("slapd");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("slapd data dir");
+        let tls_lines = tls.map_or(String::new(), |(cert, key)| {
+            format!(
+                "TLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
+                cert.display(),
+                key.display()
+            )
+        });
+        let conf = format!(
+            "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\ninclude /etc/ldap/schema/nis.schema\n\
+             modulepath /usr/lib/ldap\nmoduleload back_mdb\npidfile {d}/slapd.pid\n{tls_lines}\
+             database mdb\nmaxsize 10485760\nsuffix \"dc=example,dc=org\"\n\
+             rootdn \"{LDAP_ADMIN}\"\nrootpw {LDAP_ADMIN_PASSWORD}\ndirectory {data}\n",
+            d = dir.display(),
+            data = data.display()
+        );
+        std::fs::write(dir.join("slapd.conf"), conf).expect("slapd.conf");
+        let base = "dn: dc=example,dc=org\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n";
+        std::fs::write(dir.join("data.ldif"), format!("{base}{ldif}")).expect("ldif");
+        let out = Command::new("/usr/sbin/slapadd")
+            .arg("-f")
+            .arg(dir.join("slapd.conf"))
+            .arg("-l")
+            .arg(dir.join("data.ldif"))
+            .output()
+            .expect("slapadd (install slapd with .ci/deps slapd)");
+        assert!(
+            out.status.success(),
+            "slapadd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut s = Slapd {
+            port: free_port(),
+            tls_port: if tls.is_some() { free_port() } else { 0 },
+            dir,
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// Start it (again) on its ports, and wait until it accepts.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let mut urls = format!("ldap://127.0.0.1:{}/", self.port);
+        if self.tls_port != 0 {
+            urls.push_str(&format!(" ldaps://127.0.0.1:{}/", self.tls_port));
+        }
+        let child = Command::new("/usr/sbin/slapd")
+            .arg("-f")
+            .arg(self.dir.join("slapd.conf"))
+            .args(["-h", &urls, "-d", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("slapd (install it with .ci/deps slapd)");
+        let pid = child.id();
+        self.child = Some(child);
+        wait_until(Duration::from_secs(10), "slapd accepts", || {
+            listens(pid, self.port) && port_open(self.port)
+        });
+    }
+
+    /// Kill it (SIGKILL: as a crash looks).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Slapd {
     fn drop(&mut self) {
         self.kill();
     }

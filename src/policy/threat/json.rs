@@ -101,9 +101,16 @@ enum St {
         left: u8,
     },
     Num(Num),
-    /// Inside `true`, `false` or `null`: the letters left.
-    Literal(&'static [u8]),
+    /// Inside `true`, `false` or `null` (`word` in [`WORDS`]): `at` letters
+    /// read.
+    Literal {
+        word: u8,
+        at: u8,
+    },
 }
+
+/// The literal words.
+const WORDS: [&[u8]; 3] = [b"true", b"false", b"null"];
 
 /// The number grammar (RFC 8259 section 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +176,18 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+/// A limit broken.
 #[cold]
+#[inline(never)]
+fn over(what: &str, max: u32, unit: &str, rule: &'static str) -> Breach {
+    Breach {
+        rule,
+        message: limit_message(what, max, unit, rule),
+    }
+}
+
+#[cold]
+#[inline(never)]
 fn invalid(what: &str) -> Breach {
     Breach {
         rule: "",
@@ -192,33 +210,20 @@ impl Scanner {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Breach> {
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
-            match self.st {
-                // the plain run of a string at once: its characters are
-                // counted and checked together, the byte ending it below
-                St::Str { name } if plain(b) => {
+            // the plain run of a string at once: its characters are counted
+            // and checked together, the byte ending it below
+            if let St::Str { name } = self.st {
+                if plain(b) {
                     let run = bytes[i..].iter().position(|&b| !plain(b));
                     let end = run.map_or(bytes.len(), |n| i + n);
                     let chars = super::chars(&bytes[i..end]);
                     self.add_chars(chars, name)?;
                     i = end;
-                }
-                // whitespace between tokens
-                St::Start
-                | St::Value
-                | St::ValueOrClose
-                | St::NameOrClose
-                | St::Name
-                | St::Colon
-                | St::After
-                    if is_space(b) =>
-                {
-                    i += 1;
-                }
-                _ => {
-                    self.byte(b)?;
-                    i += 1;
+                    continue;
                 }
             }
+            self.byte(b)?;
+            i += 1;
         }
         Ok(())
     }
@@ -260,16 +265,17 @@ impl Scanner {
                 };
                 Ok(())
             }
-            St::Literal(rest) => match rest.split_first() {
-                Some((&want, rest)) if want == b => {
-                    self.st = match rest.is_empty() {
-                        true => self.after_value(),
-                        false => St::Literal(rest),
-                    };
-                    Ok(())
+            St::Literal { word, at } => {
+                let w = WORDS[word as usize];
+                if w.get(at as usize) != Some(&b) {
+                    return Err(invalid("an unknown word"));
                 }
-                _ => Err(invalid("an unknown word")),
-            },
+                self.st = match at as usize + 1 == w.len() {
+                    true => self.after_value(),
+                    false => St::Literal { word, at: at + 1 },
+                };
+                Ok(())
+            }
             St::Num(n) => match n.next(b) {
                 Some(n) => {
                     self.st = St::Num(n);
@@ -340,9 +346,9 @@ impl Scanner {
             b'-' => St::Num(Num::Minus),
             b'0' => St::Num(Num::Zero),
             b'1'..=b'9' => St::Num(Num::Int),
-            b't' => St::Literal(b"rue"),
-            b'f' => St::Literal(b"alse"),
-            b'n' => St::Literal(b"ull"),
+            b't' => St::Literal { word: 0, at: 1 },
+            b'f' => St::Literal { word: 1, at: 1 },
+            b'n' => St::Literal { word: 2, at: 1 },
             _ => return Err(invalid("an unexpected character where a value belongs")),
         };
         Ok(())
@@ -382,10 +388,7 @@ impl Scanner {
             ),
         };
         match limit {
-            Some(max) if self.chars > max => Err(Breach {
-                rule,
-                message: limit_message(what, max, "characters", rule),
-            }),
+            Some(max) if self.chars > max => Err(over(what, max, "characters", rule)),
             _ => Ok(()),
         }
     }
@@ -434,10 +437,7 @@ impl Scanner {
         };
         top.count = top.count.saturating_add(1);
         match limit {
-            Some(max) if top.count > max => Err(Breach {
-                rule,
-                message: limit_message(what, max, "", rule),
-            }),
+            Some(max) if top.count > max => Err(over(what, max, "", rule)),
             _ => Ok(()),
         }
     }

@@ -75,6 +75,40 @@ pub const JWT_FIELDS: &[Field] = &[
 ];
 const CUSTOM_CLAIM: &[Field] = &[f("key", STR).req(), f("value", Ty::Scalar).req()];
 pub const BASIC_AUTH: &[Field] = &[f("username", STR).req(), f("password", STR).req()];
+pub const LDAP: &[Field] = &[
+    f(
+        "ldapServerURL",
+        Ty::Text("ldap://host:port or ldaps://host:port"),
+    )
+    .default("\"ldap://127.0.0.1:389\""),
+    f("ldapServerUserDn", STR).req(),
+    f("ldapServerUserPassword", STR).req(),
+    f("ldapSearchBase", STR).req(),
+    f("ldapSearchFilter", STR).default("\"(uid={0})\""),
+    f("ldapSearchInSubtree", BOOL).default("false"),
+];
+
+/// `ldap-authentication-flex` onto `ldap-authentication` (Flex's fields
+/// renamed; the rest at our defaults).
+pub(super) fn ldap(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig> {
+    const RENAMES: &[(&str, &str)] = &[
+        ("url", "ldapServerURL"),
+        ("bindDn", "ldapServerUserDn"),
+        ("bindPassword", "ldapServerUserPassword"),
+        ("searchBase", "ldapSearchBase"),
+        ("searchFilter", "ldapSearchFilter"),
+        ("searchInSubtree", "ldapSearchInSubtree"),
+    ];
+    let f = d.map(c, path, LDAP)?;
+    let tree: Vec<(&str, Node)> = RENAMES
+        .iter()
+        .filter_map(|(ours, flex)| f.get(flex).map(|n| (*ours, n.clone())))
+        .collect();
+    let node = map(f.pos, tree);
+    ours(d, RENAMES, |d| {
+        policy::ldap::decode(d, &node, path).map(PolicyConfig::LdapAuth)
+    })
+}
 pub const INTROSPECTION: &[Field] = &[
     f("introspectionURL", Ty::Url("an http(s) URL")).req(),
     f("authorizationValue", STR)

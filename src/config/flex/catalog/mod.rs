@@ -79,6 +79,7 @@ pub const FLEX_NAMES: &[&str] = &[
     "message-logging-flex",
     "json-threat-protection-flex",
     "xml-threat-protection-flex",
+    "ldap-authentication-flex",
 ];
 
 /// The config fields of each Flex policy we run (what its decoder reads
@@ -103,12 +104,12 @@ pub const FIELDS: &[(&str, &[crate::config::fields::Field])] = &[
     ("message-logging-flex", policy::message_logging::FIELDS),
     ("json-threat-protection-flex", policy::threat::json::FIELDS),
     ("xml-threat-protection-flex", policy::threat::xml::FIELDS),
+    ("ldap-authentication-flex", auth::LDAP),
 ];
 
 /// Flex catalog names we know but do not run yet: `validate` says so.
 pub const NOT_YET: &[&str] = &[
     "http-caching-flex",
-    "ldap-authentication-flex",
     "openid-token-enforcement-flex",
     "schema-validation-flex",
     "external-authorization-flex",
@@ -162,6 +163,7 @@ pub fn decode(
         "cors-flex" => policy(access::cors(d, c, path)),
         "jwt-validation-flex" => policy(auth::jwt_validation(d, c, path)),
         "oauth2-token-introspection-flex" => policy(auth::introspection(d, c, path)),
+        "ldap-authentication-flex" => policy(auth::ldap(d, c, path)),
         "circuit-breaker-flex" => traffic::circuit_breaker(d, c, path).map(Bound::CircuitBreaker),
         "tls" => tls::tls_inbound(d, c, path).map(|t| Bound::Tls(Box::new(t))),
         "tls-outbound" => {
