@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 /// `spec.server.sharedStorage.redis`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RedisSettings {
-    /// `host:port`.
+    /// `host:port` (empty with `sentinel`).
     pub address: String,
+    /// The Sentinels that name the master (instead of `address`).
+    pub sentinel: Option<Sentinel>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: i64,
@@ -29,10 +31,45 @@ pub struct RedisSettings {
     pub timeout: Duration,
 }
 
+/// `sharedStorage.redis.sentinel`: Redis Sentinel.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Sentinel {
+    /// `host:port` of each Sentinel, asked in turn.
+    pub addresses: Vec<String>,
+    pub master_name: String,
+    /// The Sentinels' own credentials (the data nodes use the outer ones).
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Sentinel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sentinel")
+            .field("addresses", &self.addresses)
+            .field("master_name", &self.master_name)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 impl RedisSettings {
-    fn url(&self) -> String {
+    fn url(&self, address: &str) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://{}/{}", self.address, self.db)
+        format!("{scheme}://{address}/{}", self.db)
+    }
+
+    /// Where the store is, for messages: the address, or the master's name
+    /// and its Sentinels.
+    pub fn describe(&self) -> String {
+        match &self.sentinel {
+            Some(s) => format!(
+                "master {:?} (Sentinels {})",
+                s.master_name,
+                s.addresses.join(", ")
+            ),
+            None => self.address.clone(),
+        }
     }
 }
 
@@ -67,8 +104,54 @@ pub fn redis(settings: &RedisSettings) -> Arc<Redis> {
 }
 
 impl Redis {
-    pub fn address(&self) -> &str {
-        &self.settings.address
+    pub fn address(&self) -> String {
+        self.settings.describe()
+    }
+
+    /// The master's `host:port`, as the first Sentinel that answers names
+    /// it (and the server there agrees it is the master).
+    async fn master(&self, s: &Sentinel) -> Result<String, String> {
+        let mut last = String::from("no Sentinel address");
+        for addr in &s.addresses {
+            match self.ask_sentinel(s, addr).await {
+                Ok(master) => return Ok(master),
+                Err(e) => last = format!("Sentinel {addr}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    async fn ask_sentinel(&self, s: &Sentinel, addr: &str) -> Result<String, String> {
+        let mut info: redis::ConnectionInfo = format!("redis://{addr}")
+            .parse::<redis::ConnectionInfo>()
+            .map_err(|e| e.to_string())?;
+        let mut redis_info = info.redis_settings().clone();
+        if let Some(u) = &s.username {
+            redis_info = redis_info.set_username(u);
+        }
+        if let Some(p) = &s.password {
+            redis_info = redis_info.set_password(p);
+        }
+        info = info.set_redis_settings(redis_info);
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        let ask = async {
+            let mut c = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&s.master_name)
+                .query_async::<Option<(String, String)>>(&mut c)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.settings.timeout, ask).await {
+            Ok(Ok(Some((host, port)))) => Ok(format!("{host}:{port}")),
+            Ok(Ok(None)) => Err(format!("no master named {:?}", s.master_name)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("no answer in time".into()),
+        }
     }
 
     async fn connection(&self) -> Result<ConnectionManager, String> {
@@ -76,9 +159,13 @@ impl Redis {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
+        let address = match &self.settings.sentinel {
+            Some(s) => self.master(s).await?,
+            None => self.settings.address.clone(),
+        };
         let mut info: redis::ConnectionInfo = self
             .settings
-            .url()
+            .url(&address)
             .as_str()
             .parse::<redis::ConnectionInfo>()
             .map_err(|e| e.to_string())?;
@@ -95,9 +182,19 @@ impl Redis {
             .set_connection_timeout(Some(self.settings.timeout))
             .set_response_timeout(Some(self.settings.timeout))
             .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let mut conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| e.to_string())?;
+        if self.settings.sentinel.is_some() {
+            // a Sentinel's word may be a failover old: the server must agree
+            let role: Vec<redis::Value> = redis::cmd("ROLE")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                return Err(format!("{address} is not the master (yet)"));
+            }
+        }
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -115,7 +212,10 @@ impl Redis {
             .unwrap_or_else(|e| e.into_inner())
             .is_some_and(|t| Instant::now() < t)
         {
-            return Err(format!("Redis at {} is unreachable", self.settings.address));
+            return Err(format!(
+                "Redis at {} is unreachable",
+                self.settings.describe()
+            ));
         }
         let call = async {
             let mut conn = self.connection().await?;
@@ -139,6 +239,10 @@ impl Redis {
         };
         if let Err(why) = &result {
             ERRORS.inc();
+            if self.settings.sentinel.is_some() {
+                // the master may have moved: ask the Sentinels again
+                *self.conn.lock().await = None;
+            }
             let now = Instant::now();
             *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(now + DOWN_FOR);
             let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
@@ -146,7 +250,7 @@ impl Redis {
                 *last = Some(now);
                 log::warn!(
                     "shared storage: Redis at {}: {why} (logged at most once a minute)",
-                    self.settings.address
+                    self.settings.describe()
                 );
             }
         }

@@ -1,6 +1,8 @@
 //! The rate-limiting policy as a client sees it.
 
 use crate::support::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn limited(backend: &Backend, max: u32, period: &str) -> String {
@@ -323,5 +325,115 @@ fn redis_with_a_password_from_the_environment() {
     assert!(
         !wrong.log_text().contains("wrong\""),
         "the password is not logged"
+    );
+}
+
+#[test]
+fn a_sentinel_failover_under_load_is_followed_and_counts_stay_shared() {
+    fresh_window(Duration::from_secs(600), Duration::from_secs(90));
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_replica_of(master.port);
+    let sentinel = RedisSentinel::start(master.port);
+    wait_until(
+        Duration::from_secs(20),
+        "the Sentinel knows the replica",
+        || {
+            sentinel
+                .ask(&["replicas", "mymaster"])
+                .contains(&replica.port.to_string())
+        },
+    );
+    let backend = Backend::echo();
+    let mut config = keyed(&backend, None).replace(
+        "    - id: shared-open",
+        &format!(
+            "    - id: busy
+      path: /busy/*
+      upstream: {{url: \"{}\"}}
+      policies:
+        - rate-limiting: {{maxRequests: 100000000, period: 10m, key: \"header:X-Key\"}}
+    - id: shared-open",
+            backend.url()
+        ),
+    );
+    config = with_server_settings(
+        &config,
+        &[&format!(
+            "sharedStorage: {{redis: {{sentinel: {{addresses: [\"127.0.0.1:{}\"], masterName: mymaster}}, timeout: 300ms}}}}",
+            sentinel.port
+        )],
+    );
+    let (g1, g2) = (Gateway::start(&config), Gateway::start(&config));
+    let (mut a, mut b) = (g1.connect(), g2.connect());
+    assert_eq!(
+        alternate(&mut a, &mut b, "/closed/x", "k1", 10),
+        4,
+        "shared through the master"
+    );
+    let shown = g1.admin("/config").text();
+    assert!(shown.contains("\"masterName\":\"mymaster\""), "{shown}");
+
+    // load on both gateways while the master dies and the replica takes over
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = [g1.port, g2.port]
+        .into_iter()
+        .map(|port| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                let (mut ok, mut other) = (0usize, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c.request("GET", "/busy/x", &[("x-key", "load")], b"");
+                    match r.status {
+                        200 => ok += 1,
+                        s => other.push(s),
+                    }
+                }
+                (ok, other)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    master.kill();
+    wait_until(
+        Duration::from_secs(20),
+        "the Sentinel promotes the replica",
+        || sentinel.master_port() == Some(replica.port),
+    );
+    // both gateways count through the new master
+    let mut n = 0;
+    wait_until(
+        Duration::from_secs(15),
+        "shared counting through the new master",
+        || {
+            n += 1;
+            let key = format!("probe-{n}");
+            let h = [("x-key", key.as_str())];
+            a.request("GET", "/closed/x", &h, b"").status == 200
+                && b.request("GET", "/closed/x", &h, b"")
+                    .header("x-ratelimit-remaining")
+                    == Some("2")
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        let (ok, other) = t.join().expect("load thread");
+        assert!(ok > 50, "{ok} requests under load");
+        assert!(
+            other.is_empty(),
+            "requests refused during the failover: {other:?}"
+        );
+    }
+    // what was counted before the failover was replicated: k1 stays spent
+    assert_eq!(
+        a.request("GET", "/closed/x", &[("x-key", "k1")], b"")
+            .status,
+        429
+    );
+    assert_eq!(
+        alternate(&mut a, &mut b, "/closed/x", "k2", 10),
+        4,
+        "shared again"
     );
 }

@@ -44,12 +44,21 @@ pub const SERVER_FIELDS: &[Field] = &[
 ];
 const STORAGE_FIELDS: &[Field] = &[f("redis", Ty::Obj(REDIS_FIELDS)).req()];
 const REDIS_FIELDS: &[Field] = &[
-    f("address", Ty::Text("host:port")).req(),
+    f("address", Ty::Text("host:port"))
+        .doc("The Redis server; or `sentinel`, which finds the master."),
+    f("sentinel", Ty::Obj(SENTINEL_FIELDS))
+        .doc("Redis Sentinel: the master is asked for, and followed after a failover."),
     f("username", STR),
     f("password", STR),
     f("db", Ty::Int(0, 1 << 20)).default("0"),
     f("tls", BOOL).default("false"),
     f("timeout", DURATION),
+];
+pub const SENTINEL_FIELDS: &[Field] = &[
+    f("addresses", Ty::List(&Ty::Text("host:port"), true)).req(),
+    f("masterName", STR).req(),
+    f("username", STR).doc("The Sentinels' own user (ACL), if they require one."),
+    f("password", STR).doc("The Sentinels' own password, if they require one."),
 ];
 pub const LIMIT_FIELDS: &[Field] = &[
     f("maxHeaderSize", Ty::Size),
@@ -204,27 +213,29 @@ pub fn decode_storage(d: &mut Decoder, node: &Node, path: &str) -> Option<RedisS
     let r = d.required(&f, "redis", path)?;
     let g = d.map(r, &rpath, REDIS_FIELDS)?;
     let before = d.errors.len();
-    let address = d.required(&g, "address", &rpath).and_then(|n| {
-        let field = join(&rpath, "address");
-        let text = d.string(n, &field)?;
-        let bare = text
-            .strip_prefix("redis://")
-            .or_else(|| text.strip_prefix("rediss://"))
-            .unwrap_or(&text)
-            .trim_end_matches('/');
-        let ok = bare
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-        if !ok {
+    let address = match (g.get("address"), g.get("sentinel")) {
+        (Some(n), None) => {
+            host_port(d, n, &join(&rpath, "address"), true).map(|(a, tls)| (a, tls, None))
+        }
+        (None, Some(n)) => decode_sentinel(d, n, &join(&rpath, "sentinel"))
+            .map(|s| (String::new(), false, Some(s))),
+        (Some(_), Some(n)) => {
             d.error(
                 n.pos,
-                &field,
-                format!("{text:?} is not host:port (example: 127.0.0.1:6379)"),
+                &join(&rpath, "sentinel"),
+                "give `address` (one server) or `sentinel` (which finds the master), not both",
             );
-            return None;
+            None
         }
-        Some((bare.to_string(), text.starts_with("rediss://")))
-    });
+        (None, None) => {
+            d.error(
+                r.pos,
+                &rpath,
+                "missing `address` (host:port) or `sentinel` (addresses and masterName)",
+            );
+            None
+        }
+    };
     let text =
         |d: &mut Decoder, key: &str| g.get(key).and_then(|n| d.string(n, &join(&rpath, key)));
     let username = text(d, "username");
@@ -244,14 +255,80 @@ pub fn decode_storage(d: &mut Decoder, node: &Node, path: &str) -> Option<RedisS
     if d.errors.len() > before {
         return None;
     }
-    let (address, rediss) = address?;
+    let (address, rediss, sentinel) = address?;
     Some(RedisSettings {
         address,
+        sentinel,
         username,
         password,
         db: db?,
         tls: tls? || rediss,
         timeout: timeout?,
+    })
+}
+
+/// `host:port` (with `redis://` / `rediss://` accepted when `url`): the
+/// address and whether it said `rediss://`.
+fn host_port(d: &mut Decoder, n: &Node, field: &str, url: bool) -> Option<(String, bool)> {
+    let text = d.string(n, field)?;
+    let bare = match url {
+        true => text
+            .strip_prefix("redis://")
+            .or_else(|| text.strip_prefix("rediss://"))
+            .unwrap_or(&text)
+            .trim_end_matches('/'),
+        false => text.as_str(),
+    };
+    let ok = bare
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !ok {
+        d.error(
+            n.pos,
+            field,
+            format!("{text:?} is not host:port (example: 127.0.0.1:6379)"),
+        );
+        return None;
+    }
+    Some((bare.to_string(), text.starts_with("rediss://")))
+}
+
+/// `sharedStorage.redis.sentinel`.
+fn decode_sentinel(d: &mut Decoder, node: &Node, path: &str) -> Option<crate::store::Sentinel> {
+    let f = d.map(node, path, SENTINEL_FIELDS)?;
+    let before = d.errors.len();
+    let mut addresses = Vec::new();
+    if let Some(list) = d.required(&f, "addresses", path) {
+        let field = join(path, "addresses");
+        for (i, item) in d
+            .list(list, &field, true)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            if let Some((a, _)) = host_port(d, item, &format!("{field}[{i}]"), false) {
+                addresses.push(a);
+            }
+        }
+        if addresses.is_empty() && d.errors.len() == before {
+            d.error(
+                list.pos,
+                &field,
+                "at least one Sentinel address is required",
+            );
+        }
+    }
+    let master_name = d
+        .required(&f, "masterName", path)
+        .and_then(|n| d.string(n, &join(path, "masterName")));
+    let text = |d: &mut Decoder, key: &str| f.get(key).and_then(|n| d.string(n, &join(path, key)));
+    let username = text(d, "username");
+    let password = text(d, "password");
+    (d.errors.len() == before).then_some(crate::store::Sentinel {
+        addresses,
+        master_name: master_name?,
+        username,
+        password,
     })
 }
 

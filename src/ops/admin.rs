@@ -167,7 +167,10 @@ pub fn config_tree(c: &Config) -> Value {
             },
             "sharedStorage": s.shared_storage.as_ref().map(|r| json!({
                 "redis": {"address": r.address, "db": r.db, "tls": r.tls, "timeoutMs": r.timeout.as_millis() as u64,
-                          "username": r.username, "password": r.password.as_ref().map(|_| crate::policy::REDACTED)},
+                          "username": r.username, "password": r.password.as_ref().map(|_| crate::policy::REDACTED),
+                          "sentinel": r.sentinel.as_ref().map(|s| json!({
+                              "addresses": s.addresses, "masterName": s.master_name, "username": s.username,
+                              "password": s.password.as_ref().map(|_| crate::policy::REDACTED)}))},
             })),
             "trustedProxies": s.trusted_proxies.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             "tracing": s.tracing.as_ref().map(|t| json!({

@@ -1251,6 +1251,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// `requirepass`, when set.
     password: Option<String>,
+    /// More arguments (`--replicaof host port`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -1263,6 +1265,23 @@ impl RedisServer {
             port: free_port(),
             child: None,
             password: password.map(str::to_string),
+            extra: Vec::new(),
+        };
+        r.restart();
+        r
+    }
+
+    /// A replica of the server on `master_port`.
+    pub fn start_replica_of(master_port: u16) -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            child: None,
+            password: None,
+            extra: vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ],
         };
         r.restart();
         r
@@ -1280,10 +1299,14 @@ impl RedisServer {
             String::new(),
             "--appendonly".into(),
             "no".into(),
+            // a replica is sent the data at once, not after 5 s
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
         ];
         if let Some(p) = &self.password {
             args.extend(["--requirepass".into(), p.clone()]);
         }
+        args.extend(self.extra.iter().cloned());
         let child = Command::new("redis-server")
             .args(&args)
             .stdout(Stdio::null())
@@ -1313,6 +1336,73 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A real Redis Sentinel (`redis-server --sentinel`) watching the master
+/// on `master_port` as `mymaster` (quorum 1, down after 500 ms), killed on
+/// drop.
+pub struct RedisSentinel {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl RedisSentinel {
+    pub fn start(master_port: u16) -> RedisSentinel {
+        let dir = temp_dir("sentinel");
+        let port = free_port();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 500\nsentinel failover-timeout mymaster 2000\n",
+                dir.display()
+            ),
+        )
+        .expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        let pid = child.id();
+        wait_until(Duration::from_secs(10), "the Sentinel accepts", || {
+            listens(pid, port) && port_open(port)
+        });
+        RedisSentinel {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// What the Sentinel says about `mymaster` (`redis-cli`'s lines).
+    pub fn ask(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "sentinel"])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The master's port, as the Sentinel names it.
+    pub fn master_port(&self) -> Option<u16> {
+        self.ask(&["get-master-addr-by-name", "mymaster"])
+            .lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -112,7 +112,7 @@ pub fn compile(resources: &[Resource], errors: &mut Vec<ConfigError>) -> Compile
     let configs: Vec<&ConfigRes> = resources
         .iter()
         .filter_map(|r| match r {
-            Resource::Configuration(c) => Some(c),
+            Resource::Configuration(c) => Some(&**c),
             _ => None,
         })
         .collect();

@@ -71,7 +71,12 @@ const PROBE_FIELDS: &[Field] = &[
 /// Flex's forms are rewritten: `db` as a string, `tls` as a mapping).
 const STORAGE_FIELDS: &[Field] = &[f("redis", Ty::Obj(FLEX_REDIS_FIELDS)).req()];
 const FLEX_REDIS_FIELDS: &[Field] = &[
-    f("address", Ty::Text("host:port")).req(),
+    f("address", Ty::Text("host:port")).doc("The Redis server; or `sentinel`."),
+    f(
+        "sentinel",
+        Ty::Obj(crate::config::settings::SENTINEL_FIELDS),
+    )
+    .doc("Redis Sentinel: the master is asked for, and followed after a failover."),
     f("username", STR),
     f("user", STR).doc("Flex's docs' spelling of `username`."),
     f("password", STR),
@@ -168,8 +173,8 @@ pub fn decode(d: &mut Decoder, spec: &Node, meta: Meta) -> Option<ConfigRes> {
 }
 
 /// Flex's `sharedStorage.redis`: our decoder, with Flex's `tls` mapping
-/// (its presence turns TLS on; its settings are reported as not applied)
-/// and `sentinel` reported as not supported.
+/// (its presence turns TLS on; its settings are reported as not applied),
+/// and Flex's spellings `user` and `DB`.
 fn shared_storage(
     d: &mut Decoder,
     n: &Node,
@@ -186,20 +191,6 @@ fn shared_storage(
             if !is_redis {
                 continue;
             }
-            redis.retain(|(k, v)| {
-                let Value::Scalar { text, .. } = &k.value else {
-                    return true;
-                };
-                if text == "sentinel" {
-                    d.error(
-                        v.pos,
-                        &format!("{path}.redis.sentinel"),
-                        "Redis Sentinel is not supported: give the master's `address`",
-                    );
-                    return false;
-                }
-                true
-            });
             // Flex's docs write `user` and `DB`: the same as `username`, `db`
             for (alias, name) in [("user", "username"), ("DB", "db")] {
                 let has = |t: &str| {

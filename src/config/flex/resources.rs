@@ -45,7 +45,7 @@ pub enum Resource {
     Instance(Instance),
     Service(ServiceRes),
     Binding(Box<Binding>),
-    Configuration(ConfigRes),
+    Configuration(Box<ConfigRes>),
     /// A custom policy's definition or implementation.
     Extension(super::extension::ExtensionRes),
 }
@@ -254,7 +254,8 @@ pub fn decode_resource(d: &mut Decoder, doc: &Node, kind: &'static str) -> Optio
             decode_binding(d, spec, "spec", meta, false).map(|b| Resource::Binding(Box::new(b)))
         }
         "Extension" => super::extension::decode(d, spec, meta).map(Resource::Extension),
-        _ => super::configuration::decode(d, spec, meta).map(Resource::Configuration),
+        _ => super::configuration::decode(d, spec, meta)
+            .map(|c| Resource::Configuration(Box::new(c))),
     }
 }
 

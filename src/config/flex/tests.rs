@@ -163,6 +163,58 @@ spec:
 }
 
 #[test]
+fn flex_shared_storage_with_redis_sentinel() {
+    let text = format!(
+        "{INSTANCE}  policies:
+    - policyRef: {{name: rate-limiting-flex}}
+      config: {{rateLimits: [{{maximumRequests: 3, timePeriodInMilliseconds: 2000}}]}}
+---
+apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Configuration
+metadata: {{name: storage}}
+spec:
+  sharedStorage:
+    redis:
+      password: data-pw
+      DB: 2
+      sentinel:
+        addresses: [\"10.0.0.1:26379\", \"10.0.0.2:26379\"]
+        masterName: mymaster
+        password: sentinel-pw
+"
+    );
+    let c = load(&text);
+    let p = &c.listeners[0].routes[0].policies;
+    let PolicyConfig::RateLimit(r) = &p[0].config else {
+        panic!("{p:?}")
+    };
+    let redis = r.redis.as_ref().expect("redis");
+    let s = redis.sentinel.as_ref().expect("sentinel");
+    assert_eq!(s.addresses, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+    assert_eq!(s.master_name, "mymaster");
+    assert_eq!(s.password.as_deref(), Some("sentinel-pw"));
+    assert_eq!((redis.password.as_deref(), redis.db), (Some("data-pw"), 2));
+    // one of address or sentinel
+    let both = text.replace(
+        "      password: data-pw",
+        "      address: \"127.0.0.1:6379\"",
+    );
+    let e = load_str("flex.yaml", &both).expect_err("both").to_string();
+    assert!(
+        e.contains("give `address` (one server) or `sentinel`"),
+        "{e}"
+    );
+    let neither = text[..text.find("      sentinel:").expect("sentinel")].to_string();
+    let e = load_str("flex.yaml", &neither)
+        .expect_err("neither")
+        .to_string();
+    assert!(
+        e.contains("missing `address` (host:port) or `sentinel`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn authentication_and_access_policies() {
     let p = policies(
         "http-basic-authentication-flex",
