@@ -348,32 +348,26 @@ impl LdapAuth {
         let _permit = permit;
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some(mut ldap) = idle {
-            if ldap.is_closed() {
-                return self.fresh(user, password).await;
+            if !ldap.is_closed() {
+                let verdict = self.ask_keeping(ldap, user, password).await;
+                if !matches!(verdict, Verdict::Unavailable(_)) {
+                    return verdict;
+                }
+                // a pooled connection may have died with an earlier server
+                // process: a fresh one decides
             }
-            let verdict = self.ask(&mut ldap, user, password).await;
-            if !matches!(verdict, Verdict::Unavailable(_)) {
-                self.idle
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(ldap);
-                return verdict;
-            }
-            // a pooled connection may have died with an earlier server
-            // process: a fresh one decides
         }
-        self.fresh(user, password).await
+        match self.connect().await {
+            Ok(ldap) => self.ask_keeping(ldap, user, password).await,
+            Err(e) => Verdict::Unavailable(e),
+        }
     }
 
-    /// [`Self::verify`] on a new connection.
-    async fn fresh(&self, user: &str, password: &str) -> Verdict {
-        let mut ldap = match self.connect().await {
-            Ok(l) => l,
-            Err(e) => return Verdict::Unavailable(e),
-        };
+    /// [`Self::ask`] on `ldap`; a connection that answered goes back to
+    /// the pool for the next request.
+    async fn ask_keeping(&self, mut ldap: Ldap, user: &str, password: &str) -> Verdict {
         let verdict = self.ask(&mut ldap, user, password).await;
         if !matches!(verdict, Verdict::Unavailable(_)) {
-            // the connection answered: it serves the next request
             self.idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

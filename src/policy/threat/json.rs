@@ -462,19 +462,8 @@ mod tests {
         Limits::from_fields([l(depth), l(entries), l(name), l(elements), l(string)])
     }
 
-    /// The verdict on `doc`, fed whole and split at every byte: they agree.
     fn check(l: Limits, doc: &str) -> Result<(), &'static str> {
-        let whole = {
-            let mut s = Scanner::new(l);
-            s.feed(doc.as_bytes()).and_then(|()| s.finish())
-        };
-        for cut in 0..=doc.len() {
-            let mut s = Scanner::new(l);
-            let (a, b) = doc.as_bytes().split_at(cut);
-            let split = s.feed(a).and_then(|()| s.feed(b)).and_then(|()| s.finish());
-            assert_eq!(split, whole, "{doc:?} cut at {cut}");
-        }
-        whole.map_err(|b| if b.rule.is_empty() { "invalid" } else { b.rule })
+        super::super::verdict(super::super::Format::Json(l), doc)
     }
 
     const NONE: Limits = Limits {

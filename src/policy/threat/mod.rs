@@ -163,6 +163,23 @@ impl Scanner {
     }
 }
 
+/// The verdict on `doc` (the breached rule, or "invalid"), fed whole and
+/// split in two at every byte: all of them agree, or the test fails.
+#[cfg(test)]
+pub(crate) fn verdict(format: Format, doc: &str) -> Result<(), &'static str> {
+    let whole = {
+        let mut s = format.scanner();
+        s.feed(doc.as_bytes()).and_then(|()| s.finish())
+    };
+    for cut in 0..=doc.len() {
+        let mut s = format.scanner();
+        let (a, b) = doc.as_bytes().split_at(cut);
+        let split = s.feed(a).and_then(|()| s.feed(b)).and_then(|()| s.finish());
+        assert_eq!(split, whole, "{doc:?} cut at {cut}");
+    }
+    whole.map_err(|b| if b.rule.is_empty() { "invalid" } else { b.rule })
+}
+
 /// One request's body check.
 #[derive(Clone)]
 enum Check {
