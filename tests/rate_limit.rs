@@ -187,6 +187,21 @@ fn every_limit_of_a_policy_must_pass() {
     assert_eq!(backend.count(), 5);
 }
 
+/// Wait (up to 15 s) until a fresh key counted at `a` is seen counted at
+/// `b`: the two gateways share their counts again.
+fn wait_shared(a: &mut Client, b: &mut Client, what: &str) {
+    let mut n = 0;
+    wait_until(Duration::from_secs(15), what, || {
+        n += 1;
+        let key = format!("probe-{n}");
+        let h = [("x-key", key.as_str())];
+        a.request("GET", "/closed/x", &h, b"").status == 200
+            && b.request("GET", "/closed/x", &h, b"")
+                .header("x-ratelimit-remaining")
+                == Some("2")
+    });
+}
+
 /// Send alternately to two gateways; how many were allowed.
 fn alternate(a: &mut Client, b: &mut Client, path: &str, key: &str, n: usize) -> usize {
     (0..n)
@@ -227,16 +242,7 @@ fn two_gateways_share_a_limit_through_redis_and_survive_its_loss() {
 
     // Redis back (empty): shared counting resumes by itself
     redis.restart();
-    let mut n = 0;
-    wait_until(Duration::from_secs(10), "shared counting again", || {
-        n += 1;
-        let key = format!("probe-{n}");
-        let h = [("x-key", key.as_str())];
-        a.request("GET", "/closed/x", &h, b"").status == 200
-            && b.request("GET", "/closed/x", &h, b"")
-                .header("x-ratelimit-remaining")
-                == Some("2")
-    });
+    wait_shared(&mut a, &mut b, "shared counting again");
     assert_eq!(alternate(&mut a, &mut b, "/open/x", "k3", 10), 4);
     assert_eq!(alternate(&mut a, &mut b, "/closed/x", "k3", 10), 4);
 }
@@ -401,20 +407,7 @@ fn a_sentinel_failover_under_load_is_followed_and_counts_stay_shared() {
         || sentinel.master_port() == Some(replica.port),
     );
     // both gateways count through the new master
-    let mut n = 0;
-    wait_until(
-        Duration::from_secs(15),
-        "shared counting through the new master",
-        || {
-            n += 1;
-            let key = format!("probe-{n}");
-            let h = [("x-key", key.as_str())];
-            a.request("GET", "/closed/x", &h, b"").status == 200
-                && b.request("GET", "/closed/x", &h, b"")
-                    .header("x-ratelimit-remaining")
-                    == Some("2")
-        },
-    );
+    wait_shared(&mut a, &mut b, "shared counting through the new master");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     for t in load {
