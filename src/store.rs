@@ -86,6 +86,26 @@ pub struct Redis {
 const DOWN_FOR: Duration = Duration::from_secs(1);
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// A client for `url` logging in with these credentials (Redis 6 ACL
+/// user, password).
+fn client(
+    url: &str,
+    username: &Option<String>,
+    password: &Option<String>,
+) -> Result<redis::Client, String> {
+    let info = url
+        .parse::<redis::ConnectionInfo>()
+        .map_err(|e| e.to_string())?;
+    let mut redis_info = info.redis_settings().clone();
+    if let Some(u) = username {
+        redis_info = redis_info.set_username(u);
+    }
+    if let Some(p) = password {
+        redis_info = redis_info.set_password(p);
+    }
+    redis::Client::open(info.set_redis_settings(redis_info)).map_err(|e| e.to_string())
+}
+
 /// The store for these settings: one per distinct settings in the process.
 pub fn redis(settings: &RedisSettings) -> Arc<Redis> {
     static ALL: LazyLock<Mutex<HashMap<RedisSettings, Arc<Redis>>>> =
@@ -122,18 +142,7 @@ impl Redis {
     }
 
     async fn ask_sentinel(&self, s: &Sentinel, addr: &str) -> Result<String, String> {
-        let mut info: redis::ConnectionInfo = format!("redis://{addr}")
-            .parse::<redis::ConnectionInfo>()
-            .map_err(|e| e.to_string())?;
-        let mut redis_info = info.redis_settings().clone();
-        if let Some(u) = &s.username {
-            redis_info = redis_info.set_username(u);
-        }
-        if let Some(p) = &s.password {
-            redis_info = redis_info.set_password(p);
-        }
-        info = info.set_redis_settings(redis_info);
-        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        let client = client(&format!("redis://{addr}"), &s.username, &s.password)?;
         let ask = async {
             let mut c = client
                 .get_multiplexed_async_connection()
@@ -163,21 +172,8 @@ impl Redis {
             Some(s) => self.master(s).await?,
             None => self.settings.address.clone(),
         };
-        let mut info: redis::ConnectionInfo = self
-            .settings
-            .url(&address)
-            .as_str()
-            .parse::<redis::ConnectionInfo>()
-            .map_err(|e| e.to_string())?;
-        let mut redis_info = info.redis_settings().clone();
-        if let Some(u) = &self.settings.username {
-            redis_info = redis_info.set_username(u);
-        }
-        if let Some(p) = &self.settings.password {
-            redis_info = redis_info.set_password(p);
-        }
-        info = info.set_redis_settings(redis_info);
-        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        let s = &self.settings;
+        let client = client(&s.url(&address), &s.username, &s.password)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.settings.timeout))
             .set_response_timeout(Some(self.settings.timeout))

@@ -84,6 +84,8 @@ pub struct Config {
     pub url: String,
     pub start_tls: bool,
     pub ca_file: Option<String>,
+    /// `caFile`'s certificate, read (and checked) when the config loads.
+    pub ca_pem: Option<Vec<u8>>,
     pub bind_dn: String,
     pub bind_password: String,
     pub search_base: String,
@@ -120,19 +122,15 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
             .unwrap_or(false)
     };
     let duration = |d: &mut Decoder, key: &str, default: u64| -> Duration {
-        let Some(n) = f.get(key) else {
-            return Duration::from_secs(default);
-        };
-        // `0` / `0s` switches the cache off
-        let zero = matches!(&n.value, crate::config::yaml::Value::Scalar { text, .. }
-            if crate::config::decode::parse_duration(text).is_some_and(|t| t.is_zero())
-                || text == "0");
-        if zero && key == "cacheTtl" {
-            return Duration::ZERO;
-        }
-        d.duration(n, &join(path, key), true)
+        f.get(key)
+            .and_then(|n| d.duration(n, &join(path, key), true))
             .unwrap_or(Duration::from_secs(default))
     };
+    // `0` / `0s` switches the cache off (a duration is otherwise more than 0)
+    let cache_off = f.get("cacheTtl").is_some_and(|n| {
+        matches!(&n.value, crate::config::yaml::Value::Scalar { text, .. }
+            if text == "0" || crate::config::decode::parse_duration(text).is_some_and(|t| t.is_zero()))
+    });
     let url = text(d, "url").unwrap_or_else(|| "ldap://127.0.0.1:389".into());
     let start_tls = flag(d, "startTls");
     let url_node = f.get("url").unwrap_or(node);
@@ -158,9 +156,10 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         );
     }
     let ca_file = text(d, "caFile");
+    let mut ca_pem = None;
     if let (Some(file), Some(n)) = (&ca_file, f.get("caFile")) {
         match std::fs::read(file) {
-            Ok(pem) if native_tls::Certificate::from_pem(&pem).is_ok() => {}
+            Ok(pem) if native_tls::Certificate::from_pem(&pem).is_ok() => ca_pem = Some(pem),
             Ok(_) => d.error(
                 n.pos,
                 &join(path, "caFile"),
@@ -205,12 +204,16 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
     let realm = common::realm(d, f.get("realm"), path);
     let config = Config {
         subtree: flag(d, "searchInSubtree"),
-        cache_ttl: duration(d, "cacheTtl", 60),
+        cache_ttl: match cache_off {
+            true => Duration::ZERO,
+            false => duration(d, "cacheTtl", 60),
+        },
         timeout: duration(d, "timeout", 5),
         keep_credentials: flag(d, "keepCredentials"),
         url,
         start_tls,
         ca_file,
+        ca_pem,
         bind_dn: bind_dn?,
         bind_password: bind_password?,
         search_base: search_base?,
@@ -218,10 +221,6 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         max_connections: max_connections? as usize,
         realm: realm?,
     };
-    if config.timeout.is_zero() {
-        let n = f.get("timeout").unwrap_or(node);
-        d.error(n.pos, &join(path, "timeout"), "must be more than 0");
-    }
     (d.errors.len() == before).then_some(config)
 }
 
@@ -283,9 +282,8 @@ pub fn escape_filter_value(value: &str) -> String {
 
 impl LdapAuth {
     pub fn new(config: Config) -> LdapAuth {
-        let tls = config.ca_file.as_ref().and_then(|file| {
-            let pem = std::fs::read(file).ok()?;
-            let ca = native_tls::Certificate::from_pem(&pem).ok()?;
+        let tls = config.ca_pem.as_ref().and_then(|pem| {
+            let ca = native_tls::Certificate::from_pem(pem).ok()?;
             native_tls::TlsConnector::builder()
                 .add_root_certificate(ca)
                 .build()

@@ -747,16 +747,12 @@ impl Policy for Wasm {
         };
         // the exchange holds the context now: the logging hook ends it
         if let Some(s) = pending.stream.take() {
-            if x.ext.get::<Streams>().is_none() {
-                x.ext.insert(Streams::default());
-            }
-            if let Some(streams) = x.ext.get::<Streams>() {
-                let mut list = streams
-                    .0
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                list.push((self.key(), s));
-            }
+            x.ext
+                .get_or_insert_default::<Streams>()
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((self.key(), s));
         }
         let verdict = match verdict {
             Ok(v) => v,

@@ -19,7 +19,7 @@
 //! and nesting is capped at [`super::NESTING_CEILING`] when
 //! `maxContainerDepth` is `-1`.
 
-use super::{limit_message, Breach, Limit, NESTING_CEILING};
+use super::{Breach, Limit, Rule, NESTING_CEILING};
 use crate::config::fields::{f, Field, Ty};
 
 /// A limit field: `-1` (none) or a bound.
@@ -176,15 +176,31 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// A limit broken.
-#[cold]
-#[inline(never)]
-fn over(what: &str, max: u32, unit: &str, rule: &'static str) -> Breach {
-    Breach {
-        rule,
-        message: limit_message(what, max, unit, rule),
-    }
-}
+const DEPTH: Rule = Rule {
+    field: "maxContainerDepth",
+    what: "objects and arrays are nested deeper than",
+    unit: "levels",
+};
+const ENTRIES: Rule = Rule {
+    field: "maxObjectEntryCount",
+    what: "an object has more entries than",
+    unit: "",
+};
+const NAME_LENGTH: Rule = Rule {
+    field: "maxObjectEntryNameLength",
+    what: "an entry name is longer than",
+    unit: "characters",
+};
+const ELEMENTS: Rule = Rule {
+    field: "maxArrayElementCount",
+    what: "an array has more elements than",
+    unit: "",
+};
+const STRING_LENGTH: Rule = Rule {
+    field: "maxStringValueLength",
+    what: "a string value is longer than",
+    unit: "characters",
+};
 
 #[cold]
 #[inline(never)]
@@ -375,21 +391,9 @@ impl Scanner {
     /// `n` more characters in the current string.
     fn add_chars(&mut self, n: u32, name: bool) -> Result<(), Breach> {
         self.chars = self.chars.saturating_add(n);
-        let (limit, rule, what) = match name {
-            true => (
-                self.limits.name_length,
-                "maxObjectEntryNameLength",
-                "an entry name is longer than",
-            ),
-            false => (
-                self.limits.string_length,
-                "maxStringValueLength",
-                "a string value is longer than",
-            ),
-        };
-        match limit {
-            Some(max) if self.chars > max => Err(over(what, max, "characters", rule)),
-            _ => Ok(()),
+        match name {
+            true => NAME_LENGTH.check(self.chars, self.limits.name_length),
+            false => STRING_LENGTH.check(self.chars, self.limits.string_length),
         }
     }
 
@@ -402,16 +406,7 @@ impl Scanner {
 
     fn open(&mut self, object: bool) -> Result<(), Breach> {
         if self.stack.len() as u32 >= self.depth_cap {
-            let rule = "maxContainerDepth";
-            return Err(Breach {
-                rule,
-                message: limit_message(
-                    "objects and arrays are nested deeper than",
-                    self.depth_cap,
-                    "levels",
-                    rule,
-                ),
-            });
+            return Err(DEPTH.breach(self.depth_cap));
         }
         self.stack.push(Frame { object, count: 0 });
         self.st = match object {
@@ -431,25 +426,21 @@ impl Scanner {
         }
     }
 
-    fn count(&mut self, limit: Limit, rule: &'static str, what: &str) -> Result<(), Breach> {
+    /// One more entry or element in the open container.
+    fn count(&mut self, limit: Limit, rule: &Rule) -> Result<(), Breach> {
         let Some(top) = self.stack.last_mut() else {
             return Ok(());
         };
         top.count = top.count.saturating_add(1);
-        match limit {
-            Some(max) if top.count > max => Err(over(what, max, "", rule)),
-            _ => Ok(()),
-        }
+        rule.check(top.count, limit)
     }
 
     fn count_entry(&mut self) -> Result<(), Breach> {
-        let l = self.limits.entries;
-        self.count(l, "maxObjectEntryCount", "an object has more entries than")
+        self.count(self.limits.entries, &ENTRIES)
     }
 
     fn count_element(&mut self) -> Result<(), Breach> {
-        let l = self.limits.elements;
-        self.count(l, "maxArrayElementCount", "an array has more elements than")
+        self.count(self.limits.elements, &ELEMENTS)
     }
 }
 

@@ -55,11 +55,38 @@ pub fn chars(bytes: &[u8]) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// "an array has more elements than 4 (maxArrayElementCount)"
-pub fn limit_message(what: &str, max: u32, unit: &str, rule: &str) -> String {
-    match unit {
-        "" => format!("{what} {max} ({rule})"),
-        _ => format!("{what} {max} {unit} ({rule})"),
+/// A limit's field and how a breach of it reads: "an array has more
+/// elements than 4 (maxArrayElementCount)".
+pub struct Rule {
+    pub field: &'static str,
+    pub what: &'static str,
+    /// After the bound: "characters", "levels", or nothing.
+    pub unit: &'static str,
+}
+
+impl Rule {
+    /// `n` against `limit` (none: anything passes).
+    #[inline]
+    pub fn check(&self, n: u32, limit: Limit) -> Result<(), Breach> {
+        match limit {
+            Some(max) if n > max => Err(self.breach(max)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The breach of a bound of `max`.
+    #[cold]
+    #[inline(never)]
+    pub fn breach(&self, max: u32) -> Breach {
+        let (what, field) = (self.what, self.field);
+        let message = match self.unit {
+            "" => format!("{what} {max} ({field})"),
+            unit => format!("{what} {max} {unit} ({field})"),
+        };
+        Breach {
+            rule: field,
+            message,
+        }
     }
 }
 
@@ -275,12 +302,10 @@ impl Policy for ThreatProtection {
                 ),
             ));
         }
-        if x.ext.get::<Checks>().is_none() {
-            x.ext.insert(Checks::default());
-        }
-        if let Some(checks) = x.ext.get_mut::<Checks>() {
-            checks.0.push((self.key(), check));
-        }
+        x.ext
+            .get_or_insert_default::<Checks>()
+            .0
+            .push((self.key(), check));
         Decision::Continue
     }
 

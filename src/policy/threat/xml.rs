@@ -25,7 +25,7 @@
 //! nesting is capped at [`super::NESTING_CEILING`] when `maxNodeDepth` is
 //! `-1`.
 
-use super::{limit_message, Breach, Limit, NESTING_CEILING};
+use super::{Breach, Limit, Rule, NESTING_CEILING};
 use crate::config::fields::{f, Field, Ty};
 
 /// A limit field: `-1` (none) or a bound.
@@ -174,6 +174,37 @@ pub struct Scanner {
 const BOM: &[u8] = b"\xef\xbb\xbf";
 const BOM_DONE: u8 = u8::MAX;
 
+const DEPTH: Rule = Rule {
+    field: "maxNodeDepth",
+    what: "elements are nested deeper than",
+    unit: "levels",
+};
+const ATTRIBUTES: Rule = Rule {
+    field: "maxAttributeCountPerElement",
+    what: "an element has more attributes than",
+    unit: "",
+};
+const CHILDREN: Rule = Rule {
+    field: "maxChildCount",
+    what: "an element has more children than",
+    unit: "",
+};
+const TEXT_LENGTH: Rule = Rule {
+    field: "maxTextLength",
+    what: "a text node is longer than",
+    unit: "",
+};
+const ATTRIBUTE_LENGTH: Rule = Rule {
+    field: "maxAttributeLength",
+    what: "an attribute value is longer than",
+    unit: "",
+};
+const COMMENT_LENGTH: Rule = Rule {
+    field: "maxCommentLength",
+    what: "a comment is longer than",
+    unit: "",
+};
+
 #[cold]
 fn invalid(what: &str) -> Breach {
     Breach {
@@ -274,33 +305,20 @@ impl Scanner {
     fn span(&mut self, run: &[u8]) -> Result<(), Breach> {
         let n = super::chars(run);
         self.chars = self.chars.saturating_add(n);
-        let (limit, rule, what) = match self.st {
+        match self.st {
             St::Text => {
                 if !self.text_counted && run.iter().any(|&b| !is_space(b)) {
                     self.text_counted = true;
                     self.child()?;
                 }
-                (
-                    self.limits.text_length,
-                    "maxTextLength",
-                    "a text node is longer than",
-                )
+                TEXT_LENGTH.check(self.chars, self.limits.text_length)
             }
-            St::Value(_) => (
-                self.limits.attribute_length,
-                "maxAttributeLength",
-                "an attribute value is longer than",
-            ),
+            St::Value(_) => ATTRIBUTE_LENGTH.check(self.chars, self.limits.attribute_length),
             _ => {
                 self.st = St::Comment(0);
-                (
-                    self.limits.comment_length,
-                    "maxCommentLength",
-                    "a comment is longer than",
-                )
+                COMMENT_LENGTH.check(self.chars, self.limits.comment_length)
             }
-        };
-        self.check(self.chars, limit, rule, what)
+        }
     }
 
     /// The body ended: the root element must be closed (or absent).
@@ -317,51 +335,18 @@ impl Scanner {
             St::Lt => self.lt(b),
             St::Bang { word, n } => self.bang(b, word, n),
             St::Comment(dashes) => {
-                if b == b'>' && dashes >= 2 {
-                    self.enter_text();
-                    return Ok(());
+                let (limit, rule) = (self.limits.comment_length, &COMMENT_LENGTH);
+                if let Some(dashes) = self.section(b, dashes, b'-', limit, rule)? {
+                    self.st = St::Comment(dashes);
                 }
-                let dashes = if b == b'-' {
-                    dashes.saturating_add(1)
-                } else {
-                    0
-                };
-                self.st = St::Comment(dashes);
-                if continues(b) {
-                    return Ok(());
-                }
-                self.chars = self.chars.saturating_add(1);
-                // the closing `--` is not part of the comment
-                let len = self.chars - u32::from(dashes.min(2));
-                self.check(
-                    len,
-                    self.limits.comment_length,
-                    "maxCommentLength",
-                    "a comment is longer than",
-                )
+                Ok(())
             }
             St::Cdata(brackets) => {
-                if b == b'>' && brackets >= 2 {
-                    self.enter_text();
-                    return Ok(());
+                let (limit, rule) = (self.limits.text_length, &TEXT_LENGTH);
+                if let Some(brackets) = self.section(b, brackets, b']', limit, rule)? {
+                    self.st = St::Cdata(brackets);
                 }
-                let brackets = if b == b']' {
-                    brackets.saturating_add(1)
-                } else {
-                    0
-                };
-                self.st = St::Cdata(brackets);
-                if continues(b) {
-                    return Ok(());
-                }
-                self.chars = self.chars.saturating_add(1);
-                let len = self.chars - u32::from(brackets.min(2));
-                self.check(
-                    len,
-                    self.limits.text_length,
-                    "maxTextLength",
-                    "a text node is longer than",
-                )
+                Ok(())
             }
             St::Pi(question) => {
                 match (question, b) {
@@ -398,13 +383,7 @@ impl Scanner {
                     self.xmlns = matches!(n, 5 | 6);
                     if !self.xmlns {
                         self.attributes += 1;
-                        let n = self.attributes;
-                        self.check(
-                            n,
-                            self.limits.attributes,
-                            "maxAttributeCountPerElement",
-                            "an element has more attributes than",
-                        )?;
+                        ATTRIBUTES.check(self.attributes, self.limits.attributes)?;
                     }
                     self.st = St::Eq;
                     self.byte(b)
@@ -436,13 +415,7 @@ impl Scanner {
                 _ if continues(b) => Ok(()),
                 _ => {
                     self.chars = self.chars.saturating_add(1);
-                    let (n, limit) = (self.chars, self.limits.attribute_length);
-                    self.check(
-                        n,
-                        limit,
-                        "maxAttributeLength",
-                        "an attribute value is longer than",
-                    )
+                    ATTRIBUTE_LENGTH.check(self.chars, self.limits.attribute_length)
                 }
             },
             St::AfterValue => match b {
@@ -503,8 +476,35 @@ impl Scanner {
             return Ok(());
         }
         self.chars = self.chars.saturating_add(1);
-        let (n, limit) = (self.chars, self.limits.text_length);
-        self.check(n, limit, "maxTextLength", "a text node is longer than")
+        TEXT_LENGTH.check(self.chars, self.limits.text_length)
+    }
+
+    /// A byte of a comment or CDATA section, which ends at two `closer`s
+    /// and `>` (they are not part of its length): the run of `closer`s
+    /// with it, or `None` when it ended the section.
+    fn section(
+        &mut self,
+        b: u8,
+        run: u8,
+        closer: u8,
+        limit: Limit,
+        rule: &Rule,
+    ) -> Result<Option<u8>, Breach> {
+        if b == b'>' && run >= 2 {
+            self.enter_text();
+            return Ok(None);
+        }
+        let run = if b == closer {
+            run.saturating_add(1)
+        } else {
+            0
+        };
+        if continues(b) {
+            return Ok(Some(run));
+        }
+        self.chars = self.chars.saturating_add(1);
+        rule.check(self.chars - u32::from(run.min(2)), limit)?;
+        Ok(Some(run))
     }
 
     fn lt(&mut self, b: u8) -> Result<(), Breach> {
@@ -600,16 +600,7 @@ impl Scanner {
     fn open(&mut self) -> Result<(), Breach> {
         self.child()?;
         if self.stack.len() as u32 >= self.depth_cap {
-            let rule = "maxNodeDepth";
-            return Err(Breach {
-                rule,
-                message: limit_message(
-                    "elements are nested deeper than",
-                    self.depth_cap,
-                    "levels",
-                    rule,
-                ),
-            });
+            return Err(DEPTH.breach(self.depth_cap));
         }
         let name = std::mem::take(&mut self.name).0;
         self.stack.push(Frame { name, children: 0 });
@@ -637,23 +628,7 @@ impl Scanner {
             return Ok(());
         };
         top.children = top.children.saturating_add(1);
-        let n = top.children;
-        self.check(
-            n,
-            self.limits.children,
-            "maxChildCount",
-            "an element has more children than",
-        )
-    }
-
-    fn check(&self, n: u32, limit: Limit, rule: &'static str, what: &str) -> Result<(), Breach> {
-        match limit {
-            Some(max) if n > max => Err(Breach {
-                rule,
-                message: limit_message(what, max, "", rule),
-            }),
-            _ => Ok(()),
-        }
+        CHILDREN.check(top.children, self.limits.children)
     }
 }
 

@@ -38,8 +38,16 @@ pub enum Bound {
 pub fn is_catalog_name(name: &str) -> bool {
     FLEX_NAMES.contains(&name)
         || NOT_YET.contains(&name)
-        || NOT_IN_LOCAL_MODE.iter().any(|(n, _)| *n == name)
+        || not_in_local_mode(name).is_some()
         || policy::NAMES.contains(&name)
+}
+
+/// Why Flex itself does not run `name` in Local Mode, if it does not.
+fn not_in_local_mode(name: &str) -> Option<&'static str> {
+    NOT_IN_LOCAL_MODE
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, why)| *why)
 }
 
 #[derive(Debug, Clone)]
@@ -191,19 +199,15 @@ pub fn decode(
             );
             None
         }
-        n if NOT_IN_LOCAL_MODE.iter().any(|(m, _)| *m == n) => {
-            let why = NOT_IN_LOCAL_MODE
-                .iter()
-                .find(|(m, _)| *m == n)
-                .map_or("", |(_, why)| why);
-            d.error(
-                name_pos,
-                name_path,
-                format!("policy {n:?} does not run in Flex's Local Mode: {why}"),
-            );
-            None
-        }
         n => {
+            if let Some(why) = not_in_local_mode(n) {
+                d.error(
+                    name_pos,
+                    name_path,
+                    format!("policy {n:?} does not run in Flex's Local Mode: {why}"),
+                );
+                return None;
+            }
             let mut known: Vec<&str> = FLEX_NAMES.to_vec();
             known.extend(NOT_YET);
             known.extend(NOT_IN_LOCAL_MODE.iter().map(|(n, _)| *n));
