@@ -485,6 +485,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median reported)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="repeat whole rounds (every scenario and target once, then again) instead of each "
+                         "measurement's repetitions in a row: slow drifts of a noisy machine then hit every "
+                         "scenario alike; ratios are also given per round (paired)")
     ap.add_argument("--smoke", action="store_true", help="1 s, 1 repetition: a quick check that everything runs")
     ap.add_argument("--scenarios", default="abcdefghijklmwtupq")
     ap.add_argument("--targets", default=",".join(TARGETS))
@@ -555,69 +559,92 @@ def main():
         redis = subprocess.Popen(PIN["servers"] + [which("redis-server"), "--port", str(PORTS["redis"]), "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     results = {}  # (scenario, target) -> (rps, p50, p99, errors, cpu us per request)
+    runs = {}  # (scenario, target) -> each measurement, in order (with --interleave: one per round)
     rss = {}
     failures = []
     try:
         wait_port(PORTS["backend"], backend)
         if redis:
             wait_port(PORTS["redis"], redis)
-        for sc in args.scenarios:
+        def plan():
+            """(scenario, target, round, measurements): the order of the runs."""
+            pairs = []
+            for sc in args.scenarios:
+                for t in targets:
+                    if t == "pingora" and sc not in "ade":
+                        continue  # it has no routes or policies: only comparable on a plain proxy
+                    if sc in FLEX_ONLY and t not in ("flex", "base"):
+                        continue  # policy scenarios: compared with flex's own (b)
+                    if sc in TLS_ONLY and t not in ("nginx", "flex", "base"):
+                        continue  # TLS termination: nginx and flex
+                    pairs.append((sc, t))
+            if args.interleave:
+                return [(sc, t, rnd, 1) for rnd in range(args.reps) for sc, t in pairs]
+            return [(sc, t, 0, args.reps) for sc, t in pairs]
+
+        steps = plan()
+        for i, (sc, t, rnd, count) in enumerate(steps):
             name, path, conns = SCENARIOS[sc]
-            for t in targets:
-                if t == "pingora" and sc not in "ade":
-                    continue  # it has no routes or policies: only comparable on a plain proxy
-                if sc in FLEX_ONLY and t not in ("flex", "base"):
-                    continue  # policy scenarios: compared with flex's own (b)
-                if sc in TLS_ONLY and t not in ("nginx", "flex", "base"):
-                    continue  # TLS termination: nginx and flex
-                headers = {"f": AUTH_HEADERS, "g": ["Origin: https://app.example.com"],
-                           "m": AUTH_HEADERS + ["Origin: https://app.example.com"],
-                           "k": ["Connection: close"]}.get(sc, ())
-                scheme = "https" if sc in TLS_ONLY else "http"
-                lua = script if sc in "hi" else post_script if sc in "pq" else None
-                proc = start_target(t, sc, work)
-                try:
-                    if t == "flex" and proc:
-                        time.sleep(0.2)
-                        rss.setdefault("idle", rss_kib(proc.pid))
-                    if not args.smoke:  # the smoke pass checks that it runs, not how fast
-                        wrk(PORTS[t], path, conns, 1, headers, lua, scheme)  # warm-up: connections, pools, caches
-                    runs = []
-                    for rep in range(args.reps):
-                        measured = proc or backend
-                        perf = None
-                        if args.perf and t in args.perf_targets.split(",") and rep == 0 and proc:
-                            os.makedirs(args.perf, exist_ok=True)
-                            suffix = "" if t == "flex" else f"-{t}"
-                            perf = subprocess.Popen(
-                                ["perf", "record", "-F", "299", "--call-graph", "dwarf,16384", "-p", str(proc.pid),
-                                 "-o", os.path.join(args.perf, f"perf-{sc}{suffix}.data")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                            time.sleep(0.5)  # attached before the load starts
-                        before = cpu_seconds(measured.pid)
-                        r = wrk(PORTS[t], path, conns, args.duration, headers, lua, scheme)
-                        if perf:
-                            stop(perf, signal.SIGINT)
-                        cpu_us = (cpu_seconds(measured.pid) - before) * 1e6 / max(r[4], 1)
-                        runs.append(r[:4] + (cpu_us,))
-                    med = lambda i: statistics.median(r[i] for r in runs)
-                    results[(sc, t)] = (med(0), med(1), med(2), sum(r[3] for r in runs), med(4))
-                    if results[(sc, t)][3]:
-                        failures.append(f"{sc}/{t}: {results[(sc, t)][3]} errors or non-2xx responses")
-                    if t == "flex" and proc and sc in "ebhw":
-                        rss[sc] = rss_kib(proc.pid, "VmHWM")
-                    print(f"  [{sc}] {t:8s} {results[(sc, t)][0]:>10.0f} req/s  p50 {results[(sc, t)][1]:.3f} ms  p99 {results[(sc, t)][2]:.3f} ms  cpu {results[(sc, t)][4]:.1f} us/req", file=sys.stderr)
-                finally:
-                    stop(proc, signal.SIGINT if t in ("flex", "base") else signal.SIGTERM)
+            headers = {"f": AUTH_HEADERS, "g": ["Origin: https://app.example.com"],
+                       "m": AUTH_HEADERS + ["Origin: https://app.example.com"],
+                       "k": ["Connection: close"]}.get(sc, ())
+            scheme = "https" if sc in TLS_ONLY else "http"
+            lua = script if sc in "hi" else post_script if sc in "pq" else None
+            proc = start_target(t, sc, work)
+            try:
+                if t == "flex" and proc:
+                    time.sleep(0.2)
+                    rss.setdefault("idle", rss_kib(proc.pid))
+                if not args.smoke:  # the smoke pass checks that it runs, not how fast
+                    wrk(PORTS[t], path, conns, 1, headers, lua, scheme)  # warm-up: connections, pools, caches
+                for rep in range(count):
+                    measured = proc or backend
+                    perf = None
+                    if args.perf and t in args.perf_targets.split(",") and rep == 0 and rnd == 0 and proc:
+                        os.makedirs(args.perf, exist_ok=True)
+                        suffix = "" if t == "flex" else f"-{t}"
+                        perf = subprocess.Popen(
+                            ["perf", "record", "-F", "299", "--call-graph", "dwarf,16384", "-p", str(proc.pid),
+                             "-o", os.path.join(args.perf, f"perf-{sc}{suffix}.data")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        time.sleep(0.5)  # attached before the load starts
+                    before = cpu_seconds(measured.pid)
+                    r = wrk(PORTS[t], path, conns, args.duration, headers, lua, scheme)
+                    if perf:
+                        stop(perf, signal.SIGINT)
+                    cpu_us = (cpu_seconds(measured.pid) - before) * 1e6 / max(r[4], 1)
+                    runs.setdefault((sc, t), []).append(r[:4] + (cpu_us,))
+                if t == "flex" and proc and sc in "ebhw":
+                    rss[sc] = max(rss.get(sc, 0), rss_kib(proc.pid, "VmHWM"))
+            finally:
+                stop(proc, signal.SIGINT if t in ("flex", "base") else signal.SIGTERM)
+            if all(s[:2] != (sc, t) for s in steps[i + 1:]):  # its last run: report it
+                done = runs[(sc, t)]
+                med = lambda k: statistics.median(r[k] for r in done)
+                results[(sc, t)] = (med(0), med(1), med(2), sum(r[3] for r in done), med(4))
+                if results[(sc, t)][3]:
+                    failures.append(f"{sc}/{t}: {results[(sc, t)][3]} errors or non-2xx responses")
+                print(f"  [{sc}] {t:8s} {results[(sc, t)][0]:>10.0f} req/s  p50 {results[(sc, t)][1]:.3f} ms  p99 {results[(sc, t)][2]:.3f} ms  cpu {results[(sc, t)][4]:.1f} us/req", file=sys.stderr)
     finally:
         stop(backend, signal.SIGTERM)
         stop(redis, signal.SIGTERM)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
+    def paired(sc, base):
+        """With --interleave: the ratios of flex's runs round by round (each against the same round's base)."""
+        a, b = runs.get((sc, "flex"), []), runs.get((base, "flex"), [])
+        if not args.interleave or len(a) != len(b) or not a:
+            return ""
+        rps = sorted(x[0] / y[0] for x, y in zip(a, b))
+        cpu = statistics.median(x[4] / y[4] for x, y in zip(a, b))
+        return (f"; paired by round: median {statistics.median(rps):.3f}x requests/s "
+                f"(rounds {', '.join(f'{r:.2f}' for r in rps)}), CPU per request {cpu:.3f}x")
+
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
         f"Run: `benches/load.sh --duration {args.duration} --reps {args.reps} --workers {args.workers}"
+        f"{' --interleave' if args.interleave else ''}"
         f"{'' if args.pin_client is None else f' --pin-client {args.pin_client}'}` at commit `{commit}`, "
         f"{args.workers} worker(s) per proxy, "
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), wrk -t1, median of {args.reps}, "
@@ -669,12 +696,13 @@ def main():
     if ("p", "flex") in results and ("q", "flex") in results:
         p, q = results[("p", "flex")], results[("q", "flex")]
         lines.append(f"flex-gateway (q) vs (p): {q[0] / p[0]:.3f}x requests/s, p99 {q[2] / p[2]:.2f}x, "
-                     f"CPU per request {q[4] / p[4]:.3f}x (json-threat-protection on a 1 KB JSON body; target >= 0.9x).")
+                     f"CPU per request {q[4] / p[4]:.3f}x (json-threat-protection on a 1 KB JSON body; target >= 0.9x)"
+                     f"{paired('q', 'p')}.")
     for sc, what, target in (("t", "tracing, 100 % sampled", "0.9"), ("u", "tracing, 0 % sampled", "0.98")):
         if ("b", "flex") in results and (sc, "flex") in results:
             b, t = results[("b", "flex")], results[(sc, "flex")]
             lines.append(f"flex-gateway ({sc}) vs (b): {t[0] / b[0]:.3f}x requests/s, p99 {t[2] / b[2]:.2f}x, "
-                         f"CPU per request {t[4] / b[4]:.3f}x ({what}; target >= {target}x).")
+                         f"CPU per request {t[4] / b[4]:.3f}x ({what}; target >= {target}x){paired(sc, 'b')}.")
     if "w" in rss:
         lines.append(f"flex-gateway peak RSS under (w): {rss['w'] / 1024:.1f} MiB.")
     if ("b", "flex") in results and ("h", "flex") in results:

@@ -95,8 +95,7 @@ fn message_logging_writes_conditional_lines_before_and_after_the_upstream_call()
     assert_eq!(gw.metric("flexgw_log_lines_dropped_total"), 0.0);
 }
 
-/// A message that reads the body (`payload`) is refused where it is
-/// written: the body is never buffered for a log line.
+/// What message logging cannot log is refused where it is written.
 #[test]
 fn message_logging_refuses_what_it_cannot_log() {
     let dir = temp_dir("msglog");
@@ -113,19 +112,142 @@ spec:
   policies:
     - policyRef: {name: message-logging-flex}
       config:
+        maxPayloadSize: 1GB
         loggingConfiguration:
           - itemName: body
-            itemData: {message: "#[payload]", level: INFO, firstSection: true}
+            itemData: {message: "#[sizeOf(payload)]", level: INFO, firstSection: true}
           - itemName: loud
             itemData: {message: "x", level: LOUD, firstSection: true}
+    - policyRef: {name: header-injection-flex}
+      config:
+        inboundHeaders: [{key: x-body, value: "#[payload.id]"}]
 "##,
     )
     .unwrap();
     let (ok, out, err) = validate(&file);
     let text = err + &out;
     assert!(!ok, "{text}");
-    assert!(text.contains("`payload` is not supported"), "{text}");
+    assert!(text.contains("`sizeOf(...)` is not supported"), "{text}");
     assert!(text.contains("itemData.level"), "{text}");
+    assert!(
+        text.contains("maxPayloadSize") && text.contains("at most 16777216"),
+        "{text}"
+    );
+    // only message logging reads the body
+    assert!(
+        text.contains("`payload.id` (the body) is read only by message logging"),
+        "{text}"
+    );
+}
+
+/// `payload` reads the body as it streams to the upstream (the request's
+/// before the call, the response's after it): the first `maxPayloadSize`
+/// bytes are kept for the line, the body itself goes on whole.
+#[test]
+fn message_logging_reads_bodies_within_a_bound() {
+    let backend = Backend::echo();
+    let policies = r##"    - policyRef: {name: message-logging-flex}
+      config:
+        maxPayloadSize: 64
+        loggingConfiguration:
+          - itemName: head
+            itemData: {message: "#[attributes.method] #[vars.reqId]", level: INFO, firstSection: true}
+          - itemName: order
+            itemData:
+              message: "order #[payload.id default 'none'] qty #[payload.qty default 0] by #[attributes.headers['x-user']]: #[payload default 'no body']"
+              conditional: "#[attributes.queryParams['big'] == null]"
+              level: INFO
+              firstSection: true
+          - itemName: big
+            itemData:
+              message: "id #[payload.id default 'unreadable'] first bytes #[payload]"
+              conditional: "#[attributes.queryParams['big'] == 'yes']"
+              level: INFO
+              firstSection: true
+          - itemName: answer
+            itemData:
+              message: "answered #[attributes.statusCode] ok=#[payload.ok]: #[payload]"
+              level: WARN
+              secondSection: true
+"##;
+    let api = flex_api("shop", "{port}", &backend.url(), policies);
+    let gw = Gateway::start_files(
+        &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
+        &[],
+    );
+    gw.wait_ready();
+    let mut c = gw.connect();
+    let small = br#"{"id":"o-1","qty":5}"#;
+    let r = c.request(
+        "POST",
+        "/api/orders",
+        &[
+            ("x-user", "ada"),
+            ("x-request-id", "pl-1"),
+            ("content-type", "application/json"),
+        ],
+        small,
+    );
+    assert_eq!(r.status, 200);
+    let r = c.request("GET", "/api/orders/1", &[("x-request-id", "pl-2")], b"");
+    assert_eq!(r.status, 200);
+    let mut big = br#"{"id":"big","pad":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'x', 200_000));
+    big.extend_from_slice(br#""}"#);
+    let r = c.request(
+        "PUT",
+        "/api/orders/2?big=yes",
+        &[("x-request-id", "pl-3")],
+        &big,
+    );
+    assert_eq!(r.status, 200);
+    // the bodies went on whole
+    let seen = backend.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0].body, small);
+    assert_eq!(seen[2].body_len, big.len() as u64);
+
+    let mut log = String::new();
+    wait_until(Duration::from_secs(10), "the message lines", || {
+        log = gw.log_text();
+        log.matches("[answer]").count() >= 3
+    });
+    let line = |item: &str, req: &str| -> String {
+        let found: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("[req: {req}]")) && l.contains(&format!("[{item}]")))
+            .collect();
+        assert_eq!(found.len(), 1, "{item} for {req}: {log}");
+        found[0].to_string()
+    };
+    assert!(
+        line("order", "pl-1").ends_with(r#"order o-1 qty 5 by ada: {"id":"o-1","qty":5}"#),
+        "{log}"
+    );
+    assert!(
+        line("order", "pl-2").ends_with("order none qty 0 by : no body"),
+        "{log}"
+    );
+    // cut at 64 bytes: not JSON any more, so no member reads
+    let b = line("big", "pl-3");
+    let first = String::from_utf8_lossy(&big[..64]).to_string();
+    assert!(
+        b.ends_with(&format!("id unreadable first bytes {first}")),
+        "{b}"
+    );
+    assert!(
+        line("answer", "pl-1").contains(r#"answered 200 ok=true: {"ok":true,"path":"/orders"}"#),
+        "{log}"
+    );
+    // the head's item did not wait for the body: it comes before the body's
+    let at = |item: &str| log.find(&line(item, "pl-1")).unwrap();
+    assert!(at("head") < at("order"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("[req: pl-3]") && l.contains("[order]")),
+        "{log}"
+    );
+    assert_eq!(gw.metric("flexgw_log_lines_dropped_total"), 0.0);
 }
 
 /// Flex's `runtimeLogs.logLevel` is applied again on reload: a DEBUG

@@ -6,6 +6,7 @@
 //! attributes.method   attributes.requestPath   attributes.remoteAddress
 //! authentication.principal   authentication.clientId   vars.claimSet.CLAIM
 //! attributes.statusCode (a response's)   vars.reqId   vars.apiName
+//! payload   payload.field   payload['field']   (message logging only: the body)
 //! 'text'  "text"  42  true  false  null
 //! a ++ b              concatenation
 //! a default b         b when a is null (a missing header, claim, ...)
@@ -39,6 +40,39 @@ pub enum Accessor {
     RequestId,
     /// `vars.apiName` / `vars.apiInstanceName`: the route's id.
     Route,
+    /// `payload` (the body as text) or `payload.a.b` (a member of a JSON
+    /// body): only where the parser was told a body is read.
+    Payload(Vec<String>),
+}
+
+/// A body as message logging read it: at most a bound of its bytes.
+#[derive(Debug, Default)]
+pub struct Payload<'b> {
+    pub bytes: &'b [u8],
+    /// More came than `bytes` holds.
+    pub truncated: bool,
+    json: std::sync::OnceLock<Option<serde_json::Value>>,
+}
+
+impl Payload<'_> {
+    pub fn new(bytes: &[u8], truncated: bool) -> Payload<'_> {
+        Payload {
+            bytes,
+            truncated,
+            json: Default::default(),
+        }
+    }
+
+    /// The body as JSON, parsed once (none when cut short or not JSON).
+    fn json(&self) -> Option<&serde_json::Value> {
+        self.json
+            .get_or_init(|| {
+                (!self.truncated)
+                    .then(|| serde_json::from_slice(self.bytes).ok())
+                    .flatten()
+            })
+            .as_ref()
+    }
 }
 
 /// A value during evaluation.
@@ -146,15 +180,27 @@ pub struct Input<'a> {
     pub x: &'a Exchange,
     /// A response's status (its headers are then `headers`).
     pub status: Option<u16>,
+    /// The body read so far, for `payload` (none: `payload` is null).
+    pub payload: Option<&'a Payload<'a>>,
 }
 
-pub const SUPPORTED: &str = "attributes.headers['NAME'], attributes.queryParams['NAME'], attributes.method, attributes.requestPath, attributes.remoteAddress, authentication.principal, authentication.clientId, vars.claimSet.CLAIM, attributes.statusCode, vars.reqId, vars.apiName, literals, ++, default, splitBy, [n], lower, upper, trim, == != < > <= >=, and, or, not, if (...) ... else ...";
+pub const SUPPORTED: &str = "attributes.headers['NAME'], attributes.queryParams['NAME'], attributes.method, attributes.requestPath, attributes.remoteAddress, authentication.principal, authentication.clientId, vars.claimSet.CLAIM, attributes.statusCode, vars.reqId, vars.apiName, payload (message logging), literals, ++, default, splitBy, [n], lower, upper, trim, == != < > <= >=, and, or, not, if (...) ... else ...";
 
 impl Expr {
     /// The expression inside `#[...]` (without the brackets).
     pub fn parse(text: &str) -> Result<Expr, String> {
+        Expr::parse_with(text, false)
+    }
+
+    /// As [`Expr::parse`], and `payload` may be read (a policy that keeps
+    /// the body for it).
+    pub fn parse_with(text: &str, payload: bool) -> Result<Expr, String> {
         let tokens = lex(text)?;
-        let mut p = Parser { t: &tokens, i: 0 };
+        let mut p = Parser {
+            t: &tokens,
+            i: 0,
+            payload,
+        };
         let e = p.expr()?;
         if let Some(t) = p.peek() {
             return Err(format!("unexpected `{}` in `{text}`", t.text()));
@@ -179,6 +225,25 @@ impl Expr {
 
     pub fn eval(&self, input: &Input) -> Val {
         eval(&self.e, input)
+    }
+
+    /// Whether it reads `payload` (the body).
+    pub fn reads_payload(&self) -> bool {
+        fn walk(e: &E) -> bool {
+            match e {
+                E::Lit(_) => false,
+                E::Read(a) => matches!(a, Accessor::Payload(_)),
+                E::Concat(parts) => parts.iter().any(walk),
+                E::Index(a, _) | E::Call(_, a) | E::Not(a) => walk(a),
+                E::Default(a, b)
+                | E::Split(a, b)
+                | E::Cmp(_, a, b)
+                | E::And(a, b)
+                | E::Or(a, b) => walk(a) || walk(b),
+                E::If(c, a, b) => walk(c) || walk(a) || walk(b),
+            }
+        }
+        walk(&self.e)
     }
 }
 
@@ -210,6 +275,16 @@ fn read(a: &Accessor, i: &Input) -> Val {
                 .and_then(|claims| claims.get(c))
                 .map_or(Val::Null, json_val)
         }
+        Accessor::Payload(path) => match i.payload {
+            None => Val::Null,
+            Some(p) if p.bytes.is_empty() => Val::Null,
+            Some(p) if path.is_empty() => Val::Str(String::from_utf8_lossy(p.bytes).into_owned()),
+            Some(p) => path
+                .iter()
+                .try_fold(p.json(), |v, k| v.and_then(|v| v.get(k.as_str())).map(Some))
+                .flatten()
+                .map_or(Val::Null, json_val),
+        },
     }
 }
 
@@ -373,6 +448,8 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
 struct Parser<'t> {
     t: &'t [Tok],
     i: usize,
+    /// `payload` may be read.
+    payload: bool,
 }
 
 impl Parser<'_> {
@@ -576,6 +653,14 @@ impl Parser<'_> {
             ["attributes", "statusCode"] => Accessor::Status,
             ["vars", "reqId"] => Accessor::RequestId,
             ["vars", "apiName" | "apiInstanceName"] => Accessor::Route,
+            ["payload", rest @ ..] if self.payload => {
+                Accessor::Payload(rest.iter().map(|k| k.to_string()).collect())
+            }
+            ["payload", ..] => {
+                return Err(format!(
+                    "`{whole}` (the body) is read only by message logging (supported here: {SUPPORTED})"
+                ))
+            }
             _ => {
                 return Err(format!(
                     "`{whole}` is not supported in expressions (supported: {SUPPORTED})"
@@ -594,6 +679,11 @@ pub enum Piece {
 }
 
 pub fn parse_value(text: &str) -> Result<Vec<Piece>, String> {
+    parse_value_with(text, false)
+}
+
+/// As [`parse_value`]; `payload` may be read when `payload` is true.
+pub fn parse_value_with(text: &str, payload: bool) -> Result<Vec<Piece>, String> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(i) = rest.find("#[") {
@@ -602,7 +692,7 @@ pub fn parse_value(text: &str) -> Result<Vec<Piece>, String> {
         }
         let body = &rest[i + 2..];
         let end = closing(body).ok_or_else(|| format!("unclosed `#[` in {text:?}"))?;
-        out.push(Piece::Expr(Expr::parse(&body[..end])?));
+        out.push(Piece::Expr(Expr::parse_with(&body[..end], payload)?));
         rest = &body[end + 1..];
     }
     if !rest.is_empty() {
@@ -644,14 +734,16 @@ mod tests {
         let claims: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(r#"{"sub":"u1","level":3,"roles":["a","b"]}"#).unwrap();
         x.claims = Some(Arc::new(claims));
+        let body = Payload::new(br#"{"id":7,"item":{"sku":"A-1"},"tags":["x","y"]}"#, false);
         let input = Input {
             method: Some("GET"),
             query: Some("page=2&q=a+b"),
             headers: Some(&headers),
             x: &x,
             status: None,
+            payload: Some(&body),
         };
-        Expr::parse(expr)
+        Expr::parse_with(expr, true)
             .unwrap_or_else(|e| panic!("{expr}: {e}"))
             .eval(&input)
     }
@@ -670,6 +762,42 @@ mod tests {
         assert_eq!(run("attributes.remoteAddress"), s("192.0.2.7"));
         assert_eq!(run("vars.claimSet.sub"), s("u1"));
         assert_eq!(run("authentication.principal"), Val::Null);
+        assert_eq!(run("payload.id"), Val::Num(7.0));
+        assert_eq!(run("payload.item['sku']"), s("A-1"));
+        assert_eq!(run("payload.tags[1]"), s("y"));
+        assert_eq!(run("payload.none.deeper"), Val::Null);
+        assert!(run("payload").text().starts_with(r#"{"id":7,"#));
+    }
+
+    #[test]
+    fn payload_cut_short_or_not_json_is_text_only() {
+        let x = Exchange::new();
+        let eval = |body: &Payload, e: &str| {
+            let input = Input {
+                method: None,
+                query: None,
+                headers: None,
+                x: &x,
+                status: None,
+                payload: Some(body),
+            };
+            Expr::parse_with(e, true).unwrap().eval(&input)
+        };
+        let cut = Payload::new(br#"{"id":7}"#, true);
+        assert_eq!(eval(&cut, "payload.id"), Val::Null);
+        assert_eq!(eval(&cut, "payload"), s(r#"{"id":7}"#));
+        let text = Payload::new(b"id=7", false);
+        assert_eq!(eval(&text, "payload.id"), Val::Null);
+        assert_eq!(
+            eval(&Payload::default(), "payload default 'none'"),
+            s("none")
+        );
+        assert!(Expr::parse_with("lower(payload.a) == 'x'", true)
+            .unwrap()
+            .reads_payload());
+        assert!(!Expr::parse_with("attributes.method", true)
+            .unwrap()
+            .reads_payload());
     }
 
     #[test]
@@ -704,7 +832,10 @@ mod tests {
         let e = Expr::parse("sizeOf(attributes.headers)").unwrap_err();
         assert!(e.contains("`sizeOf(...)`"), "{e}");
         let e = Expr::parse("payload.id").unwrap_err();
-        assert!(e.contains("`payload.id`"), "{e}");
+        assert!(
+            e.contains("`payload.id`") && e.contains("message logging"),
+            "{e}"
+        );
         let e = Expr::parse("if (true) 'a'").unwrap_err();
         assert!(e.contains("else"), "{e}");
         assert!(Expr::parse("attributes.method ~= 'x'").is_err());

@@ -215,6 +215,7 @@ impl Template {
                         headers: req.headers,
                         x,
                         status: None,
+                        payload: None,
                     };
                     out.push_str(&e.eval(&input).text());
                 }

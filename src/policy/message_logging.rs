@@ -26,10 +26,15 @@
 //! request never waits for the log; a full queue drops the line, counted
 //! in `flexgw_log_lines_dropped_total`. Expressions are the
 //! subset `src/policy/expr.rs` documents (with `attributes.statusCode`
-//! and the response's headers after the call); `payload` (the body) is
-//! not supported and is a validate error.
+//! and the response's headers after the call) and `payload`: the body
+//! (the request's before the call, the response's after it). An item that
+//! reads `payload` waits for the body's end; the body streams on unchanged
+//! while a copy of its first `maxPayloadSize` bytes (64KB by default) is
+//! kept for the line. A body that never ends (a local answer, a cut
+//! connection) is logged with what came when the response starts or the
+//! exchange ends.
 
-use super::expr::{parse_value, Expr, Input, Piece};
+use super::expr::{parse_value_with, Expr, Input, Payload, Piece};
 use super::Policy;
 use crate::config::decode::{join, Decoder};
 use crate::config::fields::{f, Field, Ty, BOOL, STR};
@@ -40,12 +45,20 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-pub const FIELDS: &[Field] = &[f(
-    "loggingConfiguration",
-    Ty::List(&Ty::Obj(ITEM_FIELDS), false),
-)
-.req()
-.doc("What to log, item by item.")];
+pub const FIELDS: &[Field] = &[
+    f(
+        "loggingConfiguration",
+        Ty::List(&Ty::Obj(ITEM_FIELDS), false),
+    )
+    .req()
+    .doc("What to log, item by item."),
+    f("maxPayloadSize", Ty::Size)
+        .default("\"64KB\"")
+        .doc("How much of a body `payload` reads: the first bytes, up to this (the body streams on unchanged)."),
+];
+
+/// `maxPayloadSize`'s default, and its ceiling.
+const MAX_PAYLOAD: (u64, u64) = (64 * 1024, 16 * 1024 * 1024);
 const ITEM_FIELDS: &[Field] = &[
     f("itemName", STR).req(),
     f("itemData", Ty::Obj(DATA_FIELDS)).req(),
@@ -83,6 +96,8 @@ pub struct Item {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub items: Vec<Item>,
+    /// Bytes of a body `payload` reads.
+    pub max_payload: u64,
 }
 
 pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
@@ -110,7 +125,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
                 .and_then(|n| Some((d.scalar(n, &join(&data_path, key), "text")?.to_string(), n)))
         };
         let message = match d.required(&data, "message", &data_path) {
-            Some(_) => text(d, "message").and_then(|(t, n)| match parse_value(&t) {
+            Some(_) => text(d, "message").and_then(|(t, n)| match parse_value_with(&t, true) {
                 Ok(pieces) => Some(pieces),
                 Err(why) => {
                     d.error(n.pos, &join(&data_path, "message"), why);
@@ -120,7 +135,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
             None => None,
         };
         let conditional = match text(d, "conditional") {
-            Some((t, n)) => match parse_value(&t) {
+            Some((t, n)) => match parse_value_with(&t, true) {
                 Ok(mut p) if p.len() == 1 && matches!(p[0], Piece::Expr(_)) => match p.pop() {
                     Some(Piece::Expr(e)) => Some(e),
                     _ => None,
@@ -185,7 +200,27 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
             });
         }
     }
-    (d.errors.len() == before).then_some(Config { items })
+    let max_payload = match f.get("maxPayloadSize") {
+        Some(n) => {
+            let at = join(path, "maxPayloadSize");
+            match d.size(n, &at)? {
+                s if s > MAX_PAYLOAD.1 => {
+                    d.error(
+                        n.pos,
+                        &at,
+                        format!(
+                            "{s} bytes: at most {} (16MB) of a body is kept for a log line",
+                            MAX_PAYLOAD.1
+                        ),
+                    );
+                    return None;
+                }
+                s => s,
+            }
+        }
+        None => MAX_PAYLOAD.0,
+    };
+    (d.errors.len() == before).then_some(Config { items, max_payload })
 }
 
 pub fn describe(c: &Config) -> Value {
@@ -198,6 +233,7 @@ pub fn describe(c: &Config) -> Value {
             "firstSection": i.before,
             "secondSection": i.after,
         })).collect::<Vec<_>>(),
+        "maxPayloadSize": c.max_payload,
     })
 }
 
@@ -205,16 +241,59 @@ pub fn describe(c: &Config) -> Value {
 pub const TARGET: &str = "message-logging";
 
 struct MessageLogging {
-    items: Vec<Item>,
+    /// Each item, and whether it reads `payload` (the body).
+    items: Vec<(Item, bool)>,
+    max_payload: usize,
+    /// Some item reads the request's (before) or the response's (after) body.
+    payload: (bool, bool),
+}
+
+/// Which of a section's items to log now.
+#[derive(Clone, Copy, PartialEq)]
+enum Which {
+    All,
+    /// Those that do not read the body (the others wait for it).
+    WithoutBody,
+    OnlyBody,
+}
+
+/// A section's items that wait for the body: what they read of the head,
+/// and the body's first `max_payload` bytes.
+#[derive(Clone)]
+struct Waiting {
+    method: Option<String>,
+    query: Option<String>,
+    headers: http::HeaderMap,
+    status: Option<u16>,
+    body: Vec<u8>,
+    truncated: bool,
+}
+
+impl Waiting {
+    fn keep(&mut self, chunk: &[u8], max: usize) {
+        let room = max.saturating_sub(self.body.len());
+        self.body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.truncated |= chunk.len() > room;
+    }
+}
+
+/// Per request: the request's and the response's waiting items.
+#[derive(Default, Clone)]
+struct Pending {
+    request: Option<Waiting>,
+    response: Option<Waiting>,
 }
 
 impl MessageLogging {
-    fn log(&self, after: bool, input: &Input) {
-        for i in self
-            .items
-            .iter()
-            .filter(|i| if after { i.after } else { i.before })
-        {
+    fn log(&self, after: bool, which: Which, input: &Input) {
+        for (i, _) in self.items.iter().filter(|(i, body)| {
+            (if after { i.after } else { i.before })
+                && match which {
+                    Which::All => true,
+                    Which::WithoutBody => !body,
+                    Which::OnlyBody => *body,
+                }
+        }) {
             // filtered as any line is, before any work
             if !log::log_enabled!(target: TARGET, i.level) {
                 continue;
@@ -243,6 +322,61 @@ impl MessageLogging {
             crate::ops::logging::access(i.level, TARGET, line);
         }
     }
+
+    /// Whether a section has an item reading the body that the log
+    /// level lets through (else nothing is kept for it).
+    fn waits(&self, after: bool) -> bool {
+        self.items.iter().any(|(i, body)| {
+            *body
+                && (if after { i.after } else { i.before })
+                && log::log_enabled!(target: TARGET, i.level)
+        })
+    }
+
+    /// The section's items that waited for the body, with what came of it.
+    fn log_waiting(&self, after: bool, w: &Waiting, x: &Exchange) {
+        let payload = Payload::new(&w.body, w.truncated);
+        let input = Input {
+            method: w.method.as_deref(),
+            query: w.query.as_deref(),
+            headers: Some(&w.headers),
+            x,
+            status: w.status,
+            payload: Some(&payload),
+        };
+        self.log(after, Which::OnlyBody, &input);
+    }
+
+    /// Keeps a body chunk for the waiting items; at the body's end (or
+    /// when `end` is forced) logs them.
+    fn body(&self, after: bool, chunk: Option<&bytes::Bytes>, end: bool, x: &mut Exchange) {
+        let Some(pending) = x.ext.get_mut::<Pending>() else {
+            return;
+        };
+        let slot = if after {
+            &mut pending.response
+        } else {
+            &mut pending.request
+        };
+        let Some(w) = slot.as_mut() else {
+            return;
+        };
+        if let Some(c) = chunk {
+            w.keep(c, self.max_payload);
+        }
+        if end {
+            if let Some(w) = slot.take() {
+                self.log_waiting(after, &w, x);
+            }
+        }
+    }
+
+    fn section(&self, after: bool) -> Which {
+        match (after, self.payload) {
+            (false, (true, _)) | (true, (_, true)) => Which::WithoutBody,
+            _ => Which::All,
+        }
+    }
 }
 
 #[async_trait]
@@ -254,26 +388,107 @@ impl Policy for MessageLogging {
             headers: Some(&req.headers),
             x,
             status: None,
+            payload: None,
         };
-        self.log(false, &input);
+        self.log(false, self.section(false), &input);
+        if self.payload.0 && self.waits(false) {
+            x.ext.get_or_insert_default::<Pending>().request = Some(Waiting {
+                method: Some(req.method.to_string()),
+                query: req.uri.query().map(str::to_string),
+                headers: req.headers.clone(),
+                status: None,
+                body: Vec::new(),
+                truncated: false,
+            });
+        }
         super::Decision::Continue
     }
 
+    fn body_hooks(&self) -> (bool, bool) {
+        self.payload
+    }
+
+    fn on_request_body(
+        &self,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        x: &mut Exchange,
+    ) -> pingora::Result<super::Decision> {
+        self.body(false, body.as_ref(), end_of_stream, x);
+        Ok(super::Decision::Continue)
+    }
+
     fn on_response(&self, resp: &mut ResponseHeader, x: &mut Exchange) -> pingora::Result<()> {
+        // the request's items log before the response's, with the body
+        // read so far (an upstream may answer before reading it all)
+        self.body(false, None, true, x);
         let input = Input {
             method: None,
             query: None,
             headers: Some(&resp.headers),
             x,
             status: Some(resp.status.as_u16()),
+            payload: None,
         };
-        self.log(true, &input);
+        self.log(true, self.section(true), &input);
+        if self.payload.1 && self.waits(true) {
+            x.ext.get_or_insert_default::<Pending>().response = Some(Waiting {
+                method: None,
+                query: None,
+                headers: resp.headers.clone(),
+                status: Some(resp.status.as_u16()),
+                body: Vec::new(),
+                truncated: false,
+            });
+        }
         Ok(())
+    }
+
+    fn on_response_body(
+        &self,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        x: &mut Exchange,
+    ) -> pingora::Result<()> {
+        self.body(true, body.as_ref(), end_of_stream, x);
+        Ok(())
+    }
+
+    fn on_logging(&self, x: &Exchange, _status: u16) {
+        // what never saw its body's end (a local answer, a cut
+        // connection) is logged with what came: nothing is lost
+        if let Some(p) = x.ext.get::<Pending>() {
+            if let Some(w) = &p.request {
+                self.log_waiting(false, w, x);
+            }
+            if let Some(w) = &p.response {
+                self.log_waiting(true, w, x);
+            }
+        }
     }
 }
 
 pub fn build(c: &Config) -> Arc<dyn Policy> {
+    let items: Vec<(Item, bool)> = c
+        .items
+        .iter()
+        .map(|i| {
+            let body = i
+                .message
+                .iter()
+                .any(|p| matches!(p, Piece::Expr(e) if e.reads_payload()))
+                || i.conditional.as_ref().is_some_and(Expr::reads_payload);
+            (i.clone(), body)
+        })
+        .collect();
+    let reads = |after: bool| {
+        items
+            .iter()
+            .any(|(i, body)| *body && if after { i.after } else { i.before })
+    };
     Arc::new(MessageLogging {
-        items: c.items.clone(),
+        payload: (reads(false), reads(true)),
+        items,
+        max_payload: usize::try_from(c.max_payload).unwrap_or(usize::MAX),
     })
 }

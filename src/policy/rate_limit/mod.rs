@@ -352,6 +352,7 @@ impl RateLimiter {
                     headers: Some(&req.headers),
                     x,
                     status: None,
+                    payload: None,
                 };
                 Some(e.eval(&input).text())
                     .filter(|v| !v.is_empty())
