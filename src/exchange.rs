@@ -35,6 +35,8 @@ pub struct Exchange {
     /// The subject of the client certificate verified on an HTTPS
     /// listener with `clientCertificates` (`CN=alice,O=Acme`).
     pub client_cert_subject: Option<Arc<str>>,
+    /// That certificate, PEM-encoded (for external authorization).
+    pub client_cert_pem: Option<Arc<str>>,
     /// The claims of a verified token, for policies that key on them.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Per-policy state: each policy stores and fetches its own private

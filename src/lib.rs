@@ -12,10 +12,12 @@ pub mod connection;
 pub mod exchange;
 pub mod forwarding;
 pub mod framing;
+pub mod grpc; // unary gRPC calls over HTTP/2 (OTLP export, ext_authz)
 pub mod ipset;
 pub mod ops;
 pub mod path;
 pub mod policy;
+pub mod proto; // protobuf wire format (OTLP spans, ext_authz)
 pub mod proxy;
 pub mod response;
 pub mod router;

@@ -531,11 +531,12 @@ impl ProxyHttp for Gateway {
                 .clients
                 .as_ref()
                 .and_then(|c| c.forward_header.clone());
-            ctx.x.client_cert_subject = session
+            let cert = session
                 .digest()
                 .and_then(|d| d.ssl_digest.as_ref())
-                .and_then(|d| d.extension.get::<crate::tls::ClientCert>())
-                .map(|c| Arc::from(c.subject.as_str()));
+                .and_then(|d| d.extension.get::<crate::tls::ClientCert>());
+            ctx.x.client_cert_subject = cert.map(|c| Arc::from(c.subject.as_str()));
+            ctx.x.client_cert_pem = cert.map(|c| c.pem.clone());
         }
         let req = session.req_header();
         let peer = session

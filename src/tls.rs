@@ -218,6 +218,8 @@ pub async fn handshake(acceptor: &SslAcceptor, stream: Stream) -> Result<Stream,
 pub struct ClientCert {
     /// `CN=alice,O=Acme`: the subject's entries in order, `short=value`.
     pub subject: String,
+    /// The certificate, PEM-encoded.
+    pub pem: Arc<str>,
 }
 
 struct ClientSubject;
@@ -239,6 +241,14 @@ impl TlsAccept for ClientSubject {
             })
             .collect::<Vec<_>>()
             .join(",");
-        Some(Arc::new(ClientCert { subject }))
+        let pem = cert
+            .to_pem()
+            .ok()
+            .and_then(|p| String::from_utf8(p).ok())
+            .unwrap_or_default();
+        Some(Arc::new(ClientCert {
+            subject,
+            pem: Arc::from(pem),
+        }))
     }
 }

@@ -17,6 +17,7 @@ mod assertions;
 mod auth;
 mod connections;
 mod container;
+mod ext_authz;
 mod flex;
 mod fuzz_corpus;
 mod hardening;

@@ -1275,12 +1275,7 @@ spec:
 
 /// The OTLP receiver of tests/otlp_receiver.py: its port, and the spans
 /// it decoded (one JSON object each).
-struct Receiver {
-    child: std::process::Child,
-    port: u16,
-    spans: std::path::PathBuf,
-    _dir: TempDir,
-}
+struct Receiver(PyService);
 
 impl Receiver {
     fn start() -> Receiver {
@@ -1289,59 +1284,15 @@ impl Receiver {
 
     /// `http` (OTLP/HTTP) or `grpc` (OTLP/gRPC).
     fn start_mode(mode: &str) -> Receiver {
-        let out = Command::new(repo_path(".ci/pytools"))
-            .output()
-            .expect("run .ci/pytools");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bin = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let dir = temp_dir("otlp");
-        let (port_file, spans) = (dir.join("port"), dir.join("spans.jsonl"));
-        let child = Command::new(bin.join("python"))
-            .arg(repo_path("tests/otlp_receiver.py"))
-            .args([&port_file, &spans])
-            .arg(mode)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("receiver.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("start the OTLP receiver");
-        wait_until(Duration::from_secs(20), "the OTLP receiver", || {
-            port_file.exists()
-        });
-        let port = std::fs::read_to_string(&port_file)
-            .unwrap()
-            .parse()
-            .unwrap();
-        Receiver {
-            child,
-            port,
-            spans,
-            _dir: dir,
-        }
+        Receiver(PyService::start("otlp_receiver.py", mode))
     }
 
     fn spans(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.spans)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect()
+        self.0.lines()
     }
 
     fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop();
+        self.0.stop();
     }
 }
 
@@ -1404,7 +1355,7 @@ spec:
       path: /down
       upstream: {{url: "http://127.0.0.1:{dead}"}}
 "#,
-        rport = receiver.port,
+        rport = receiver.0.port,
         live = backend.url(),
     ));
     gw.wait_ready();
@@ -1638,7 +1589,7 @@ spec:
       path: /forced
       upstream: {{url: "{live}"}}
 "#,
-        rport = receiver.port,
+        rport = receiver.0.port,
         live = backend.url(),
     ));
     gw.wait_ready();
@@ -1741,7 +1692,7 @@ metadata:
 spec:
   probe: {{enabled: true, port: {{admin}}}}
 "#,
-        rport = receiver.port
+        rport = receiver.0.port
     );
     let tracing_flex = r#"    - policyRef: {name: tracing-flex}
       config:

@@ -669,20 +669,6 @@ fn every_yaml_example_in_the_docs_validates() {
     assert!(checked >= 20, "only {checked} examples found");
 }
 
-/// The virtualenv's bin directory with check-jsonschema (`.ci/pytools`
-/// makes it when missing).
-fn pytools() -> std::path::PathBuf {
-    let out = Command::new(repo_path(".ci/pytools"))
-        .output()
-        .expect("run .ci/pytools");
-    assert!(
-        out.status.success(),
-        ".ci/pytools failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().into()
-}
-
 fn schema_text() -> String {
     let out = Command::new(GATEWAY)
         .arg("schema")

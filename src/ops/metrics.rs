@@ -318,6 +318,11 @@ impl Metrics {
             "Calls to the shared storage (Redis) that failed or timed out",
             crate::store::ERRORS.clone(),
         );
+        registry.register(
+            "ext_authz_checks",
+            "External authorization checks by result: allowed, denied, failed (refused), failed_allowed (failureModeAllow)",
+            crate::policy::ext_authz::CHECKS.clone(),
+        );
         #[cfg(feature = "wasm")]
         registry.register_collector(Box::new(WasmMetrics));
         Metrics {

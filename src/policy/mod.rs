@@ -32,6 +32,7 @@ pub mod chain;
 pub mod common;
 pub mod cors;
 pub mod expr; // Flex expressions #[...]
+pub mod ext_authz; // Envoy's external authorization (gRPC v3 and HTTP)
 pub mod headers;
 pub mod introspection;
 pub mod ip_filter;
@@ -279,6 +280,7 @@ policies! {
     "ldap-authentication" => LdapAuth(ldap),
     "jwt-validation" => Jwt(jwt),
     "oauth2-introspection" => Introspection(introspection),
+    "external-authorization" => ExtAuthz(ext_authz),
     "ip-allowlist" => IpAllowlist(ip_filter::allow),
     "ip-blocklist" => IpBlocklist(ip_filter::block),
     "header-injection" => HeaderInjection(headers::inject),

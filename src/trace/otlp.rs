@@ -5,72 +5,7 @@
 //! sent with the official definitions (tests/otlp_receiver.py).
 
 use super::{Kind, SpanData, Value};
-
-/// Protobuf wire writing: varints, length-delimited fields, fixed64.
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.0.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
-    }
-
-    fn key(&mut self, field: u32, wire: u8) {
-        self.varint(u64::from(field << 3 | u32::from(wire)));
-    }
-
-    fn bytes(&mut self, field: u32, b: &[u8]) {
-        self.key(field, 2);
-        self.varint(b.len() as u64);
-        self.0.extend_from_slice(b);
-    }
-
-    fn string(&mut self, field: u32, s: &str) {
-        if !s.is_empty() {
-            self.bytes(field, s.as_bytes());
-        }
-    }
-
-    fn uint(&mut self, field: u32, v: u64) {
-        if v != 0 {
-            self.key(field, 0);
-            self.varint(v);
-        }
-    }
-
-    fn fixed64(&mut self, field: u32, v: u64) {
-        self.key(field, 1);
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-
-    fn fixed32(&mut self, field: u32, v: u32) {
-        self.key(field, 5);
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-
-    /// A nested message, written by `f` in place: its length (unknown
-    /// until written) goes into a 5-byte gap, closed up afterwards — no
-    /// buffer of its own per message.
-    fn message(&mut self, field: u32, f: impl FnOnce(&mut Writer)) {
-        self.key(field, 2);
-        let at = self.0.len();
-        self.0.extend_from_slice(&[0; 5]);
-        f(self);
-        let mut len = (self.0.len() - at - 5) as u64;
-        let mut prefix = [0u8; 5];
-        let mut n = 0;
-        while len >= 0x80 {
-            prefix[n] = (len as u8) | 0x80;
-            len >>= 7;
-            n += 1;
-        }
-        prefix[n] = len as u8;
-        self.0.splice(at..at + 5, prefix[..=n].iter().copied());
-    }
-}
+use crate::proto::Writer;
 
 /// `KeyValue { key = 1; AnyValue value = 2 }`, `AnyValue { string_value =
 /// 1; bool_value = 2; int_value = 3; double_value = 4 }`.
@@ -94,7 +29,7 @@ fn attribute(w: &mut Writer, field: u32, key: &str, value: &Value) {
 /// The request body for `POST /v1/traces`: one resource (the gateway), one
 /// instrumentation scope, the spans.
 pub fn encode(resource: &[(String, Value)], spans: &[SpanData]) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(256 + spans.len() * 400));
+    let mut w = Writer::with_capacity(256 + spans.len() * 400);
     // ExportTraceServiceRequest.resource_spans = 1
     w.message(1, |rs| {
         // ResourceSpans.resource = 1 { attributes = 1 }
@@ -115,7 +50,7 @@ pub fn encode(resource: &[(String, Value)], spans: &[SpanData]) -> Vec<u8> {
             }
         });
     });
-    w.0
+    w.into_inner()
 }
 
 /// `Span`: trace_id = 1, span_id = 2, trace_state = 3, parent_span_id = 4,
@@ -151,30 +86,4 @@ fn encode_span(w: &mut Writer, s: &SpanData) {
         w.message(15, |st| st.uint(3, 2)); // STATUS_CODE_ERROR
     }
     w.fixed32(16, u32::from(s.sampled)); // the W3C trace flags
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn varints_and_fields() {
-        let mut w = Writer(Vec::new());
-        w.varint(300);
-        assert_eq!(w.0, [0xac, 0x02]);
-        let mut w = Writer(Vec::new());
-        w.string(1, "ab");
-        assert_eq!(w.0, [0x0a, 2, b'a', b'b']);
-        let mut w = Writer(Vec::new());
-        w.fixed64(7, 1);
-        assert_eq!(w.0, [0x39, 1, 0, 0, 0, 0, 0, 0, 0]);
-        // nested: the length prefix fits the content, short or long
-        let mut w = Writer(Vec::new());
-        w.message(1, |m| m.string(1, "ab"));
-        assert_eq!(w.0, [0x0a, 4, 0x0a, 2, b'a', b'b']);
-        let mut w = Writer(Vec::new());
-        w.message(2, |m| m.bytes(1, &[7; 200]));
-        assert_eq!(&w.0[..6], [0x12, 0xcb, 0x01, 0x0a, 0xc8, 0x01]);
-        assert_eq!(w.0.len(), 6 + 200);
-    }
 }

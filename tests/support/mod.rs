@@ -85,6 +85,80 @@ pub fn free_port() -> u16 {
 }
 
 /// Poll until `f` is true, or panic after `timeout` with `what`.
+/// The virtualenv's bin directory with the tests' Python tools
+/// (`.ci/pytools` makes it when missing).
+pub fn pytools() -> PathBuf {
+    let out = Command::new(repo_path(".ci/pytools"))
+        .output()
+        .expect("run .ci/pytools");
+    assert!(
+        out.status.success(),
+        ".ci/pytools failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().into()
+}
+
+/// A service of the tests written in Python (`tests/<script> PORT_FILE
+/// RECORD_FILE MODE`, in the tools' virtualenv): it binds a free port,
+/// writes it to PORT_FILE and appends one JSON line per thing it received
+/// to RECORD_FILE. Killed on drop.
+pub struct PyService {
+    child: Child,
+    pub port: u16,
+    record: PathBuf,
+    _dir: TempDir,
+}
+
+impl PyService {
+    pub fn start(script: &str, mode: &str) -> PyService {
+        let bin = pytools();
+        let dir = temp_dir("pysvc");
+        let (port_file, record) = (dir.join("port"), dir.join("record.jsonl"));
+        let child = Command::new(bin.join("python"))
+            .arg(repo_path(&format!("tests/{script}")))
+            .args([&port_file, &record])
+            .arg(mode)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("service.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start tests/{script}: {e}"));
+        wait_until(Duration::from_secs(20), script, || port_file.exists());
+        let port = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .parse()
+            .unwrap();
+        PyService {
+            child,
+            port,
+            record,
+            _dir: dir,
+        }
+    }
+
+    /// What it received so far, one JSON value per line.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PyService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {

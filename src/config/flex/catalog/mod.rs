@@ -88,6 +88,7 @@ pub const FLEX_NAMES: &[&str] = &[
     "json-threat-protection-flex",
     "xml-threat-protection-flex",
     "ldap-authentication-flex",
+    "native-ext-authz-flex",
 ];
 
 /// The config fields of each Flex policy we run (what its decoder reads
@@ -113,6 +114,7 @@ pub const FIELDS: &[(&str, &[crate::config::fields::Field])] = &[
     ("json-threat-protection-flex", policy::threat::json::FIELDS),
     ("xml-threat-protection-flex", policy::threat::xml::FIELDS),
     ("ldap-authentication-flex", auth::LDAP),
+    ("native-ext-authz-flex", policy::ext_authz::FIELDS),
 ];
 
 /// Flex catalog names we know but do not run yet: `validate` says so.
@@ -120,7 +122,6 @@ pub const NOT_YET: &[&str] = &[
     "http-caching-flex",
     "openid-token-enforcement-flex",
     "schema-validation-flex",
-    "external-authorization-flex",
     "external-processing-flex",
     "http-basic-authentication-outbound-flex",
 ];
@@ -185,6 +186,9 @@ pub fn decode(
         }
         "xml-threat-protection-flex" => {
             policy(PolicyConfig::decode(d, "xml-threat-protection", c, path))
+        }
+        "native-ext-authz-flex" => {
+            policy(PolicyConfig::decode(d, "external-authorization", c, path))
         }
         // our own policies, under our names and fields, are accepted too
         n if policy::NAMES.contains(&n) => policy(PolicyConfig::decode(d, n, c, path)),
