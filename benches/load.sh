@@ -9,6 +9,7 @@
 #   benches/load.sh --compare eee95cb --scenarios ab   # this tree vs that commit, side by side
 #   benches/load.sh --workers 2 --out results-2w.md    # two workers per proxy (scaling)
 #   benches/load.sh --workers 2 --pin-client 3         # wrk alone on CPU 3, the servers on the others
+#   benches/load.sh --scenarios btu --interleave --reps 7   # rounds b,t,u,b,t,u,...: ratios paired by round
 # --compare REV builds REV's flex-gateway from `git archive` under
 # target/compare/ (its own target directory: a first build of Pingora takes
 # ~10 min) and measures it as target `base` beside `flex` in every scenario;

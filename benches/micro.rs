@@ -183,6 +183,9 @@ const KEY: &str = "bench-api-key-0123456789";
 /// hooks' plumbing), and in a second document a chain of five: a
 /// document-level rate limit, then api-key, jwt-validation (token in
 /// X-Token), basic auth and a route rate limit.
+/// The document of the `openapi-validation` route (JSON: one line).
+const OPENAPI_SPEC: &str = r#"{"openapi": "3.1.0", "paths": {"/x/orders": {"get": {"parameters": [{"name": "a", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 1}}]}, "post": {"requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["customer", "items"], "properties": {"customer": {"type": "string", "maxLength": 40}, "items": {"type": "array", "maxItems": 100, "items": {"type": "object", "required": ["sku", "qty"], "additionalProperties": false, "properties": {"sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{3}$"}, "qty": {"type": "integer", "minimum": 1}}}}}}}}}}}}}"#;
+
 fn policy_routes(public_pem: &std::path::Path, bcrypt_hash: &str) -> Snapshot {
     let pem = public_pem.display();
     let jwt =
@@ -231,6 +234,10 @@ fn policy_routes(public_pem: &std::path::Path, bcrypt_hash: &str) -> Snapshot {
     yaml.push_str(&route("header-injection", &[&inject]));
     yaml.push_str(&route("header-removal", &[&remove]));
     yaml.push_str(&route("path-rewrite", &[&rewrite]));
+    // the request's head (path, method, a typed query parameter) and, in
+    // openapi_validation_post_1kb, a 1 KB JSON body against its schema
+    let openapi = format!("openapi-validation: {{spec: '{OPENAPI_SPEC}'}}");
+    yaml.push_str(&route("openapi-validation", &[&openapi]));
     // custom policies: the 286-byte hand-written filter of conf/ (the host's
     // own cost) and, when the test filters are built, the SDK-built one
     // adding a response header from its JSON config
@@ -322,6 +329,7 @@ fn policies(c: &mut Criterion) {
         "header-injection",
         "header-removal",
         "path-rewrite",
+        "openapi-validation",
         "proxy-wasm-wat",
         "proxy-wasm-sdk",
         "chain-of-5",
@@ -371,6 +379,41 @@ fn policies(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // openapi-validation on a POST with a 1 KB JSON body: the head's check,
+    // then the body held, parsed and checked against its schema
+    let route = snapshot.routes["openapi-validation"].clone();
+    let items: Vec<String> = (0..36)
+        .map(|i| format!("{{\"sku\":\"ABC-{:03}\",\"qty\":{}}}", i, i + 1))
+        .collect();
+    let order = bytes::Bytes::from(format!(
+        "{{\"customer\":\"bench\",\"items\":[{}]}}",
+        items.join(",")
+    ));
+    let mut post = RequestHeader::build("POST", b"/x/orders", None).expect("request");
+    post.insert_header("content-type", "application/json")
+        .expect("header");
+    post.insert_header("content-length", order.len().to_string())
+        .expect("header");
+    c.bench_function(
+        &format!("openapi_validation_post_{}_bytes", order.len()),
+        |b| {
+            b.iter(|| {
+                let mut x = Exchange::new();
+                let mut ran = flex_gateway::policy::chain::Ran::default();
+                let mut r = post.clone();
+                let rejected = ready(route.chain.on_request(&mut r, &mut x, &mut ran, None));
+                assert!(rejected.is_none());
+                let mut chunk = Some(order.clone());
+                let refused = route
+                    .chain
+                    .on_request_body(&mut chunk, true, &mut x, ran)
+                    .expect("body");
+                assert!(refused.is_none() && chunk.is_some());
+                black_box(chunk)
+            })
+        },
+    );
 
     // the verification a cache miss pays: RS256 signature and claims
     let jwt = match &snapshot.routes["jwt-validation"].config.policies[0].config {

@@ -24,6 +24,7 @@ mod hardening;
 mod jwt;
 mod ldap;
 mod logging;
+mod openapi;
 mod operations;
 mod path_properties;
 mod proxy;

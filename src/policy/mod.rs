@@ -39,6 +39,7 @@ pub mod ip_filter;
 pub mod jwt;
 pub mod ldap; // Basic credentials checked against an LDAP directory
 pub mod message_logging; // log lines from requests and responses
+pub mod openapi; // requests checked against an OpenAPI 3.0/3.1 document
 pub mod path_rewrite;
 pub mod rate_limit;
 pub mod spike;
@@ -291,6 +292,7 @@ policies! {
     "tracing" => Tracing(tracing),
     "message-logging" => MessageLogging(message_logging),
     "json-threat-protection" => JsonThreatProtection(threat::json_policy),
+    "openapi-validation" => OpenApiValidation(openapi),
     "xml-threat-protection" => XmlThreatProtection(threat::xml_policy),
 }
 

@@ -89,6 +89,7 @@ pub const FLEX_NAMES: &[&str] = &[
     "xml-threat-protection-flex",
     "ldap-authentication-flex",
     "native-ext-authz-flex",
+    "spec-validation-flex",
 ];
 
 /// The config fields of each Flex policy we run (what its decoder reads
@@ -115,13 +116,13 @@ pub const FIELDS: &[(&str, &[crate::config::fields::Field])] = &[
     ("xml-threat-protection-flex", policy::threat::xml::FIELDS),
     ("ldap-authentication-flex", auth::LDAP),
     ("native-ext-authz-flex", policy::ext_authz::FIELDS),
+    ("spec-validation-flex", policy::openapi::FIELDS),
 ];
 
 /// Flex catalog names we know but do not run yet: `validate` says so.
 pub const NOT_YET: &[&str] = &[
     "http-caching-flex",
     "openid-token-enforcement-flex",
-    "schema-validation-flex",
     "external-processing-flex",
     "http-basic-authentication-outbound-flex",
 ];
@@ -187,6 +188,7 @@ pub fn decode(
         "xml-threat-protection-flex" => {
             policy(PolicyConfig::decode(d, "xml-threat-protection", c, path))
         }
+        "spec-validation-flex" => policy(PolicyConfig::decode(d, "openapi-validation", c, path)),
         "native-ext-authz-flex" => {
             policy(PolicyConfig::decode(d, "external-authorization", c, path))
         }

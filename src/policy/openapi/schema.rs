@@ -1,0 +1,621 @@
+//! JSON Schema as OpenAPI 3.0 and 3.1 use it, checked against a value:
+//! `type` (a list too, `null`; 3.0's `nullable`), `enum`, `const`,
+//! `multipleOf`, `minimum`/`maximum` and their exclusive forms (3.0's
+//! booleans, 3.1's numbers), `minLength`/`maxLength` (characters),
+//! `pattern`, `format` (`date`, `date-time`, `uuid`, `email`, `ipv4`,
+//! `ipv6`, `int32`, `int64`), `items`, `minItems`/`maxItems`,
+//! `uniqueItems`, `properties`, `required`, `additionalProperties`,
+//! `minProperties`/`maxProperties`, `allOf`/`anyOf`/`oneOf`/`not`, and
+//! `$ref` within the document (`#/components/schemas/...`). Other keywords
+//! are not checked (documented).
+//!
+//! Regular expressions are compiled once, when the document loads
+//! ([`Patterns`]); a document whose pattern or `$ref` does not resolve is
+//! refused then, not at the first request.
+
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// A value breaks the schema: where (a JSON pointer into the value) and
+/// which keyword.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breach {
+    pub at: String,
+    pub rule: &'static str,
+    pub message: String,
+}
+
+/// Every `pattern` of the document, compiled.
+#[derive(Debug, Default)]
+pub struct Patterns(HashMap<String, regex::Regex>);
+
+/// How deep `$ref`s and nesting may go while checking (a recursive schema
+/// checks a value as deep as the value is; this bounds a hostile one).
+const MAX_DEPTH: usize = 128;
+
+impl Patterns {
+    /// Walk the whole document: compile each pattern, resolve each `$ref`.
+    pub fn compile(doc: &Value) -> Result<Patterns, String> {
+        let mut p = Patterns::default();
+        let mut stack = vec![("#".to_string(), doc)];
+        while let Some((at, v)) = stack.pop() {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(re)) = m.get("pattern") {
+                        if !p.0.contains_key(re) {
+                            let compiled = regex::Regex::new(re)
+                                .map_err(|e| format!("{at}/pattern: {re:?} is not a regular expression we can run: {e}"))?;
+                            p.0.insert(re.clone(), compiled);
+                        }
+                    }
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        resolve(doc, r).ok_or_else(|| {
+                            format!("{at}/$ref: {r:?} does not resolve within the document")
+                        })?;
+                    }
+                    for (k, c) in m {
+                        stack.push((format!("{at}/{k}"), c));
+                    }
+                }
+                Value::Array(items) => {
+                    for (i, c) in items.iter().enumerate() {
+                        stack.push((format!("{at}/{i}"), c));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// A `#/a/b` reference within the document.
+pub fn resolve<'d>(doc: &'d Value, r: &str) -> Option<&'d Value> {
+    let pointer = r.strip_prefix('#')?;
+    let pointer = percent_encoding::percent_decode_str(pointer)
+        .decode_utf8()
+        .ok()?;
+    doc.pointer(&pointer)
+}
+
+pub struct Checker<'d> {
+    pub doc: &'d Value,
+    pub patterns: &'d Patterns,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn type_matches(want: &str, v: &Value) -> bool {
+    let have = type_name(v);
+    want == have || (want == "number" && have == "integer")
+}
+
+fn show(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s
+    }
+}
+
+impl Checker<'_> {
+    /// The first breach of `schema` by `v` (`at`: where `v` is).
+    pub fn check(&self, schema: &Value, v: &Value, at: &str) -> Result<(), Breach> {
+        self.check_depth(schema, v, at, 0)
+    }
+
+    fn check_depth(&self, schema: &Value, v: &Value, at: &str, depth: usize) -> Result<(), Breach> {
+        let fail = |rule: &'static str, message: String| {
+            Err(Breach {
+                at: at.to_string(),
+                rule,
+                message,
+            })
+        };
+        if depth > MAX_DEPTH {
+            return fail("depth", format!("nested deeper than {MAX_DEPTH}"));
+        }
+        let s = match schema {
+            Value::Bool(true) => return Ok(()),
+            Value::Bool(false) => return fail("false", "no value is allowed here".into()),
+            Value::Object(s) => s,
+            _ => return Ok(()),
+        };
+        if let Some(Value::String(r)) = s.get("$ref") {
+            // OpenAPI 3.0: $ref's siblings are ignored; 3.1 applies both
+            let target = resolve(self.doc, r).unwrap_or(&Value::Bool(true));
+            self.check_depth(target, v, at, depth + 1)?;
+        }
+        let nullable = s.get("nullable") == Some(&Value::Bool(true));
+        if v.is_null() && nullable {
+            return Ok(());
+        }
+        match s.get("type") {
+            Some(Value::String(t)) if !type_matches(t, v) => {
+                return fail("type", format!("{} is not of type {t}", show(v)));
+            }
+            Some(Value::Array(ts))
+                if !ts
+                    .iter()
+                    .any(|t| t.as_str().is_some_and(|t| type_matches(t, v))) =>
+            {
+                let names: Vec<&str> = ts.iter().filter_map(Value::as_str).collect();
+                return fail(
+                    "type",
+                    format!("{} is not of type {}", show(v), names.join(" or ")),
+                );
+            }
+            _ => {}
+        }
+        if let Some(Value::Array(options)) = s.get("enum") {
+            if !options.contains(v) {
+                return fail(
+                    "enum",
+                    format!("{} is not one of the allowed values", show(v)),
+                );
+            }
+        }
+        if let Some(c) = s.get("const") {
+            if c != v {
+                return fail("const", format!("{} is not {}", show(v), show(c)));
+            }
+        }
+        match v {
+            Value::Number(n) => self.number(s, n.as_f64().unwrap_or(0.0), at)?,
+            Value::String(text) => self.string(s, text, at)?,
+            Value::Array(items) => self.array(s, items, at, depth)?,
+            Value::Object(m) => self.object(s, m, at, depth)?,
+            _ => {}
+        }
+        if let Some(Value::Array(all)) = s.get("allOf") {
+            for sub in all {
+                self.check_depth(sub, v, at, depth + 1)?;
+            }
+        }
+        if let Some(Value::Array(any)) = s.get("anyOf") {
+            if !any
+                .iter()
+                .any(|sub| self.check_depth(sub, v, at, depth + 1).is_ok())
+            {
+                return fail("anyOf", "matches none of the allowed schemas".into());
+            }
+        }
+        if let Some(Value::Array(one)) = s.get("oneOf") {
+            let n = one
+                .iter()
+                .filter(|sub| self.check_depth(sub, v, at, depth + 1).is_ok())
+                .count();
+            if n != 1 {
+                return fail(
+                    "oneOf",
+                    format!("matches {n} of the schemas, not exactly one"),
+                );
+            }
+        }
+        if let Some(not) = s.get("not") {
+            if self.check_depth(not, v, at, depth + 1).is_ok() {
+                return fail("not", "matches a schema it must not".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn number(&self, s: &serde_json::Map<String, Value>, n: f64, at: &str) -> Result<(), Breach> {
+        let fail = |rule: &'static str, message: String| {
+            Err(Breach {
+                at: at.to_string(),
+                rule,
+                message,
+            })
+        };
+        let bound = |k: &str| s.get(k).and_then(Value::as_f64);
+        let exclusive = |k: &str| s.get(k) == Some(&Value::Bool(true));
+        if let Some(m) = bound("minimum") {
+            if n < m || (exclusive("exclusiveMinimum") && n == m) {
+                return fail("minimum", format!("{n} is less than the minimum of {m}"));
+            }
+        }
+        if let Some(m) = bound("maximum") {
+            if n > m || (exclusive("exclusiveMaximum") && n == m) {
+                return fail("maximum", format!("{n} is greater than the maximum of {m}"));
+            }
+        }
+        if let Some(m) = bound("exclusiveMinimum") {
+            if n <= m {
+                return fail("exclusiveMinimum", format!("{n} is not greater than {m}"));
+            }
+        }
+        if let Some(m) = bound("exclusiveMaximum") {
+            if n >= m {
+                return fail("exclusiveMaximum", format!("{n} is not less than {m}"));
+            }
+        }
+        if let Some(m) = bound("multipleOf").filter(|m| *m > 0.0) {
+            let q = n / m;
+            if (q - q.round()).abs() > 1e-9 {
+                return fail("multipleOf", format!("{n} is not a multiple of {m}"));
+            }
+        }
+        match s.get("format").and_then(Value::as_str) {
+            Some("int32")
+                if n.fract() != 0.0
+                    || !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&n) =>
+            {
+                fail("format", format!("{n} is not an int32"))
+            }
+            Some("int64")
+                if n.fract() != 0.0
+                    || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&n) =>
+            {
+                fail("format", format!("{n} is not an int64"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn string(
+        &self,
+        s: &serde_json::Map<String, Value>,
+        text: &str,
+        at: &str,
+    ) -> Result<(), Breach> {
+        let fail = |rule: &'static str, message: String| {
+            Err(Breach {
+                at: at.to_string(),
+                rule,
+                message,
+            })
+        };
+        let len = || text.chars().count() as u64;
+        if let Some(m) = s.get("minLength").and_then(Value::as_u64) {
+            if len() < m {
+                return fail("minLength", format!("shorter than {m} characters"));
+            }
+        }
+        if let Some(m) = s.get("maxLength").and_then(Value::as_u64) {
+            if len() > m {
+                return fail("maxLength", format!("longer than {m} characters"));
+            }
+        }
+        if let Some(Value::String(p)) = s.get("pattern") {
+            if let Some(re) = self.patterns.0.get(p) {
+                if !re.is_match(text) {
+                    return fail("pattern", format!("does not match {p:?}"));
+                }
+            }
+        }
+        let ok = match s.get("format").and_then(Value::as_str) {
+            Some("date") => is_date(text),
+            Some("date-time") => is_date_time(text),
+            Some("uuid") => is_uuid(text),
+            Some("email") => is_email(text),
+            Some("ipv4") => text.parse::<std::net::Ipv4Addr>().is_ok(),
+            Some("ipv6") => text.parse::<std::net::Ipv6Addr>().is_ok(),
+            _ => true,
+        };
+        if !ok {
+            let f = s.get("format").and_then(Value::as_str).unwrap_or_default();
+            return fail(
+                "format",
+                format!("{} is not a valid {f}", show(&Value::String(text.into()))),
+            );
+        }
+        Ok(())
+    }
+
+    fn array(
+        &self,
+        s: &serde_json::Map<String, Value>,
+        items: &[Value],
+        at: &str,
+        depth: usize,
+    ) -> Result<(), Breach> {
+        let fail = |rule: &'static str, message: String| {
+            Err(Breach {
+                at: at.to_string(),
+                rule,
+                message,
+            })
+        };
+        if let Some(m) = s.get("minItems").and_then(Value::as_u64) {
+            if (items.len() as u64) < m {
+                return fail("minItems", format!("fewer than {m} items"));
+            }
+        }
+        if let Some(m) = s.get("maxItems").and_then(Value::as_u64) {
+            if items.len() as u64 > m {
+                return fail("maxItems", format!("more than {m} items"));
+            }
+        }
+        if s.get("uniqueItems") == Some(&Value::Bool(true)) {
+            for (i, a) in items.iter().enumerate() {
+                if items[..i].contains(a) {
+                    return fail("uniqueItems", format!("item {i} repeats an earlier one"));
+                }
+            }
+        }
+        if let Some(schema) = s.get("items") {
+            for (i, item) in items.iter().enumerate() {
+                self.check_depth(schema, item, &format!("{at}/{i}"), depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn object(
+        &self,
+        s: &serde_json::Map<String, Value>,
+        m: &serde_json::Map<String, Value>,
+        at: &str,
+        depth: usize,
+    ) -> Result<(), Breach> {
+        let fail = |rule: &'static str, message: String| {
+            Err(Breach {
+                at: at.to_string(),
+                rule,
+                message,
+            })
+        };
+        if let Some(Value::Array(req)) = s.get("required") {
+            for name in req.iter().filter_map(Value::as_str) {
+                if !m.contains_key(name) {
+                    return fail("required", format!("{name:?} is required"));
+                }
+            }
+        }
+        if let Some(n) = s.get("minProperties").and_then(Value::as_u64) {
+            if (m.len() as u64) < n {
+                return fail("minProperties", format!("fewer than {n} properties"));
+            }
+        }
+        if let Some(n) = s.get("maxProperties").and_then(Value::as_u64) {
+            if m.len() as u64 > n {
+                return fail("maxProperties", format!("more than {n} properties"));
+            }
+        }
+        let props = s.get("properties").and_then(Value::as_object);
+        for (k, v) in m {
+            let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+            match props.and_then(|p| p.get(k)) {
+                Some(schema) => self.check_depth(schema, v, &here, depth + 1)?,
+                None => match s.get("additionalProperties") {
+                    Some(Value::Bool(false)) => {
+                        return fail(
+                            "additionalProperties",
+                            format!("{k:?} is not an allowed property"),
+                        );
+                    }
+                    Some(extra @ Value::Object(_)) => {
+                        self.check_depth(extra, v, &here, depth + 1)?
+                    }
+                    _ => {}
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+fn digits(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `YYYY-MM-DD` (RFC 3339 full-date).
+fn is_date(s: &str) -> bool {
+    let p: Vec<&str> = s.split('-').collect();
+    if p.len() != 3 || !digits(p[0], 4) || !digits(p[1], 2) || !digits(p[2], 2) {
+        return false;
+    }
+    let (y, m, d): (u32, u32, u32) = (
+        p[0].parse().unwrap_or(0),
+        p[1].parse().unwrap_or(0),
+        p[2].parse().unwrap_or(0),
+    );
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&d)
+}
+
+/// RFC 3339 date-time: `2026-12-04T15:16:59Z`, fractions and offsets.
+fn is_date_time(s: &str) -> bool {
+    let Some((date, time)) = s.split_once(['T', 't']) else {
+        return false;
+    };
+    if !is_date(date) {
+        return false;
+    }
+    let (clock, offset) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, None)
+    } else if let Some(i) = time.rfind(['+', '-']) {
+        (&time[..i], Some(&time[i + 1..]))
+    } else {
+        return false;
+    };
+    let clock = clock.split_once('.').map_or(clock, |(c, frac)| {
+        if digits(frac, frac.len()) && !frac.is_empty() {
+            c
+        } else {
+            "x"
+        }
+    });
+    let hms: Vec<&str> = clock.split(':').collect();
+    let two = |t: &str, max: u32| digits(t, 2) && t.parse::<u32>().is_ok_and(|n| n <= max);
+    let clock_ok = hms.len() == 3 && two(hms[0], 23) && two(hms[1], 59) && two(hms[2], 60);
+    let offset_ok = offset.is_none_or(|o| {
+        let hm: Vec<&str> = o.split(':').collect();
+        hm.len() == 2 && two(hm[0], 23) && two(hm[1], 59)
+    });
+    clock_ok && offset_ok
+}
+
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn is_email(s: &str) -> bool {
+    match s.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(schema: Value, v: Value) -> Result<(), Breach> {
+        let mut doc = json!({"components": {"schemas": {"Qty": {"type": "integer", "minimum": 1},
+            "Node": {"type": "object", "properties": {"next": {"$ref": "#/components/schemas/Node"}}}}}});
+        doc["x-checked"] = schema.clone();
+        let patterns = Patterns::compile(&doc).unwrap();
+        Checker {
+            doc: &doc,
+            patterns: &patterns,
+        }
+        .check(&schema, &v, "")
+    }
+
+    fn rule(schema: Value, v: Value) -> &'static str {
+        check(schema, v).unwrap_err().rule
+    }
+
+    #[test]
+    fn keywords() {
+        assert!(check(json!({"type": "integer"}), json!(3)).is_ok());
+        assert!(check(json!({"type": "number"}), json!(3)).is_ok());
+        assert_eq!(rule(json!({"type": "integer"}), json!(3.5)), "type");
+        assert_eq!(rule(json!({"type": "string"}), json!(null)), "type");
+        assert!(check(json!({"type": "string", "nullable": true}), json!(null)).is_ok());
+        assert!(check(json!({"type": ["string", "null"]}), json!(null)).is_ok());
+        assert_eq!(rule(json!({"enum": ["a", "b"]}), json!("c")), "enum");
+        assert_eq!(rule(json!({"minimum": 1}), json!(0)), "minimum");
+        assert_eq!(
+            rule(json!({"minimum": 1, "exclusiveMinimum": true}), json!(1)),
+            "minimum"
+        );
+        assert_eq!(
+            rule(json!({"exclusiveMaximum": 10}), json!(10)),
+            "exclusiveMaximum"
+        );
+        assert_eq!(rule(json!({"multipleOf": 0.5}), json!(1.25)), "multipleOf");
+        assert_eq!(rule(json!({"maxLength": 3}), json!("abcd")), "maxLength");
+        assert!(
+            check(json!({"maxLength": 3}), json!("äöü")).is_ok(),
+            "characters, not bytes"
+        );
+        assert_eq!(
+            rule(json!({"pattern": "^[A-Z]{3}-\\d+$"}), json!("ab-1")),
+            "pattern"
+        );
+        assert_eq!(
+            rule(json!({"format": "date"}), json!("2026-02-30")),
+            "format"
+        );
+        assert!(check(
+            json!({"format": "date-time"}),
+            json!("2026-12-04T15:16:59.5+01:00")
+        )
+        .is_ok());
+        assert_eq!(
+            rule(json!({"format": "date-time"}), json!("2026-12-04 15:16")),
+            "format"
+        );
+        assert_eq!(
+            rule(json!({"format": "uuid"}), json!("not-a-uuid")),
+            "format"
+        );
+        assert_eq!(
+            rule(json!({"format": "int32"}), json!(3_000_000_000i64)),
+            "format"
+        );
+        assert_eq!(
+            rule(json!({"type": "array", "maxItems": 1}), json!([1, 2])),
+            "maxItems"
+        );
+        assert_eq!(
+            rule(json!({"uniqueItems": true}), json!([1, 1])),
+            "uniqueItems"
+        );
+        assert_eq!(rule(json!({"required": ["id"]}), json!({})), "required");
+        assert_eq!(
+            rule(
+                json!({"properties": {"a": {}}, "additionalProperties": false}),
+                json!({"b": 1})
+            ),
+            "additionalProperties"
+        );
+        assert_eq!(
+            rule(
+                json!({"anyOf": [{"type": "string"}, {"type": "integer"}]}),
+                json!(true)
+            ),
+            "anyOf"
+        );
+        assert_eq!(
+            rule(
+                json!({"oneOf": [{"type": "number"}, {"type": "integer"}]}),
+                json!(1)
+            ),
+            "oneOf"
+        );
+        assert_eq!(rule(json!({"not": {"type": "null"}}), json!(null)), "not");
+        assert_eq!(
+            rule(
+                json!({"allOf": [{"type": "integer"}, {"maximum": 2}]}),
+                json!(3)
+            ),
+            "maximum"
+        );
+    }
+
+    #[test]
+    fn refs_and_pointers() {
+        let e = check(
+            json!({"type": "object", "properties": {"items": {"type": "array", "items": {"properties": {"qty": {"$ref": "#/components/schemas/Qty"}}}}}}),
+            json!({"items": [{"qty": 2}, {"qty": 0}]}),
+        )
+        .unwrap_err();
+        assert_eq!((e.at.as_str(), e.rule), ("/items/1/qty", "minimum"));
+        // a recursive schema checks as deep as the value, bounded
+        let mut deep = json!({});
+        for _ in 0..200 {
+            deep = json!({"next": deep});
+        }
+        assert_eq!(
+            rule(json!({"$ref": "#/components/schemas/Node"}), deep),
+            "depth"
+        );
+        assert!(Patterns::compile(&json!({"$ref": "#/nowhere"})).is_err());
+        assert!(Patterns::compile(&json!({"pattern": "(unclosed"})).is_err());
+    }
+}
