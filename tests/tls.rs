@@ -910,3 +910,53 @@ fn handshakes_are_admitted_first_and_cut_at_handshake_timeout() {
     );
     assert_eq!(backend.count(), 1);
 }
+
+/// External authorization's `includePeerCertificate`: a gRPC service is
+/// sent the client certificate verified on an mTLS listener (URL-encoded
+/// PEM, as Envoy sends it), read with Envoy's definitions.
+#[test]
+fn an_authorization_service_is_shown_the_verified_client_certificate() {
+    let dir = temp_dir("tls-authz");
+    let ca = Ca::new();
+    let clients_ca = Ca::new();
+    let certs = vec![ca.issue(&dir, "api", &["api.test"], None)];
+    let alice = clients_ca.issue(&dir, "alice", &["alice"], None);
+    let clients_pem = dir.join("clients-ca.pem");
+    std::fs::write(&clients_pem, clients_ca.cert.to_pem().unwrap()).unwrap();
+    let service = PyService::start("ext_authz_server.py", "grpc");
+    let backend = Backend::echo();
+    let upstream = format!("upstream: {{url: \"{}\"}}", backend.url());
+    let config = https_config(&backend, &certs, "1.2")
+        .replace(
+            "tls: {minVersion",
+            &format!(
+                "tls: {{clientCertificates: {{ca: \"{}\", required: true}}, minVersion",
+                clients_pem.display()
+            ),
+        )
+        .replace(
+            &upstream,
+            &format!(
+                "{upstream}\n      policies:\n        - external-authorization: {{uri: \"http://127.0.0.1:{}\", includePeerCertificate: true}}",
+                service.port
+            ),
+        );
+    assert!(config.contains("includePeerCertificate"), "{config}");
+    let gw = Gateway::start(&config);
+    let status = try_get(gw.port, &ca, Some(&alice), "Authorization: Bearer good\r\n").unwrap();
+    assert_eq!(status, 200);
+    let checks = service.lines();
+    assert_eq!(checks.len(), 1);
+    let sent = checks[0]["check"]["attributes"]["source"]["certificate"]
+        .as_str()
+        .expect("a certificate")
+        .to_string();
+    let pem = percent_encoding::percent_decode_str(&sent)
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
+    let leaf = std::fs::read_to_string(&alice.0).unwrap();
+    let leaf = &leaf[..leaf.find("-----END CERTIFICATE-----").unwrap() + 25];
+    assert_eq!(pem.trim(), leaf.trim());
+    assert!(!sent.contains('\n'), "URL-encoded");
+}

@@ -78,6 +78,14 @@ pub fn resolve<'d>(doc: &'d Value, r: &str) -> Option<&'d Value> {
     doc.pointer(&pointer)
 }
 
+fn fail(at: &str, rule: &'static str, message: String) -> Result<(), Breach> {
+    Err(Breach {
+        at: at.to_string(),
+        rule,
+        message,
+    })
+}
+
 pub struct Checker<'d> {
     pub doc: &'d Value,
     pub patterns: &'d Patterns,
@@ -117,19 +125,12 @@ impl Checker<'_> {
     }
 
     fn check_depth(&self, schema: &Value, v: &Value, at: &str, depth: usize) -> Result<(), Breach> {
-        let fail = |rule: &'static str, message: String| {
-            Err(Breach {
-                at: at.to_string(),
-                rule,
-                message,
-            })
-        };
         if depth > MAX_DEPTH {
-            return fail("depth", format!("nested deeper than {MAX_DEPTH}"));
+            return fail(at, "depth", format!("nested deeper than {MAX_DEPTH}"));
         }
         let s = match schema {
             Value::Bool(true) => return Ok(()),
-            Value::Bool(false) => return fail("false", "no value is allowed here".into()),
+            Value::Bool(false) => return fail(at, "false", "no value is allowed here".into()),
             Value::Object(s) => s,
             _ => return Ok(()),
         };
@@ -144,7 +145,7 @@ impl Checker<'_> {
         }
         match s.get("type") {
             Some(Value::String(t)) if !type_matches(t, v) => {
-                return fail("type", format!("{} is not of type {t}", show(v)));
+                return fail(at, "type", format!("{} is not of type {t}", show(v)));
             }
             Some(Value::Array(ts))
                 if !ts
@@ -153,6 +154,7 @@ impl Checker<'_> {
             {
                 let names: Vec<&str> = ts.iter().filter_map(Value::as_str).collect();
                 return fail(
+                    at,
                     "type",
                     format!("{} is not of type {}", show(v), names.join(" or ")),
                 );
@@ -162,6 +164,7 @@ impl Checker<'_> {
         if let Some(Value::Array(options)) = s.get("enum") {
             if !options.contains(v) {
                 return fail(
+                    at,
                     "enum",
                     format!("{} is not one of the allowed values", show(v)),
                 );
@@ -169,7 +172,7 @@ impl Checker<'_> {
         }
         if let Some(c) = s.get("const") {
             if c != v {
-                return fail("const", format!("{} is not {}", show(v), show(c)));
+                return fail(at, "const", format!("{} is not {}", show(v), show(c)));
             }
         }
         match v {
@@ -189,7 +192,7 @@ impl Checker<'_> {
                 .iter()
                 .any(|sub| self.check_depth(sub, v, at, depth + 1).is_ok())
             {
-                return fail("anyOf", "matches none of the allowed schemas".into());
+                return fail(at, "anyOf", "matches none of the allowed schemas".into());
             }
         }
         if let Some(Value::Array(one)) = s.get("oneOf") {
@@ -199,6 +202,7 @@ impl Checker<'_> {
                 .count();
             if n != 1 {
                 return fail(
+                    at,
                     "oneOf",
                     format!("matches {n} of the schemas, not exactly one"),
                 );
@@ -206,46 +210,51 @@ impl Checker<'_> {
         }
         if let Some(not) = s.get("not") {
             if self.check_depth(not, v, at, depth + 1).is_ok() {
-                return fail("not", "matches a schema it must not".into());
+                return fail(at, "not", "matches a schema it must not".into());
             }
         }
         Ok(())
     }
 
     fn number(&self, s: &serde_json::Map<String, Value>, n: f64, at: &str) -> Result<(), Breach> {
-        let fail = |rule: &'static str, message: String| {
-            Err(Breach {
-                at: at.to_string(),
-                rule,
-                message,
-            })
-        };
         let bound = |k: &str| s.get(k).and_then(Value::as_f64);
         let exclusive = |k: &str| s.get(k) == Some(&Value::Bool(true));
         if let Some(m) = bound("minimum") {
             if n < m || (exclusive("exclusiveMinimum") && n == m) {
-                return fail("minimum", format!("{n} is less than the minimum of {m}"));
+                return fail(
+                    at,
+                    "minimum",
+                    format!("{n} is less than the minimum of {m}"),
+                );
             }
         }
         if let Some(m) = bound("maximum") {
             if n > m || (exclusive("exclusiveMaximum") && n == m) {
-                return fail("maximum", format!("{n} is greater than the maximum of {m}"));
+                return fail(
+                    at,
+                    "maximum",
+                    format!("{n} is greater than the maximum of {m}"),
+                );
             }
         }
         if let Some(m) = bound("exclusiveMinimum") {
             if n <= m {
-                return fail("exclusiveMinimum", format!("{n} is not greater than {m}"));
+                return fail(
+                    at,
+                    "exclusiveMinimum",
+                    format!("{n} is not greater than {m}"),
+                );
             }
         }
         if let Some(m) = bound("exclusiveMaximum") {
             if n >= m {
-                return fail("exclusiveMaximum", format!("{n} is not less than {m}"));
+                return fail(at, "exclusiveMaximum", format!("{n} is not less than {m}"));
             }
         }
         if let Some(m) = bound("multipleOf").filter(|m| *m > 0.0) {
             let q = n / m;
             if (q - q.round()).abs() > 1e-9 {
-                return fail("multipleOf", format!("{n} is not a multiple of {m}"));
+                return fail(at, "multipleOf", format!("{n} is not a multiple of {m}"));
             }
         }
         match s.get("format").and_then(Value::as_str) {
@@ -253,13 +262,13 @@ impl Checker<'_> {
                 if n.fract() != 0.0
                     || !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&n) =>
             {
-                fail("format", format!("{n} is not an int32"))
+                fail(at, "format", format!("{n} is not an int32"))
             }
             Some("int64")
                 if n.fract() != 0.0
                     || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&n) =>
             {
-                fail("format", format!("{n} is not an int64"))
+                fail(at, "format", format!("{n} is not an int64"))
             }
             _ => Ok(()),
         }
@@ -271,28 +280,21 @@ impl Checker<'_> {
         text: &str,
         at: &str,
     ) -> Result<(), Breach> {
-        let fail = |rule: &'static str, message: String| {
-            Err(Breach {
-                at: at.to_string(),
-                rule,
-                message,
-            })
-        };
         let len = || text.chars().count() as u64;
         if let Some(m) = s.get("minLength").and_then(Value::as_u64) {
             if len() < m {
-                return fail("minLength", format!("shorter than {m} characters"));
+                return fail(at, "minLength", format!("shorter than {m} characters"));
             }
         }
         if let Some(m) = s.get("maxLength").and_then(Value::as_u64) {
             if len() > m {
-                return fail("maxLength", format!("longer than {m} characters"));
+                return fail(at, "maxLength", format!("longer than {m} characters"));
             }
         }
         if let Some(Value::String(p)) = s.get("pattern") {
             if let Some(re) = self.patterns.0.get(p) {
                 if !re.is_match(text) {
-                    return fail("pattern", format!("does not match {p:?}"));
+                    return fail(at, "pattern", format!("does not match {p:?}"));
                 }
             }
         }
@@ -308,6 +310,7 @@ impl Checker<'_> {
         if !ok {
             let f = s.get("format").and_then(Value::as_str).unwrap_or_default();
             return fail(
+                at,
                 "format",
                 format!("{} is not a valid {f}", show(&Value::String(text.into()))),
             );
@@ -322,27 +325,24 @@ impl Checker<'_> {
         at: &str,
         depth: usize,
     ) -> Result<(), Breach> {
-        let fail = |rule: &'static str, message: String| {
-            Err(Breach {
-                at: at.to_string(),
-                rule,
-                message,
-            })
-        };
         if let Some(m) = s.get("minItems").and_then(Value::as_u64) {
             if (items.len() as u64) < m {
-                return fail("minItems", format!("fewer than {m} items"));
+                return fail(at, "minItems", format!("fewer than {m} items"));
             }
         }
         if let Some(m) = s.get("maxItems").and_then(Value::as_u64) {
             if items.len() as u64 > m {
-                return fail("maxItems", format!("more than {m} items"));
+                return fail(at, "maxItems", format!("more than {m} items"));
             }
         }
         if s.get("uniqueItems") == Some(&Value::Bool(true)) {
             for (i, a) in items.iter().enumerate() {
                 if items[..i].contains(a) {
-                    return fail("uniqueItems", format!("item {i} repeats an earlier one"));
+                    return fail(
+                        at,
+                        "uniqueItems",
+                        format!("item {i} repeats an earlier one"),
+                    );
                 }
             }
         }
@@ -361,28 +361,21 @@ impl Checker<'_> {
         at: &str,
         depth: usize,
     ) -> Result<(), Breach> {
-        let fail = |rule: &'static str, message: String| {
-            Err(Breach {
-                at: at.to_string(),
-                rule,
-                message,
-            })
-        };
         if let Some(Value::Array(req)) = s.get("required") {
             for name in req.iter().filter_map(Value::as_str) {
                 if !m.contains_key(name) {
-                    return fail("required", format!("{name:?} is required"));
+                    return fail(at, "required", format!("{name:?} is required"));
                 }
             }
         }
         if let Some(n) = s.get("minProperties").and_then(Value::as_u64) {
             if (m.len() as u64) < n {
-                return fail("minProperties", format!("fewer than {n} properties"));
+                return fail(at, "minProperties", format!("fewer than {n} properties"));
             }
         }
         if let Some(n) = s.get("maxProperties").and_then(Value::as_u64) {
             if m.len() as u64 > n {
-                return fail("maxProperties", format!("more than {n} properties"));
+                return fail(at, "maxProperties", format!("more than {n} properties"));
             }
         }
         let props = s.get("properties").and_then(Value::as_object);
@@ -393,6 +386,7 @@ impl Checker<'_> {
                 None => match s.get("additionalProperties") {
                     Some(Value::Bool(false)) => {
                         return fail(
+                            at,
                             "additionalProperties",
                             format!("{k:?} is not an allowed property"),
                         );
