@@ -32,17 +32,7 @@ fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Response {
 fn a_grpc_service_allows_denies_and_a_failed_check_refuses() {
     let mut service = PyService::start("ext_authz_server.py", "grpc");
     let backend = Backend::echo();
-    let api = flex_api(
-        "shop",
-        "{port}",
-        &backend.url(),
-        &grpc_policies(service.port, ""),
-    );
-    let gw = Gateway::start_files(
-        &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
-        &[],
-    );
-    gw.wait_ready();
+    let gw = serve_flex_api("shop", &backend.url(), &grpc_policies(service.port, ""));
 
     // allowed: the service's headers set, appended and removed upstream,
     // and its response header for the client
@@ -163,17 +153,11 @@ fn a_grpc_service_allows_denies_and_a_failed_check_refuses() {
 fn failure_mode_allow_passes_only_failed_checks() {
     let mut service = PyService::start("ext_authz_server.py", "grpc");
     let backend = Backend::echo();
-    let api = flex_api(
+    let gw = serve_flex_api(
         "shop",
-        "{port}",
         &backend.url(),
         &grpc_policies(service.port, "        failureModeAllow: true\n"),
     );
-    let gw = Gateway::start_files(
-        &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
-        &[],
-    );
-    gw.wait_ready();
     assert_eq!(
         get(&gw, "/api/x", &[("authorization", "Bearer nope")]).status,
         401
@@ -350,18 +334,9 @@ fn a_client_cannot_forge_the_headers_the_service_vouches_for() {
 #[test]
 fn validate_names_what_is_wrong() {
     let dir = temp_dir("extauthz");
-    let file = dir.join("api.yaml");
-    std::fs::write(
-        &file,
-        r#"apiVersion: gateway.mulesoft.com/v1alpha1
-kind: ApiInstance
-metadata: {name: shop}
-spec:
-  address: http://127.0.0.1:18080
-  services:
-    backend: {address: "http://127.0.0.1:3000"}
-  policies:
-    - policyRef: {name: native-ext-authz-flex}
+    let file = flex_api_file(
+        &dir,
+        r#"    - policyRef: {name: native-ext-authz-flex}
       config:
         uri: ftp://authz:9000
         serverType: grpc
@@ -369,8 +344,7 @@ spec:
         requestTimeout: 0
         allowedHeaders: ["bad header"]
 "#,
-    )
-    .unwrap();
+    );
     let (ok, out, err) = validate(&file);
     let text = err + &out;
     assert!(!ok, "{text}");
@@ -389,23 +363,14 @@ spec:
     );
 
     // HTTP-only fields on a gRPC service: loaded, and said
-    std::fs::write(
-        &file,
-        r#"apiVersion: gateway.mulesoft.com/v1alpha1
-kind: ApiInstance
-metadata: {name: shop}
-spec:
-  address: http://127.0.0.1:18080
-  services:
-    backend: {address: "http://127.0.0.1:3000"}
-  policies:
-    - policyRef: {name: native-ext-authz-flex}
+    let file = flex_api_file(
+        &dir,
+        r#"    - policyRef: {name: native-ext-authz-flex}
       config:
         uri: http://authz:9000
         serviceResponseUpstreamHeaders: [x-user]
 "#,
-    )
-    .unwrap();
+    );
     let (ok, out, err) = validate(&file);
     let text = err + &out;
     assert!(ok, "{text}");

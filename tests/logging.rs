@@ -34,12 +34,7 @@ fn message_logging_writes_conditional_lines_before_and_after_the_upstream_call()
               firstSection: true
               secondSection: true
 "##;
-    let api = flex_api("shop", "{port}", &backend.url(), policies);
-    let gw = Gateway::start_files(
-        &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
-        &[],
-    );
-    gw.wait_ready();
+    let gw = serve_flex_api("shop", &backend.url(), policies);
     let mut c = gw.connect();
     let r = c.request(
         "GET",
@@ -99,18 +94,9 @@ fn message_logging_writes_conditional_lines_before_and_after_the_upstream_call()
 #[test]
 fn message_logging_refuses_what_it_cannot_log() {
     let dir = temp_dir("msglog");
-    let file = dir.join("api.yaml");
-    std::fs::write(
-        &file,
-        r##"apiVersion: gateway.mulesoft.com/v1alpha1
-kind: ApiInstance
-metadata: {name: shop}
-spec:
-  address: http://127.0.0.1:18080
-  services:
-    backend: {address: "http://127.0.0.1:3000"}
-  policies:
-    - policyRef: {name: message-logging-flex}
+    let file = flex_api_file(
+        &dir,
+        r##"    - policyRef: {name: message-logging-flex}
       config:
         maxPayloadSize: 1GB
         loggingConfiguration:
@@ -122,8 +108,7 @@ spec:
       config:
         inboundHeaders: [{key: x-body, value: "#[payload.id]"}]
 "##,
-    )
-    .unwrap();
+    );
     let (ok, out, err) = validate(&file);
     let text = err + &out;
     assert!(!ok, "{text}");
@@ -170,12 +155,7 @@ fn message_logging_reads_bodies_within_a_bound() {
               level: WARN
               secondSection: true
 "##;
-    let api = flex_api("shop", "{port}", &backend.url(), policies);
-    let gw = Gateway::start_files(
-        &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
-        &[],
-    );
-    gw.wait_ready();
+    let gw = serve_flex_api("shop", &backend.url(), policies);
     let mut c = gw.connect();
     let small = br#"{"id":"o-1","qty":5}"#;
     let r = c.request(

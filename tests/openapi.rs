@@ -26,13 +26,7 @@ fn policies(extra: &str) -> String {
 }
 
 fn start(backend: &Backend, extra: &str) -> Gateway {
-    let api = flex_api("catalog", "{port}", &backend.url(), &policies(extra));
-    let gw = Gateway::start_files(
-        &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
-        &[],
-    );
-    gw.wait_ready();
-    gw
+    serve_flex_api("catalog", &backend.url(), &policies(extra))
 }
 
 /// The error body's message.
@@ -169,9 +163,8 @@ fn json_bodies_are_held_checked_and_forwarded_whole() {
 #[test]
 fn not_blocking_logs_and_lets_through() {
     let backend = Backend::echo();
-    let api = flex_api(
+    let gw = serve_flex_api(
         "catalog",
-        "{port}",
         &backend.url(),
         &format!(
             r#"    - policyRef: {{name: spec-validation-flex}}
@@ -182,11 +175,6 @@ fn not_blocking_logs_and_lets_through() {
             spec_path()
         ),
     );
-    let gw = Gateway::start_files(
-        &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
-        &[],
-    );
-    gw.wait_ready();
     let mut c = gw.connect();
     let body = br#"{"name":"x","price":-5}"#;
     let r = c.request(
@@ -220,7 +208,6 @@ fn not_blocking_logs_and_lets_through() {
 #[test]
 fn a_document_that_does_not_load_is_a_validate_error() {
     let dir = temp_dir("openapi");
-    let file = dir.join("api.yaml");
     for (spec, needle) in [
         ("/nonexistent/spec.yaml", "cannot read /nonexistent/spec.yaml"),
         ("\"{\\\"swagger\\\": \\\"2.0\\\"}\"", "Swagger 2.0"),
@@ -229,25 +216,12 @@ fn a_document_that_does_not_load_is_a_validate_error() {
             "does not resolve within the document",
         ),
     ] {
-        std::fs::write(
-            &file,
-            format!(
-                r#"apiVersion: gateway.mulesoft.com/v1alpha1
-kind: ApiInstance
-metadata: {{name: shop}}
-spec:
-  address: http://127.0.0.1:18080
-  services:
-    backend: {{address: "http://127.0.0.1:3000"}}
-  policies:
-    - policyRef: {{name: spec-validation-flex}}
-      config:
-        spec: {spec}
-        blockOperation: true
-"#
+        let file = flex_api_file(
+            &dir,
+            &format!(
+                "    - policyRef: {{name: spec-validation-flex}}\n      config:\n        spec: {spec}\n        blockOperation: true\n"
             ),
-        )
-        .unwrap();
+        );
         let (ok, out, err) = validate(&file);
         let text = err + &out;
         assert!(!ok, "{text}");

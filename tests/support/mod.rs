@@ -1298,6 +1298,32 @@ pub fn flex_api(name: &str, port: &str, backend: &str, policies: &str) -> String
     )
 }
 
+/// A gateway serving one Flex `ApiInstance` ([`flex_api`]) in front of
+/// `backend` with `policies`, beside the test server settings; ready.
+pub fn serve_flex_api(name: &str, backend: &str, policies: &str) -> Gateway {
+    let api = flex_api(name, "{port}", backend, policies);
+    let gw = Gateway::start_files(
+        &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
+        &[],
+    );
+    gw.wait_ready();
+    gw
+}
+
+/// A Flex `ApiInstance` file for `validate` (nothing is served): these
+/// policy bindings (YAML list items under `policies:`) on a fixed address.
+pub fn flex_api_file(dir: &Path, policies: &str) -> PathBuf {
+    let file = dir.join("api.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: ApiInstance\nmetadata: {{name: shop}}\nspec:\n  address: http://127.0.0.1:18080\n  services:\n    backend: {{address: \"http://127.0.0.1:3000\"}}\n  policies:\n{policies}"
+        ),
+    )
+    .unwrap();
+    file
+}
+
 /// Server settings for a test gateway as a document of their own: a
 /// `kind: Gateway` holding only `spec.server`, beside Flex resources
 /// (`{dir}` and `{admin}` filled by [`Gateway::start_files`]).

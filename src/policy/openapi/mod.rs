@@ -255,7 +255,7 @@ impl OpenApi {
                 continue;
             }
             let v = spec::typed(&spec.doc, &p.schema, &raw, p.explode);
-            checker.check(&p.schema, &v, "").map_err(|mut b| {
+            checker.check(&p.schema, &v).map_err(|mut b| {
                 b.at = format!("{at}{}", b.at);
                 b
             })?;
@@ -395,7 +395,7 @@ impl Policy for OpenApi {
                 .c
                 .spec
                 .checker()
-                .check(&held.schema, &v, "")
+                .check(&held.schema, &v)
                 .map_err(|mut b| {
                     b.at = format!("request body {}", if b.at.is_empty() { "/" } else { &b.at });
                     b

@@ -78,9 +78,32 @@ pub fn resolve<'d>(doc: &'d Value, r: &str) -> Option<&'d Value> {
     doc.pointer(&pointer)
 }
 
-fn fail(at: &str, rule: &'static str, message: String) -> Result<(), Breach> {
+/// Where a value is within the checked one: a JSON pointer, written out
+/// only when a check fails (a passing check allocates none).
+#[derive(Clone, Copy)]
+enum Loc<'a> {
+    Root,
+    Index(&'a Loc<'a>, usize),
+    Key(&'a Loc<'a>, &'a str),
+}
+
+impl Loc<'_> {
+    fn render(&self) -> String {
+        match self {
+            Loc::Root => String::new(),
+            Loc::Index(parent, i) => format!("{}/{i}", parent.render()),
+            Loc::Key(parent, k) => format!(
+                "{}/{}",
+                parent.render(),
+                k.replace('~', "~0").replace('/', "~1")
+            ),
+        }
+    }
+}
+
+fn fail(at: &Loc, rule: &'static str, message: String) -> Result<(), Breach> {
     Err(Breach {
-        at: at.to_string(),
+        at: at.render(),
         rule,
         message,
     })
@@ -119,12 +142,13 @@ fn show(v: &Value) -> String {
 }
 
 impl Checker<'_> {
-    /// The first breach of `schema` by `v` (`at`: where `v` is).
-    pub fn check(&self, schema: &Value, v: &Value, at: &str) -> Result<(), Breach> {
-        self.check_depth(schema, v, at, 0)
+    /// The first breach of `schema` by `v` (its `at`: a JSON pointer
+    /// into `v`, empty for `v` itself).
+    pub fn check(&self, schema: &Value, v: &Value) -> Result<(), Breach> {
+        self.check_depth(schema, v, &Loc::Root, 0)
     }
 
-    fn check_depth(&self, schema: &Value, v: &Value, at: &str, depth: usize) -> Result<(), Breach> {
+    fn check_depth(&self, schema: &Value, v: &Value, at: &Loc, depth: usize) -> Result<(), Breach> {
         if depth > MAX_DEPTH {
             return fail(at, "depth", format!("nested deeper than {MAX_DEPTH}"));
         }
@@ -216,7 +240,7 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn number(&self, s: &serde_json::Map<String, Value>, n: f64, at: &str) -> Result<(), Breach> {
+    fn number(&self, s: &serde_json::Map<String, Value>, n: f64, at: &Loc) -> Result<(), Breach> {
         let bound = |k: &str| s.get(k).and_then(Value::as_f64);
         let exclusive = |k: &str| s.get(k) == Some(&Value::Bool(true));
         if let Some(m) = bound("minimum") {
@@ -278,7 +302,7 @@ impl Checker<'_> {
         &self,
         s: &serde_json::Map<String, Value>,
         text: &str,
-        at: &str,
+        at: &Loc,
     ) -> Result<(), Breach> {
         let len = || text.chars().count() as u64;
         if let Some(m) = s.get("minLength").and_then(Value::as_u64) {
@@ -322,7 +346,7 @@ impl Checker<'_> {
         &self,
         s: &serde_json::Map<String, Value>,
         items: &[Value],
-        at: &str,
+        at: &Loc,
         depth: usize,
     ) -> Result<(), Breach> {
         if let Some(m) = s.get("minItems").and_then(Value::as_u64) {
@@ -348,7 +372,7 @@ impl Checker<'_> {
         }
         if let Some(schema) = s.get("items") {
             for (i, item) in items.iter().enumerate() {
-                self.check_depth(schema, item, &format!("{at}/{i}"), depth + 1)?;
+                self.check_depth(schema, item, &Loc::Index(at, i), depth + 1)?;
             }
         }
         Ok(())
@@ -358,7 +382,7 @@ impl Checker<'_> {
         &self,
         s: &serde_json::Map<String, Value>,
         m: &serde_json::Map<String, Value>,
-        at: &str,
+        at: &Loc,
         depth: usize,
     ) -> Result<(), Breach> {
         if let Some(Value::Array(req)) = s.get("required") {
@@ -380,7 +404,7 @@ impl Checker<'_> {
         }
         let props = s.get("properties").and_then(Value::as_object);
         for (k, v) in m {
-            let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+            let here = Loc::Key(at, k);
             match props.and_then(|p| p.get(k)) {
                 Some(schema) => self.check_depth(schema, v, &here, depth + 1)?,
                 None => match s.get("additionalProperties") {
@@ -496,7 +520,7 @@ mod tests {
             doc: &doc,
             patterns: &patterns,
         }
-        .check(&schema, &v, "")
+        .check(&schema, &v)
     }
 
     fn rule(schema: Value, v: Value) -> &'static str {
