@@ -141,6 +141,88 @@ fn show(v: &Value) -> String {
     }
 }
 
+/// A schema's keywords, read in one pass over its map (a value's check
+/// then looks at fields, not at the map once per keyword).
+#[derive(Default)]
+struct Kw<'s> {
+    reference: Option<&'s str>,
+    nullable: bool,
+    ty: Option<&'s Value>,
+    one_of_values: Option<&'s Vec<Value>>,
+    constant: Option<&'s Value>,
+    all_of: Option<&'s Vec<Value>>,
+    any_of: Option<&'s Vec<Value>>,
+    one_of: Option<&'s Vec<Value>>,
+    not: Option<&'s Value>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    /// 3.0's booleans.
+    exclusive_min_flag: bool,
+    exclusive_max_flag: bool,
+    /// 3.1's numbers.
+    exclusive_minimum: Option<f64>,
+    exclusive_maximum: Option<f64>,
+    multiple_of: Option<f64>,
+    format: Option<&'s str>,
+    min_length: Option<u64>,
+    max_length: Option<u64>,
+    pattern: Option<&'s str>,
+    items: Option<&'s Value>,
+    min_items: Option<u64>,
+    max_items: Option<u64>,
+    unique_items: bool,
+    required: Option<&'s Vec<Value>>,
+    min_properties: Option<u64>,
+    max_properties: Option<u64>,
+    properties: Option<&'s serde_json::Map<String, Value>>,
+    additional: Option<&'s Value>,
+}
+
+impl<'s> Kw<'s> {
+    fn of(s: &'s serde_json::Map<String, Value>) -> Kw<'s> {
+        let mut k = Kw::default();
+        for (key, v) in s {
+            match key.as_str() {
+                "$ref" => k.reference = v.as_str(),
+                "nullable" => k.nullable = v == &Value::Bool(true),
+                "type" => k.ty = Some(v),
+                "enum" => k.one_of_values = v.as_array(),
+                "const" => k.constant = Some(v),
+                "allOf" => k.all_of = v.as_array(),
+                "anyOf" => k.any_of = v.as_array(),
+                "oneOf" => k.one_of = v.as_array(),
+                "not" => k.not = Some(v),
+                "minimum" => k.minimum = v.as_f64(),
+                "maximum" => k.maximum = v.as_f64(),
+                "exclusiveMinimum" => match v {
+                    Value::Bool(b) => k.exclusive_min_flag = *b,
+                    _ => k.exclusive_minimum = v.as_f64(),
+                },
+                "exclusiveMaximum" => match v {
+                    Value::Bool(b) => k.exclusive_max_flag = *b,
+                    _ => k.exclusive_maximum = v.as_f64(),
+                },
+                "multipleOf" => k.multiple_of = v.as_f64().filter(|m| *m > 0.0),
+                "format" => k.format = v.as_str(),
+                "minLength" => k.min_length = v.as_u64(),
+                "maxLength" => k.max_length = v.as_u64(),
+                "pattern" => k.pattern = v.as_str(),
+                "items" => k.items = Some(v),
+                "minItems" => k.min_items = v.as_u64(),
+                "maxItems" => k.max_items = v.as_u64(),
+                "uniqueItems" => k.unique_items = v == &Value::Bool(true),
+                "required" => k.required = v.as_array(),
+                "minProperties" => k.min_properties = v.as_u64(),
+                "maxProperties" => k.max_properties = v.as_u64(),
+                "properties" => k.properties = v.as_object(),
+                "additionalProperties" => k.additional = Some(v),
+                _ => {}
+            }
+        }
+        k
+    }
+}
+
 impl Checker<'_> {
     /// The first breach of `schema` by `v` (its `at`: a JSON pointer
     /// into `v`, empty for `v` itself).
@@ -158,16 +240,16 @@ impl Checker<'_> {
             Value::Object(s) => s,
             _ => return Ok(()),
         };
-        if let Some(Value::String(r)) = s.get("$ref") {
+        let k = Kw::of(s);
+        if let Some(r) = k.reference {
             // OpenAPI 3.0: $ref's siblings are ignored; 3.1 applies both
             let target = resolve(self.doc, r).unwrap_or(&Value::Bool(true));
             self.check_depth(target, v, at, depth + 1)?;
         }
-        let nullable = s.get("nullable") == Some(&Value::Bool(true));
-        if v.is_null() && nullable {
+        if v.is_null() && k.nullable {
             return Ok(());
         }
-        match s.get("type") {
+        match k.ty {
             Some(Value::String(t)) if !type_matches(t, v) => {
                 return fail(at, "type", format!("{} is not of type {t}", show(v)));
             }
@@ -185,7 +267,7 @@ impl Checker<'_> {
             }
             _ => {}
         }
-        if let Some(Value::Array(options)) = s.get("enum") {
+        if let Some(options) = k.one_of_values {
             if !options.contains(v) {
                 return fail(
                     at,
@@ -194,24 +276,22 @@ impl Checker<'_> {
                 );
             }
         }
-        if let Some(c) = s.get("const") {
+        if let Some(c) = k.constant {
             if c != v {
                 return fail(at, "const", format!("{} is not {}", show(v), show(c)));
             }
         }
         match v {
-            Value::Number(n) => self.number(s, n.as_f64().unwrap_or(0.0), at)?,
-            Value::String(text) => self.string(s, text, at)?,
-            Value::Array(items) => self.array(s, items, at, depth)?,
-            Value::Object(m) => self.object(s, m, at, depth)?,
+            Value::Number(n) => number(&k, n.as_f64().unwrap_or(0.0), at)?,
+            Value::String(text) => self.string(&k, text, at)?,
+            Value::Array(items) => self.array(&k, items, at, depth)?,
+            Value::Object(m) => self.object(&k, m, at, depth)?,
             _ => {}
         }
-        if let Some(Value::Array(all)) = s.get("allOf") {
-            for sub in all {
-                self.check_depth(sub, v, at, depth + 1)?;
-            }
+        for sub in k.all_of.into_iter().flatten() {
+            self.check_depth(sub, v, at, depth + 1)?;
         }
-        if let Some(Value::Array(any)) = s.get("anyOf") {
+        if let Some(any) = k.any_of {
             if !any
                 .iter()
                 .any(|sub| self.check_depth(sub, v, at, depth + 1).is_ok())
@@ -219,7 +299,7 @@ impl Checker<'_> {
                 return fail(at, "anyOf", "matches none of the allowed schemas".into());
             }
         }
-        if let Some(Value::Array(one)) = s.get("oneOf") {
+        if let Some(one) = k.one_of {
             let n = one
                 .iter()
                 .filter(|sub| self.check_depth(sub, v, at, depth + 1).is_ok())
@@ -232,7 +312,7 @@ impl Checker<'_> {
                 );
             }
         }
-        if let Some(not) = s.get("not") {
+        if let Some(not) = k.not {
             if self.check_depth(not, v, at, depth + 1).is_ok() {
                 return fail(at, "not", "matches a schema it must not".into());
             }
@@ -240,89 +320,26 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn number(&self, s: &serde_json::Map<String, Value>, n: f64, at: &Loc) -> Result<(), Breach> {
-        let bound = |k: &str| s.get(k).and_then(Value::as_f64);
-        let exclusive = |k: &str| s.get(k) == Some(&Value::Bool(true));
-        if let Some(m) = bound("minimum") {
-            if n < m || (exclusive("exclusiveMinimum") && n == m) {
-                return fail(
-                    at,
-                    "minimum",
-                    format!("{n} is less than the minimum of {m}"),
-                );
-            }
-        }
-        if let Some(m) = bound("maximum") {
-            if n > m || (exclusive("exclusiveMaximum") && n == m) {
-                return fail(
-                    at,
-                    "maximum",
-                    format!("{n} is greater than the maximum of {m}"),
-                );
-            }
-        }
-        if let Some(m) = bound("exclusiveMinimum") {
-            if n <= m {
-                return fail(
-                    at,
-                    "exclusiveMinimum",
-                    format!("{n} is not greater than {m}"),
-                );
-            }
-        }
-        if let Some(m) = bound("exclusiveMaximum") {
-            if n >= m {
-                return fail(at, "exclusiveMaximum", format!("{n} is not less than {m}"));
-            }
-        }
-        if let Some(m) = bound("multipleOf").filter(|m| *m > 0.0) {
-            let q = n / m;
-            if (q - q.round()).abs() > 1e-9 {
-                return fail(at, "multipleOf", format!("{n} is not a multiple of {m}"));
-            }
-        }
-        match s.get("format").and_then(Value::as_str) {
-            Some("int32")
-                if n.fract() != 0.0
-                    || !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&n) =>
-            {
-                fail(at, "format", format!("{n} is not an int32"))
-            }
-            Some("int64")
-                if n.fract() != 0.0
-                    || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&n) =>
-            {
-                fail(at, "format", format!("{n} is not an int64"))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn string(
-        &self,
-        s: &serde_json::Map<String, Value>,
-        text: &str,
-        at: &Loc,
-    ) -> Result<(), Breach> {
+    fn string(&self, k: &Kw, text: &str, at: &Loc) -> Result<(), Breach> {
         let len = || text.chars().count() as u64;
-        if let Some(m) = s.get("minLength").and_then(Value::as_u64) {
+        if let Some(m) = k.min_length {
             if len() < m {
                 return fail(at, "minLength", format!("shorter than {m} characters"));
             }
         }
-        if let Some(m) = s.get("maxLength").and_then(Value::as_u64) {
+        if let Some(m) = k.max_length {
             if len() > m {
                 return fail(at, "maxLength", format!("longer than {m} characters"));
             }
         }
-        if let Some(Value::String(p)) = s.get("pattern") {
+        if let Some(p) = k.pattern {
             if let Some(re) = self.patterns.0.get(p) {
                 if !re.is_match(text) {
                     return fail(at, "pattern", format!("does not match {p:?}"));
                 }
             }
         }
-        let ok = match s.get("format").and_then(Value::as_str) {
+        let ok = match k.format {
             Some("date") => is_date(text),
             Some("date-time") => is_date_time(text),
             Some("uuid") => is_uuid(text),
@@ -332,34 +349,31 @@ impl Checker<'_> {
             _ => true,
         };
         if !ok {
-            let f = s.get("format").and_then(Value::as_str).unwrap_or_default();
             return fail(
                 at,
                 "format",
-                format!("{} is not a valid {f}", show(&Value::String(text.into()))),
+                format!(
+                    "{} is not a valid {}",
+                    show(&Value::String(text.into())),
+                    k.format.unwrap_or_default()
+                ),
             );
         }
         Ok(())
     }
 
-    fn array(
-        &self,
-        s: &serde_json::Map<String, Value>,
-        items: &[Value],
-        at: &Loc,
-        depth: usize,
-    ) -> Result<(), Breach> {
-        if let Some(m) = s.get("minItems").and_then(Value::as_u64) {
+    fn array(&self, k: &Kw, items: &[Value], at: &Loc, depth: usize) -> Result<(), Breach> {
+        if let Some(m) = k.min_items {
             if (items.len() as u64) < m {
                 return fail(at, "minItems", format!("fewer than {m} items"));
             }
         }
-        if let Some(m) = s.get("maxItems").and_then(Value::as_u64) {
+        if let Some(m) = k.max_items {
             if items.len() as u64 > m {
                 return fail(at, "maxItems", format!("more than {m} items"));
             }
         }
-        if s.get("uniqueItems") == Some(&Value::Bool(true)) {
+        if k.unique_items {
             for (i, a) in items.iter().enumerate() {
                 if items[..i].contains(a) {
                     return fail(
@@ -370,7 +384,7 @@ impl Checker<'_> {
                 }
             }
         }
-        if let Some(schema) = s.get("items") {
+        if let Some(schema) = k.items {
             for (i, item) in items.iter().enumerate() {
                 self.check_depth(schema, item, &Loc::Index(at, i), depth + 1)?;
             }
@@ -380,39 +394,36 @@ impl Checker<'_> {
 
     fn object(
         &self,
-        s: &serde_json::Map<String, Value>,
+        k: &Kw,
         m: &serde_json::Map<String, Value>,
         at: &Loc,
         depth: usize,
     ) -> Result<(), Breach> {
-        if let Some(Value::Array(req)) = s.get("required") {
-            for name in req.iter().filter_map(Value::as_str) {
-                if !m.contains_key(name) {
-                    return fail(at, "required", format!("{name:?} is required"));
-                }
+        for name in k.required.into_iter().flatten().filter_map(Value::as_str) {
+            if !m.contains_key(name) {
+                return fail(at, "required", format!("{name:?} is required"));
             }
         }
-        if let Some(n) = s.get("minProperties").and_then(Value::as_u64) {
+        if let Some(n) = k.min_properties {
             if (m.len() as u64) < n {
                 return fail(at, "minProperties", format!("fewer than {n} properties"));
             }
         }
-        if let Some(n) = s.get("maxProperties").and_then(Value::as_u64) {
+        if let Some(n) = k.max_properties {
             if m.len() as u64 > n {
                 return fail(at, "maxProperties", format!("more than {n} properties"));
             }
         }
-        let props = s.get("properties").and_then(Value::as_object);
-        for (k, v) in m {
-            let here = Loc::Key(at, k);
-            match props.and_then(|p| p.get(k)) {
+        for (name, v) in m {
+            let here = Loc::Key(at, name);
+            match k.properties.and_then(|p| p.get(name)) {
                 Some(schema) => self.check_depth(schema, v, &here, depth + 1)?,
-                None => match s.get("additionalProperties") {
+                None => match k.additional {
                     Some(Value::Bool(false)) => {
                         return fail(
                             at,
                             "additionalProperties",
-                            format!("{k:?} is not an allowed property"),
+                            format!("{name:?} is not an allowed property"),
                         );
                     }
                     Some(extra @ Value::Object(_)) => {
@@ -423,6 +434,61 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+}
+
+fn number(k: &Kw, n: f64, at: &Loc) -> Result<(), Breach> {
+    if let Some(m) = k.minimum {
+        if n < m || (k.exclusive_min_flag && n == m) {
+            return fail(
+                at,
+                "minimum",
+                format!("{n} is less than the minimum of {m}"),
+            );
+        }
+    }
+    if let Some(m) = k.maximum {
+        if n > m || (k.exclusive_max_flag && n == m) {
+            return fail(
+                at,
+                "maximum",
+                format!("{n} is greater than the maximum of {m}"),
+            );
+        }
+    }
+    if let Some(m) = k.exclusive_minimum {
+        if n <= m {
+            return fail(
+                at,
+                "exclusiveMinimum",
+                format!("{n} is not greater than {m}"),
+            );
+        }
+    }
+    if let Some(m) = k.exclusive_maximum {
+        if n >= m {
+            return fail(at, "exclusiveMaximum", format!("{n} is not less than {m}"));
+        }
+    }
+    if let Some(m) = k.multiple_of {
+        let q = n / m;
+        if (q - q.round()).abs() > 1e-9 {
+            return fail(at, "multipleOf", format!("{n} is not a multiple of {m}"));
+        }
+    }
+    match k.format {
+        Some("int32")
+            if n.fract() != 0.0 || !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&n) =>
+        {
+            fail(at, "format", format!("{n} is not an int32"))
+        }
+        Some("int64")
+            if n.fract() != 0.0
+                || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&n) =>
+        {
+            fail(at, "format", format!("{n} is not an int64"))
+        }
+        _ => Ok(()),
     }
 }
 
