@@ -489,9 +489,9 @@ fn exporter(t: &Tracer) -> std::sync::mpsc::SyncSender<SpanData> {
             };
             // Under load the thread looks at the queue every `tick`
             // instead of being woken for each span (a futex wake and a
-            // context switch per span, paid on the request path: 8 us of
-            // a request's CPU in the profile of scenario (t)); idle, it
-            // blocks until a span comes.
+            // context switch per span, paid on the request path: about
+            // 10 us of a request's CPU in scenario (t), benches/README.md);
+            // idle, it blocks until a span comes.
             let tick = s.delay.min(POLL_TICK);
             let mut open = true;
             while open {
