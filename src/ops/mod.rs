@@ -14,6 +14,19 @@ pub mod time;
 pub mod upgrade;
 pub mod upstreams; // active health checks and DNS refresh
 
+/// An error with its causes, `outer: inner: root` (a refused connection
+/// or a timeout under reqwest's "error sending request").
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// The host's name (`None` when it cannot be read or is empty).
 pub fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

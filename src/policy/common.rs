@@ -100,6 +100,18 @@ pub fn refuse_bearer(challenge: &str, r: BearerRefusal<'_>) -> super::Decision {
     Decision::Respond(LocalResponse::new(status, message).with_header("www-authenticate", header))
 }
 
+/// Whether the request has no body (the headers end the stream): no
+/// `Transfer-Encoding` and no `Content-Length` above 0.
+pub fn headers_end_stream(req: &RequestHeader) -> bool {
+    let te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    let cl = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    !te && cl.unwrap_or(0) == 0
+}
+
 /// The value of query parameter `name` (percent-decoded), if present.
 pub fn query_value(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {

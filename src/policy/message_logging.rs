@@ -93,6 +93,17 @@ pub struct Item {
     pub after: bool,
 }
 
+impl Item {
+    /// Whether it logs in this section (before or after the call).
+    fn logs(&self, after: bool) -> bool {
+        if after {
+            self.after
+        } else {
+            self.before
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub items: Vec<Item>,
@@ -270,6 +281,22 @@ struct Waiting {
 }
 
 impl Waiting {
+    fn new(
+        method: Option<String>,
+        query: Option<String>,
+        headers: &http::HeaderMap,
+        status: Option<u16>,
+    ) -> Waiting {
+        Waiting {
+            method,
+            query,
+            headers: headers.clone(),
+            status,
+            body: Vec::new(),
+            truncated: false,
+        }
+    }
+
     fn keep(&mut self, chunk: &[u8], max: usize) {
         let room = max.saturating_sub(self.body.len());
         self.body.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -287,7 +314,7 @@ struct Pending {
 impl MessageLogging {
     fn log(&self, after: bool, which: Which, input: &Input) {
         for (i, _) in self.items.iter().filter(|(i, body)| {
-            (if after { i.after } else { i.before })
+            i.logs(after)
                 && match which {
                     Which::All => true,
                     Which::WithoutBody => !body,
@@ -326,11 +353,9 @@ impl MessageLogging {
     /// Whether a section has an item reading the body that the log
     /// level lets through (else nothing is kept for it).
     fn waits(&self, after: bool) -> bool {
-        self.items.iter().any(|(i, body)| {
-            *body
-                && (if after { i.after } else { i.before })
-                && log::log_enabled!(target: TARGET, i.level)
-        })
+        self.items
+            .iter()
+            .any(|(i, body)| *body && i.logs(after) && log::log_enabled!(target: TARGET, i.level))
     }
 
     /// The section's items that waited for the body, with what came of it.
@@ -392,14 +417,12 @@ impl Policy for MessageLogging {
         };
         self.log(false, self.section(false), &input);
         if self.payload.0 && self.waits(false) {
-            x.ext.get_or_insert_default::<Pending>().request = Some(Waiting {
-                method: Some(req.method.to_string()),
-                query: req.uri.query().map(str::to_string),
-                headers: req.headers.clone(),
-                status: None,
-                body: Vec::new(),
-                truncated: false,
-            });
+            x.ext.get_or_insert_default::<Pending>().request = Some(Waiting::new(
+                Some(req.method.to_string()),
+                req.uri.query().map(str::to_string),
+                &req.headers,
+                None,
+            ));
         }
         super::Decision::Continue
     }
@@ -432,14 +455,12 @@ impl Policy for MessageLogging {
         };
         self.log(true, self.section(true), &input);
         if self.payload.1 && self.waits(true) {
-            x.ext.get_or_insert_default::<Pending>().response = Some(Waiting {
-                method: None,
-                query: None,
-                headers: resp.headers.clone(),
-                status: Some(resp.status.as_u16()),
-                body: Vec::new(),
-                truncated: false,
-            });
+            x.ext.get_or_insert_default::<Pending>().response = Some(Waiting::new(
+                None,
+                None,
+                &resp.headers,
+                Some(resp.status.as_u16()),
+            ));
         }
         Ok(())
     }
@@ -481,11 +502,7 @@ pub fn build(c: &Config) -> Arc<dyn Policy> {
             (i.clone(), body)
         })
         .collect();
-    let reads = |after: bool| {
-        items
-            .iter()
-            .any(|(i, body)| *body && if after { i.after } else { i.before })
-    };
+    let reads = |after: bool| items.iter().any(|(i, body)| *body && i.logs(after));
     Arc::new(MessageLogging {
         payload: (reads(false), reads(true)),
         items,

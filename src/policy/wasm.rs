@@ -712,17 +712,6 @@ fn request_info(req: &RequestHeader, x: &Exchange) -> RequestInfo {
     }
 }
 
-/// Whether the request has no body (the headers end the stream).
-fn headers_end_stream(req: &RequestHeader) -> bool {
-    let te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
-    let cl = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    !te && cl.unwrap_or(0) == 0
-}
-
 #[async_trait]
 impl Policy for Wasm {
     async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
@@ -731,7 +720,7 @@ impl Policy for Wasm {
         let (stream, verdict) =
             match self
                 .plugin
-                .request_headers(headers, info, headers_end_stream(req))
+                .request_headers(headers, info, super::common::headers_end_stream(req))
             {
                 Ok(r) => r,
                 Err(e) => return self.fault(&e),

@@ -81,15 +81,7 @@ impl Service {
             .header(http::header::USER_AGENT, "flex-gateway-health-check")
             .send()
             .await
-            .map_err(|err| {
-                let mut s = err.to_string();
-                let mut src = std::error::Error::source(&err);
-                while let Some(inner) = src {
-                    s = format!("{s}: {inner}");
-                    src = inner.source();
-                }
-                s
-            })?;
+            .map_err(|err| crate::ops::with_causes(&err))?;
         let status = resp.status().as_u16();
         let (lo, hi) = check.statuses;
         if (lo..=hi).contains(&status) {

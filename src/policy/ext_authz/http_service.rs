@@ -47,7 +47,7 @@ pub(super) async fn ask(
     let answer = check
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+        .map_err(|e| format!("{url}: {}", crate::ops::with_causes(&e)))?;
     let status = answer.status();
     let got = answer.headers().clone();
     let pick = |names: &[HeaderName]| -> Vec<(HeaderName, http::HeaderValue)> {
@@ -71,7 +71,7 @@ pub(super) async fn ask(
     while let Some(chunk) = answer
         .chunk()
         .await
-        .map_err(|e| format!("{url}: reading the denial: {}", error_chain(&e)))?
+        .map_err(|e| format!("{url}: reading the denial: {}", crate::ops::with_causes(&e)))?
     {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(format!("{url}: a denial body over {MAX_BODY} bytes"));
@@ -97,16 +97,4 @@ pub(super) async fn ask(
     }
     r.body = Some(bytes::Bytes::from(body));
     Ok(Verdict::Deny(r))
-}
-
-/// reqwest's error with its causes (the timeout, the refused connection).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -275,16 +275,10 @@ impl OpenApi {
                 }
             }
         }
-        let has_body = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
-            || req.headers.contains_key(http::header::TRANSFER_ENCODING);
         let Some(body) = &op.body else {
             return Ok(());
         };
-        if !has_body {
+        if super::common::headers_end_stream(req) {
             return match body.required {
                 true => Err(Breach {
                     at: "request body".into(),
