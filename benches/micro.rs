@@ -371,7 +371,12 @@ fn policies(c: &mut Criterion) {
                 let mut resp = ResponseHeader::build(200, None).expect("response");
                 route
                     .chain
-                    .on_response(&mut resp, &mut x, ran)
+                    .on_response(
+                        &mut resp,
+                        &mut x,
+                        ran,
+                        flex_gateway::policy::chain::Side::All,
+                    )
                     .expect("response");
                 route.chain.on_logging(&x, 200, ran);
                 black_box(resp)

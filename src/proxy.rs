@@ -4,8 +4,12 @@
 //! ```text
 //! request_filter          request id, client ip, normalise path (400),
 //!                         route (404 / 405: chain.on_method_not_allowed first),
-//!                         chain.on_request (a policy may answer: 401, 429, ...)
-//! proxy_upstream_filter   the service and first target (503 refusals);
+//!                         chain.on_request (a policy may answer: 401, 429, ...;
+//!                         the response cache defers the policies after it)
+//! request_cache_filter,   the response cache (policy/cache): lookup, cache
+//! cache_key_callback,...  lock, Vary, admission; a hit is served from here
+//! proxy_upstream_filter   the deferred policies (a miss), then
+//!                         the service and first target (503 refusals);
 //!                         an upgrade request becomes a tunnel of our own
 //!                         here (proxy/tunnel.rs: the same hooks, in order)
 //! upstream_peer           resolve the route's upstream (502 when it cannot)
@@ -13,6 +17,8 @@
 //!                         X-Request-Id, chain.on_upstream_request
 //! request_body_filter     body limit (413), chain.on_request_body (custom
 //!                         policies that read or rewrite bodies)
+//! upstream_response_filter retries by status; the deferred policies'
+//!                         on_response (before the response is stored)
 //! response_filter         X-Request-Id, chain.on_response (reverse order)
 //! response_body_filter    chain.on_response_body (reverse order)
 //! fail_to_proxy           JSON 502 / 504 / 400 / 500
@@ -32,7 +38,8 @@ use crate::ipset;
 use crate::ops::metrics::UpstreamError;
 use crate::ops::{access_log, request_id};
 use crate::path::{normalize_with, without_params, Options, PathError};
-use crate::policy::chain::Ran;
+use crate::policy::cache::{self, Outcome};
+use crate::policy::chain::{Ran, Side};
 use crate::policy::common::request_host;
 use crate::policy::{LocalResponse, Rejection};
 use crate::response::{error_body, message_for};
@@ -94,6 +101,10 @@ pub struct Ctx {
     /// A policy refused the request from its body: the answer, written
     /// when the proxying fails with it.
     body_refusal: Option<LocalResponse>,
+    /// The response cache may answer this request: its lookup.
+    cache: Option<Box<cache::Lookup>>,
+    /// What the response cache did (access log, metrics).
+    cache_outcome: Option<Outcome>,
 }
 
 /// A request's dealings with its upstream service.
@@ -158,6 +169,8 @@ impl Ctx {
             trace: None,
             answered_by: "",
             body_refusal: None,
+            cache: None,
+            cache_outcome: None,
         }
     }
 
@@ -333,7 +346,9 @@ async fn respond(
         };
     }
     if let Some(route) = &ctx.route {
-        route.chain.on_response(&mut resp, &mut ctx.x, ctx.ran)?;
+        route
+            .chain
+            .on_response(&mut resp, &mut ctx.x, ctx.ran, Side::All)?;
     }
     ctx.local_status = Some(local.status);
     let head_only = session.req_header().method == http::Method::HEAD || body.is_none();
@@ -684,7 +699,14 @@ impl ProxyHttp for Gateway {
             }),
         };
         match rejection {
-            None => Ok(false),
+            None => {
+                if ctx.ran.deferred() {
+                    ctx.cache = ctx.x.ext.remove::<cache::Lookup>().map(Box::new);
+                } else if ctx.x.ext.remove::<cache::Bypassed>().is_some() {
+                    ctx.cache_outcome = Some(Outcome::Bypass);
+                }
+                Ok(false)
+            }
             Some(r) => {
                 if let (false, Some(route)) = (r.policy.is_empty(), &ctx.route) {
                     route.metrics.rejected(r.policy);
@@ -702,6 +724,16 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
+        // not answered from the cache: the policies after it run now
+        let req = session.req_header_mut();
+        if let Some(r) = route.chain.resume(req, &mut ctx.x, &mut ctx.ran).await {
+            if !r.policy.is_empty() {
+                route.metrics.rejected(r.policy);
+                ctx.answered_by = r.policy;
+            }
+            respond(session, ctx, r.response, self.draining()).await?;
+            return Ok(false);
+        }
         let now = Instant::now();
         ctx.up.deadline = match ctx.upgrade {
             Some(_) => None, // a tunnel has no whole-request deadline
@@ -977,7 +1009,16 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return Err(e.into_up());
         }
-        Ok(())
+        match &ctx.route {
+            // the policies after the response cache edit the response
+            // before it is stored
+            Some(route) if ctx.ran.deferred() => {
+                route
+                    .chain
+                    .on_response(upstream_response, &mut ctx.x, ctx.ran, Side::Inner)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn response_body_filter(
@@ -990,7 +1031,7 @@ impl ProxyHttp for Gateway {
         if let Some(route) = ctx.route.as_ref().filter(|r| r.chain.body_hooks().1) {
             route
                 .chain
-                .on_response_body(body, end_of_stream, &mut ctx.x, ctx.ran)?;
+                .on_response_body(body, end_of_stream, &mut ctx.x, ctx.ran, Side::Outer)?;
         }
         Ok(None)
     }
@@ -998,14 +1039,96 @@ impl ProxyHttp for Gateway {
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<bytes::Bytes>,
+        body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
         if !end_of_stream && ctx.up.left().is_some_and(|l| l.is_zero()) {
             return Err(request_timeout());
         }
+        if let Some(route) = ctx
+            .route
+            .as_ref()
+            .filter(|r| ctx.ran.deferred() && r.chain.body_hooks().1)
+        {
+            route
+                .chain
+                .on_response_body(body, end_of_stream, &mut ctx.x, ctx.ran, Side::Inner)?;
+        }
         Ok(None)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if let Some(l) = &ctx.cache {
+            session
+                .cache
+                .enable(l.store.storage(), None, None, Some(cache::lock()), None);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(
+        &self,
+        _session: &Session,
+        ctx: &mut Ctx,
+    ) -> Result<pingora_cache::CacheKey> {
+        match &ctx.cache {
+            Some(l) => Ok(l.cache_key()),
+            None => Error::e_explain(ErrorType::InternalError, "no cache lookup"),
+        }
+    }
+
+    fn cache_miss(&self, session: &mut Session, ctx: &mut Ctx) {
+        if ctx.cache_outcome.is_none() {
+            ctx.cache_outcome = Some(Outcome::Miss);
+        }
+        session.cache.cache_miss();
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &pingora_cache::CacheMeta,
+        _hit_handler: &mut pingora_cache::storage::HitHandler,
+        is_fresh: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<pingora_cache::ForcedFreshness>> {
+        if ctx.cache.as_ref().is_some_and(|l| l.no_cache) {
+            // the client asked for a fresh answer: fetch it (and store it)
+            ctx.cache_outcome = Some(Outcome::Miss);
+            return Ok(Some(pingora_cache::ForcedFreshness::ForceMiss));
+        }
+        ctx.cache_outcome = Some(if is_fresh {
+            Outcome::Hit
+        } else {
+            Outcome::Expired
+        });
+        Ok(None)
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<pingora_cache::RespCacheable> {
+        use pingora_cache::{NoCacheReason, RespCacheable};
+        Ok(match &ctx.cache {
+            Some(l) => match l.admit(session.req_header(), resp, &ctx.x) {
+                Ok(meta) => RespCacheable::Cacheable(meta),
+                Err(why) => RespCacheable::Uncacheable(NoCacheReason::Custom(why)),
+            },
+            None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
+        })
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &pingora_cache::CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<pingora_cache::key::HashBinary> {
+        cache::variance(meta, req)
     }
 
     async fn response_filter(
@@ -1023,7 +1146,9 @@ impl ProxyHttp for Gateway {
             self.runtime.metrics.upgraded();
         }
         match &ctx.route {
-            Some(route) => route.chain.on_response(resp, &mut ctx.x, ctx.ran),
+            Some(route) => route
+                .chain
+                .on_response(resp, &mut ctx.x, ctx.ran, Side::Outer),
             None => Ok(()),
         }
     }
@@ -1078,6 +1203,9 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.route {
             route.chain.on_logging(&ctx.x, status, ctx.ran);
         }
+        if let Some(o) = ctx.cache_outcome {
+            cache::COUNTS.count(o);
+        }
         let route_id = ctx.route.as_ref().map(|r| r.config.id.as_str());
         if ctx.in_flight {
             ctx.in_flight = false;
@@ -1125,6 +1253,7 @@ impl ProxyHttp for Gateway {
             bytes_sent: session.body_bytes_sent(),
             error: e.map(|e| e.to_string()),
             trace_id: trace_id.as_deref(),
+            cache: ctx.cache_outcome.map(Outcome::as_str),
         });
     }
 }

@@ -457,7 +457,10 @@ mod tests {
         let mut ran = crate::policy::chain::Ran::default();
         let _ = rt.block_on(route.chain.on_request(&mut req, &mut x, &mut ran, None));
         let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
-        route.chain.on_response(&mut resp, &mut x, ran).unwrap();
+        route
+            .chain
+            .on_response(&mut resp, &mut x, ran, crate::policy::chain::Side::All)
+            .unwrap();
         resp.headers["x-ratelimit-remaining"]
             .to_str()
             .unwrap()

@@ -202,6 +202,49 @@ impl Redis {
         keys: &[String],
         args: &[u64],
     ) -> Result<Vec<i64>, String> {
+        self.eval_as(script, keys, args).await
+    }
+
+    /// [`Redis::eval`] with any arguments and reply type.
+    pub async fn eval_as<A: redis::ToRedisArgs, T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[A],
+    ) -> Result<T, String> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        self.guarded(async {
+            let mut conn = self.connection().await?;
+            inv.invoke_async::<T>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// One command, within the deadline.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
+        self.guarded(async {
+            let mut conn = self.connection().await?;
+            cmd.query_async::<T>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// A call with the deadline, the one-second pause after a failure, the
+    /// error count and the rate-limited log line.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
         if self
             .down_until
             .lock()
@@ -213,19 +256,6 @@ impl Redis {
                 self.settings.describe()
             ));
         }
-        let call = async {
-            let mut conn = self.connection().await?;
-            let mut inv = script.prepare_invoke();
-            for k in keys {
-                inv.key(k);
-            }
-            for a in args {
-                inv.arg(*a);
-            }
-            inv.invoke_async::<Vec<i64>>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        };
         let result = match tokio::time::timeout(self.settings.timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(format!(

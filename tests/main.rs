@@ -15,6 +15,7 @@ mod checks;
 mod access;
 mod assertions;
 mod auth;
+mod cache;
 mod connections;
 mod container;
 mod ext_authz;

@@ -25,6 +25,9 @@ pub struct AccessLine<'a> {
     /// The request's trace, when tracing is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
+    /// What the response cache did: hit, miss, expired, bypass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
 }
 
 pub fn enabled() -> bool {

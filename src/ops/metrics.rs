@@ -323,6 +323,27 @@ impl Metrics {
             "External authorization checks by result: allowed, denied, failed (refused), failed_allowed (failureModeAllow)",
             crate::policy::ext_authz::CHECKS.clone(),
         );
+        let cache = &crate::policy::cache::COUNTS;
+        registry.register(
+            "cache_lookups",
+            "Requests on routes with a response cache, by result: hit (served from the cache), miss, expired (found stale: fetched again), bypass (requestExpression said no)",
+            cache.lookups.clone(),
+        );
+        registry.register(
+            "cache_stores",
+            "Upstream responses the response cache saw, by result: stored, uncacheable (status, Cache-Control, Set-Cookie, Vary: *, ...), too_big (over 1 MB)",
+            cache.stores.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Entries the response cache dropped to stay within maxCacheEntries / maxCacheSize",
+            cache.evicted.clone(),
+        );
+        registry.register(
+            "cache_invalidations",
+            "Invalidations asked through invalidationHeader (one entry or all)",
+            cache.invalidations.clone(),
+        );
         #[cfg(feature = "wasm")]
         registry.register_collector(Box::new(WasmMetrics));
         Metrics {

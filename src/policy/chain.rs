@@ -29,6 +29,22 @@ pub struct Link {
 pub struct Ran {
     pub count: usize,
     skipped: u64,
+    /// The response cache deferred the policies from this index on (0:
+    /// none did): they run on a miss ([`Chain::resume`]), and their
+    /// response hooks before the response is stored ([`Side::Inner`]).
+    split: usize,
+    /// Deferred and not resumed yet.
+    waiting: bool,
+}
+
+/// Which response hooks: all, those of the policies up to the response
+/// cache (run on every response, hits too), or those after it (run on the
+/// upstream's response, before it is stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    All,
+    Outer,
+    Inner,
 }
 
 /// The most policies one route's chain may hold.
@@ -37,6 +53,20 @@ pub const MAX_LINKS: usize = 64;
 impl Ran {
     fn saw(&self, i: usize) -> bool {
         i < self.count && (i >= 64 || self.skipped & (1 << i) == 0)
+    }
+
+    fn on(&self, i: usize, side: Side) -> bool {
+        self.saw(i)
+            && match side {
+                Side::All => true,
+                Side::Outer => self.split == 0 || i < self.split,
+                Side::Inner => self.split > 0 && i >= self.split,
+            }
+    }
+
+    /// The response cache deferred the rest of the chain.
+    pub fn deferred(&self) -> bool {
+        self.split > 0
     }
 }
 
@@ -136,9 +166,10 @@ impl Chain {
         end_of_stream: bool,
         x: &mut Exchange,
         ran: Ran,
+        side: Side,
     ) -> pingora::Result<()> {
         for (i, link) in self.links.iter().enumerate().rev() {
-            if ran.saw(i) && link.policy.body_hooks().1 {
+            if ran.on(i, side) && link.policy.body_hooks().1 {
                 link.policy.on_response_body(body, end_of_stream, x)?;
             }
         }
@@ -159,7 +190,7 @@ impl Chain {
         req: &mut RequestHeader,
         x: &mut Exchange,
         ran: &mut Ran,
-        mut timings: Option<&mut Vec<PolicyTiming>>,
+        timings: Option<&mut Vec<PolicyTiming>>,
     ) -> Option<Rejection> {
         for h in &self.credentials {
             let mut copies = req.headers.get_all(h).iter();
@@ -174,7 +205,33 @@ impl Chain {
         for h in &self.asserted {
             req.remove_header(h);
         }
-        for (i, link) in self.links.iter().enumerate() {
+        self.run(0, req, x, ran, timings).await
+    }
+
+    /// The policies the response cache deferred, on a miss (nothing when
+    /// none were).
+    pub async fn resume(
+        &self,
+        req: &mut RequestHeader,
+        x: &mut Exchange,
+        ran: &mut Ran,
+    ) -> Option<Rejection> {
+        if !ran.waiting {
+            return None;
+        }
+        ran.waiting = false;
+        self.run(ran.split, req, x, ran, None).await
+    }
+
+    async fn run(
+        &self,
+        from: usize,
+        req: &mut RequestHeader,
+        x: &mut Exchange,
+        ran: &mut Ran,
+        mut timings: Option<&mut Vec<PolicyTiming>>,
+    ) -> Option<Rejection> {
+        for (i, link) in self.links.iter().enumerate().skip(from) {
             ran.count += 1;
             if !applies(link, req, x) {
                 ran.skipped |= 1u64.checked_shl(i as u32).unwrap_or(0);
@@ -190,11 +247,19 @@ impl Chain {
                     answered: matches!(decision, Decision::Respond(_)),
                 });
             }
-            if let Decision::Respond(response) = decision {
-                return Some(Rejection {
-                    policy: link.name,
-                    response,
-                });
+            match decision {
+                Decision::Continue => {}
+                Decision::Respond(response) => {
+                    return Some(Rejection {
+                        policy: link.name,
+                        response,
+                    })
+                }
+                Decision::Defer => {
+                    ran.split = i + 1;
+                    ran.waiting = true;
+                    return None;
+                }
             }
         }
         None
@@ -244,9 +309,10 @@ impl Chain {
         resp: &mut ResponseHeader,
         x: &mut Exchange,
         ran: Ran,
+        side: Side,
     ) -> pingora::Result<()> {
         for (i, link) in self.links.iter().enumerate().rev() {
-            if ran.saw(i) {
+            if ran.on(i, side) {
                 link.policy.on_response(resp, x)?;
             }
         }
@@ -342,7 +408,7 @@ mod tests {
             .unwrap();
         let rejected = rt.block_on(c.on_request(&mut req, &mut x, &mut ran, None));
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        c.on_response(&mut resp, &mut x, ran).unwrap();
+        c.on_response(&mut resp, &mut x, ran, Side::All).unwrap();
         let seen = resp
             .headers
             .get_all("x-seen")

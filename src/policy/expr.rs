@@ -11,6 +11,8 @@
 //! a ++ b              concatenation
 //! a default b         b when a is null (a missing header, claim, ...)
 //! a splitBy ','       a list; (…)[0] picks an item
+//! [200, 404]          a list literal
+//! a contains b        b is an item of list a, or a substring of text a
 //! lower(a)  upper(a)  trim(a)
 //! ==  !=  <  >  <=  >=     and  or  not     if (c) a else b
 //! ```
@@ -148,6 +150,8 @@ enum E {
     Concat(Vec<E>),
     Default(Box<E>, Box<E>),
     Split(Box<E>, Box<E>),
+    List(Vec<E>),
+    Contains(Box<E>, Box<E>),
     Index(Box<E>, usize),
     Call(Func, Box<E>),
     Cmp(Cmp, Box<E>, Box<E>),
@@ -184,7 +188,7 @@ pub struct Input<'a> {
     pub payload: Option<&'a Payload<'a>>,
 }
 
-pub const SUPPORTED: &str = "attributes.headers['NAME'], attributes.queryParams['NAME'], attributes.method, attributes.requestPath, attributes.remoteAddress, authentication.principal, authentication.clientId, vars.claimSet.CLAIM, attributes.statusCode, vars.reqId, vars.apiName, payload (message logging), literals, ++, default, splitBy, [n], lower, upper, trim, == != < > <= >=, and, or, not, if (...) ... else ...";
+pub const SUPPORTED: &str = "attributes.headers['NAME'], attributes.queryParams['NAME'], attributes.method, attributes.requestPath, attributes.remoteAddress, authentication.principal, authentication.clientId, vars.claimSet.CLAIM, attributes.statusCode, vars.reqId, vars.apiName, payload (message logging), literals, [a, b] lists, ++, default, splitBy, contains, [n], lower, upper, trim, == != < > <= >=, and, or, not, if (...) ... else ...";
 
 impl Expr {
     /// The expression inside `#[...]` (without the brackets).
@@ -233,10 +237,11 @@ impl Expr {
             match e {
                 E::Lit(_) => false,
                 E::Read(a) => matches!(a, Accessor::Payload(_)),
-                E::Concat(parts) => parts.iter().any(walk),
+                E::Concat(parts) | E::List(parts) => parts.iter().any(walk),
                 E::Index(a, _) | E::Call(_, a) | E::Not(a) => walk(a),
                 E::Default(a, b)
                 | E::Split(a, b)
+                | E::Contains(a, b)
                 | E::Cmp(_, a, b)
                 | E::And(a, b)
                 | E::Or(a, b) => walk(a) || walk(b),
@@ -328,6 +333,15 @@ fn eval(e: &E, i: &Input) -> Val {
                 )
             }
         },
+        E::List(items) => Val::List(items.iter().map(|e| eval(e, i)).collect()),
+        E::Contains(a, b) => {
+            let b = eval(b, i);
+            Val::Bool(match eval(a, i) {
+                Val::List(items) => items.iter().any(|v| same(v, &b)),
+                Val::Null => false,
+                a => !matches!(b, Val::Null) && a.text().contains(b.text().as_str()),
+            })
+        }
         E::Index(a, n) => match eval(a, i) {
             Val::List(mut items) if *n < items.len() => items.swap_remove(*n),
             _ => Val::Null,
@@ -345,16 +359,8 @@ fn eval(e: &E, i: &Input) -> Val {
         },
         E::Cmp(op, a, b) => {
             let (a, b) = (eval(a, i), eval(b, i));
-            let ord = match (a.number(), b.number(), &a, &b) {
-                (_, _, Val::Null, _) | (_, _, _, Val::Null) => None,
-                (Some(x), Some(y), _, _) => x.partial_cmp(&y),
-                _ => Some(a.text().cmp(&b.text())),
-            };
-            let equal = match (&a, &b) {
-                (Val::Null, Val::Null) => true,
-                (Val::Null, _) | (_, Val::Null) => false,
-                _ => ord == Some(std::cmp::Ordering::Equal),
-            };
+            let ord = order(&a, &b);
+            let equal = same(&a, &b);
             use std::cmp::Ordering::*;
             Val::Bool(match op {
                 Cmp::Eq => equal,
@@ -375,6 +381,25 @@ fn eval(e: &E, i: &Input) -> Val {
                 eval(b, i)
             }
         }
+    }
+}
+
+/// How two values compare: numerically when both read as numbers, else
+/// as text; `null` is unordered.
+fn order(a: &Val, b: &Val) -> Option<std::cmp::Ordering> {
+    match (a.number(), b.number(), a, b) {
+        (_, _, Val::Null, _) | (_, _, _, Val::Null) => None,
+        (Some(x), Some(y), _, _) => x.partial_cmp(&y),
+        _ => Some(a.text().cmp(&b.text())),
+    }
+}
+
+/// `==`: `null` equals only `null`.
+fn same(a: &Val, b: &Val) -> bool {
+    match (a, b) {
+        (Val::Null, Val::Null) => true,
+        (Val::Null, _) | (_, Val::Null) => false,
+        _ => order(a, b) == Some(std::cmp::Ordering::Equal),
     }
 }
 
@@ -558,6 +583,9 @@ impl Parser<'_> {
             } else if self.is_word("splitBy") {
                 self.i += 1;
                 a = E::Split(Box::new(a), Box::new(self.postfix()?));
+            } else if self.is_word("contains") {
+                self.i += 1;
+                a = E::Contains(Box::new(a), Box::new(self.postfix()?));
             } else {
                 return Ok(a);
             }
@@ -591,6 +619,17 @@ impl Parser<'_> {
                 let e = self.expr()?;
                 self.expect_sym(")")?;
                 Ok(e)
+            }
+            Tok::Sym("[") => {
+                let mut items = Vec::new();
+                while !self.is_sym("]") {
+                    items.push(self.expr()?);
+                    if !self.is_sym("]") {
+                        self.expect_sym(",")?;
+                    }
+                }
+                self.i += 1;
+                Ok(E::List(items))
             }
             Tok::Ident(w) => match w.as_str() {
                 "true" => Ok(E::Lit(Val::Bool(true))),
@@ -750,6 +789,41 @@ mod tests {
 
     fn s(v: &str) -> Val {
         Val::Str(v.into())
+    }
+
+    #[test]
+    fn lists_and_contains() {
+        // Flex's default responseExpression for http-caching-flex
+        let cached = "[200, 203, 204, 206, 300, 301, 404, 405, 410, 414, 501] contains attributes.statusCode";
+        let e = Expr::parse(cached).unwrap();
+        let x = Exchange::new();
+        let with = |status| Input {
+            method: None,
+            query: None,
+            headers: None,
+            x: &x,
+            status,
+            payload: None,
+        };
+        assert_eq!(e.eval(&with(Some(404))), Val::Bool(true));
+        assert_eq!(e.eval(&with(Some(500))), Val::Bool(false));
+        assert_eq!(e.eval(&with(None)), Val::Bool(false));
+        assert_eq!(
+            run("['GET', 'HEAD'] contains attributes.method"),
+            Val::Bool(true)
+        );
+        assert_eq!(
+            run("attributes.requestPath contains 'ders/'"),
+            Val::Bool(true)
+        );
+        assert_eq!(run("attributes.requestPath contains 'x'"), Val::Bool(false));
+        assert_eq!(
+            run("attributes.headers.missing contains 'x'"),
+            Val::Bool(false)
+        );
+        assert_eq!(run("[]"), Val::List(vec![]));
+        assert!(Expr::parse("[1, 2").is_err());
+        assert!(Expr::parse("[1 2]").is_err());
     }
 
     #[test]

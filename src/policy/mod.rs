@@ -28,6 +28,7 @@
 
 pub mod api_key;
 pub mod basic_auth;
+pub mod cache; // responses served again without the upstream (pingora-cache)
 pub mod chain;
 pub mod common;
 pub mod cors;
@@ -98,6 +99,10 @@ impl LocalResponse {
 pub enum Decision {
     Continue,
     Respond(LocalResponse),
+    /// The rest of the chain waits: the response cache may answer the
+    /// request (its lookup is in the exchange); on a miss the chain goes
+    /// on from the next policy before the request goes upstream.
+    Defer,
 }
 
 /// A built policy. Every hook does nothing by default.
@@ -294,6 +299,7 @@ policies! {
     "json-threat-protection" => JsonThreatProtection(threat::json_policy),
     "openapi-validation" => OpenApiValidation(openapi),
     "xml-threat-protection" => XmlThreatProtection(threat::xml_policy),
+    "response-cache" => ResponseCache(cache),
 }
 
 impl PolicyConfig {
@@ -311,9 +317,16 @@ impl PolicyConfig {
     /// its instance (`route:<id>` or `gateway:<name>`: names its shared
     /// state, the same in every process) and the server's shared storage.
     pub fn bind(&mut self, scope: &str, redis: Option<&crate::store::RedisSettings>) {
-        if let PolicyConfig::RateLimit(c) = self {
-            c.scope = scope.to_string();
-            c.redis = redis.cloned();
+        match self {
+            PolicyConfig::RateLimit(c) => {
+                c.scope = scope.to_string();
+                c.redis = redis.cloned();
+            }
+            PolicyConfig::ResponseCache(c) => {
+                c.scope = scope.to_string();
+                c.redis = redis.cloned();
+            }
+            _ => {}
         }
     }
 }

@@ -90,6 +90,7 @@ pub const FLEX_NAMES: &[&str] = &[
     "ldap-authentication-flex",
     "native-ext-authz-flex",
     "spec-validation-flex",
+    "http-caching-flex",
 ];
 
 /// The config fields of each Flex policy we run (what its decoder reads
@@ -117,11 +118,11 @@ pub const FIELDS: &[(&str, &[crate::config::fields::Field])] = &[
     ("ldap-authentication-flex", auth::LDAP),
     ("native-ext-authz-flex", policy::ext_authz::FIELDS),
     ("spec-validation-flex", policy::openapi::FIELDS),
+    ("http-caching-flex", policy::cache::FIELDS),
 ];
 
 /// Flex catalog names we know but do not run yet: `validate` says so.
 pub const NOT_YET: &[&str] = &[
-    "http-caching-flex",
     "openid-token-enforcement-flex",
     "external-processing-flex",
     "http-basic-authentication-outbound-flex",
@@ -189,6 +190,7 @@ pub fn decode(
             policy(PolicyConfig::decode(d, "xml-threat-protection", c, path))
         }
         "spec-validation-flex" => policy(PolicyConfig::decode(d, "openapi-validation", c, path)),
+        "http-caching-flex" => policy(PolicyConfig::decode(d, "response-cache", c, path)),
         "native-ext-authz-flex" => {
             policy(PolicyConfig::decode(d, "external-authorization", c, path))
         }

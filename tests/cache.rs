@@ -1,0 +1,391 @@
+//! The response cache (`response-cache`, Flex's `http-caching-flex`): what
+//! a client gets from the cache, what the backend is spared, and what an
+//! attacker cannot make the cache serve to someone else (variants kept
+//! apart by `Vary`, personal answers never stored, a cached answer never
+//! given to a client the policies before the cache refuse).
+
+use crate::support::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A backend whose answers tell the cases apart: the path picks headers,
+/// the body counts the backend's answers.
+fn backend() -> Backend {
+    let n = Arc::new(AtomicUsize::new(0));
+    Backend::start(move |seen| {
+        let n = n.fetch_add(1, Ordering::SeqCst) + 1;
+        let path = seen.target.split('?').next().unwrap_or_default();
+        let header = |name: &str, value: &str| vec![(name.to_string(), value.to_string())];
+        let body = serde_json::json!({"n": n, "path": seen.target, "method": seen.method});
+        let (status, headers) = match path {
+            "/short" => (200, header("cache-control", "max-age=1")),
+            "/no-store" => (200, header("cache-control", "no-store")),
+            "/private" => (200, header("cache-control", "private, max-age=60")),
+            "/cookie" => (200, header("set-cookie", "session=s3cret")),
+            "/broken" => (500, vec![]),
+            "/missing" => (404, vec![]),
+            "/lang" => {
+                let lang = seen.header("accept-language").unwrap_or("none").to_string();
+                let body = serde_json::json!({"n": n, "lang": lang});
+                return Reply::JsonWith(200, header("vary", "Accept-Language"), body.to_string());
+            }
+            "/big" => return Reply::Bytes(2 << 20),
+            "/slow" => {
+                return Reply::Delayed(
+                    Duration::from_millis(400),
+                    Box::new(Reply::Json(200, body.to_string())),
+                )
+            }
+            _ => (200, vec![]),
+        };
+        Reply::JsonWith(status, headers, body.to_string())
+    })
+}
+
+fn n(r: &Response) -> u64 {
+    r.json()["n"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_stored_answer_is_served_again_without_the_backend() {
+    let backend = backend();
+    let gw = serve_flex_api(
+        "shop",
+        &backend.url(),
+        "    - policyRef: {name: http-caching-flex}\n      config: {invalidationHeader: x-cache-invalidate}\n",
+    );
+    let mut c = gw.connect();
+
+    // a miss, then hits: the same answer, an Age, the backend asked once
+    let first = c.get("/api/products/1");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("age"), None, "a fetched answer has no Age");
+    for _ in 0..3 {
+        let again = c.get("/api/products/1");
+        assert_eq!((again.status, n(&again)), (200, n(&first)));
+        assert!(
+            again.header("age").is_some(),
+            "a stored answer says its Age"
+        );
+        assert!(again.header("x-request-id").is_some());
+    }
+    assert_eq!(backend.count(), 1);
+    // a HEAD is answered from the GET's entry; a POST is never
+    let head = c.request("HEAD", "/api/products/1", &[], b"");
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert_eq!(backend.count(), 1);
+    let post = c.request("POST", "/api/products/1", &[], b"{}");
+    assert_eq!(post.json()["method"], "POST");
+    assert_eq!(backend.count(), 2);
+    // the key is the path (Flex's default): another path is another entry
+    assert_ne!(n(&c.get("/api/products/2")), n(&first));
+    assert_eq!(backend.count(), 3);
+
+    // stored by status (Flex's list): 404 yes, 500 no
+    let missing = n(&c.get("/api/missing"));
+    assert_eq!(n(&c.get("/api/missing")), missing);
+    let broken = n(&c.get("/api/broken"));
+    assert_ne!(n(&c.get("/api/broken")), broken);
+    // what the backend's headers forbid is never stored
+    for path in ["/api/no-store", "/api/private", "/api/cookie"] {
+        let a = c.get(path);
+        let b = c.get(path);
+        assert_ne!(n(&a), n(&b), "{path} was served from the cache");
+    }
+    // the client may ask for a fresh answer, which is then stored
+    let fresh = c.request(
+        "GET",
+        "/api/products/1",
+        &[("cache-control", "no-cache")],
+        b"",
+    );
+    assert_ne!(n(&fresh), n(&first));
+    assert_eq!(n(&c.get("/api/products/1")), n(&fresh));
+    let pragma = c.request("GET", "/api/products/1", &[("pragma", "no-cache")], b"");
+    assert_ne!(n(&pragma), n(&fresh));
+
+    // max-age shortens an entry's life below the ttl
+    let short = n(&c.get("/api/short"));
+    assert_eq!(n(&c.get("/api/short")), short);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_ne!(
+        n(&c.get("/api/short")),
+        short,
+        "served after max-age ran out"
+    );
+
+    // the invalidation header: one key, then all
+    let now = n(&c.get("/api/products/1"));
+    let other = n(&c.get("/api/products/2"));
+    let r = c.request(
+        "GET",
+        "/api/products/1",
+        &[("x-cache-invalidate", "invalidate")],
+        b"",
+    );
+    assert_ne!(n(&r), now, "the key's entry was dropped");
+    assert_eq!(n(&c.get("/api/products/2")), other, "only that key");
+    c.request(
+        "GET",
+        "/api/x",
+        &[("x-cache-invalidate", "invalidate-all")],
+        b"",
+    );
+    assert_ne!(n(&c.get("/api/products/2")), other, "every entry dropped");
+
+    // counted, and in the access log
+    assert!(gw.metric("flexgw_cache_lookups_total{result=\"hit\"}") >= 7.0);
+    assert!(gw.metric("flexgw_cache_lookups_total{result=\"bypass\"}") >= 1.0);
+    assert!(gw.metric("flexgw_cache_stores_total{result=\"uncacheable\"}") >= 4.0);
+    assert!(gw.metric("flexgw_cache_invalidations_total") >= 2.0);
+    wait_until(
+        Duration::from_secs(5),
+        "cache results in the access log",
+        || {
+            let log = gw.log_text();
+            log.contains(r#""cache":"hit""#) && log.contains(r#""cache":"miss""#)
+        },
+    );
+}
+
+#[test]
+fn variants_are_kept_apart_by_vary_and_a_header_cannot_poison_another_clients_answer() {
+    let backend = backend();
+    let gw = serve_flex_api(
+        "shop",
+        &backend.url(),
+        "    - policyRef: {name: http-caching-flex}\n",
+    );
+    let mut c = gw.connect();
+    let lang = |c: &mut Client, l: Option<&str>| {
+        let headers: Vec<(&str, &str)> = l.map(|l| ("Accept-Language", l)).into_iter().collect();
+        let r = c.request("GET", "/api/lang", &headers, b"");
+        (
+            r.json()["lang"].as_str().unwrap_or_default().to_string(),
+            n(&r),
+        )
+    };
+    let (en, en_n) = lang(&mut c, Some("en"));
+    assert_eq!(en, "en");
+    // an attacker's value is a variant of its own, never served for "en"
+    let (evil, _) = lang(&mut c, Some("<script>alert(1)</script>"));
+    assert_eq!(evil, "<script>alert(1)</script>");
+    let (fr, fr_n) = lang(&mut c, Some("fr"));
+    assert_eq!(fr, "fr");
+    let (none, _) = lang(&mut c, None);
+    assert_eq!(none, "none");
+    assert_eq!(backend.count(), 4);
+    // each variant is served from the cache to its own value only
+    assert_eq!(lang(&mut c, Some("en")), ("en".to_string(), en_n));
+    assert_eq!(lang(&mut c, Some("fr")), ("fr".to_string(), fr_n));
+    // the header's name in any letter case is the same header
+    let r = c.request("GET", "/api/lang", &[("ACCEPT-LANGUAGE", "en")], b"");
+    assert_eq!((r.json()["lang"].as_str(), n(&r)), (Some("en"), en_n));
+    assert_eq!(backend.count(), 4);
+}
+
+#[test]
+fn policies_before_the_cache_run_on_hits_and_those_after_it_only_on_misses() {
+    let backend = backend();
+    let url = backend.url();
+    // kind: Gateway, our own names: an API key before the cache, a rate
+    // limit and a response header after it
+    // (the document's policies run first: the outer header)
+    let gw = Gateway::start(&config_with(
+        "    - header-injection:\n        response: [{name: X-Before, value: outer}]",
+        &format!(
+            r#"    - id: shop
+      path: "/api/*"
+      upstream: {{url: "{url}"}}
+      policies:
+        - api-key: {{keys: ["k-1", "k-2"]}}
+        - response-cache: {{ttl: 60}}
+        - rate-limiting: {{maxRequests: 2, period: 60}}
+        - header-injection:
+            response: [{{name: X-After, value: "inner {{request_id}}"}}]"#
+        ),
+    ));
+    let mut c = gw.connect();
+    let key = |k: &'static str| vec![("x-api-key", k)];
+
+    let first = c.request("GET", "/api/account", &key("k-1"), b"");
+    assert_eq!(first.status, 200);
+    let stored_after = first.header("x-after").map(str::to_string);
+    assert!(stored_after.is_some());
+    // hits: the rate limit after the cache counts none of them
+    for _ in 0..5 {
+        let hit = c.request("GET", "/api/account", &key("k-2"), b"");
+        assert_eq!((hit.status, n(&hit)), (200, n(&first)), "{}", hit.text());
+        assert_eq!(
+            hit.header("x-before"),
+            Some("outer"),
+            "the outer policy ran"
+        );
+        // the inner policy's header is the stored one, from the miss
+        assert_eq!(hit.header("x-after").map(str::to_string), stored_after);
+    }
+    assert_eq!(backend.count(), 1);
+    // an unauthenticated client is refused before the cache, whatever it holds
+    for headers in [vec![], key("wrong"), vec![("X-Api-Key", "")]] {
+        let r = c.request("GET", "/api/account", &headers, b"");
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.text());
+        assert!(!r.text().contains("\"n\""), "a cached answer leaked");
+    }
+    // misses do pass the rate limit after the cache: the 3rd is refused
+    assert_eq!(c.request("GET", "/api/a", &key("k-1"), b"").status, 200);
+    let third = c.request("GET", "/api/b", &key("k-1"), b"");
+    assert_eq!(third.status, 429, "{}", third.text());
+    assert_eq!(third.header("x-before"), Some("outer"));
+    // and the refused miss was not stored: still refused, never a 200
+    let again = c.request("GET", "/api/b", &key("k-1"), b"");
+    assert_eq!(again.status, 429);
+    assert_eq!(backend.count(), 2);
+}
+
+#[test]
+fn cache_deception_a_personal_answer_under_a_static_looking_path_is_not_stored() {
+    // the backend ignores the extension and answers the account page,
+    // marked private as personal answers are
+    let backend = Backend::start(|seen| match seen.header("authorization") {
+        Some(who) => Reply::JsonWith(
+            200,
+            vec![("cache-control".into(), "private".into())],
+            serde_json::json!({"account": who}).to_string(),
+        ),
+        None => Reply::Json(401, r#"{"error":"sign in"}"#.into()),
+    });
+    let gw = serve_flex_api(
+        "shop",
+        &backend.url(),
+        "    - policyRef: {name: http-caching-flex}\n",
+    );
+    let mut c = gw.connect();
+    for path in ["/api/account.css", "/api/account/x.js", "/api/account;.png"] {
+        let victim = c.request("GET", path, &[("authorization", "Bearer victim")], b"");
+        if victim.status == 400 {
+            continue; // `;` parameters are refused before any policy
+        }
+        assert_eq!(victim.json()["account"], "Bearer victim", "{path}");
+        let attacker = c.get(path);
+        assert_eq!(attacker.status, 401, "{path}: {}", attacker.text());
+        assert!(!attacker.text().contains("victim"), "{path}");
+    }
+}
+
+#[test]
+fn a_large_answer_reaches_the_client_whole_but_is_not_stored() {
+    let backend = backend();
+    let gw = serve_flex_api(
+        "shop",
+        &backend.url(),
+        "    - policyRef: {name: http-caching-flex}\n",
+    );
+    let mut c = gw.connect();
+    for round in 1..=2 {
+        let r = c.get("/api/big");
+        assert_eq!((r.status, r.body.len()), (200, 2 << 20));
+        assert_eq!(backend.count(), round, "fetched again: never stored");
+    }
+    assert!(gw.metric("flexgw_cache_stores_total{result=\"too_big\"}") >= 2.0);
+}
+
+#[test]
+fn concurrent_misses_on_one_key_ask_the_backend_once() {
+    let backend = backend();
+    let gw = serve_flex_api(
+        "shop",
+        &backend.url(),
+        "    - policyRef: {name: http-caching-flex}\n",
+    );
+    let port = gw.port;
+    let answers: Vec<u64> = std::thread::scope(|s| {
+        let all: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(move || {
+                    let r = Client::connect(port).get("/api/slow");
+                    assert_eq!(r.status, 200);
+                    n(&r)
+                })
+            })
+            .collect();
+        all.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(backend.count(), 1, "the others waited for the first");
+    assert!(answers.iter().all(|a| *a == answers[0]));
+}
+
+#[test]
+fn distributed_entries_are_shared_by_every_gateway_through_redis() {
+    let redis = RedisServer::start();
+    let backend = backend();
+    let policies = "    - policyRef: {name: http-caching-flex}\n      config: {distributed: true, invalidationHeader: x-cache-invalidate}\n";
+    let api = flex_api("shop", "{port}", &backend.url(), policies);
+    let server = SERVER_ONLY.replace(
+        "  server:\n",
+        &format!(
+            "  server:\n    sharedStorage: {{redis: {{address: \"{}\", timeout: 500ms}}}}\n",
+            redis.address()
+        ),
+    );
+    let start = || {
+        let gw = Gateway::start_files(
+            &[("api.yaml", api.clone()), ("server.yaml", server.clone())],
+            &[],
+        );
+        gw.wait_ready();
+        gw
+    };
+    let (a, b) = (start(), start());
+    let (mut ca, mut cb) = (a.connect(), b.connect());
+    let first = ca.get("/api/products/1");
+    let from_b = cb.get("/api/products/1");
+    assert_eq!(n(&from_b), n(&first), "the other gateway served the entry");
+    assert!(from_b.header("age").is_some());
+    let lang = cb.request("GET", "/api/lang", &[("accept-language", "de")], b"");
+    let lang_a = ca.request("GET", "/api/lang", &[("accept-language", "de")], b"");
+    assert_eq!(n(&lang_a), n(&lang), "a variant is shared too");
+    assert_eq!(backend.count(), 2);
+    // invalidated through one, gone for both
+    cb.request(
+        "GET",
+        "/api/z",
+        &[("x-cache-invalidate", "invalidate-all")],
+        b"",
+    );
+    assert_ne!(n(&ca.get("/api/products/1")), n(&first));
+    assert!(a
+        .admin("/config")
+        .text()
+        .contains(&format!("redis {}", redis.address())));
+}
+
+#[test]
+fn flex_files_with_the_caching_policy_validate_with_their_notices_and_errors() {
+    let dir = temp_dir("cache-validate");
+    let file = flex_api_file(
+        &dir,
+        "    - policyRef: {name: http-caching-flex}\n      config:\n        httpCachingKey: \"#[attributes.requestPath]\"\n        maxCacheEntries: 10000\n        ttl: 500\n        useHttpCacheHeaders: false\n        requestExpression: \"#[attributes.method == 'GET' or attributes.method == 'HEAD']\"\n        responseExpression: \"#[[200, 203, 204, 206, 300, 301, 404, 405, 410, 414, 501] contains attributes.statusCode]\"\n        distributed: false\n        persistCache: true\n",
+    );
+    let (ok, out, err) = validate(&file);
+    assert!(ok, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("persistCache is accepted but not applied"),
+        "{out}{err}"
+    );
+    let file = flex_api_file(
+        &dir,
+        "    - policyRef: {name: http-caching-flex}\n      config:\n        responseExpression: \"#[attributes.statusCode in [200]]\"\n        tll: 5\n",
+    );
+    let (ok, out, err) = validate(&file);
+    let all = format!("{out}{err}");
+    assert!(!ok);
+    assert!(
+        all.contains("api.yaml:11:") && all.contains("responseExpression"),
+        "{all}"
+    );
+    assert!(
+        all.contains("config.tll: unknown field (did you mean `ttl`?)"),
+        "{all}"
+    );
+}
