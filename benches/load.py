@@ -76,9 +76,19 @@ SCENARIOS = {
     "u": ("user's route + tracing configured, 0 % sampled", "/api/products/2", 64),
     "p": ("user's route, POST with a 1 KB JSON body", "/api/products/2", 64),
     "q": ("(p) + json-threat-protection (every limit set)", "/api/products/2", 64),
+    "x": ("user's route + response-cache, answered from the cache", "/api/products/2", 64),
+    "v": ("user's route, a new query string each request (the base of (y))", "/api/products/2?n=…", 64),
+    "y": ("(v) + response-cache keyed by path and query: every request a miss, stored",
+          "/api/products/2?n=…", 64),
 }
 TLS_ONLY = "jk"  # HTTPS scenarios: nginx and flex only
-FLEX_ONLY = "fghilmwtupq"  # policy and format scenarios: compared with flex's own (b)
+FLEX_ONLY = "fghilmwtupqxvy"  # policy and format scenarios: compared with flex's own (b)
+UNIQUE_SCRIPT = """counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/api/products/2?n=" .. counter)
+end
+"""
 KEYS_SCRIPT = """counter = 0
 request = function()
   counter = counter + 1
@@ -328,7 +338,7 @@ def flex_conf(work, scenario, target="flex"):
     rl = "      policies:\n        - rate-limiting: {maxRequests: 1000000000, period: 60}\n"
     if scenario in ("a", "d", "e"):
         routes = f"    - id: all\n      path: \"/*\"\n      upstream: {{url: \"{up}\"}}\n"
-    elif scenario in ("b", "f", "g", "h", "i", "j", "k", "m", "w", "t", "u", "p", "q"):
+    elif scenario in ("b", "f", "g", "h", "i", "j", "k", "m", "w", "t", "u", "p", "q", "x", "v", "y"):
         routes = (
             f"    - id: public-products\n      path: [\"/api/products\", \"/api/products/*\"]\n      methods: [\"GET\"]\n"
             f"      upstream: {{url: \"{up}\", timeout: 30s}}\n"
@@ -343,6 +353,11 @@ def flex_conf(work, scenario, target="flex"):
             routes = routes.replace('methods: ["GET"]', 'methods: ["GET", "POST"]', 1)
         if scenario == "q":
             routes = routes.replace(rl, rl + f"        - json-threat-protection: {JSON_LIMITS}\n", 1)
+        if scenario == "x":
+            routes = routes.replace(rl, rl + "        - response-cache: {}\n", 1)
+        if scenario == "y":
+            key = "#[attributes.requestPath ++ '?' ++ (attributes.queryParams.n default '')]"
+            routes = routes.replace(rl, rl + f"        - response-cache: {{httpCachingKey: \"{key}\"}}\n", 1)
         if scenario in ("f", "m"):
             auth = (
                 f"        - jwt-validation:\n            keys: [{{algorithm: RS256, publicKey: \"file:{work}/jwt-public.pem\"}}]\n"
@@ -419,6 +434,18 @@ def start_target(target, scenario, work):
     proc = subprocess.Popen(PIN["servers"] + cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
     wait_port(PORTS[target], proc)
     return proc
+
+
+def cache_lookups(admin_port):
+    """The response cache's lookups by result, from the gateway's metrics."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("flexgw_cache_lookups_total{"):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            out[result] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def cpu_seconds(pid):
@@ -554,11 +581,14 @@ def main():
     open(script, "w").write(KEYS_SCRIPT)
     post_script = os.path.join(work, "post.lua")
     open(post_script, "w").write(POST_SCRIPT)
+    unique_script = os.path.join(work, "unique.lua")
+    open(unique_script, "w").write(UNIQUE_SCRIPT)
     redis = None
     if "i" in args.scenarios:
         redis = subprocess.Popen(PIN["servers"] + [which("redis-server"), "--port", str(PORTS["redis"]), "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     results = {}  # (scenario, target) -> (rps, p50, p99, errors, cpu us per request)
+    cache_results = {}  # scenario -> {result: count} of the response cache (warm-up included)
     runs = {}  # (scenario, target) -> each measurement, in order (with --interleave: one per round)
     rss = {}
     failures = []
@@ -589,7 +619,7 @@ def main():
                        "m": AUTH_HEADERS + ["Origin: https://app.example.com"],
                        "k": ["Connection: close"]}.get(sc, ())
             scheme = "https" if sc in TLS_ONLY else "http"
-            lua = script if sc in "hi" else post_script if sc in "pq" else None
+            lua = script if sc in "hi" else post_script if sc in "pq" else unique_script if sc in "vy" else None
             proc = start_target(t, sc, work)
             try:
                 if t == "flex" and proc:
@@ -616,6 +646,8 @@ def main():
                     runs.setdefault((sc, t), []).append(r[:4] + (cpu_us,))
                 if t == "flex" and proc and sc in "ebhw":
                     rss[sc] = max(rss.get(sc, 0), rss_kib(proc.pid, "VmHWM"))
+                if t == "flex" and proc and sc in "xy":
+                    cache_results[sc] = cache_lookups(PORTS["flex_admin"])
             finally:
                 stop(proc, signal.SIGINT if t in ("flex", "base") else signal.SIGTERM)
             if all(s[:2] != (sc, t) for s in steps[i + 1:]):  # its last run: report it
@@ -703,6 +735,16 @@ def main():
             b, t = results[("b", "flex")], results[(sc, "flex")]
             lines.append(f"flex-gateway ({sc}) vs (b): {t[0] / b[0]:.3f}x requests/s, p99 {t[2] / b[2]:.2f}x, "
                          f"CPU per request {t[4] / b[4]:.3f}x ({what}; target >= {target}x){paired(sc, 'b')}.")
+    for sc, base, what, target in (("x", "b", "answered from the response cache", ">= 1.5"),
+                                   ("y", "v", "every request a response-cache miss, stored", ">= 0.95")):
+        if (sc, "flex") in results and (base, "flex") in results:
+            a, b = results[(sc, "flex")], results[(base, "flex")]
+            counts = cache_results.get(sc, {})
+            total = sum(counts.values()) or 1
+            lines.append(f"flex-gateway ({sc}) vs ({base}): {a[0] / b[0]:.3f}x requests/s, p99 {a[2] / b[2]:.2f}x, "
+                         f"CPU per request {a[4] / b[4]:.3f}x ({what}; target {target}x){paired(sc, base)}; "
+                         f"hit ratio {counts.get('hit', 0) / total:.4f} "
+                         f"({', '.join(f'{k} {v:.0f}' for k, v in sorted(counts.items()))}).")
     if "w" in rss:
         lines.append(f"flex-gateway peak RSS under (w): {rss['w'] / 1024:.1f} MiB.")
     if ("b", "flex") in results and ("h", "flex") in results:

@@ -724,6 +724,10 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
+        if ctx.cache.is_some() && ctx.cache_outcome.is_none() {
+            // not looked up: the key's last answer could not be stored
+            ctx.cache_outcome = Some(Outcome::Bypass);
+        }
         // not answered from the cache: the policies after it run now
         let req = session.req_header_mut();
         if let Some(r) = route.chain.resume(req, &mut ctx.x, &mut ctx.ran).await {
@@ -1060,9 +1064,13 @@ impl ProxyHttp for Gateway {
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         if let Some(l) = &ctx.cache {
-            session
-                .cache
-                .enable(l.store.storage(), None, None, Some(cache::lock()), None);
+            session.cache.enable(
+                l.store.storage(),
+                None,
+                Some(cache::predictor()),
+                Some(cache::lock()),
+                None,
+            );
         }
         Ok(())
     }

@@ -326,7 +326,7 @@ impl Metrics {
         let cache = &crate::policy::cache::COUNTS;
         registry.register(
             "cache_lookups",
-            "Requests on routes with a response cache, by result: hit (served from the cache), miss, expired (found stale: fetched again), bypass (requestExpression said no)",
+            "Requests on routes with a response cache, by result: hit (served from the cache), miss, expired (found stale: fetched again), bypass (not looked up: requestExpression said no, or the key's last answer could not be stored)",
             cache.lookups.clone(),
         );
         registry.register(

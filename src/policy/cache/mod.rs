@@ -293,6 +293,27 @@ pub fn lock() -> &'static pingora_cache::lock::CacheKeyLockImpl {
     *LOCK
 }
 
+/// Why a response is not stored, when the reason is the request's, not
+/// the response's: the key is not marked uncacheable for it.
+const ASKED_HEAD: Refusal = "only answers to GET are stored";
+const ASKED_NO_STORE: Refusal = "the request said no-store";
+const PARTIAL: Refusal = "partial and not-modified answers are not stored";
+
+/// The keys whose last answer could not be stored (by the response's own
+/// terms: status, Cache-Control, Set-Cookie, ...): their next requests go
+/// straight upstream, without a lookup or the cache lock, so a hot key
+/// that is never stored does not queue its requests behind one another.
+/// A storable answer to one of them clears the mark. Bounded: 16 × 8,192
+/// keys (128-bit hashes), least recently used out.
+pub fn predictor() -> &'static (dyn pingora_cache::predictor::CacheablePredictor + Sync) {
+    type P = pingora_cache::predictor::Predictor<16>;
+    static PREDICTOR: LazyLock<&'static P> = LazyLock::new(|| {
+        let by_request = |r: &'static str| matches!(r, ASKED_HEAD | ASKED_NO_STORE | PARTIAL);
+        Box::leak(Box::new(P::new(8192, Some(by_request))))
+    });
+    *PREDICTOR
+}
+
 /// What the cache did for a request, for the access log and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -499,13 +520,13 @@ impl Lookup {
     ) -> Result<CacheMeta, Refusal> {
         let status = resp.status.as_u16();
         if req.method != http::Method::GET {
-            return Err("only answers to GET are stored");
+            return Err(ASKED_HEAD);
         }
         if self.no_store {
-            return Err("the request said no-store");
+            return Err(ASKED_NO_STORE);
         }
         if matches!(status, 206 | 304) || resp.status.is_informational() {
-            return Err("partial and not-modified answers are not stored");
+            return Err(PARTIAL);
         }
         let input = Input {
             method: Some(req.method.as_str()),
