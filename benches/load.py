@@ -77,9 +77,9 @@ SCENARIOS = {
     "p": ("user's route, POST with a 1 KB JSON body", "/api/products/2", 64),
     "q": ("(p) + json-threat-protection (every limit set)", "/api/products/2", 64),
     "x": ("user's route + response-cache, answered from the cache", "/api/products/2", 64),
-    "v": ("user's route, a new query string each request (the base of (y))", "/api/products/2?n=…", 64),
+    "v": ("user's route, a new query string each request (`?n=<counter>`; the base of (y))", "/api/products/2", 64),
     "y": ("(v) + response-cache keyed by path and query: every request a miss, stored",
-          "/api/products/2?n=…", 64),
+          "/api/products/2", 64),
 }
 TLS_ONLY = "jk"  # HTTPS scenarios: nginx and flex only
 FLEX_ONLY = "fghilmwtupqxvy"  # policy and format scenarios: compared with flex's own (b)

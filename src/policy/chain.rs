@@ -347,7 +347,8 @@ mod tests {
     use async_trait::async_trait;
     use std::sync::Mutex;
 
-    /// Records the hooks it sees; answers 401 when `reject`.
+    /// Records the hooks it sees; answers 401 when `reject`; defers the
+    /// rest of the chain when tagged `cache`.
     struct Probe {
         tag: &'static str,
         reject: bool,
@@ -358,7 +359,9 @@ mod tests {
     impl Policy for Probe {
         async fn on_request(&self, _req: &mut RequestHeader, _x: &mut Exchange) -> Decision {
             self.log.lock().unwrap().push(format!("req {}", self.tag));
-            if self.reject {
+            if self.tag == "cache" {
+                Decision::Defer
+            } else if self.reject {
                 Decision::Respond(LocalResponse::new(401, "no"))
             } else {
                 Decision::Continue
@@ -444,6 +447,65 @@ mod tests {
         let delete = RequestHeader::build("DELETE", b"/", None).unwrap();
         let mut ran = Ran::default();
         assert_eq!(c.on_method_not_allowed(&delete, &mut x, &mut ran), None);
+    }
+
+    #[test]
+    fn a_deferring_policy_splits_the_chain_into_hits_and_misses() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let c = chain(&[("auth", false), ("cache", false), ("limit", false)], &log);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut x = Exchange::new();
+        let seen = |ran: Ran, side: Side| {
+            let mut x = Exchange::new();
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            c.on_response(&mut resp, &mut x, ran, side).unwrap();
+            let v: Vec<String> = resp
+                .headers
+                .get_all("x-seen")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect();
+            v
+        };
+        // a hit: the chain stopped at the cache; nothing more runs
+        let mut hit = Ran::default();
+        assert_eq!(
+            rt.block_on(c.on_request(&mut req, &mut x, &mut hit, None)),
+            None
+        );
+        assert!(hit.deferred());
+        assert_eq!(seen(hit, Side::Outer), ["cache", "auth"]);
+        assert!(seen(hit, Side::Inner).is_empty());
+        // a miss: the rest runs once, its response hooks on the inner side
+        let mut miss = hit;
+        assert_eq!(rt.block_on(c.resume(&mut req, &mut x, &mut miss)), None);
+        assert_eq!(rt.block_on(c.resume(&mut req, &mut x, &mut miss)), None);
+        assert_eq!(seen(miss, Side::Inner), ["limit"]);
+        assert_eq!(seen(miss, Side::Outer), ["cache", "auth"]);
+        assert_eq!(seen(miss, Side::All), ["limit", "cache", "auth"]);
+        let requests: Vec<String> = log.lock().unwrap().clone();
+        assert_eq!(
+            requests
+                .iter()
+                .filter(|l| l.starts_with("req"))
+                .collect::<Vec<_>>(),
+            ["req auth", "req cache", "req limit"]
+        );
+        // without a deferring policy, the outer side is all of them
+        let plain = chain(&[("a", false), ("b", false)], &log);
+        let mut ran = Ran::default();
+        assert_eq!(
+            rt.block_on(plain.on_request(&mut req, &mut x, &mut ran, None)),
+            None
+        );
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        plain
+            .on_response(&mut resp, &mut x, ran, Side::Outer)
+            .unwrap();
+        assert_eq!(resp.headers.get_all("x-seen").iter().count(), 2);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! a splitBy ','       a list; (…)[0] picks an item
 //! [200, 404]          a list literal
 //! a contains b        b is an item of list a, or a substring of text a
-//! lower(a)  upper(a)  trim(a)
+//! lower(a)  upper(a)  trim(a)  sizeOf(a)  uuid()  contains(a, b)
+//! substringBefore / substringAfter / ...BeforeLast / ...AfterLast (a, b), or infix
+//! attributes.queryString  attributes.requestUri  attributes.localAddress  attributes.scheme
 //! ==  !=  <  >  <=  >=     and  or  not     if (c) a else b
 //! ```
 //!
@@ -31,6 +33,14 @@ pub enum Accessor {
     Query(String),
     Method,
     RequestPath,
+    /// `attributes.queryString`: the query, without `?` (empty when none).
+    QueryString,
+    /// `attributes.requestUri`: the path and the query.
+    RequestUri,
+    /// `attributes.localAddress`: the listener's `ip:port`.
+    LocalAddress,
+    /// `attributes.scheme`: `http` or `https`.
+    Scheme,
     RemoteAddress,
     /// `authentication.principal` / `authentication.clientId`: the consumer.
     Principal,
@@ -141,6 +151,41 @@ enum Func {
     Lower,
     Upper,
     Trim,
+    Size,
+}
+
+/// `dw::core::Strings`' two-argument functions (also written infix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Before,
+    After,
+    BeforeLast,
+    AfterLast,
+}
+
+impl Cut {
+    fn named(w: &str) -> Option<Cut> {
+        Some(match w {
+            "substringBefore" => Cut::Before,
+            "substringAfter" => Cut::After,
+            "substringBeforeLast" => Cut::BeforeLast,
+            "substringAfterLast" => Cut::AfterLast,
+            _ => return None,
+        })
+    }
+
+    fn apply(self, text: &str, sep: &str) -> String {
+        let at = match self {
+            Cut::Before | Cut::After => text.find(sep),
+            Cut::BeforeLast | Cut::AfterLast => text.rfind(sep),
+        };
+        match (self, at) {
+            (Cut::Before | Cut::BeforeLast, Some(n)) => text[..n].to_string(),
+            (Cut::After | Cut::AfterLast, Some(n)) => text[n + sep.len()..].to_string(),
+            // DataWeave: not found is an empty string
+            (_, None) => String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +197,8 @@ enum E {
     Split(Box<E>, Box<E>),
     List(Vec<E>),
     Contains(Box<E>, Box<E>),
+    Cut(Cut, Box<E>, Box<E>),
+    Uuid,
     Index(Box<E>, usize),
     Call(Func, Box<E>),
     Cmp(Cmp, Box<E>, Box<E>),
@@ -188,7 +235,7 @@ pub struct Input<'a> {
     pub payload: Option<&'a Payload<'a>>,
 }
 
-pub const SUPPORTED: &str = "attributes.headers['NAME'], attributes.queryParams['NAME'], attributes.method, attributes.requestPath, attributes.remoteAddress, authentication.principal, authentication.clientId, vars.claimSet.CLAIM, attributes.statusCode, vars.reqId, vars.apiName, payload (message logging), literals, [a, b] lists, ++, default, splitBy, contains, [n], lower, upper, trim, == != < > <= >=, and, or, not, if (...) ... else ...";
+pub const SUPPORTED: &str = "attributes.headers['NAME'], attributes.queryParams['NAME'], attributes.method, attributes.requestPath, attributes.queryString, attributes.requestUri, attributes.localAddress, attributes.scheme, attributes.remoteAddress, authentication.principal, authentication.clientId, vars.claimSet.CLAIM, attributes.statusCode, vars.reqId, vars.apiName, payload (message logging), literals, [a, b] lists, ++, default, splitBy, contains, substringBefore/After(Last), [n], lower, upper, trim, sizeOf, uuid(), == != < > <= >=, and, or, not, if (...) ... else ...";
 
 impl Expr {
     /// The expression inside `#[...]` (without the brackets).
@@ -235,13 +282,14 @@ impl Expr {
     pub fn reads_payload(&self) -> bool {
         fn walk(e: &E) -> bool {
             match e {
-                E::Lit(_) => false,
+                E::Lit(_) | E::Uuid => false,
                 E::Read(a) => matches!(a, Accessor::Payload(_)),
                 E::Concat(parts) | E::List(parts) => parts.iter().any(walk),
                 E::Index(a, _) | E::Call(_, a) | E::Not(a) => walk(a),
                 E::Default(a, b)
                 | E::Split(a, b)
                 | E::Contains(a, b)
+                | E::Cut(_, a, b)
                 | E::Cmp(_, a, b)
                 | E::And(a, b)
                 | E::Or(a, b) => walk(a) || walk(b),
@@ -266,6 +314,13 @@ fn read(a: &Accessor, i: &Input) -> Val {
             .map_or(Val::Null, Val::Str),
         Accessor::Method => text(i.method),
         Accessor::RequestPath => Val::Str(i.x.path.clone()),
+        Accessor::QueryString => Val::Str(i.query.unwrap_or_default().to_string()),
+        Accessor::RequestUri => Val::Str(match i.query {
+            Some(q) => format!("{}?{q}", i.x.path),
+            None => i.x.path.clone(),
+        }),
+        Accessor::LocalAddress => i.x.local.map_or(Val::Null, |a| Val::Str(a.to_string())),
+        Accessor::Scheme => Val::Str(if i.x.tls { "https" } else { "http" }.into()),
         Accessor::RemoteAddress => {
             i.x.client_ip
                 .map_or(Val::Null, |ip| Val::Str(ip.to_string()))
@@ -346,6 +401,16 @@ fn eval(e: &E, i: &Input) -> Val {
             Val::List(mut items) if *n < items.len() => items.swap_remove(*n),
             _ => Val::Null,
         },
+        E::Uuid => Val::Str(uuid_v4()),
+        E::Cut(c, a, b) => match (eval(a, i), eval(b, i)) {
+            (Val::Null, _) => Val::Null,
+            (a, b) => Val::Str(c.apply(&a.text(), &b.text())),
+        },
+        E::Call(Func::Size, a) => match eval(a, i) {
+            Val::List(items) => Val::Num(items.len() as f64),
+            Val::Str(s) => Val::Num(s.chars().count() as f64),
+            _ => Val::Null,
+        },
         E::Call(f, a) => match eval(a, i) {
             Val::Null => Val::Null,
             v => {
@@ -354,6 +419,7 @@ fn eval(e: &E, i: &Input) -> Val {
                     Func::Lower => t.to_lowercase(),
                     Func::Upper => t.to_uppercase(),
                     Func::Trim => t.trim().to_string(),
+                    Func::Size => unreachable!("counted above"),
                 })
             }
         },
@@ -382,6 +448,22 @@ fn eval(e: &E, i: &Input) -> Val {
             }
         }
     }
+}
+
+/// A random (version 4) UUID, as DataWeave's `uuid()` writes it.
+fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// How two values compare: numerically when both read as numbers, else
@@ -486,6 +568,13 @@ impl Parser<'_> {
         matches!(self.peek(), Some(Tok::Sym(x)) if *x == s)
     }
 
+    fn peek_word(&self) -> Option<&str> {
+        match self.peek() {
+            Some(Tok::Ident(x)) => Some(x.as_str()),
+            _ => None,
+        }
+    }
+
     fn is_word(&self, w: &str) -> bool {
         matches!(self.peek(), Some(Tok::Ident(x)) if x == w)
     }
@@ -586,6 +675,9 @@ impl Parser<'_> {
             } else if self.is_word("contains") {
                 self.i += 1;
                 a = E::Contains(Box::new(a), Box::new(self.postfix()?));
+            } else if let Some(c) = self.peek_word().and_then(Cut::named) {
+                self.i += 1;
+                a = E::Cut(c, Box::new(a), Box::new(self.postfix()?));
             } else {
                 return Ok(a);
             }
@@ -635,16 +727,31 @@ impl Parser<'_> {
                 "true" => Ok(E::Lit(Val::Bool(true))),
                 "false" => Ok(E::Lit(Val::Bool(false))),
                 "null" => Ok(E::Lit(Val::Null)),
-                "lower" | "upper" | "trim" if self.is_sym("(") => {
+                "lower" | "upper" | "trim" | "sizeOf" if self.is_sym("(") => {
                     self.i += 1;
                     let a = self.expr()?;
                     self.expect_sym(")")?;
                     let f = match w.as_str() {
                         "lower" => Func::Lower,
                         "upper" => Func::Upper,
+                        "sizeOf" => Func::Size,
                         _ => Func::Trim,
                     };
                     Ok(E::Call(f, Box::new(a)))
+                }
+                "uuid" if self.is_sym("(") => {
+                    self.i += 1;
+                    self.expect_sym(")")?;
+                    Ok(E::Uuid)
+                }
+                "contains" if self.is_sym("(") => {
+                    let (a, b) = self.two_args()?;
+                    Ok(E::Contains(Box::new(a), Box::new(b)))
+                }
+                _ if self.is_sym("(") && Cut::named(&w).is_some() => {
+                    let (a, b) = self.two_args()?;
+                    let c = Cut::named(&w).expect("checked");
+                    Ok(E::Cut(c, Box::new(a), Box::new(b)))
                 }
                 _ if self.is_sym("(") => Err(format!(
                     "`{w}(...)` is not supported in expressions (supported: {SUPPORTED})"
@@ -653,6 +760,16 @@ impl Parser<'_> {
             },
             other => Err(format!("unexpected `{}`", other.text())),
         }
+    }
+
+    /// `(a, b)`.
+    fn two_args(&mut self) -> Result<(E, E), String> {
+        self.expect_sym("(")?;
+        let a = self.expr()?;
+        self.expect_sym(",")?;
+        let b = self.expr()?;
+        self.expect_sym(")")?;
+        Ok((a, b))
     }
 
     /// `a.b.c`, `a.b['c']`: one of the known accessors.
@@ -686,6 +803,10 @@ impl Parser<'_> {
             ["attributes", "queryParams", q] => Accessor::Query(q.to_string()),
             ["attributes", "method"] => Accessor::Method,
             ["attributes", "requestPath"] => Accessor::RequestPath,
+            ["attributes", "queryString"] => Accessor::QueryString,
+            ["attributes", "requestUri"] => Accessor::RequestUri,
+            ["attributes", "localAddress"] => Accessor::LocalAddress,
+            ["attributes", "scheme"] => Accessor::Scheme,
             ["attributes", "remoteAddress"] => Accessor::RemoteAddress,
             ["authentication", "principal" | "clientId"] => Accessor::Principal,
             ["vars", "claimSet", c] => Accessor::Claim(c.to_string()),
@@ -823,6 +944,29 @@ mod tests {
         );
         assert_eq!(run("[]"), Val::List(vec![]));
         assert!(Expr::parse("[1, 2").is_err());
+        // the rest of Flex's DataWeave subset
+        assert_eq!(run("attributes.queryString"), s("page=2&q=a+b"));
+        assert_eq!(run("attributes.requestUri"), s("/orders/7?page=2&q=a+b"));
+        assert_eq!(run("attributes.scheme"), s("http"));
+        assert_eq!(run("sizeOf(attributes.requestPath)"), Val::Num(9.0));
+        assert_eq!(
+            run("sizeOf(attributes.requestPath splitBy '/')"),
+            Val::Num(3.0)
+        );
+        assert_eq!(
+            run("contains(attributes.requestPath, '/7')"),
+            Val::Bool(true)
+        );
+        assert_eq!(
+            run("substringAfter(attributes.requestPath, '/')"),
+            s("orders/7")
+        );
+        assert_eq!(run("attributes.requestPath substringAfterLast '/'"), s("7"));
+        assert_eq!(run("substringBefore('a.b.c', '.')"), s("a"));
+        assert_eq!(run("substringBeforeLast('a.b.c', '.')"), s("a.b"));
+        assert_eq!(run("substringAfter('abc', 'x')"), s(""));
+        let (a, b) = (run("uuid()").text(), run("uuid()").text());
+        assert!(a.len() == 36 && a != b && a.as_bytes()[14] == b'4', "{a}");
         assert!(Expr::parse("[1 2]").is_err());
     }
 
@@ -903,8 +1047,8 @@ mod tests {
 
     #[test]
     fn outside_the_subset_is_an_error_naming_the_part() {
-        let e = Expr::parse("sizeOf(attributes.headers)").unwrap_err();
-        assert!(e.contains("`sizeOf(...)`"), "{e}");
+        let e = Expr::parse("now()").unwrap_err();
+        assert!(e.contains("`now(...)`"), "{e}");
         let e = Expr::parse("payload.id").unwrap_err();
         assert!(
             e.contains("`payload.id`") && e.contains("message logging"),

@@ -47,7 +47,7 @@ use crate::exchange::Exchange;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora_cache::cache_control::CacheControl;
-use pingora_cache::key::{CacheKey, HashBinary};
+use pingora_cache::key::{hash_key, CacheKey, HashBinary};
 use pingora_cache::{CacheMeta, VarianceBuilder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -399,7 +399,9 @@ pub struct ResponseCache {
 pub struct Lookup {
     c: Arc<Config>,
     pub store: Store,
-    key: String,
+    /// The key's hash (computed once: `pingora-cache` asks for it several
+    /// times a request).
+    key: HashBinary,
     /// The request said `Cache-Control: no-cache` (or `Pragma: no-cache`).
     pub no_cache: bool,
     /// The request said `no-store`.
@@ -452,11 +454,9 @@ impl Policy for ResponseCache {
         if let Some(h) = &self.c.invalidation {
             let asked = req.headers.get(h).map(|v| v.as_bytes().trim_ascii());
             let done = match asked {
-                Some(v) if v.eq_ignore_ascii_case(b"invalidate") => Some(
-                    self.store
-                        .invalidate(&CacheKey::new(key.as_str(), ""))
-                        .await,
-                ),
+                Some(v) if v.eq_ignore_ascii_case(b"invalidate") => {
+                    Some(self.store.invalidate(&cache_key(hash_key(&key))).await)
+                }
                 Some(v) if v.eq_ignore_ascii_case(b"invalidate-all") => {
                     Some(self.store.invalidate_all().await)
                 }
@@ -481,7 +481,7 @@ impl Policy for ResponseCache {
         x.ext.insert(Lookup {
             c: self.c.clone(),
             store: self.store,
-            key,
+            key: hash_key(&key),
             no_cache,
             no_store,
         });
@@ -492,9 +492,16 @@ impl Policy for ResponseCache {
 /// Why a response is not stored.
 pub type Refusal = &'static str;
 
+/// A `pingora-cache` key for a key's hash (the hash is what it uses).
+fn cache_key(hash: HashBinary) -> CacheKey {
+    let mut k = CacheKey::new(Vec::new(), "");
+    k.set_primary_bin_override(hash);
+    k
+}
+
 impl Lookup {
     pub fn cache_key(&self) -> CacheKey {
-        CacheKey::new(self.key.as_str(), "")
+        cache_key(self.key)
     }
 
     /// Whether this response is stored, and until when.
@@ -649,7 +656,7 @@ mod tests {
         Lookup {
             store: Store::Local(store::local("test:decide", 10, 1 << 20)),
             c: Arc::new(c),
-            key: "k".into(),
+            key: hash_key("k"),
             no_cache: false,
             no_store: false,
         }

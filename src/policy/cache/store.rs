@@ -83,31 +83,22 @@ impl Store {
     }
 }
 
-/// A stored response: its head, freshness and body.
-struct Entry {
+/// What a stored response's `CacheMeta` holds that we keep: its head and
+/// freshness (we serve nothing stale: no stale windows).
+struct Head {
     fresh_until: SystemTime,
     created: SystemTime,
     header: ResponseHeader,
     variance: Option<HashBinary>,
-    body: Bytes,
-    size: usize,
 }
 
-impl Entry {
-    fn from_meta(meta: &CacheMeta, body: Bytes) -> Entry {
-        let header = meta.response_header_copy();
-        let head: usize = header
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 32)
-            .sum();
-        Entry {
+impl Head {
+    fn of(meta: &CacheMeta) -> Head {
+        Head {
             fresh_until: meta.fresh_until(),
             created: meta.created(),
             variance: meta.variance(),
-            size: body.len() + head + 128,
-            header,
-            body,
+            header: meta.response_header_copy(),
         }
     }
 
@@ -117,6 +108,29 @@ impl Entry {
             meta.set_variance(v);
         }
         meta
+    }
+}
+
+/// A stored response: its head, freshness and body.
+struct Entry {
+    head: Head,
+    body: Bytes,
+    size: usize,
+}
+
+impl Entry {
+    fn new(head: Head, body: Bytes) -> Entry {
+        let bytes: usize = head
+            .header
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        Entry {
+            size: body.len() + bytes + 128,
+            head,
+            body,
+        }
     }
 }
 
@@ -158,7 +172,7 @@ fn hit(body: Bytes) -> HitHandler {
 struct Fill {
     into: Store,
     key: HashBinary,
-    meta: CacheMeta,
+    head: Head,
     chunks: Vec<Bytes>,
     size: usize,
     too_big: bool,
@@ -195,23 +209,18 @@ impl HandleMiss for Fill {
         };
         let size = body.len();
         match self.into {
-            Store::Local(l) => l.insert(self.key, Entry::from_meta(&self.meta, body)),
-            Store::Shared(s) => s.put(self.key, &self.meta, &body).await?,
+            Store::Local(l) => l.insert(self.key, Entry::new(self.head, body)),
+            Store::Shared(s) => s.put(self.key, &self.head.meta(), &body).await?,
         }
         Ok(MissFinishType::Created(size))
     }
 }
 
 fn fill(into: Store, key: &CacheKey, meta: &CacheMeta) -> MissHandler {
-    let (internal, header) = (meta.fresh_until(), meta.created());
-    let mut copy = CacheMeta::new(internal, header, 0, 0, meta.response_header_copy());
-    if let Some(v) = meta.variance() {
-        copy.set_variance(v);
-    }
     Box::new(Fill {
         into,
         key: key.combined_bin(),
-        meta: copy,
+        head: Head::of(meta),
         chunks: Vec::new(),
         size: 0,
         too_big: false,
@@ -324,7 +333,7 @@ impl Storage for Local {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let found = self.lock().touch(&key.combined_bin());
-        Ok(found.map(|e| (e.meta(), hit(e.body.clone()))))
+        Ok(found.map(|e| (e.head.meta(), hit(e.body.clone()))))
     }
 
     async fn get_miss_handler(
@@ -359,7 +368,7 @@ impl Storage for Local {
         let Some((old, _)) = lru.map.get(&key) else {
             return Ok(false);
         };
-        let entry = Entry::from_meta(meta, old.body.clone());
+        let entry = Entry::new(Head::of(meta), old.body.clone());
         let grew = entry.size as isize - old.size as isize;
         if let Some((slot, _)) = lru.map.get_mut(&key) {
             *slot = Arc::new(entry);
