@@ -43,6 +43,18 @@ fn backend() -> Backend {
     })
 }
 
+/// A gateway serving one Flex API with `http-caching-flex` (`config`: its
+/// YAML flow mapping, or empty for Flex's defaults) before `backend`.
+fn cached(backend: &Backend, config: &str) -> Gateway {
+    let config = if config.is_empty() {
+        String::new()
+    } else {
+        format!("      config: {config}\n")
+    };
+    let policies = format!("    - policyRef: {{name: http-caching-flex}}\n{config}");
+    serve_flex_api("shop", &backend.url(), &policies)
+}
+
 fn n(r: &Response) -> u64 {
     r.json()["n"].as_u64().unwrap_or(0)
 }
@@ -50,11 +62,7 @@ fn n(r: &Response) -> u64 {
 #[test]
 fn a_stored_answer_is_served_again_without_the_backend() {
     let backend = backend();
-    let gw = serve_flex_api(
-        "shop",
-        &backend.url(),
-        "    - policyRef: {name: http-caching-flex}\n      config: {invalidationHeader: x-cache-invalidate}\n",
-    );
+    let gw = cached(&backend, "{invalidationHeader: x-cache-invalidate}");
     let mut c = gw.connect();
 
     // a miss, then hits: the same answer, an Age, the backend asked once
@@ -152,11 +160,7 @@ fn a_stored_answer_is_served_again_without_the_backend() {
 #[test]
 fn variants_are_kept_apart_by_vary_and_a_header_cannot_poison_another_clients_answer() {
     let backend = backend();
-    let gw = serve_flex_api(
-        "shop",
-        &backend.url(),
-        "    - policyRef: {name: http-caching-flex}\n",
-    );
+    let gw = cached(&backend, "");
     let mut c = gw.connect();
     let lang = |c: &mut Client, l: Option<&str>| {
         let headers: Vec<(&str, &str)> = l.map(|l| ("Accept-Language", l)).into_iter().collect();
@@ -255,11 +259,7 @@ fn cache_deception_a_personal_answer_under_a_static_looking_path_is_not_stored()
         ),
         None => Reply::Json(401, r#"{"error":"sign in"}"#.into()),
     });
-    let gw = serve_flex_api(
-        "shop",
-        &backend.url(),
-        "    - policyRef: {name: http-caching-flex}\n",
-    );
+    let gw = cached(&backend, "");
     let mut c = gw.connect();
     for path in ["/api/account.css", "/api/account/x.js", "/api/account;.png"] {
         let victim = c.request("GET", path, &[("authorization", "Bearer victim")], b"");
@@ -276,11 +276,7 @@ fn cache_deception_a_personal_answer_under_a_static_looking_path_is_not_stored()
 #[test]
 fn a_large_answer_reaches_the_client_whole_but_is_not_stored() {
     let backend = backend();
-    let gw = serve_flex_api(
-        "shop",
-        &backend.url(),
-        "    - policyRef: {name: http-caching-flex}\n",
-    );
+    let gw = cached(&backend, "");
     let mut c = gw.connect();
     for round in 1..=2 {
         let r = c.get("/api/big");
@@ -293,11 +289,7 @@ fn a_large_answer_reaches_the_client_whole_but_is_not_stored() {
 #[test]
 fn concurrent_misses_on_one_key_ask_the_backend_once() {
     let backend = backend();
-    let gw = serve_flex_api(
-        "shop",
-        &backend.url(),
-        "    - policyRef: {name: http-caching-flex}\n",
-    );
+    let gw = cached(&backend, "");
     let port = gw.port;
     let answers: Vec<u64> = std::thread::scope(|s| {
         let all: Vec<_> = (0..8)

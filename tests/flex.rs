@@ -359,7 +359,7 @@ spec:
     - policyRef: {name: rate-limiting-flex}
       config:
         rateLimits: [{maximumRequest: 3, timePeriodInMilliseconds: 1000}]
-        keySelector: \"#[sizeOf(attributes.headers)]\"
+        keySelector: \"#[now()]\"
 ---
 apiVersion: gateway.mulesoft.com/v1alpha1
 kind: ApiInstance
@@ -386,7 +386,7 @@ spec:
         "api.yaml:12:25: spec.policies[0].policyRef.name: unknown policy \"rate-limiting-flx\" (did you mean \"rate-limiting-flex\"?)",
         "api.yaml:13:25: spec.policies[1].policyRef.name: policy \"client-id-enforcement-flex\" does not run in Flex's Local Mode: it checks client applications",
         "api.yaml:16:23: spec.policies[2].config.rateLimits[0].maximumRequest: unknown field (did you mean `maximumRequests`?)",
-        "api.yaml:17:22: spec.policies[2].config.keySelector: `sizeOf(...)` is not supported in expressions",
+        "api.yaml:17:22: spec.policies[2].config.keySelector: `now(...)` is not supported in expressions",
         "api.yaml:23:12: spec.address: port 8080: base path \"/shop/v2\" clashes with \"/shop\" of ApiInstance \"shop\"",
         "api.yaml:31:21: spec.targetRef.name: unknown ApiInstance \"shpo\" (did you mean \"shop\"?)",
         "api.yaml:34:28: spec.config.destinationRef.name: unknown Service \"missing\" (defined: nested-s, shop-orders)",

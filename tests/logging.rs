@@ -101,7 +101,7 @@ fn message_logging_refuses_what_it_cannot_log() {
         maxPayloadSize: 1GB
         loggingConfiguration:
           - itemName: body
-            itemData: {message: "#[sizeOf(payload)]", level: INFO, firstSection: true}
+            itemData: {message: "#[now()]", level: INFO, firstSection: true}
           - itemName: loud
             itemData: {message: "x", level: LOUD, firstSection: true}
     - policyRef: {name: header-injection-flex}
@@ -112,7 +112,7 @@ fn message_logging_refuses_what_it_cannot_log() {
     let (ok, out, err) = validate(&file);
     let text = err + &out;
     assert!(!ok, "{text}");
-    assert!(text.contains("`sizeOf(...)` is not supported"), "{text}");
+    assert!(text.contains("`now(...)` is not supported"), "{text}");
     assert!(text.contains("itemData.level"), "{text}");
     assert!(
         text.contains("maxPayloadSize") && text.contains("at most 16777216"),

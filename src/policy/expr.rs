@@ -235,6 +235,20 @@ pub struct Input<'a> {
     pub payload: Option<&'a Payload<'a>>,
 }
 
+impl<'a> Input<'a> {
+    /// What a request's head offers (no response status, no body).
+    pub fn request(req: &'a pingora::http::RequestHeader, x: &'a Exchange) -> Input<'a> {
+        Input {
+            method: Some(req.method.as_str()),
+            query: req.uri.query(),
+            headers: Some(&req.headers),
+            x,
+            status: None,
+            payload: None,
+        }
+    }
+}
+
 pub const SUPPORTED: &str = "attributes.headers['NAME'], attributes.queryParams['NAME'], attributes.method, attributes.requestPath, attributes.queryString, attributes.requestUri, attributes.localAddress, attributes.scheme, attributes.remoteAddress, authentication.principal, authentication.clientId, vars.claimSet.CLAIM, attributes.statusCode, vars.reqId, vars.apiName, payload (message logging), literals, [a, b] lists, ++, default, splitBy, contains, substringBefore/After(Last), [n], lower, upper, trim, sizeOf, uuid(), == != < > <= >=, and, or, not, if (...) ... else ...";
 
 impl Expr {

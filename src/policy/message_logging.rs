@@ -407,14 +407,7 @@ impl MessageLogging {
 #[async_trait]
 impl Policy for MessageLogging {
     async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> super::Decision {
-        let input = Input {
-            method: Some(req.method.as_str()),
-            query: req.uri.query(),
-            headers: Some(&req.headers),
-            x,
-            status: None,
-            payload: None,
-        };
+        let input = Input::request(req, x);
         self.log(false, self.section(false), &input);
         if self.payload.0 && self.waits(false) {
             x.ext.get_or_insert_default::<Pending>().request = Some(Waiting::new(

@@ -442,14 +442,7 @@ impl ResponseCache {
 #[async_trait]
 impl Policy for ResponseCache {
     async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
-        let input = Input {
-            method: Some(req.method.as_str()),
-            query: req.uri.query(),
-            headers: Some(&req.headers),
-            x,
-            status: None,
-            payload: None,
-        };
+        let input = Input::request(req, x);
         let key = self.key(&input);
         if let Some(h) = &self.c.invalidation {
             let asked = req.headers.get(h).map(|v| v.as_bytes().trim_ascii());

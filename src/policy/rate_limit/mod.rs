@@ -346,14 +346,7 @@ impl RateLimiter {
                 _ => None,
             }),
             KeySource::Expr(e) => {
-                let input = crate::policy::expr::Input {
-                    method: Some(req.method.as_str()),
-                    query: req.uri.query(),
-                    headers: Some(&req.headers),
-                    x,
-                    status: None,
-                    payload: None,
-                };
+                let input = crate::policy::expr::Input::request(req, x);
                 Some(e.eval(&input).text())
                     .filter(|v| !v.is_empty())
                     .map(|v| stored_key("e", v.as_bytes()))
