@@ -4,6 +4,10 @@
 //! through the chain (request, upstream-request and response hooks), alone
 //! and as a chain of five; the forwarding headers each request gets.
 //! `cargo bench --bench micro`.
+//!
+//! Heap allocations are counted too (a counting global allocator, per
+//! thread): `policy_per_request` prints how many one request through each
+//! chain makes.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use flex_gateway::config::load_str;
@@ -23,6 +27,59 @@ use http::Method;
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::hint::black_box;
 use std::sync::Arc;
+
+/// The system allocator, counting allocations while [`COUNTING`] is on
+/// (off while criterion times: one relaxed load per allocation then).
+struct Counting;
+
+static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_one() {
+    use std::sync::atomic::Ordering::Relaxed;
+    if COUNTING.load(Relaxed) {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+    }
+}
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_one();
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_one();
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        count_one();
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations (and reallocations) made running `f`, per call (the
+/// process's: nothing else runs meanwhile).
+fn allocations_per_call(calls: u64, mut f: impl FnMut()) -> f64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    f(); // caches warm: what a request costs once they are
+    COUNTING.store(true, Relaxed);
+    let before = ALLOCATIONS.load(Relaxed);
+    for _ in 0..calls {
+        f();
+    }
+    let n = ALLOCATIONS.load(Relaxed) - before;
+    COUNTING.store(false, Relaxed);
+    n as f64 / calls as f64
+}
 
 /// `n` routes: half exact (`/svc/rNNNN/status`), half wildcard (`/svc/rNNNN/*`).
 fn routes(n: usize) -> Vec<Arc<Route>> {
@@ -314,6 +371,7 @@ fn policies(c: &mut Criterion) {
         .expect("header");
     basic_req.insert_header("x-token", &token).expect("header");
     let mut group = c.benchmark_group("policy_per_request");
+    let mut allocations = Vec::new();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .build()
@@ -350,40 +408,45 @@ fn policies(c: &mut Criterion) {
         let mut r = r.clone();
         let rejected = rt.block_on(route.chain.on_request(&mut r, &mut x, &mut ran, None));
         assert!(rejected.is_none(), "{id}: {rejected:?}");
-        group.bench_function(id, |b| {
-            b.iter(|| {
-                let mut x = Exchange::new();
-                x.client_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
-                x.path = "/x/orders".into();
-                let mut ran = flex_gateway::policy::chain::Ran::default();
-                let rejected = ready(route.chain.on_request(
-                    black_box(&mut r),
+        // one request through the chain: its request, upstream-request,
+        // response and logging hooks
+        let mut one = || {
+            let mut x = Exchange::new();
+            x.client_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+            x.path = "/x/orders".into();
+            let mut ran = flex_gateway::policy::chain::Ran::default();
+            let rejected = ready(
+                route
+                    .chain
+                    .on_request(black_box(&mut r), &mut x, &mut ran, None),
+            );
+            assert!(rejected.is_none());
+            let mut up = r.clone();
+            route
+                .chain
+                .on_upstream_request(&mut up, &mut x, ran)
+                .expect("upstream");
+            let mut resp = ResponseHeader::build(200, None).expect("response");
+            route
+                .chain
+                .on_response(
+                    &mut resp,
                     &mut x,
-                    &mut ran,
-                    None,
-                ));
-                assert!(rejected.is_none());
-                let mut up = r.clone();
-                route
-                    .chain
-                    .on_upstream_request(&mut up, &mut x, ran)
-                    .expect("upstream");
-                let mut resp = ResponseHeader::build(200, None).expect("response");
-                route
-                    .chain
-                    .on_response(
-                        &mut resp,
-                        &mut x,
-                        ran,
-                        flex_gateway::policy::chain::Side::All,
-                    )
-                    .expect("response");
-                route.chain.on_logging(&x, 200, ran);
-                black_box(resp)
-            })
-        });
+                    ran,
+                    flex_gateway::policy::chain::Side::All,
+                )
+                .expect("response");
+            route.chain.on_logging(&x, 200, ran);
+            black_box(resp);
+        };
+        allocations.push((id, allocations_per_call(1000, &mut one)));
+        group.bench_function(id, |b| b.iter(&mut one));
     }
     group.finish();
+    eprintln!("allocations per request through the chain (the request head's copy upstream and the response head included):");
+    for (id, n) in &allocations {
+        eprintln!("  {id:<28} {n:>6.1}");
+    }
 
     // openapi-validation on a POST with a 1 KB JSON body: the head's check,
     // then the body held, parsed and checked against its schema
