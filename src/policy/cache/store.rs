@@ -73,14 +73,6 @@ impl Store {
             Store::Shared(s) => s.clear().await,
         }
     }
-
-    /// Entries and bytes held (Redis: entries indexed).
-    pub fn describe(self) -> &'static str {
-        match self {
-            Store::Local(_) => "memory",
-            Store::Shared(_) => "redis",
-        }
-    }
 }
 
 /// What a stored response's `CacheMeta` holds that we keep: its head and
@@ -319,7 +311,8 @@ impl Local {
     }
 
     /// Entries and bytes held now.
-    pub fn usage(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn usage(&self) -> (usize, usize) {
         let lru = self.lock();
         (lru.map.len(), lru.bytes)
     }
