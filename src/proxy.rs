@@ -700,8 +700,14 @@ impl ProxyHttp for Gateway {
         };
         match rejection {
             None => {
-                if ctx.ran.deferred() {
-                    ctx.cache = ctx.x.ext.remove::<cache::Lookup>().map(Box::new);
+                let lookup = ctx.x.ext.remove::<cache::Lookup>();
+                if ctx.ran.deferred() && ctx.upgrade.is_none() {
+                    ctx.cache = lookup.map(Box::new);
+                } else if ctx.ran.deferred() {
+                    // an upgrade (WebSocket) is never answered from the
+                    // cache: it becomes a tunnel (the deferred policies
+                    // still run first)
+                    ctx.cache_outcome = Some(Outcome::Bypass);
                 } else if ctx.x.ext.remove::<cache::Bypassed>().is_some() {
                     ctx.cache_outcome = Some(Outcome::Bypass);
                 }

@@ -198,3 +198,62 @@ fn an_upgrade_request_with_a_body_the_backend_declines() {
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.body, b"hello");
 }
+
+/// A backend on `/ws/chat` that answers a plain GET with a page and an
+/// upgrade with 101, then echoes.
+fn page_or_upgrade_backend() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut w = s;
+                if !head.to_ascii_lowercase().contains("upgrade: websocket") {
+                    let _ = w.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npage",
+                    );
+                    return;
+                }
+                let _ = w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 || w.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_upgrade_is_never_answered_from_a_response_cache() {
+    let port = page_or_upgrade_backend();
+    let gw = Gateway::start(&config_with_routes(&format!(
+        "    - id: ws\n      path: /ws/*\n      upstream: {{url: \"http://127.0.0.1:{port}\"}}\n      policies: [{{response-cache: {{}}}}]"
+    )));
+    let mut c = gw.connect();
+    // the page is stored under the path the WebSocket uses
+    assert_eq!(c.get("/ws/chat").text(), "page");
+    assert!(
+        c.get("/ws/chat").header("age").is_some(),
+        "served from the cache"
+    );
+    let (mut s, head) = open_websocket(gw.port);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(echo(&mut s, b"hello"), b"hello");
+}
