@@ -284,6 +284,16 @@ impl Gateway {
         Ok(())
     }
 
+    /// Answer a request the chain refused: counted against the policy
+    /// that refused it (none for the gateway's own checks).
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, r: Rejection) -> Result<bool> {
+        if let (false, Some(route)) = (r.policy.is_empty(), &ctx.route) {
+            route.metrics.rejected(r.policy);
+            ctx.answered_by = r.policy;
+        }
+        respond(session, ctx, r.response, self.draining()).await
+    }
+
     fn draining(&self) -> bool {
         self.runtime.phase() == Phase::Draining
     }
@@ -700,26 +710,21 @@ impl ProxyHttp for Gateway {
         };
         match rejection {
             None => {
-                let lookup = ctx.x.ext.remove::<cache::Lookup>();
-                if ctx.ran.deferred() && ctx.upgrade.is_none() {
-                    ctx.cache = lookup.map(Box::new);
-                } else if ctx.ran.deferred() {
+                // the response cache deferred the chain (a lookup), or
+                // said the request is not for it
+                let bypassed = ctx.x.ext.remove::<cache::Bypassed>().is_some();
+                match ctx.x.ext.remove::<cache::Lookup>() {
+                    Some(lookup) if ctx.upgrade.is_none() => ctx.cache = Some(Box::new(lookup)),
                     // an upgrade (WebSocket) is never answered from the
                     // cache: it becomes a tunnel (the deferred policies
                     // still run first)
-                    ctx.cache_outcome = Some(Outcome::Bypass);
-                } else if ctx.x.ext.remove::<cache::Bypassed>().is_some() {
-                    ctx.cache_outcome = Some(Outcome::Bypass);
+                    Some(_) => ctx.cache_outcome = Some(Outcome::Bypass),
+                    None if bypassed => ctx.cache_outcome = Some(Outcome::Bypass),
+                    None => {}
                 }
                 Ok(false)
             }
-            Some(r) => {
-                if let (false, Some(route)) = (r.policy.is_empty(), &ctx.route) {
-                    route.metrics.rejected(r.policy);
-                    ctx.answered_by = r.policy;
-                }
-                respond(session, ctx, r.response, self.draining()).await
-            }
+            Some(r) => self.answer(session, ctx, r).await,
         }
     }
 
@@ -737,11 +742,7 @@ impl ProxyHttp for Gateway {
         // not answered from the cache: the policies after it run now
         let req = session.req_header_mut();
         if let Some(r) = route.chain.resume(req, &mut ctx.x, &mut ctx.ran).await {
-            if !r.policy.is_empty() {
-                route.metrics.rejected(r.policy);
-                ctx.answered_by = r.policy;
-            }
-            respond(session, ctx, r.response, self.draining()).await?;
+            self.answer(session, ctx, r).await?;
             return Ok(false);
         }
         let now = Instant::now();

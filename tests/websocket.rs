@@ -6,6 +6,21 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
+/// A request head, up to its blank line (`None`: closed before it ended).
+fn read_head(r: &mut impl BufRead) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            return Some(head);
+        }
+    }
+}
+
 /// A backend that answers an upgrade with 101 and then echoes every byte;
 /// it records the request head it got.
 fn upgrade_backend() -> (u16, std::sync::mpsc::Receiver<String>) {
@@ -18,17 +33,9 @@ fn upgrade_backend() -> (u16, std::sync::mpsc::Receiver<String>) {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push_str(&line);
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
+                let Some(head) = read_head(&mut r) else {
+                    return;
+                };
                 let _ = tx.send(head);
                 let mut w = s;
                 w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n").unwrap();
@@ -209,17 +216,9 @@ fn page_or_upgrade_backend() -> u16 {
             let Ok(s) = s else { continue };
             std::thread::spawn(move || {
                 let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push_str(&line);
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
+                let Some(head) = read_head(&mut r) else {
+                    return;
+                };
                 let mut w = s;
                 if !head.to_ascii_lowercase().contains("upgrade: websocket") {
                     let _ = w.write_all(
