@@ -13,6 +13,9 @@ files), on 127.0.0.1:
   flex      flex-gateway
   base      flex-gateway built from another commit (`load.sh --compare REV`),
             run beside `flex` in every scenario; the report gives flex/base
+  pingap    the API gateway on Pingora (`load.sh --peers`; its configs in
+            benches/peers/): scenarios a, b, e, m
+  caddy     Caddy (Debian's package; benches/peers/): scenarios a, b, e
 Scenarios:
   a  plain proxy, one route
   b  the user's example config: route match + per-route rate limit (set high)
@@ -48,7 +51,8 @@ import subprocess, sys, tempfile, time, base64
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GATEWAY = os.path.join(ROOT, "target", "release", "flex-gateway")
 PORTS = {"backend": 18080, "direct": 18080, "nginx": 18081, "haproxy": 18082, "flex": 18083, "flex_admin": 18093,
-         "pingora": 18084, "base": 18085, "base_admin": 18095, "redis": 18096}
+         "pingora": 18084, "base": 18085, "base_admin": 18095, "redis": 18096,
+         "pingap": 18086, "caddy": 18087}
 PRODUCTS = json.dumps([
     {"id": 1, "name": "API Gateway", "category": "infrastructure", "status": "active"},
     {"id": 2, "name": "Service Mesh", "category": "networking", "status": "active"},
@@ -108,6 +112,29 @@ JSON_LIMITS = ("{maxContainerDepth: 10, maxObjectEntryCount: 100, maxObjectEntry
 API_KEY = "bench-api-key-0123456789"
 AUTH_HEADERS = []  # filled in main() with the signed token (scenario f)
 TARGETS = ["direct", "nginx", "haproxy", "pingora", "flex"]
+PEERS = ("pingap", "caddy")  # API gateways a Flex user would pick instead (--peers)
+PEER_BIN = {}  # target -> binary
+PEER_SCENARIOS = "abem"
+# what a peer cannot express, shown as "—" with the reason
+PEER_GAPS = {
+    ("caddy", "m"): "Caddy's standard build has no JWT validation, API-key or rate-limit module "
+                    "(third-party modules, not in Debian's caddy)",
+}
+# (method, path, extra headers) sent to every target of a scenario before it is
+# measured; a peer must answer as flex-gateway does (status code and, for (m),
+# X-Frame-Options), or the difference is reported (PEER_KNOWN: expected ones)
+PROBES = {
+    "a": [("GET", "/api/products", ()), ("GET", "/elsewhere/x", ())],
+    "b": [("GET", "/api/products/2", ()), ("GET", "/api/products", ()), ("GET", "/health", ()),
+          ("GET", "/nowhere", ()), ("GET", "/api/productsX", ()), ("POST", "/api/products/2", ())],
+    "m": [("GET", "/api/products/2", "auth+key+origin"), ("GET", "/api/products/2", "key+origin"),
+          ("GET", "/api/products/2", "badtoken+key+origin"), ("GET", "/api/products/2", "auth+origin"),
+          ("GET", "/api/products/2", "auth+badkey+origin"), ("GET", "/api/products/2", "auth+key")],
+}
+PROBES["e"] = PROBES["a"]
+PEER_KNOWN = {
+    ("pingap", "b", "POST /api/products/2"): "pingap's locations have no method condition: the POST is proxied",
+}
 ROUTES_C = 1000
 GATEWAY_BIN = [GATEWAY]
 BARE_BIN = [None]
@@ -268,6 +295,44 @@ frontend fe
 """
 
 
+def peer_conf(work, scenario, target):
+    """A peer's config: its file in benches/peers/ with ${...} filled in."""
+    import string
+    name = {"pingap": f"pingap-{'a' if scenario == 'e' else scenario}.toml",
+            "caddy": f"Caddyfile-{'a' if scenario == 'e' else scenario}"}[target]
+    text = open(os.path.join(ROOT, "benches", "peers", name)).read()
+    values = {"port": PORTS[target], "backend": PORTS["backend"], "work": work, "threads": WORKERS[0],
+              "api_key": API_KEY,
+              "ranges": ", ".join(f'"10.{i // 256}.{i % 256}.0/24"' for i in range(999)) + ', "127.0.0.1"'}
+    if scenario == "m":
+        values["public_key"] = open(os.path.join(work, "jwt-public.pem")).read()
+    return string.Template(text).safe_substitute(values)
+
+
+def probe(port, method, path, headers):
+    """One request on a new connection: (status, X-Frame-Options)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, body=b"{}" if method == "POST" else None, headers=dict(headers))
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("X-Frame-Options")
+    finally:
+        conn.close()
+
+
+def probe_headers(spec):
+    """The headers of a probe of (m): a '+'-joined list of what it carries."""
+    if not isinstance(spec, str):
+        return list(spec)
+    token = AUTH_HEADERS[0].split(": ", 1)[1] if AUTH_HEADERS else ""
+    parts = {"auth": ("Authorization", token), "badtoken": ("Authorization", token[:-8] + "AAAAAAAA"),
+             "key": ("X-API-Key", API_KEY), "badkey": ("X-API-Key", API_KEY + "x"),
+             "origin": ("Origin", "https://app.example.com")}
+    return [parts[p] for p in spec.split("+")]
+
+
 def server_settings(work, target):
     """`spec.server` of a bench gateway (under `server:`, 4 spaces in)."""
     return f"""    threads: {WORKERS[0]}
@@ -424,16 +489,33 @@ def start_target(target, scenario, work):
     elif target == "haproxy":
         open(path, "w").write(haproxy_conf(work, scenario))
         cmd = [which("haproxy"), "-f", path, "-db"]
+    elif target == "pingap":
+        path = path.replace(".conf", ".toml")
+        open(path, "w").write(peer_conf(work, scenario, target))
+        cmd = [PEER_BIN["pingap"], "-c", path, "--strict"]
+    elif target == "caddy":
+        open(path, "w").write(peer_conf(work, scenario, target))
+        cmd = [PEER_BIN["caddy"], "run", "--config", path, "--adapter", "caddyfile"]
     else:
         path = path.replace(".conf", ".yaml")
         open(path, "w").write(flex_conf(work, scenario, target))
         binary = BASE_BIN[0] if target == "base" else GATEWAY_BIN[0]
         cmd = [binary, "run", "-c", path]
     log = open(os.path.join(work, f"{target}-{scenario}.log"), "w")
-    env = dict(os.environ, RUST_LOG="warn")
+    env = dict(os.environ, RUST_LOG="warn", GOMAXPROCS=str(WORKERS[0]))
     proc = subprocess.Popen(PIN["servers"] + cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
     wait_port(PORTS[target], proc)
     return proc
+
+
+def heap_allocations(admin_port):
+    """The gateway's heap allocations so far (`flexgw_heap_allocations_total`)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith("flexgw_heap_allocations_total "):
+            return float(line.split()[1])
+    return None  # a build from before the count (--compare)
 
 
 def cache_lookups(admin_port):
@@ -530,6 +612,11 @@ def main():
     ap.add_argument("--bare", help="the bare Pingora proxy binary (examples/bare_pingora.rs); without it, no pingora target")
     ap.add_argument("--base", help="a flex-gateway binary of another commit, measured as target `base` beside `flex`")
     ap.add_argument("--base-label", default="base", help="what --base was built from (for the report)")
+    ap.add_argument("--peers", action="store_true",
+                    help="add the peer gateways (pingap, Caddy: --pingap, --caddy) to the targets, in scenarios "
+                         f"{', '.join(PEER_SCENARIOS)}")
+    ap.add_argument("--pingap", help="the pingap binary (load.sh --peers builds it under target/peers/)")
+    ap.add_argument("--caddy", default=shutil.which("caddy"), help="the caddy binary")
     ap.add_argument("--workers", type=int, default=1,
                     help="worker processes (nginx), threads (HAProxy, Pingora, flex-gateway); the backend keeps one")
     ap.add_argument("--pin-client", type=int, metavar="CPU",
@@ -557,6 +644,16 @@ def main():
         targets.remove("pingora")
     if args.base and "base" not in targets:
         targets.append("base")
+    if args.peers:
+        for peer in PEERS:
+            binary = getattr(args, peer)
+            if not binary:
+                sys.exit(f"load.py --peers: no {peer} binary (--{peer} PATH; load.sh --peers installs both)")
+            PEER_BIN[peer] = binary
+            if peer not in targets:
+                targets.append(peer)
+    elif any(t in PEERS for t in targets):
+        sys.exit("load.py: the peers (pingap, caddy) are measured with --peers")
     for p in set(PORTS.values()):
         ensure_free(p)
     work = tempfile.mkdtemp(prefix="flexgw-bench-")
@@ -569,7 +666,7 @@ def main():
     open(backend_conf, "w").write(nginx_conf(work, "backend"))
     backend = subprocess.Popen(PIN["servers"] + [which("nginx"), "-c", backend_conf, "-e", os.path.join(work, "nginx-backend-error.log")],
                                stdin=subprocess.DEVNULL)
-    if "f" in args.scenarios or "m" in args.scenarios:
+    if "f" in args.scenarios or "m" in args.scenarios or args.peers:
         token = make_token(work)
         AUTH_HEADERS[:] = [f"Authorization: Bearer {token}", f"X-API-Key: {API_KEY}"]
     if any(sc in TLS_ONLY for sc in args.scenarios):
@@ -591,6 +688,7 @@ def main():
     cache_results = {}  # scenario -> {result: count} of the response cache (warm-up included)
     runs = {}  # (scenario, target) -> each measurement, in order (with --interleave: one per round)
     rss = {}
+    answers = {}  # (scenario, target) -> [(status, X-Frame-Options)] of PROBES[scenario]
     failures = []
     try:
         wait_port(PORTS["backend"], backend)
@@ -603,6 +701,10 @@ def main():
                 for t in targets:
                     if t == "pingora" and sc not in "ade":
                         continue  # it has no routes or policies: only comparable on a plain proxy
+                    if t in PEERS:
+                        if sc in PEER_SCENARIOS and (t, sc) not in PEER_GAPS:
+                            pairs.append((sc, t))
+                        continue
                     if sc in FLEX_ONLY and t not in ("flex", "base"):
                         continue  # policy scenarios: compared with flex's own (b)
                     if sc in TLS_ONLY and t not in ("nginx", "flex", "base"):
@@ -622,6 +724,8 @@ def main():
             lua = script if sc in "hi" else post_script if sc in "pq" else unique_script if sc in "vy" else None
             proc = start_target(t, sc, work)
             try:
+                if rnd == 0 and sc in PROBES and (t in PEERS or t == "flex"):
+                    answers[(sc, t)] = [probe(PORTS[t], m, p, probe_headers(h)) for m, p, h in PROBES[sc]]
                 if t == "flex" and proc:
                     time.sleep(0.2)
                     rss.setdefault("idle", rss_kib(proc.pid))
@@ -638,12 +742,16 @@ def main():
                              "-o", os.path.join(args.perf, f"perf-{sc}{suffix}.data")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         time.sleep(0.5)  # attached before the load starts
+                    admin = PORTS.get(f"{t}_admin") if proc else None
+                    allocs = heap_allocations(admin) if admin else None
                     before = cpu_seconds(measured.pid)
                     r = wrk(PORTS[t], path, conns, args.duration, headers, lua, scheme)
                     if perf:
                         stop(perf, signal.SIGINT)
                     cpu_us = (cpu_seconds(measured.pid) - before) * 1e6 / max(r[4], 1)
-                    runs.setdefault((sc, t), []).append(r[:4] + (cpu_us,))
+                    if allocs is not None:
+                        allocs = (heap_allocations(admin) - allocs) / max(r[4], 1)
+                    runs.setdefault((sc, t), []).append(r[:4] + (cpu_us, allocs))
                 if t == "flex" and proc and sc in "ebhw":
                     rss[sc] = max(rss.get(sc, 0), rss_kib(proc.pid, "VmHWM"))
                 if t == "flex" and proc and sc in "xy":
@@ -653,7 +761,9 @@ def main():
             if all(s[:2] != (sc, t) for s in steps[i + 1:]):  # its last run: report it
                 done = runs[(sc, t)]
                 med = lambda k: statistics.median(r[k] for r in done)
-                results[(sc, t)] = (med(0), med(1), med(2), sum(r[3] for r in done), med(4))
+                allocs = [r[5] for r in done if r[5] is not None]
+                results[(sc, t)] = (med(0), med(1), med(2), sum(r[3] for r in done), med(4),
+                                    statistics.median(allocs) if allocs else None)
                 if results[(sc, t)][3]:
                     failures.append(f"{sc}/{t}: {results[(sc, t)][3]} errors or non-2xx responses")
                 print(f"  [{sc}] {t:8s} {results[(sc, t)][0]:>10.0f} req/s  p50 {results[(sc, t)][1]:.3f} ms  p99 {results[(sc, t)][2]:.3f} ms  cpu {results[(sc, t)][4]:.1f} us/req", file=sys.stderr)
@@ -686,8 +796,8 @@ def main():
     for sc in args.scenarios:
         name, path, conns = SCENARIOS[sc]
         lines += [f"### ({sc}) {name} — `GET {path}`, {conns} connections", "",
-                  "| target | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | req/s vs HAProxy | p99 vs nginx |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| target | req/s | p50 ms | p99 ms | CPU µs/req | allocations/req | req/s vs nginx | req/s vs HAProxy | p99 vs nginx |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         ng, hp = results.get((sc, "nginx")), results.get((sc, "haproxy"))
         for t in targets:
             r = results.get((sc, t))
@@ -696,7 +806,39 @@ def main():
             vs_ng = f"{r[0] / ng[0]:.2f}x" if ng else "-"
             vs_hp = f"{r[0] / hp[0]:.2f}x" if hp else "-"
             p99_ng = f"{r[2] / ng[2]:.2f}x" if ng and ng[2] else "-"
-            lines.append(f"| {t} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {r[4]:.1f} | {vs_ng} | {vs_hp} | {p99_ng} |")
+            allocs = "-" if r[5] is None else f"{r[5]:.1f}"
+            lines.append(f"| {t} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {r[4]:.1f} | {allocs} | {vs_ng} | {vs_hp} | {p99_ng} |")
+        for t in targets:
+            if (t, sc) in PEER_GAPS:
+                lines.append(f"| {t} | — | — | — | — | — | — | — | — |")
+        gaps = [f"{t}: — ({PEER_GAPS[(t, sc)]})." for t in targets if (t, sc) in PEER_GAPS]
+        if gaps:
+            lines += [""] + gaps
+        peers = [(t, results[(sc, t)]) for t in targets if t in PEERS and (sc, t) in results]
+        flex_r = results.get((sc, "flex"))
+        if peers and flex_r:
+            lines += ["", "flex-gateway / " + ", / ".join(
+                f"{t}: {flex_r[0] / r[0]:.2f}x requests/s, p99 {flex_r[2] / r[2]:.2f}x, CPU per request "
+                f"{flex_r[4] / r[4]:.2f}x" for t, r in peers) + "."]
+        checked = [t for t in targets if t in PEERS and (sc, t) in answers]
+        if checked and (sc, "flex") in answers:
+            want = answers[(sc, "flex")]
+            notes = []
+            for t in checked:
+                for (m, path, h), mine, theirs in zip(PROBES[sc], want, answers[(sc, t)]):
+                    if mine == theirs:
+                        continue
+                    what = f"{m} {path}" + (f" ({h})" if isinstance(h, str) else "")
+                    known = PEER_KNOWN.get((t, sc, what))
+                    notes.append(f"{t} answers {what} with {theirs[0]}"
+                                 f"{'' if theirs[1] == mine[1] else f' (X-Frame-Options {theirs[1]})'} where "
+                                 f"flex-gateway answers {mine[0]}"
+                                 f"{'' if theirs[1] == mine[1] else f' (X-Frame-Options {mine[1]})'}"
+                                 f": {known or 'UNEXPECTED'}")
+                    if not known:
+                        failures.append(f"{sc}/{t}: answers differ from flex-gateway's ({what})")
+            lines += ["", f"Answers checked before measuring ({len(PROBES[sc])} requests, allowed and refused): "
+                      + ("; ".join(notes) if notes else "the same status codes as flex-gateway's") + "."]
         bare, flex = results.get((sc, "pingora")), results.get((sc, "flex"))
         if bare and flex:
             lines += ["", f"flex-gateway / bare Pingora: {flex[0] / bare[0]:.2f}x requests/s, p99 {flex[2] / bare[2]:.2f}x, "

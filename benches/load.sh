@@ -10,6 +10,7 @@
 #   benches/load.sh --workers 2 --out results-2w.md    # two workers per proxy (scaling)
 #   benches/load.sh --workers 2 --pin-client 3         # wrk alone on CPU 3, the servers on the others
 #   benches/load.sh --scenarios btu --interleave --reps 7   # rounds b,t,u,b,t,u,...: ratios paired by round
+#   benches/load.sh --peers --scenarios abme   # pingap and Caddy beside us (installs them)
 # --compare REV builds REV's flex-gateway from `git archive` under
 # target/compare/ (its own target directory: a first build of Pingora takes
 # ~10 min) and measures it as target `base` beside `flex` in every scenario;
@@ -24,6 +25,8 @@ for tool in nginx haproxy wrk openssl redis-server; do
         echo "flex-gateway bench: $tool is missing (apt-get install -y $tool)" >&2; exit 1; }
 done
 profile=${FLEXGW_BENCH_PROFILE:-dist}
+PINGAP_VERSION=0.16.1  # the newest on crates.io (2026-12); it needs Rust 1.96
+PINGAP_RUST=1.96.0
 cargo build --profile "$profile" --bin flex-gateway --example bare_pingora --quiet
 extra=()
 if [ "${1:-}" = "--compare" ]; then
@@ -40,6 +43,23 @@ if [ "${1:-}" = "--compare" ]; then
     cp "target/compare/target/$profile/flex-gateway" "target/compare/flex-gateway-$sha"
     extra=(--base "target/compare/flex-gateway-$sha" --base-label "$sha")
 fi
+for arg in "$@"; do
+    if [ "$arg" = "--peers" ]; then
+        # The peer gateways (benches/peers/): Caddy from Debian, pingap built
+        # once from crates.io with the toolchain it needs, into target/peers/
+        # (~15 min on 2 cores the first time; never in CI).
+        .ci/deps caddy
+        command -v caddy >/dev/null || { echo "flex-gateway bench: caddy is missing (apt-get install -y caddy)" >&2; exit 1; }
+        pingap=target/peers/pingap/bin/pingap
+        if [ ! -x "$pingap" ]; then
+            echo "flex-gateway bench: building pingap $PINGAP_VERSION (rust $PINGAP_RUST) into target/peers/" >&2
+            rustup toolchain install "$PINGAP_RUST" --profile minimal
+            CARGO_TARGET_DIR="$PWD/target/peers/build" cargo "+$PINGAP_RUST" install pingap \
+                --version "$PINGAP_VERSION" --locked --root "$PWD/target/peers/pingap"
+        fi
+        extra+=(--pingap "$pingap" --caddy "$(command -v caddy)")
+    fi
+done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 exec python3 benches/load.py --gateway "target/$profile/flex-gateway" \
     --bare "target/$profile/examples/bare_pingora" "${extra[@]}" "$@"

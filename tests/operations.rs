@@ -97,6 +97,13 @@ fn admin_probes_metrics_and_config() {
         assert_eq!(m.get("/api").status, 200);
     }
     assert_eq!(metric(&gw, "flexgw_connections_open "), 3.0);
+    // the binary's allocator counts: requests add to the count
+    let allocations = metric(&gw, "flexgw_heap_allocations_total ");
+    assert!(allocations > 0.0, "no allocations counted");
+    for m in &mut more {
+        assert_eq!(m.get("/api").status, 200);
+    }
+    assert!(metric(&gw, "flexgw_heap_allocations_total ") > allocations);
     drop(more);
     wait_until(
         Duration::from_secs(5),

@@ -344,6 +344,7 @@ impl Metrics {
             "Invalidations asked through invalidationHeader (one entry or all)",
             cache.invalidations.clone(),
         );
+        registry.register_collector(Box::new(super::heap::HeapMetrics));
         #[cfg(feature = "wasm")]
         registry.register_collector(Box::new(WasmMetrics));
         Metrics {

@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod heap; // the allocator that counts allocations
 pub mod init; // PID 1 in a container: reap orphans
 pub mod lifecycle;
 pub mod logging;
