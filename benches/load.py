@@ -509,8 +509,12 @@ def start_target(target, scenario, work):
 
 
 def heap_allocations(admin_port):
-    """The gateway's heap allocations so far (`flexgw_heap_allocations_total`)."""
+    """The gateway's heap allocations so far (`flexgw_heap_allocations_total`;
+    bare Pingora's from its `/_allocations`)."""
     import urllib.request
+    if admin_port == "pingora":  # examples/bare_pingora.rs answers its count itself
+        url = f"http://127.0.0.1:{PORTS['pingora']}/_allocations"
+        return float(urllib.request.urlopen(url, timeout=5).read().decode())
     text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read().decode()
     for line in text.splitlines():
         if line.startswith("flexgw_heap_allocations_total "):
@@ -743,6 +747,8 @@ def main():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         time.sleep(0.5)  # attached before the load starts
                     admin = PORTS.get(f"{t}_admin") if proc else None
+                    if t == "pingora":
+                        admin = "pingora"
                     allocs = heap_allocations(admin) if admin else None
                     before = cpu_seconds(measured.pid)
                     r = wrk(PORTS[t], path, conns, args.duration, headers, lua, scheme)

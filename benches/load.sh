@@ -48,7 +48,7 @@ for arg in "$@"; do
         # The peer gateways (benches/peers/): Caddy from Debian, pingap built
         # once from crates.io with the toolchain it needs, into target/peers/
         # (~15 min on 2 cores the first time; never in CI).
-        .ci/deps caddy
+        .ci/deps caddy protobuf-compiler  # pingap's etcd client compiles .proto files
         command -v caddy >/dev/null || { echo "flex-gateway bench: caddy is missing (apt-get install -y caddy)" >&2; exit 1; }
         pingap=target/peers/pingap/bin/pingap
         if [ ! -x "$pingap" ]; then

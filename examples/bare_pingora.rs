@@ -5,14 +5,17 @@
 //! `bare_pingora LISTEN UPSTREAM [THREADS]` (default one worker thread;
 //! mimalloc, no downstream modules and the runtime flavour of
 //! flex-gateway's defaults: a single-threaded runtime for one thread, work
-//! stealing for more)
+//! stealing for more). `GET /_allocations` answers the heap allocations the
+//! process has made (flex-gateway's counting allocator, as its
+//! `flexgw_heap_allocations_total`), for allocations per request.
 
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: flex_gateway::ops::heap::Counting<mimalloc::MiMalloc> =
+    flex_gateway::ops::heap::Counting(mimalloc::MiMalloc);
 
 struct Bare(String);
 
@@ -24,6 +27,18 @@ impl ProxyHttp for Bare {
     // as flex-gateway: without Pingora's default (disabled) compression
     // module, so the comparison is of the work per request alone
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
+    async fn request_filter(&self, session: &mut Session, _c: &mut ()) -> Result<bool> {
+        if session.req_header().uri.path() != "/_allocations" {
+            return Ok(false);
+        }
+        let body = flex_gateway::ops::heap::allocations().to_string();
+        let mut head = pingora::http::ResponseHeader::build(200, Some(2))?;
+        head.insert_header("content-length", body.len())?;
+        session.write_response_header(Box::new(head), false).await?;
+        session.write_response_body(Some(body.into()), true).await?;
+        Ok(true)
+    }
 
     async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
         Ok(Box::new(HttpPeer::new(

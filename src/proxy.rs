@@ -522,12 +522,23 @@ impl ProxyHttp for Gateway {
         let busy = self.runtime.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot = self.runtime.snapshot();
         ctx.access_log = snapshot.config.server.access_log;
-        ctx.x.request_id = session
+        // the header value shares its bytes with every copy: the client's
+        // (the request's buffer) or one made here
+        let client_id = session
             .req_header()
             .headers
             .get("x-request-id")
-            .and_then(|v| request_id::accept(v.as_bytes()))
-            .map_or_else(request_id::generate, str::to_string);
+            .filter(|v| request_id::accept(v.as_bytes()).is_some());
+        (ctx.x.request_id, ctx.request_id_header) = match client_id {
+            Some(v) => (
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                Some(v.clone()),
+            ),
+            None => {
+                let (text, header) = request_id::generate_with_header();
+                (text, Some(header))
+            }
+        };
         if let Some(t) = &snapshot.tracer {
             ctx.trace = Some(t.start(&session.req_header().headers));
         }

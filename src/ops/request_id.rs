@@ -29,22 +29,39 @@ fn splitmix(mut z: u64) -> u64 {
 }
 
 pub fn generate() -> String {
-    id_for(COUNTER.fetch_add(1, Ordering::Relaxed))
+    let raw = raw_for(COUNTER.fetch_add(1, Ordering::Relaxed));
+    // hex digits: ASCII
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// A new id, as text and as a header value sharing one buffer among its
+/// clones (the request upstream and the response): two allocations.
+pub fn generate_with_header() -> (String, http::HeaderValue) {
+    let raw = raw_for(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let header = http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(raw))
+        .unwrap_or(http::HeaderValue::from_static(""));
+    (text, header)
 }
 
 /// The id of the `n`th request (hex digits written by hand, without the
 /// formatting machinery).
-fn id_for(n: u64) -> String {
+fn raw_for(n: u64) -> [u8; 32] {
     let a = splitmix(*SEED ^ n);
     let b = splitmix(a ^ n.rotate_left(32));
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(32);
-    for v in [a, b] {
-        for shift in (0..16).rev() {
-            out.push(HEX[(v >> (shift * 4)) as usize & 0xf] as char);
+    let mut out = [0u8; 32];
+    for (i, v) in [a, b].into_iter().enumerate() {
+        for d in 0..16 {
+            out[i * 16 + d] = HEX[(v >> ((15 - d) * 4)) as usize & 0xf];
         }
     }
     out
+}
+
+#[cfg(test)]
+fn id_for(n: u64) -> String {
+    String::from_utf8_lossy(&raw_for(n)).into_owned()
 }
 
 /// A client-supplied id is kept if it is 1-128 visible ASCII characters.
@@ -66,6 +83,9 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        let (text, header) = generate_with_header();
+        assert_eq!(header.as_bytes(), text.as_bytes());
+        assert_ne!(text, b);
         // the same digits `format!` gives
         for n in [0, 1, 0xdead_beef, u64::MAX] {
             let x = splitmix(*SEED ^ n);
