@@ -779,9 +779,10 @@ def main():
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    def paired(sc, base):
-        """With --interleave: the ratios of flex's runs round by round (each against the same round's base)."""
-        a, b = runs.get((sc, "flex"), []), runs.get((base, "flex"), [])
+    def paired(sc, base, target="flex"):
+        """With --interleave: the ratios of flex's runs round by round (each against the same round's run
+        of scenario `base`, or of `target` in the same scenario)."""
+        a, b = runs.get((sc, "flex"), []), runs.get((base, target), [])
         if not args.interleave or len(a) != len(b) or not a:
             return ""
         rps = sorted(x[0] / y[0] for x, y in zip(a, b))
@@ -825,7 +826,7 @@ def main():
         if peers and flex_r:
             lines += ["", "flex-gateway / " + ", / ".join(
                 f"{t}: {flex_r[0] / r[0]:.2f}x requests/s, p99 {flex_r[2] / r[2]:.2f}x, CPU per request "
-                f"{flex_r[4] / r[4]:.2f}x" for t, r in peers) + "."]
+                f"{flex_r[4] / r[4]:.2f}x{paired(sc, sc, t)}" for t, r in peers) + "."]
         checked = [t for t in targets if t in PEERS and (sc, t) in answers]
         if checked and (sc, "flex") in answers:
             want = answers[(sc, "flex")]
@@ -848,7 +849,7 @@ def main():
         bare, flex = results.get((sc, "pingora")), results.get((sc, "flex"))
         if bare and flex:
             lines += ["", f"flex-gateway / bare Pingora: {flex[0] / bare[0]:.2f}x requests/s, p99 {flex[2] / bare[2]:.2f}x, "
-                          f"CPU per request {flex[4] / bare[4]:.2f}x."]
+                          f"CPU per request {flex[4] / bare[4]:.2f}x{paired(sc, sc, 'pingora')}."]
         base = results.get((sc, "base"))
         if base and flex:
             lines += ["", f"flex-gateway / base ({args.base_label}): {flex[0] / base[0]:.3f}x requests/s, "
@@ -868,7 +869,8 @@ def main():
     if ("b", "flex") in results and ("m", "flex") in results:
         b, m = results[("b", "flex")], results[("m", "flex")]
         lines.append(f"flex-gateway (m) vs (b): {m[0] / b[0]:.3f}x requests/s, p99 {m[2] / b[2]:.2f}x, "
-                     f"CPU per request {m[4] / b[4]:.3f}x (a chain of five policies on the route; target >= 0.9x).")
+                     f"CPU per request {m[4] / b[4]:.3f}x (a chain of five policies on the route; target >= 0.9x)"
+                     f"{paired('m', 'b')}.")
     if ("b", "flex") in results and ("w", "flex") in results:
         b, w = results[("b", "flex")], results[("w", "flex")]
         lines.append(f"flex-gateway (w) vs (b): {w[0] / b[0]:.3f}x requests/s, p99 {w[2] / b[2]:.2f}x, "
