@@ -209,12 +209,12 @@ pub struct ApiKey {
 struct Identified(String);
 
 impl ApiKey {
-    fn presented(&self, req: &RequestHeader) -> Option<String> {
+    fn presented<'r>(&self, req: &'r RequestHeader) -> Option<std::borrow::Cow<'r, str>> {
         if let Some(v) = req.headers.get(&self.config.header) {
-            return v.to_str().ok().map(|s| s.trim().to_string());
+            return v.to_str().ok().map(|s| s.trim().into());
         }
         let name = self.config.query_param.as_deref()?;
-        common::query_value(req.uri.query()?, name)
+        common::query_value(req.uri.query()?, name).map(Into::into)
     }
 }
 

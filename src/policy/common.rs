@@ -11,6 +11,13 @@ use std::borrow::Cow;
 
 pub const DEFAULT_REALM: &str = "flex-gateway";
 
+/// A header value made once and shared by every message that carries it:
+/// its clones share one buffer (no allocation per request). `None` when
+/// the text is not a valid header value.
+pub fn shared_value(text: String) -> Option<http::HeaderValue> {
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text.into_bytes())).ok()
+}
+
 pub fn header_name(d: &mut Decoder, node: &Node, path: &str) -> Option<HeaderName> {
     let text = d.string(node, path)?;
     match HeaderName::from_bytes(text.as_bytes()) {

@@ -22,7 +22,7 @@
 //! depends on the origin. CORS always runs first in a chain, so preflights
 //! are not refused for lacking credentials.
 
-use super::{Decision, LocalResponse, Policy};
+use super::{common, Decision, LocalResponse, Policy};
 use crate::config::decode::{join, Decoder};
 use crate::config::fields::{f, Field, Ty, BOOL, SECONDS};
 use crate::config::yaml::Node;
@@ -276,7 +276,9 @@ pub fn build(c: &Config) -> Arc<dyn Policy> {
             .map(|m| m.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        expose: c.expose_headers.join(", "),
+        expose: (!c.expose_headers.is_empty())
+            .then(|| common::shared_value(c.expose_headers.join(", ")))
+            .flatten(),
         only_any: c.origins.iter().all(|o| *o == OriginRule::Any) && !c.allow_credentials,
         config: c.clone(),
     })
@@ -285,15 +287,17 @@ pub fn build(c: &Config) -> Arc<dyn Policy> {
 pub struct Cors {
     config: Config,
     methods: String,
-    expose: String,
+    /// `Access-Control-Expose-Headers`, made once.
+    expose: Option<http::HeaderValue>,
     /// Every origin is allowed and nothing is credentialed: the answer does
     /// not depend on the origin (`*`, no `Vary`).
     only_any: bool,
 }
 
-/// What this request's `Access-Control-Allow-Origin` is, if any.
+/// What this request's `Access-Control-Allow-Origin` is, if any (the
+/// request's own `Origin` value, shared, or `*`).
 #[derive(Clone)]
-struct Allowed(String);
+struct Allowed(http::HeaderValue);
 
 /// This policy answered a preflight: its response is complete.
 #[derive(Clone, Copy)]
@@ -378,13 +382,14 @@ impl Policy for Cors {
             x.ext.insert(Preflight);
             return answer;
         }
-        if let Some(origin) = req
-            .headers
-            .get(http::header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-        {
-            if let Some(allowed) = self.allow_origin(origin) {
-                x.ext.insert(Allowed(allowed));
+        if let Some(value) = req.headers.get(http::header::ORIGIN) {
+            let allowed = value.to_str().ok().and_then(|o| self.allow_origin(o));
+            if allowed.is_some() {
+                let value = match self.only_any {
+                    true => http::HeaderValue::from_static("*"),
+                    false => value.clone(),
+                };
+                x.ext.insert(Allowed(value));
             }
         }
         Decision::Continue
@@ -405,7 +410,7 @@ impl Policy for Cors {
             return Ok(()); // our own preflight answer is complete
         }
         if !self.only_any {
-            resp.append_header("vary", "Origin")?;
+            resp.append_header(http::header::VARY, http::HeaderValue::from_static("Origin"))?;
         }
         // the upstream's own CORS headers never contradict the gateway's
         for h in [
@@ -420,12 +425,15 @@ impl Policy for Cors {
         let Some(Allowed(origin)) = x.ext.get::<Allowed>() else {
             return Ok(());
         };
-        resp.insert_header("access-control-allow-origin", origin.as_str())?;
+        resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone())?;
         if self.config.allow_credentials {
-            resp.insert_header("access-control-allow-credentials", "true")?;
+            resp.insert_header(
+                http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                http::HeaderValue::from_static("true"),
+            )?;
         }
-        if !self.expose.is_empty() {
-            resp.insert_header("access-control-expose-headers", self.expose.as_str())?;
+        if let Some(expose) = &self.expose {
+            resp.insert_header(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone())?;
         }
         Ok(())
     }

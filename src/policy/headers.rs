@@ -87,6 +87,8 @@ pub struct Req<'a> {
 pub struct Template {
     source: String,
     parts: Vec<Part>,
+    /// Without variables: the value, made once (its clones share it).
+    fixed: Option<HeaderValue>,
 }
 
 impl Template {
@@ -158,6 +160,7 @@ impl Template {
             parts.push(Part::Text(lit));
         }
         // a value without variables must be a valid header value now
+        let mut fixed = None;
         if parts.iter().all(|p| matches!(p, Part::Text(_))) {
             let whole: String = parts
                 .iter()
@@ -169,10 +172,12 @@ impl Template {
             HeaderValue::from_str(&whole).map_err(|_| {
                 format!("{whole:?} is not a valid header value (no control characters)")
             })?;
+            fixed = super::common::shared_value(whole);
         }
         Ok(Template {
             source: text.to_string(),
             parts,
+            fixed,
         })
     }
 
@@ -183,15 +188,18 @@ impl Template {
 
     /// The value for this request; `None` when a variable is unknown here.
     pub fn render(&self, req: Req<'_>, x: &Exchange) -> Option<HeaderValue> {
+        use std::fmt::Write;
         let headers = req.headers;
-        if let [Part::Text(t)] = self.parts.as_slice() {
-            return HeaderValue::from_str(t).ok();
+        if let Some(v) = &self.fixed {
+            return Some(v.clone());
         }
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Var(Var::ClientIp) => out.push_str(&x.client_ip?.to_string()),
+                Part::Var(Var::ClientIp) => {
+                    let _ = write!(out, "{}", x.client_ip?);
+                }
                 Part::Var(Var::RequestId) => out.push_str(&x.request_id),
                 Part::Var(Var::RouteId) => out.push_str(&x.route_id),
                 Part::Var(Var::Consumer) => out.push_str(x.consumer.as_deref()?),
@@ -226,7 +234,12 @@ impl Template {
         if out.trim().is_empty() {
             return None;
         }
-        HeaderValue::from_str(&out).ok()
+        // what `HeaderValue::from_str` accepts (visible ASCII, spaces and
+        // tabs), without copying the text
+        let valid = out.bytes().all(|b| b == b'\t' || (32..127).contains(&b));
+        valid
+            .then(|| HeaderValue::from_maybe_shared(bytes::Bytes::from(out.into_bytes())).ok())
+            .flatten()
     }
 }
 
@@ -467,19 +480,14 @@ pub mod inject {
                 query: r.query.as_deref(),
                 headers: Some(&r.headers),
             });
-            let values: Vec<(&Injection, HeaderValue)> = self
-                .0
-                .response
-                .iter()
-                .filter_map(|i| Some((i, i.value.render(req, x)?)))
-                .collect();
-            for (i, v) in values {
-                {
-                    if i.append {
-                        resp.append_header(i.name.clone(), v)?;
-                    } else {
-                        resp.insert_header(i.name.clone(), v)?;
-                    }
+            for i in &self.0.response {
+                let Some(v) = i.value.render(req, x) else {
+                    continue;
+                };
+                if i.append {
+                    resp.append_header(i.name.clone(), v)?;
+                } else {
+                    resp.insert_header(i.name.clone(), v)?;
                 }
             }
             Ok(())
