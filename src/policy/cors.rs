@@ -304,11 +304,13 @@ struct Allowed(http::HeaderValue);
 struct Preflight;
 
 impl Cors {
+    /// Whether `origin` is one this policy allows.
+    fn allows(&self, origin: &str) -> bool {
+        serialized_origin(origin) && self.config.origins.iter().any(|o| o.matches(origin))
+    }
+
     fn allow_origin(&self, origin: &str) -> Option<String> {
-        if !serialized_origin(origin) {
-            return None;
-        }
-        if !self.config.origins.iter().any(|o| o.matches(origin)) {
+        if !self.allows(origin) {
             return None;
         }
         Some(if self.only_any {
@@ -383,8 +385,7 @@ impl Policy for Cors {
             return answer;
         }
         if let Some(value) = req.headers.get(http::header::ORIGIN) {
-            let allowed = value.to_str().ok().and_then(|o| self.allow_origin(o));
-            if allowed.is_some() {
+            if value.to_str().is_ok_and(|o| self.allows(o)) {
                 let value = match self.only_any {
                     true => http::HeaderValue::from_static("*"),
                     false => value.clone(),
