@@ -508,15 +508,18 @@ def start_target(target, scenario, work):
     return proc
 
 
+def fetch(port, path):
+    """The body of GET http://127.0.0.1:port/path, as text."""
+    import urllib.request
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
+
+
 def heap_allocations(admin_port):
     """The gateway's heap allocations so far (`flexgw_heap_allocations_total`;
     bare Pingora's from its `/_allocations`)."""
-    import urllib.request
     if admin_port == "pingora":  # examples/bare_pingora.rs answers its count itself
-        url = f"http://127.0.0.1:{PORTS['pingora']}/_allocations"
-        return float(urllib.request.urlopen(url, timeout=5).read().decode())
-    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read().decode()
-    for line in text.splitlines():
+        return float(fetch(PORTS["pingora"], "/_allocations"))
+    for line in fetch(admin_port, "/metrics").splitlines():
         if line.startswith("flexgw_heap_allocations_total "):
             return float(line.split()[1])
     return None  # a build from before the count (--compare)
@@ -524,8 +527,7 @@ def heap_allocations(admin_port):
 
 def cache_lookups(admin_port):
     """The response cache's lookups by result, from the gateway's metrics."""
-    import urllib.request
-    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read().decode()
+    text = fetch(admin_port, "/metrics")
     out = {}
     for line in text.splitlines():
         if line.startswith("flexgw_cache_lookups_total{"):

@@ -528,12 +528,9 @@ impl ProxyHttp for Gateway {
             .req_header()
             .headers
             .get("x-request-id")
-            .filter(|v| request_id::accept(v.as_bytes()).is_some());
+            .and_then(|v| Some((request_id::accept(v.as_bytes())?, v)));
         (ctx.x.request_id, ctx.request_id_header) = match client_id {
-            Some(v) => (
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                Some(v.clone()),
-            ),
+            Some((id, v)) => (id.to_string(), Some(v.clone())),
             None => {
                 let (text, header) = request_id::generate_with_header();
                 (text, Some(header))
