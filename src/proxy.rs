@@ -1019,6 +1019,10 @@ impl ProxyHttp for Gateway {
         if let Some(t) = ctx.trace.as_mut() {
             t.client_status(status);
         }
+        if status == 304 && ctx.cache_outcome == Some(Outcome::Expired) {
+            // the backend confirmed the expired entry: it is served
+            ctx.cache_outcome = Some(Outcome::Revalidated);
+        }
         let retried = ctx
             .route
             .as_ref()

@@ -30,6 +30,24 @@ fn backend() -> Backend {
                 let body = serde_json::json!({"n": n, "lang": lang});
                 return Reply::JsonWith(200, header("vary", "Accept-Language"), body.to_string());
             }
+            "/etag" | "/modified" => {
+                // fresh for a second, then revalidated: 304 while the
+                // client's validator is the current one
+                let (name, value, asked) = match path {
+                    "/etag" => ("etag", "\"v1\"", "if-none-match"),
+                    _ => (
+                        "last-modified",
+                        "Tue, 01 Dec 2026 10:00:00 GMT",
+                        "if-modified-since",
+                    ),
+                };
+                let mut headers = header("cache-control", "max-age=1");
+                headers.push((name.to_string(), value.to_string()));
+                if seen.header(asked) == Some(value) {
+                    return Reply::JsonWith(304, headers, String::new());
+                }
+                (200, headers)
+            }
             "/big" => return Reply::Bytes(2 << 20),
             "/slow" => {
                 return Reply::Delayed(
@@ -346,6 +364,21 @@ fn distributed_entries_are_shared_by_every_gateway_through_redis() {
         b"",
     );
     assert_ne!(n(&ca.get("/api/products/1")), n(&first));
+    // an entry with a validator outlives its freshness in Redis: the other
+    // gateway revalidates it (304) and serves the stored body; one without
+    // is gone with its freshness
+    let tagged = ca.get("/api/etag");
+    let short = ca.get("/api/short");
+    std::thread::sleep(Duration::from_millis(1300));
+    let before = backend.count();
+    let again = cb.get("/api/etag");
+    assert_eq!(backend.count(), before + 1);
+    assert!(backend.last().header("if-none-match").is_some());
+    assert_eq!((again.status, n(&again)), (200, n(&tagged)));
+    assert_eq!(n(&ca.get("/api/etag")), n(&tagged), "refreshed for both");
+    assert_ne!(n(&cb.get("/api/short")), n(&short));
+    assert_eq!(backend.last().header("if-none-match"), None);
+    assert_eq!(backend.count(), before + 2);
     assert!(a
         .admin("/config")
         .text()
@@ -380,4 +413,118 @@ fn flex_files_with_the_caching_policy_validate_with_their_notices_and_errors() {
         all.contains("config.tll: unknown field (did you mean `ttl`?)"),
         "{all}"
     );
+}
+
+#[test]
+fn expired_entries_are_revalidated_and_ranges_are_served_from_the_cache() {
+    let backend = backend();
+    let gw = cached(&backend, "");
+    let mut c = gw.connect();
+
+    // revalidation: an expired entry with a validator is asked about with
+    // it; the backend's 304 refreshes the entry and its body is served
+    for (path, validator) in [
+        ("/api/etag", "if-none-match"),
+        ("/api/modified", "if-modified-since"),
+    ] {
+        let before = backend.count();
+        let first = c.get(path);
+        assert_eq!(first.status, 200);
+        assert_eq!(backend.last().header(validator), None);
+        assert_eq!(n(&c.get(path)), n(&first), "{path}: a hit");
+        assert_eq!(backend.count(), before + 1);
+        std::thread::sleep(Duration::from_millis(1300));
+        let again = c.get(path);
+        assert_eq!(
+            backend.count(),
+            before + 2,
+            "{path}: asked again once expired"
+        );
+        assert!(
+            backend.last().header(validator).is_some(),
+            "{path}: the backend was not asked with the entry's validator"
+        );
+        assert_eq!(
+            (again.status, n(&again), again.text().len()),
+            (200, n(&first), first.text().len()),
+            "{path}: the stored answer, whole, after the backend's 304"
+        );
+        // refreshed: fresh again, served without the backend
+        assert_eq!(n(&c.get(path)), n(&first));
+        assert_eq!(backend.count(), before + 2, "{path}: refreshed by the 304");
+    }
+    // a client's own conditional request is answered from the entry
+    let etag = c.get("/api/etag").header("etag").unwrap().to_string();
+    let before = backend.count();
+    let r = c.request("GET", "/api/etag", &[("if-none-match", &etag)], b"");
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    assert_eq!(backend.count(), before);
+    // an entry without a validator is fetched anew once expired
+    let short = n(&c.get("/api/short"));
+    std::thread::sleep(Duration::from_millis(1300));
+    c.get("/api/short");
+    assert_eq!(backend.last().header("if-none-match"), None);
+    assert_ne!(n(&c.get("/api/short")), short);
+    wait_until(
+        Duration::from_secs(5),
+        "revalidated in the access log",
+        || gw.log_text().contains(r#""cache":"revalidated""#),
+    );
+    assert!(gw.metric("flexgw_cache_lookups_total{result=\"revalidated\"}") >= 2.0);
+
+    // ranges: a stored answer's bytes, without the backend
+    let whole = c.get("/api/products/7");
+    let body = whole.body.clone();
+    assert!(body.len() > 20);
+    let before = backend.count();
+    let part = c.request("GET", "/api/products/7", &[("range", "bytes=2-9")], b"");
+    assert_eq!(part.status, 206, "{}", part.text());
+    assert_eq!(part.body, body[2..10]);
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 2-9/{}", body.len()).as_str())
+    );
+    let tail = c.request("GET", "/api/products/7", &[("range", "bytes=-5")], b"");
+    assert_eq!(
+        (tail.status, &tail.body[..]),
+        (206, &body[body.len() - 5..])
+    );
+    let open = c.request("GET", "/api/products/7", &[("range", "bytes=10-")], b"");
+    assert_eq!((open.status, &open.body[..]), (206, &body[10..]));
+    // two ranges: a multipart answer with both parts
+    let multi = c.request("GET", "/api/products/7", &[("range", "bytes=0-1,4-5")], b"");
+    assert_eq!(multi.status, 206);
+    assert!(multi
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("multipart/byteranges")));
+    let text = multi.text();
+    assert!(
+        text.contains(&String::from_utf8_lossy(&body[0..2]).to_string())
+            && text.contains(&format!("bytes 4-5/{}", body.len())),
+        "{text}"
+    );
+    // past the end: 416 with the length; garbage: the whole answer
+    let past = c.request(
+        "GET",
+        "/api/products/7",
+        &[("range", "bytes=5000-6000")],
+        b"",
+    );
+    assert_eq!(past.status, 416);
+    assert_eq!(
+        past.header("content-range"),
+        Some(format!("bytes */{}", body.len()).as_str())
+    );
+    let bad = c.request("GET", "/api/products/7", &[("range", "lines=1-2")], b"");
+    assert_eq!((bad.status, bad.body.clone()), (200, body.clone()));
+    assert_eq!(backend.count(), before, "every range from the entry");
+    // a range on a miss: the backend is asked for the whole answer (which
+    // is stored), the client gets its range
+    let miss = c.request("GET", "/api/products/8", &[("range", "bytes=0-3")], b"");
+    assert_eq!(backend.count(), before + 1);
+    assert_eq!(backend.last().header("range"), None);
+    assert_eq!(miss.status, 206);
+    let full = c.get("/api/products/8");
+    assert_eq!(backend.count(), before + 1, "the whole answer was stored");
+    assert_eq!(miss.body, full.body[..4]);
 }

@@ -571,7 +571,7 @@ impl Held {
 
 /// 8 requests in flight together through `front` to `upstream` (whose
 /// backend `held` holds them): with `http2` they share the pooled upstream
-/// connection, without it each has its own (exactly 8).
+/// connection, without it each has its own (8, or 9 with `/warm`'s).
 ///
 /// Each request starts once the one before it has reached the backend.
 /// Pingora takes an h2 connection out of its pool while it opens a stream
@@ -606,7 +606,13 @@ fn eight_concurrent_requests(front: &Gateway, upstream: &Gateway, held: &Held, h
     if http2 {
         assert!(open <= 2.0, "http2: {open} connections for 8 requests");
     } else {
-        assert_eq!(open, 8.0, "http2: {http2}");
+        // one connection per request in flight; the `/warm` request's
+        // connection may still be open beside them when c0 did not get it
+        // from the pool (seen once in a full run: exactly 8 was asserted)
+        assert!(
+            (8.0..=9.0).contains(&open),
+            "http/1.1: {open} connections for 8 requests in flight"
+        );
     }
 }
 

@@ -322,8 +322,12 @@ pub enum Outcome {
     /// Looked up, not found (or skipped by the request's `no-cache`):
     /// asked upstream.
     Miss,
-    /// Found but no longer fresh: asked upstream.
+    /// Found but no longer fresh: asked upstream (with the entry's
+    /// validators, if it has any), which sent a new answer.
     Expired,
+    /// Found but no longer fresh; the backend answered the conditional
+    /// request `304 Not Modified`: the entry was refreshed and served.
+    Revalidated,
     /// The request may not be served from the cache (`requestExpression`).
     Bypass,
 }
@@ -334,6 +338,7 @@ impl Outcome {
             Outcome::Hit => "hit",
             Outcome::Miss => "miss",
             Outcome::Expired => "expired",
+            Outcome::Revalidated => "revalidated",
             Outcome::Bypass => "bypass",
         }
     }
@@ -346,6 +351,7 @@ pub struct Counts {
     hit: Counter,
     miss: Counter,
     expired: Counter,
+    revalidated: Counter,
     bypass: Counter,
     /// `flexgw_cache_stores_total{result}`: stored, uncacheable, too_big.
     pub stores: Family<[(&'static str, &'static str); 1], Counter>,
@@ -366,6 +372,7 @@ pub static COUNTS: LazyLock<Counts> = LazyLock::new(|| {
         hit: one(&lookups, "hit"),
         miss: one(&lookups, "miss"),
         expired: one(&lookups, "expired"),
+        revalidated: one(&lookups, "revalidated"),
         bypass: one(&lookups, "bypass"),
         stored: one(&stores, "stored"),
         uncacheable: one(&stores, "uncacheable"),
@@ -383,6 +390,7 @@ impl Counts {
             Outcome::Hit => &self.hit,
             Outcome::Miss => &self.miss,
             Outcome::Expired => &self.expired,
+            Outcome::Revalidated => &self.revalidated,
             Outcome::Bypass => &self.bypass,
         }
         .inc();

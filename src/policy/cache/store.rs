@@ -5,7 +5,8 @@
 //! - [`Shared`]: the configured Redis (`distributed: true`), so every
 //!   gateway process serves what one of them fetched; bounded in entries
 //!   by an index of expiry times (soonest to expire out first), each entry
-//!   expiring in Redis with its freshness.
+//!   expiring in Redis with its freshness (twice that with a validator, to
+//!   be revalidated: [`kept_for`]).
 //!
 //! `pingora-cache` wants `&'static` storage: one store per policy instance
 //! (its scope), made once and kept for the process's life, so a reload
@@ -76,7 +77,10 @@ impl Store {
 }
 
 /// What a stored response's `CacheMeta` holds that we keep: its head and
-/// freshness (we serve nothing stale: no stale windows).
+/// freshness. Nothing expired is served without asking the backend (no
+/// stale windows): an expired entry is revalidated with its validators
+/// (`pingora-cache` sends `If-None-Match` / `If-Modified-Since`; a `304`
+/// refreshes the entry and the stored body is served) or fetched anew.
 struct Head {
     fresh_until: SystemTime,
     created: SystemTime,
@@ -126,15 +130,22 @@ impl Entry {
     }
 }
 
-/// The body of a hit: one read, then the end.
+/// The body of a hit: one read of the whole body, or of the range
+/// `pingora-cache` seeks to (a client's `Range`, each part of a multipart
+/// one in turn), then the end. Slices share the stored bytes.
 struct Hit {
-    body: Option<Bytes>,
+    body: Bytes,
+    range: std::ops::Range<usize>,
+    done: bool,
 }
 
 #[async_trait]
 impl HandleHit for Hit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        Ok(self.body.take())
+        if std::mem::replace(&mut self.done, true) {
+            return Ok(None);
+        }
+        Ok(Some(self.body.slice(self.range.clone())))
     }
 
     async fn finish(
@@ -143,6 +154,24 @@ impl HandleHit for Hit {
         _key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.body.len();
+        if start >= len {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek start {start} past the body's {len} bytes"),
+            );
+        }
+        // an end past the body is allowed: the body's end
+        self.range = start..end.map_or(len, |e| e.min(len)).max(start);
+        self.done = false;
         Ok(())
     }
 
@@ -156,7 +185,11 @@ impl HandleHit for Hit {
 }
 
 fn hit(body: Bytes) -> HitHandler {
-    Box::new(Hit { body: Some(body) })
+    Box::new(Hit {
+        range: 0..body.len(),
+        body,
+        done: false,
+    })
 }
 
 /// A response being stored as it streams: kept up to [`MAX_ENTRY`], given
@@ -460,17 +493,12 @@ impl Shared {
         }
         value.extend_from_slice(body);
         let now = SystemTime::now();
-        let ttl = meta
-            .fresh_until()
-            .duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .as_millis()
-            .max(1) as u64;
+        let ttl = kept_for(meta, now).as_millis().max(1) as u64;
         let max = self.max_entries.load(Ordering::Relaxed) as u64;
         let args: Vec<Vec<u8>> = vec![
             value,
             ttl.to_string().into_bytes(),
-            ms(meta.fresh_until()).to_string().into_bytes(),
+            (ms(now) + ttl).to_string().into_bytes(),
             ms(now).to_string().into_bytes(),
             max.to_string().into_bytes(),
         ];
@@ -488,6 +516,26 @@ impl Shared {
             .await
             .map(|_| ())
             .map_err(storage_error)
+    }
+}
+
+/// How long from `now` a shared entry stays in Redis: while it is fresh,
+/// and, when the backend gave it a validator (`ETag`, `Last-Modified`), as
+/// long again after, so an expired entry can be revalidated (a `304`
+/// refreshes it without sending the body again) instead of fetched anew.
+/// The memory store keeps expired entries until they are evicted.
+fn kept_for(meta: &CacheMeta, now: SystemTime) -> Duration {
+    let fresh = meta.fresh_until().duration_since(now).unwrap_or_default();
+    let headers = &meta.response_header().headers;
+    if headers.contains_key(http::header::ETAG) || headers.contains_key(http::header::LAST_MODIFIED)
+    {
+        let life = meta
+            .fresh_until()
+            .duration_since(meta.created())
+            .unwrap_or_default();
+        fresh + life
+    } else {
+        fresh
     }
 }
 
