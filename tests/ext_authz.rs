@@ -6,6 +6,7 @@
 //! client forges for the service to vouch for.
 
 use crate::support::*;
+use base64::Engine;
 use std::time::{Duration, Instant};
 
 fn grpc_policies(port: u16, extra: &str) -> String {
@@ -33,6 +34,17 @@ fn a_grpc_service_allows_denies_and_a_failed_check_refuses() {
     let mut service = PyService::start("ext_authz_server.py", "grpc");
     let backend = Backend::echo();
     let gw = serve_flex_api("shop", &backend.url(), &grpc_policies(service.port, ""));
+    // the gateway under `FLEX_HEADER_RAW_VALUE_ENABLE=false` (after this one)
+    let policies = grpc_policies(service.port, "");
+    let text_gw = || {
+        let api = flex_api("shop", "{port}", &backend.url(), &policies);
+        let gw = Gateway::start_files(
+            &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
+            &[("FLEX_HEADER_RAW_VALUE_ENABLE", "false")],
+        );
+        gw.wait_ready();
+        gw
+    };
 
     // allowed: the service's headers set, appended and removed upstream,
     // and its response header for the client
@@ -79,12 +91,25 @@ fn a_grpc_service_allows_denies_and_a_failed_check_refuses() {
     assert_eq!(http["scheme"], "http");
     assert_eq!(http["protocol"], "HTTP/1.1");
     assert_eq!(http["host"], "localhost", "the client's Host");
-    assert_eq!(http["headers"]["authorization"], "Bearer good");
-    assert_eq!(http["headers"]["x-tenant"], "acme");
-    assert!(
-        http["headers"].get("x-hidden").is_none(),
-        "only allowedHeaders: {http}"
-    );
+    // Flex's default: each header line's raw bytes in header_map (JSON
+    // gives bytes in base64), the text map empty
+    assert!(http.get("headers").is_none(), "{http}");
+    let lines: Vec<(String, String)> = http["headerMap"]["headers"]
+        .as_array()
+        .expect("header_map")
+        .iter()
+        .map(|h| {
+            let raw = h["rawValue"].as_str().unwrap_or_default();
+            let raw = base64::engine::general_purpose::STANDARD.decode(raw);
+            let raw = String::from_utf8(raw.unwrap()).unwrap();
+            (h["key"].as_str().unwrap().to_string(), raw)
+        })
+        .collect();
+    let line = |k: &str| lines.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(line("authorization"), Some("Bearer good"));
+    assert_eq!(line("x-tenant"), Some("acme"));
+    assert_eq!(line("x-hidden"), None, "only allowedHeaders: {http}");
+    assert_eq!(line(":path"), None, "only allowedHeaders: {http}");
     assert_eq!(
         attrs["source"]["address"]["socketAddress"]["address"],
         "127.0.0.1"
@@ -99,6 +124,32 @@ fn a_grpc_service_allows_denies_and_a_failed_check_refuses() {
             .is_some_and(|t| t.starts_with("20")),
         "{attrs}"
     );
+
+    // FLEX_HEADER_RAW_VALUE_ENABLE=false: the headers map, as text; a
+    // repeated header's lines joined
+    {
+        let text = text_gw();
+        let r = get(
+            &text,
+            "/api/orders/8",
+            &[
+                ("authorization", "Bearer good"),
+                ("x-tenant", "a"),
+                ("x-tenant", "b"),
+            ],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let checks = service.lines();
+        let http = &checks.last().unwrap()["check"]["attributes"]["request"]["http"];
+        assert!(http.get("headerMap").is_none(), "{http}");
+        assert_eq!(http["headers"]["authorization"], "Bearer good");
+        assert_eq!(http["headers"]["x-tenant"], "a,b");
+        assert!(text
+            .admin("/config")
+            .text()
+            .contains("FLEX_HEADER_RAW_VALUE_ENABLE=false"));
+        assert_eq!(backend.last().header("x-user"), Some("alice"));
+    }
 
     // denied: the service's status, headers and body, nothing upstream
     let before = backend.seen.lock().unwrap().len();

@@ -62,7 +62,13 @@ if mode == "grpc":
         def Check(self, request, context):
             write({"check": MessageToDict(request),
                    "metadata": {k.lower(): v for k, v in context.invocation_metadata()}})
-            auth = request.attributes.request.http.headers.get("authorization", "")
+            http = request.attributes.request.http
+            # Flex's default: raw header lines (header_map); text (the
+            # headers map) with FLEX_HEADER_RAW_VALUE_ENABLE=false
+            auth = http.headers.get("authorization", "")
+            for h in http.header_map.headers:
+                if h.key == "authorization":
+                    auth = h.raw_value.decode("latin-1")
             if auth == "Bearer slow":
                 time.sleep(3)
             if auth in ("Bearer good", "Bearer slow"):

@@ -7,6 +7,7 @@
 //! | `FLEXGW_ADMIN_ADDRESS` | the admin listener (`off`: none) | `127.0.0.1:9901` |
 //! | `FLEXGW_RUN_DIR` | where the pid file and the upgrade socket live | `/run/flex-gateway` |
 //! | `FLEXGW_GRACE_PERIOD` | the drain after SIGTERM (whole seconds) | `10s` |
+//! | `FLEX_HEADER_RAW_VALUE_ENABLE` | Flex's: external authorization (gRPC) sends headers as raw bytes (`header_map`), or as UTF-8 text (`headers`) when `false` | `true` |
 //!
 //! Read when defaults are made (at load time only); [`check`] reports a bad
 //! value once at start-up, with one line naming it.
@@ -20,6 +21,7 @@ use std::time::Duration;
 pub const ADMIN_ADDRESS: &str = "FLEXGW_ADMIN_ADDRESS";
 pub const RUN_DIR: &str = "FLEXGW_RUN_DIR";
 pub const GRACE_PERIOD: &str = "FLEXGW_GRACE_PERIOD";
+pub const HEADER_RAW_VALUE: &str = "FLEX_HEADER_RAW_VALUE_ENABLE";
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -51,8 +53,27 @@ fn grace(text: &str) -> Result<Duration, String> {
     }
 }
 
+fn flag(name: &str, text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{name}={text:?} is neither true nor false")),
+    }
+}
+
+/// Flex's `FLEX_HEADER_RAW_VALUE_ENABLE`: whether external authorization's
+/// `CheckRequest` carries the request's headers as raw bytes (Envoy's
+/// `encode_raw_headers`: `header_map`, each header line as it came) — the
+/// default — or as UTF-8 text (`headers`, repeated names joined by `,`).
+pub fn header_raw_value() -> bool {
+    var(HEADER_RAW_VALUE).is_none_or(|v| flag(HEADER_RAW_VALUE, &v).unwrap_or(true))
+}
+
 /// Every variable set to something that cannot be used.
 pub fn check() -> Result<(), String> {
+    if let Some(v) = var(HEADER_RAW_VALUE) {
+        flag(HEADER_RAW_VALUE, &v)?;
+    }
     if let Some(v) = var(ADMIN_ADDRESS) {
         admin(&v)?;
     }
@@ -93,5 +114,10 @@ mod tests {
         assert_eq!(grace("8"), Ok(Duration::from_secs(8)));
         assert!(grace("1500ms").is_err());
         assert!(grace("soon").unwrap_err().contains(GRACE_PERIOD));
+        assert_eq!(flag(HEADER_RAW_VALUE, " False "), Ok(false));
+        assert_eq!(flag(HEADER_RAW_VALUE, "TRUE"), Ok(true));
+        assert!(flag(HEADER_RAW_VALUE, "0")
+            .unwrap_err()
+            .contains(HEADER_RAW_VALUE));
     }
 }

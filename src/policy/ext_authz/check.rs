@@ -12,7 +12,8 @@
 //! Request { Timestamp time = 1; HttpRequest http = 2 }
 //! HttpRequest { string id = 1; string method = 2; map<string,string> headers = 3;
 //!   string path = 4; string host = 5; string scheme = 6; string query = 7;
-//!   int64 size = 9; string protocol = 10 }
+//!   int64 size = 9; string protocol = 10; HeaderMap header_map = 13 }
+//! HeaderMap { repeated HeaderValue headers = 1 }
 //!
 //! CheckResponse { google.rpc.Status status = 1; DeniedHttpResponse denied_response = 2;
 //!   OkHttpResponse ok_response = 3 }
@@ -51,6 +52,64 @@ fn peer(w: &mut Writer, field: u32, addr: Option<SocketAddr>, certificate: Optio
     });
 }
 
+/// The request's headers as Envoy gives them to the service: its
+/// pseudo-headers (`:authority`, `:method`, `:path`, `:scheme`), then the
+/// header lines, all of them or those `allowedHeaders` names. Raw
+/// (Envoy's `encode_raw_headers`, Flex's default): `header_map`, each line
+/// an entry with its bytes as they came (`raw_value`). Text: the `headers`
+/// map, repeated names joined by `,`, bytes that are not UTF-8 replaced.
+fn headers(h: &mut Writer, c: &Config, req: &RequestHeader, x: &Exchange) {
+    let all = c.allowed_headers.is_empty();
+    let authority = req
+        .headers
+        .get(http::header::HOST)
+        .map(|v| v.as_bytes())
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default();
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let pseudo: [(&str, &[u8]); 4] = [
+        (":authority", authority),
+        (":method", req.method.as_str().as_bytes()),
+        (":path", target.as_bytes()),
+        (":scheme", if x.tls { b"https" } else { b"http" }),
+    ];
+    let pseudo = pseudo.into_iter().filter(|_| all);
+    let lines = req
+        .headers
+        .iter()
+        .filter(|(n, _)| all || c.allowed_headers.contains(n))
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    if c.raw_headers {
+        h.message(13, |map| {
+            for (name, value) in pseudo.chain(lines) {
+                map.message(1, |hv| {
+                    hv.string(1, name);
+                    hv.bytes(3, value);
+                });
+            }
+        });
+        return;
+    }
+    for (name, value) in pseudo {
+        h.map_entry(3, name, &String::from_utf8_lossy(value));
+    }
+    let mut seen: Vec<&HeaderName> = Vec::new();
+    for name in req.headers.keys() {
+        if seen.contains(&name) || !(all || c.allowed_headers.contains(name)) {
+            continue;
+        }
+        seen.push(name);
+        let value = req
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .collect::<Vec<_>>()
+            .join(",");
+        h.map_entry(3, name.as_str(), &value);
+    }
+}
+
 /// The `CheckRequest` for this request.
 pub fn request(c: &Config, req: &RequestHeader, x: &Exchange) -> Vec<u8> {
     let mut w = Writer::with_capacity(512);
@@ -76,25 +135,7 @@ pub fn request(c: &Config, req: &RequestHeader, x: &Exchange) -> Vec<u8> {
             r.message(2, |h| {
                 h.string(1, &x.request_id);
                 h.string(2, req.method.as_str());
-                // headers: lower-case names, repeated values joined by ","
-                let mut seen: Vec<&HeaderName> = Vec::new();
-                for name in req.headers.keys() {
-                    if seen.contains(&name) {
-                        continue;
-                    }
-                    seen.push(name);
-                    if !c.allowed_headers.is_empty() && !c.allowed_headers.contains(name) {
-                        continue;
-                    }
-                    let value = req
-                        .headers
-                        .get_all(name)
-                        .iter()
-                        .map(|v| String::from_utf8_lossy(v.as_bytes()))
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    h.map_entry(3, name.as_str(), &value);
-                }
+                headers(h, c, req, x);
                 let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
                 h.string(4, target);
                 let host = req

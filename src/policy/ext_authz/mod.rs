@@ -123,6 +123,9 @@ pub struct Config {
     pub client_headers_on_success: Vec<HeaderName>,
     pub failure_mode_allow: bool,
     pub status_on_error: u16,
+    /// gRPC: headers as raw bytes in `header_map` (Flex's default), or as
+    /// text in `headers` (`FLEX_HEADER_RAW_VALUE_ENABLE=false`).
+    pub raw_headers: bool,
 }
 
 /// `flexgw_ext_authz_checks_total{result}`: allowed, denied, failed
@@ -329,6 +332,7 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         client_headers_on_success,
         failure_mode_allow: failure_mode_allow?,
         status_on_error: status_on_error?,
+        raw_headers: crate::config::environment::header_raw_value(),
     })
 }
 
@@ -351,6 +355,11 @@ pub fn describe(c: &Config) -> Value {
         "serviceResponseClientHeadersOnSuccess": names(&c.client_headers_on_success),
         "failureModeAllow": c.failure_mode_allow,
         "statusOnError": c.status_on_error,
+        "headersAs": match (c.server_type, c.raw_headers) {
+            (ServerType::Grpc, true) => "header_map (raw bytes; FLEX_HEADER_RAW_VALUE_ENABLE)",
+            (ServerType::Grpc, false) => "headers (UTF-8 text; FLEX_HEADER_RAW_VALUE_ENABLE=false)",
+            (ServerType::Http, _) => "HTTP request headers",
+        },
     })
 }
 
