@@ -306,6 +306,57 @@ fn flex_ldap_authentication_runs_from_a_flex_file() {
         "{config}"
     );
 
+    // Flex 1.14's authorizationOrigin: the default written out changes
+    // nothing; customExpression reads the credential from the header the
+    // expression names, `Basic <base64>` or the base64 alone
+    let custom = policies.replace(
+        "        ldapSearchInSubtree: true\n",
+        "        ldapSearchInSubtree: true\n        authorizationOrigin: customExpression\n        authorizationExpression: \"#[attributes.headers['x-credentials']]\"\n",
+    );
+    let explicit = policies.replace(
+        "        ldapSearchInSubtree: true\n",
+        "        ldapSearchInSubtree: true\n        authorizationOrigin: httpBasicAuthenticationHeader\n",
+    );
+    let start = |policies: &str| {
+        let api = flex_api("people", "{port}", &backend.url(), policies);
+        Gateway::start_files(
+            &[("api.yaml", api), ("server.yaml", SERVER_ONLY.to_string())],
+            &[],
+        )
+    };
+    let gw = start(&explicit);
+    assert_eq!(get_as(&gw, "/api/x", "carol", "singer").status, 200);
+    assert_eq!(get_as(&gw, "/api/x", "carol", "nope").status, 401);
+    let gw = start(&custom);
+    let with = |value: &str| {
+        gw.connect()
+            .request("GET", "/api/x", &[("x-credentials", value)], b"")
+    };
+    let bare = basic("carol", "singer")["Basic ".len()..].to_string();
+    assert_eq!(with(&basic("carol", "singer")).status, 200);
+    let seen = backend.last();
+    assert_eq!(seen.header("x-credentials"), None, "not forwarded");
+    assert_eq!(with(&bare).status, 200, "the base64 alone");
+    let wrong = with(&basic("carol", "nope"));
+    assert_eq!(wrong.status, 401);
+    assert!(wrong
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Basic realm=")));
+    assert_eq!(with("Bearer abc").status, 401, "another scheme");
+    assert_eq!(
+        get_as(&gw, "/api/x", "carol", "singer").status,
+        401,
+        "the Authorization header is not where the credential is"
+    );
+    // two copies of the credential header: refused before anything
+    let twice = gw.connect().request(
+        "GET",
+        "/api/x",
+        &[("x-credentials", &bare), ("x-credentials", &bare)],
+        b"",
+    );
+    assert_eq!(twice.status, 400);
+
     // Flex's own page misspells ldapServerURL in its example: a clear error
     let dir = temp_dir("ldap-validate");
     let file = dir.join("api.yaml");
@@ -322,4 +373,26 @@ fn flex_ldap_authentication_runs_from_a_flex_file() {
         all.contains("dapServerURL: unknown field (did you mean `ldapServerURL`?)"),
         "{all}"
     );
+    for (broken, says) in [
+        (
+            custom.replace(
+                "        authorizationExpression: \"#[attributes.headers['x-credentials']]\"\n",
+                "",
+            ),
+            "authorizationOrigin customExpression needs `authorizationExpression`",
+        ),
+        (
+            custom.replace("attributes.headers['x-credentials']", "payload.user"),
+            "authorizationExpression",
+        ),
+    ] {
+        std::fs::write(
+            &file,
+            flex_api("people", "8080", "http://127.0.0.1:9", &broken),
+        )
+        .expect("write");
+        let (ok, out, err) = validate(&file);
+        let all = format!("{out}{err}");
+        assert!(!ok && all.contains(says), "{says}: {all}");
+    }
 }

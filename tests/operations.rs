@@ -566,7 +566,7 @@ fn daemon_mode_serves_in_the_background() {
     let backend = Backend::echo();
     let dir = temp_dir("daemon");
     let port = free_port();
-    let admin = free_port();
+    let admin = free_port_besides(&[port]);
     // a log output too: its writer must run in the daemon, not in the
     // process that forked it
     let logging = "---\napiVersion: gateway.mulesoft.com/v1alpha1\nkind: Configuration\nmetadata: {name: logging}\nspec:\n  logging:\n    outputs:\n    - {name: f, type: file, parameters: {file: \"{dir}/out.log\"}}\n    runtimeLogs: {outputs: [f]}\n    accessLogs: {outputs: [f]}\n";
@@ -615,7 +615,7 @@ fn a_port_held_by_another_process_ends_the_start_with_the_reason() {
     // another process (here: this test) holds the listener's port
     let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = held.local_addr().expect("addr").port();
-    let admin = free_port();
+    let admin = free_port_besides(&[port]);
     let dir = temp_dir("held");
     let config = config_with_routes(
         r#"    - id: r
@@ -863,7 +863,7 @@ fn refused_files_are_visible_and_plan_shows_what_a_change_does() {
     assert_eq!(plan["changes"].as_array().map(Vec::len), Some(1), "{plan}");
     assert_eq!(plan["changes"][0]["fields"][0]["new"], 7);
     // a new port needs a binary upgrade
-    let more = free_port();
+    let more = free_port_besides(&[gw.port, gw.admin_port]);
     std::fs::write(
         next.join("30-port.yaml"),
         format!("apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Gateway\nmetadata: {{name: more}}\nspec:\n  listeners: [{{name: more, port: {}, host: \"127.0.0.1\"}}]\n  routes:\n    - id: more\n      path: /more\n      upstream: {{url: \"{}\"}}\n", more, backend.url()),
@@ -990,7 +990,7 @@ fn the_deploy_script_ships_changes_and_rolls_back_refused_ones_under_load() {
 
     // a new listener: the plan asks for a binary upgrade, which the script runs
     let first_pid = current_pid(&gw);
-    let more_port = free_port();
+    let more_port = free_port_besides(&[gw.port, gw.admin_port]);
     let upgrade = temp_dir("deploy-upgrade");
     for (name, text) in yaml_files(&good) {
         std::fs::write(upgrade.join(name), text).unwrap();

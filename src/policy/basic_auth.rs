@@ -328,6 +328,22 @@ pub fn credentials(req: &RequestHeader) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
+    decode_pair(token)
+}
+
+/// A Basic credential found elsewhere than `Authorization` (another
+/// header, a query parameter): `Basic base64(user:password)`, or the
+/// base64 alone.
+pub fn credentials_in(value: &str) -> Option<(String, String)> {
+    let value = value.trim();
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("basic") => decode_pair(token),
+        Some(_) => None,
+        None => decode_pair(value),
+    }
+}
+
+fn decode_pair(token: &str) -> Option<(String, String)> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(token.trim())
         .ok()?;

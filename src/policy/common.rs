@@ -195,10 +195,20 @@ impl TokenSource {
     /// `token: {header: X}` / `{queryParam: q}` / `{cookie: c}`; absent:
     /// `Authorization: Bearer`.
     pub fn decode(d: &mut Decoder, node: Option<&Node>, path: &str) -> Option<TokenSource> {
+        Self::decode_at(d, node, path, "token")
+    }
+
+    /// [`Self::decode`] for a field of another name (`key`).
+    pub fn decode_at(
+        d: &mut Decoder,
+        node: Option<&Node>,
+        path: &str,
+        key: &str,
+    ) -> Option<TokenSource> {
         let Some(n) = node else {
             return Some(TokenSource::Bearer);
         };
-        let field = join(path, "token");
+        let field = join(path, key);
         let t = d.map(n, &field, TOKEN_FIELDS)?;
         let mut given = t.keys();
         let Some((which, v)) = given.next() else {
@@ -206,11 +216,7 @@ impl TokenSource {
             return None;
         };
         if given.next().is_some() {
-            d.error(
-                n.pos,
-                &field,
-                "one token source: header, queryParam or cookie",
-            );
+            d.error(n.pos, &field, "one source: header, queryParam or cookie");
             return None;
         }
         let at = join(&field, which);

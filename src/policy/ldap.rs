@@ -17,7 +17,13 @@
 //!     maxConnections: 4                    # the pool: requests wait for a free one
 //!     realm: flex-gateway
 //!     keepCredentials: false
+//!     credentials: {header: X-Credentials}  # default: Authorization: Basic;
+//!                                          # or {queryParam: q}, {cookie: c}
 //! ```
+//!
+//! Elsewhere than `Authorization` (Flex's `authorizationOrigin:
+//! customExpression`), the credential is `Basic base64(user:password)` or
+//! the base64 alone.
 //!
 //! Per request: the service account binds, searches `searchBase` for the
 //! one entry the filter finds, and that entry's DN binds with the given
@@ -73,7 +79,9 @@ pub const FIELDS: &[Field] = &[
     f("realm", STR).default("\"flex-gateway\""),
     f("keepCredentials", BOOL)
         .default("false")
-        .doc("Forward the Authorization header upstream."),
+        .doc("Forward the credential upstream."),
+    f("credentials", Ty::Obj(common::TOKEN_FIELDS))
+        .doc("Where the Basic credential is read (default: the Authorization header)."),
 ];
 
 /// Verified credentials remembered; past this many, the oldest go.
@@ -96,6 +104,8 @@ pub struct Config {
     pub max_connections: usize,
     pub realm: String,
     pub keep_credentials: bool,
+    /// Where the credential is: `Bearer` stands for `Authorization: Basic`.
+    pub credentials: common::TokenSource,
 }
 
 impl std::fmt::Debug for Config {
@@ -202,7 +212,9 @@ pub fn decode(d: &mut Decoder, node: &Node, path: &str) -> Option<Config> {
         None => Some(4),
     };
     let realm = common::realm(d, f.get("realm"), path);
+    let credentials = common::TokenSource::decode_at(d, f.get("credentials"), path, "credentials");
     let config = Config {
+        credentials: credentials?,
         subtree: flag(d, "searchInSubtree"),
         cache_ttl: match cache_off {
             true => Duration::ZERO,
@@ -243,6 +255,7 @@ pub fn describe(c: &Config) -> Value {
         "maxConnections": c.max_connections,
         "realm": c.realm,
         "keepCredentials": c.keep_credentials,
+        "credentials": c.credentials.describe(),
     })
 }
 
@@ -446,9 +459,18 @@ impl LdapAuth {
 #[async_trait]
 impl Policy for LdapAuth {
     async fn on_request(&self, req: &mut RequestHeader, x: &mut Exchange) -> Decision {
-        let has_header = req.headers.contains_key(http::header::AUTHORIZATION);
-        let Some((user, password)) = basic_auth::credentials(req) else {
-            return self.unauthorized(if has_header {
+        let (presented, found) = match &self.config.credentials {
+            common::TokenSource::Bearer => (
+                req.headers.contains_key(http::header::AUTHORIZATION),
+                basic_auth::credentials(req),
+            ),
+            elsewhere => match elsewhere.extract(req) {
+                Some(v) => (true, basic_auth::credentials_in(&v)),
+                None => (false, None),
+            },
+        };
+        let Some((user, password)) = found else {
+            return self.unauthorized(if presented {
                 "malformed Basic credentials"
             } else {
                 "authentication required"
@@ -479,13 +501,16 @@ impl Policy for LdapAuth {
 
     fn on_upstream_request(&self, up: &mut RequestHeader, x: &mut Exchange) -> pingora::Result<()> {
         if !self.config.keep_credentials && x.ext.get::<Authenticated>().is_some() {
-            up.remove_header(&http::header::AUTHORIZATION);
+            self.config.credentials.strip(up);
         }
         Ok(())
     }
 
     fn credential_headers(&self) -> Vec<http::HeaderName> {
-        vec![http::header::AUTHORIZATION]
+        match self.config.credentials.header() {
+            Some(h) => vec![h],
+            None => vec![http::header::AUTHORIZATION],
+        }
     }
 }
 

@@ -84,6 +84,18 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// A free port none of `taken` is: two calls to [`free_port`] can hand
+/// out the same port (each listener is gone before the next bind), and a
+/// gateway given one port for two listeners refuses its config.
+pub fn free_port_besides(taken: &[u16]) -> u16 {
+    loop {
+        let p = free_port();
+        if !taken.contains(&p) {
+            return p;
+        }
+    }
+}
+
 /// Poll until `f` is true, or panic after `timeout` with `what`.
 /// The virtualenv's bin directory with the tests' Python tools
 /// (`.ci/pytools` makes it when missing).
@@ -280,8 +292,8 @@ impl Gateway {
         for _attempt in 0..3 {
             let dir = temp_dir("gw").keep();
             let port = free_port();
-            let admin_port = free_port();
-            let port2 = free_port();
+            let admin_port = free_port_besides(&[port]);
+            let port2 = free_port_besides(&[port, admin_port]);
             let mut file = dir.join("gateway.yaml");
             for (rel, text) in files {
                 let config = text
@@ -339,6 +351,7 @@ impl Gateway {
                 std::thread::sleep(Duration::from_millis(20));
             }
             stop(&mut child);
+            let _ = std::fs::remove_dir_all(&dir);
         }
         panic!("could not start flex-gateway on a free port");
     }

@@ -86,6 +86,17 @@ pub const LDAP: &[Field] = &[
     f("ldapSearchBase", STR).req(),
     f("ldapSearchFilter", STR).default("\"(uid={0})\""),
     f("ldapSearchInSubtree", BOOL).default("false"),
+    f(
+        "authorizationOrigin",
+        Ty::Enum(&["httpBasicAuthenticationHeader", "customExpression"]),
+    )
+    .default("\"httpBasicAuthenticationHeader\"")
+    .doc("Flex 1.14: where the Basic credential is read."),
+    f(
+        "authorizationExpression",
+        Ty::Text("#[attributes.headers['NAME']] or #[attributes.queryParams['NAME']]"),
+    )
+    .doc("With customExpression: the credential, `Basic <base64>` or the base64 alone."),
 ];
 
 /// `ldap-authentication-flex` onto `ldap-authentication` (Flex's fields
@@ -100,12 +111,22 @@ pub(super) fn ldap(d: &mut Decoder, c: &Node, path: &str) -> Option<PolicyConfig
         ("searchInSubtree", "ldapSearchInSubtree"),
     ];
     let f = d.map(c, path, LDAP)?;
-    let tree: Vec<(&str, Node)> = RENAMES
+    let mut tree: Vec<(&str, Node)> = RENAMES
         .iter()
         .filter_map(|(ours, flex)| f.get(flex).map(|n| (*ours, n.clone())))
         .collect();
+    if let Some(source) = credential_origin(
+        d,
+        &f,
+        path,
+        ("authorizationOrigin", "httpBasicAuthenticationHeader"),
+        "authorizationExpression",
+    )? {
+        tree.push(("credentials", source));
+    }
     let node = map(f.pos, tree);
-    ours(d, RENAMES, |d| {
+    let renames = [RENAMES, &[("credentials", "authorizationExpression")]].concat();
+    ours(d, &renames, |d| {
         policy::ldap::decode(d, &node, path).map(PolicyConfig::LdapAuth)
     })
 }
@@ -137,6 +158,44 @@ pub const INTROSPECTION: &[Field] = &[
 
 /// Where the token is: `#[attributes.headers['x']]` / `queryParams['t']`
 /// as our `token: {header|queryParam}`.
+/// Flex's `<x>Origin` / `<x>Expression` pair: `None` for the standard
+/// header (`origin.1`), our `{header|queryParam: NAME}` for
+/// `customExpression`; `Err` (as `None` outer) when it is wrong.
+fn credential_origin(
+    d: &mut Decoder,
+    f: &crate::config::decode::Fields,
+    path: &str,
+    origin: (&str, &str),
+    expression: &str,
+) -> Option<Option<Node>> {
+    let Some(n) = f.get(origin.0) else {
+        return Some(None);
+    };
+    let at = join(path, origin.0);
+    match d.scalar(n, &at, "a string")? {
+        o if o == origin.1 => Some(None),
+        "customExpression" => match f.get(expression) {
+            Some(e) => token_source(d, e, &join(path, expression)).map(Some),
+            None => {
+                d.error(
+                    n.pos,
+                    path,
+                    format!("{} customExpression needs `{expression}`", origin.0),
+                );
+                None
+            }
+        },
+        other => {
+            d.error(
+                n.pos,
+                &at,
+                format!("{other:?}: expected {} or customExpression", origin.1),
+            );
+            None
+        }
+    }
+}
+
 fn token_source(d: &mut Decoder, n: &Node, path: &str) -> Option<Node> {
     use crate::policy::expr::Accessor;
     let (key, name) = match accessor(d, n, path)? {
@@ -146,7 +205,7 @@ fn token_source(d: &mut Decoder, n: &Node, path: &str) -> Option<Node> {
             d.error(
                 n.pos,
                 path,
-                "jwtExpression: a header (#[attributes.headers['NAME']]) or a query parameter (#[attributes.queryParams['NAME']]) is supported",
+                "a header (#[attributes.headers['NAME']]) or a query parameter (#[attributes.queryParams['NAME']]) is supported",
             );
             return None;
         }
