@@ -344,6 +344,14 @@ impl Gateway {
                     }
                     panic!("flex-gateway exited with {status} before listening:\n{text}");
                 }
+                // another process took one of the ports between free_port()
+                // and the bind: Pingora retries it forever ("... is in use,
+                // will try again"), so try other ports instead of waiting
+                if std::fs::read_to_string(&log)
+                    .is_ok_and(|t| t.contains(" is in use, will try again"))
+                {
+                    break;
+                }
                 assert!(
                     Instant::now() < deadline,
                     "flex-gateway did not listen on {port}"
