@@ -507,9 +507,9 @@ impl Policy for LdapAuth {
     }
 
     fn credential_headers(&self) -> Vec<http::HeaderName> {
-        match self.config.credentials.header() {
-            Some(h) => vec![h],
-            None => vec![http::header::AUTHORIZATION],
+        match &self.config.credentials {
+            common::TokenSource::Bearer => vec![http::header::AUTHORIZATION],
+            elsewhere => elsewhere.header().into_iter().collect(),
         }
     }
 }

@@ -156,11 +156,9 @@ pub const INTROSPECTION: &[Field] = &[
     f("consumerBy", Ty::Any).doc("Not supported yet."),
 ];
 
-/// Where the token is: `#[attributes.headers['x']]` / `queryParams['t']`
-/// as our `token: {header|queryParam}`.
-/// Flex's `<x>Origin` / `<x>Expression` pair: `None` for the standard
-/// header (`origin.1`), our `{header|queryParam: NAME}` for
-/// `customExpression`; `Err` (as `None` outer) when it is wrong.
+/// Flex's `<x>Origin` / `<x>Expression` pair: `Some(None)` for the
+/// standard header (`origin.1`), `Some(Some(our {header|queryParam: NAME}))`
+/// for `customExpression`, `None` when it is wrong (the error reported).
 fn credential_origin(
     d: &mut Decoder,
     f: &crate::config::decode::Fields,
@@ -196,6 +194,8 @@ fn credential_origin(
     }
 }
 
+/// Where the token is: `#[attributes.headers['x']]` / `queryParams['t']`
+/// as our `token: {header|queryParam}`.
 fn token_source(d: &mut Decoder, n: &Node, path: &str) -> Option<Node> {
     use crate::policy::expr::Accessor;
     let (key, name) = match accessor(d, n, path)? {
