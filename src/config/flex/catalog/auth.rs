@@ -176,7 +176,7 @@ fn credential_origin(
             Some(e) => token_source(d, e, &join(path, expression)).map(Some),
             None => {
                 d.error(
-                    n.pos,
+                    f.pos,
                     path,
                     format!("{} customExpression needs `{expression}`", origin.0),
                 );
@@ -253,31 +253,14 @@ pub(super) fn jwt_validation(d: &mut Decoder, c: &Node, path: &str) -> Option<Po
         }
     };
     let mut tree: Vec<(&str, Node)> = Vec::new();
-    let origin = text(d, "jwtOrigin", "httpBearerAuthenticationHeader")?;
-    match origin.as_str() {
-        "httpBearerAuthenticationHeader" => {}
-        "customExpression" => {
-            let ep = join(path, "jwtExpression");
-            match f.get("jwtExpression") {
-                Some(n) => tree.push(("token", token_source(d, n, &ep)?)),
-                None => {
-                    d.error(
-                        pos,
-                        path,
-                        "jwtOrigin customExpression needs `jwtExpression`",
-                    );
-                    return None;
-                }
-            }
-        }
-        other => {
-            d.error(
-                f.get("jwtOrigin").map_or(pos, |n| n.pos),
-                &join(path, "jwtOrigin"),
-                format!("{other:?}: expected httpBearerAuthenticationHeader or customExpression"),
-            );
-            return None;
-        }
+    if let Some(source) = credential_origin(
+        d,
+        &f,
+        path,
+        ("jwtOrigin", "httpBearerAuthenticationHeader"),
+        "jwtExpression",
+    )? {
+        tree.push(("token", source));
     }
     let key_origin = text(d, "jwtKeyOrigin", "text")?;
     match key_origin.as_str() {
