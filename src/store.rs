@@ -1,8 +1,13 @@
 //! Shared storage: a Redis server through which several gateway processes
-//! share state (today the rate-limit counters). One connection (redis-rs's
-//! `ConnectionManager`: multiplexed, pipelined, reconnecting by itself) per
-//! configured server, shared by every policy that uses it and kept across
-//! reloads while the settings are unchanged.
+//! share state (rate-limit counters, the distributed response cache). One
+//! connection (redis-rs's `ConnectionManager`: multiplexed, pipelined,
+//! reconnecting by itself) per configured server, shared by every policy
+//! that uses it and kept across reloads while the settings are unchanged.
+//! The server is one address, the master named by Redis Sentinel, or a
+//! Redis Cluster (redis-rs's cluster connection: slots learnt from the
+//! nodes, `MOVED`/`ASK` followed, the map refreshed after a failover);
+//! in a cluster every key a script touches shares a hash tag
+//! ([`Redis::tag`]).
 //!
 //! Every call has a deadline (`timeout`). After a failure the store is
 //! considered down for one second: calls fail at once instead of each
@@ -11,7 +16,9 @@
 //! a minute.
 
 use prometheus_client::metrics::counter::Counter;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::RedisFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +30,9 @@ pub struct RedisSettings {
     pub address: String,
     /// The Sentinels that name the master (instead of `address`).
     pub sentinel: Option<Sentinel>,
+    /// `host:port` of Redis Cluster nodes to learn the cluster from
+    /// (instead of `address`; empty when not a cluster).
+    pub cluster: Vec<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: i64,
@@ -68,6 +78,9 @@ impl RedisSettings {
                 s.master_name,
                 s.addresses.join(", ")
             ),
+            None if !self.cluster.is_empty() => {
+                format!("cluster {}", self.cluster.join(", "))
+            }
             None => self.address.clone(),
         }
     }
@@ -76,9 +89,45 @@ impl RedisSettings {
 /// Calls that failed (unreachable, timed out, refused).
 pub static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
+/// The connection: to one server (or the Sentinels' master), or to a
+/// cluster.
+#[derive(Clone)]
+enum Connection {
+    One(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::One(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::One(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::One(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 pub struct Redis {
     settings: RedisSettings,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    conn: tokio::sync::Mutex<Option<Connection>>,
     down_until: Mutex<Option<Instant>>,
     last_log: Mutex<Option<Instant>>,
 }
@@ -128,6 +177,22 @@ impl Redis {
         self.settings.describe()
     }
 
+    /// `part` of a key as a hash tag (`{part}`) in a cluster, as is
+    /// otherwise. A script's keys must all be on one node of a cluster:
+    /// they share a tag. Outside a cluster keys keep the form they always
+    /// had (counts and entries carry on across an upgrade).
+    pub fn tag<'a>(&self, part: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.clustered() {
+            false => part.into(),
+            true => format!("{{{part}}}").into(),
+        }
+    }
+
+    /// A Redis Cluster.
+    pub fn clustered(&self) -> bool {
+        !self.settings.cluster.is_empty()
+    }
+
     /// The master's `host:port`, as the first Sentinel that answers names
     /// it (and the server there agrees it is the master).
     async fn master(&self, s: &Sentinel) -> Result<String, String> {
@@ -163,10 +228,15 @@ impl Redis {
         }
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, String> {
+    async fn connection(&self) -> Result<Connection, String> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
+        }
+        if !self.settings.cluster.is_empty() {
+            let conn = Connection::Cluster(self.cluster().await?);
+            *slot = Some(conn.clone());
+            return Ok(conn);
         }
         let address = match &self.settings.sentinel {
             Some(s) => self.master(s).await?,
@@ -191,8 +261,35 @@ impl Redis {
                 return Err(format!("{address} is not the master (yet)"));
             }
         }
+        let conn = Connection::One(conn);
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// A cluster connection, the slots learnt from the first node that
+    /// answers. It follows `MOVED`/`ASK` and refreshes the slot map when a
+    /// node fails (a replica promoted), so it is kept across failures.
+    async fn cluster(&self) -> Result<ClusterConnection, String> {
+        let s = &self.settings;
+        let nodes: Vec<String> = s.cluster.iter().map(|a| s.url(a)).collect();
+        let mut b = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(s.timeout)
+            .response_timeout(s.timeout)
+            // the deadline of the whole call is `guarded`'s
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(100);
+        if let Some(u) = &s.username {
+            b = b.username(u);
+        }
+        if let Some(p) = &s.password {
+            b = b.password(p);
+        }
+        let client = b.build().map_err(|e| e.to_string())?;
+        client
+            .get_async_connection()
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Run `script` with `keys` and `args`, within the deadline.

@@ -334,6 +334,79 @@ fn redis_with_a_password_from_the_environment() {
     );
 }
 
+/// [`keyed`] and `/busy/*`, limited far beyond what a test sends.
+fn with_busy(backend: &Backend) -> String {
+    keyed(backend, None).replace(
+        "    - id: shared-open",
+        &format!(
+            "    - id: busy
+      path: /busy/*
+      upstream: {{url: \"{}\"}}
+      policies:
+        - rate-limiting: {{maxRequests: 100000000, period: 10m, key: \"header:X-Key\"}}
+    - id: shared-open",
+            backend.url()
+        ),
+    )
+}
+
+#[test]
+fn redis_over_tls_is_verified_against_the_trusted_authorities() {
+    fresh_window(Duration::from_secs(600), Duration::from_secs(30));
+    let dir = temp_dir("redis-tls");
+    let ca = Ca::new();
+    let (cert, key) = ca.issue(&dir, "redis", &["localhost"], None);
+    std::fs::write(dir.join("ca.pem"), ca.cert.to_pem().unwrap()).unwrap();
+    let redis = RedisServer::start_tls(&cert, &key);
+    let backend = Backend::echo();
+    let config = |address: String| {
+        with_server_settings(
+            &keyed(&backend, None),
+            &[&format!(
+                "sharedStorage: {{redis: {{address: \"{address}\", tls: true, timeout: 500ms}}}}"
+            )],
+        )
+    };
+    let ca_file = dir.join("ca.pem").display().to_string();
+    let trusted = [("SSL_CERT_FILE", ca_file.as_str())];
+    let good = config(format!("localhost:{}", redis.port));
+    let (g1, g2) = (
+        Gateway::start_with_env(&good, &trusted),
+        Gateway::start_with_env(&good, &trusted),
+    );
+    let (mut a, mut b) = (g1.connect(), g2.connect());
+    assert_eq!(
+        alternate(&mut a, &mut b, "/closed/x", "k1", 10),
+        4,
+        "shared over TLS"
+    );
+    assert_eq!(g1.metric("flexgw_shared_storage_errors_total"), 0.0);
+    // `rediss://` says the same
+    let url = config(format!("rediss://localhost:{}", redis.port)).replace(", tls: true", "");
+    let g3 = Gateway::start_with_env(&url, &trusted);
+    let r = g3
+        .connect()
+        .request("GET", "/closed/x", &[("x-key", "k1")], b"");
+    assert_eq!(r.status, 429, "counted by the other two");
+    // a certificate the gateway cannot verify: no shared counting at all
+    // (a fail-closed limit refuses), whether its authority is unknown or
+    // it names another host
+    for (config, env) in [
+        (good.clone(), vec![]),
+        (
+            config(format!("127.0.0.1:{}", redis.port)),
+            trusted.to_vec(),
+        ),
+    ] {
+        let g = Gateway::start_with_env(&config, &env);
+        let r = g
+            .connect()
+            .request("GET", "/closed/x", &[("x-key", "k2")], b"");
+        assert_eq!(r.status, 503, "{config}");
+        assert!(g.metric("flexgw_shared_storage_errors_total") >= 1.0);
+    }
+}
+
 #[test]
 fn a_sentinel_failover_under_load_is_followed_and_counts_stay_shared() {
     fresh_window(Duration::from_secs(600), Duration::from_secs(90));
@@ -350,20 +423,8 @@ fn a_sentinel_failover_under_load_is_followed_and_counts_stay_shared() {
         },
     );
     let backend = Backend::echo();
-    let mut config = keyed(&backend, None).replace(
-        "    - id: shared-open",
-        &format!(
-            "    - id: busy
-      path: /busy/*
-      upstream: {{url: \"{}\"}}
-      policies:
-        - rate-limiting: {{maxRequests: 100000000, period: 10m, key: \"header:X-Key\"}}
-    - id: shared-open",
-            backend.url()
-        ),
-    );
-    config = with_server_settings(
-        &config,
+    let config = with_server_settings(
+        &with_busy(&backend),
         &[&format!(
             "sharedStorage: {{redis: {{sentinel: {{addresses: [\"127.0.0.1:{}\"], masterName: mymaster}}, timeout: 300ms}}}}",
             sentinel.port
@@ -429,4 +490,101 @@ fn a_sentinel_failover_under_load_is_followed_and_counts_stay_shared() {
         4,
         "shared again"
     );
+}
+
+#[test]
+fn a_redis_cluster_spreads_clients_over_its_nodes_and_survives_a_master_failover() {
+    fresh_window(Duration::from_secs(600), Duration::from_secs(90));
+    let mut cluster = RedisCluster::start(3, 1);
+    let backend = Backend::echo();
+    let config = with_server_settings(
+        &with_busy(&backend),
+        &[&format!(
+            "sharedStorage: {{redis: {{cluster: {{addresses: {}}}, timeout: 300ms}}}}",
+            cluster.addresses()
+        )],
+    );
+    let (g1, g2) = (Gateway::start(&config), Gateway::start(&config));
+    let (mut a, mut b) = (g1.connect(), g2.connect());
+    // every client's quota is exact across both gateways, whichever node
+    // holds its counts
+    for k in 0..30 {
+        let key = format!("k{k}");
+        assert_eq!(alternate(&mut a, &mut b, "/closed/x", &key, 6), 4, "{key}");
+    }
+    // two limits of one policy (one script, two keys): both counted
+    let two: Vec<u16> = (0..4).map(|_| a.get("/two").status).collect();
+    assert!(two.starts_with(&[200, 200]), "{two:?}");
+    // the clients' counts are spread over every master
+    for port in cluster.masters() {
+        let keys = cluster.keys(port, "flexgw:rl:*");
+        assert!(keys.len() >= 2, "node {port}: {keys:?}");
+    }
+    let shown = g1.admin("/config").text();
+    assert!(shown.contains("\"cluster\":{\"addresses\":["), "{shown}");
+    assert_eq!(g1.metric("flexgw_shared_storage_errors_total"), 0.0);
+
+    // load on both gateways while one master dies and its replica takes over
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = [g1.port, g2.port]
+        .into_iter()
+        .map(|port| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                let (mut ok, mut other, mut n) = (0usize, Vec::new(), 0usize);
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("load-{}", n % 16);
+                    let r = c.request("GET", "/busy/x", &[("x-key", key.as_str())], b"");
+                    match r.status {
+                        200 => ok += 1,
+                        s => other.push(s),
+                    }
+                }
+                (ok, other)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let masters = cluster.masters();
+    let victim = masters[0];
+    cluster.node(victim).kill();
+    wait_until(
+        Duration::from_secs(30),
+        "a replica takes over the dead master's slots",
+        || {
+            let now = cluster.masters();
+            now.len() == 3 && !now.contains(&victim)
+        },
+    );
+    // both gateways count through the new master: fresh keys on every node
+    let mut round = 0;
+    wait_until(Duration::from_secs(15), "shared counting again", || {
+        round += 1;
+        (0..30).all(|k| {
+            let key = format!("after-{round}-{k}");
+            let h = [("x-key", key.as_str())];
+            a.request("GET", "/closed/x", &h, b"").status == 200
+                && b.request("GET", "/closed/x", &h, b"")
+                    .header("x-ratelimit-remaining")
+                    == Some("2")
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        let (ok, other) = t.join().expect("load thread");
+        assert!(ok > 50, "{ok} requests under load");
+        assert!(
+            other.is_empty(),
+            "requests refused during the failover: {other:?}"
+        );
+    }
+    // what was counted before the failover was replicated: spent stays spent
+    for k in 0..30 {
+        let key = format!("k{k}");
+        let r = a.request("GET", "/closed/x", &[("x-key", key.as_str())], b"");
+        assert_eq!(r.status, 429, "{key}");
+    }
 }

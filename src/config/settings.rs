@@ -48,6 +48,8 @@ const REDIS_FIELDS: &[Field] = &[
         .doc("The Redis server; or `sentinel`, which finds the master."),
     f("sentinel", Ty::Obj(SENTINEL_FIELDS))
         .doc("Redis Sentinel: the master is asked for, and followed after a failover."),
+    f("cluster", Ty::Obj(CLUSTER_FIELDS))
+        .doc("Redis Cluster: its nodes are learnt from these, keys spread by slot."),
     f("username", STR),
     f("password", STR),
     f("db", Ty::Int(0, 1 << 20)).default("0"),
@@ -60,6 +62,9 @@ pub const SENTINEL_FIELDS: &[Field] = &[
     f("username", STR).doc("The Sentinels' own user (ACL), if they require one."),
     f("password", STR).doc("The Sentinels' own password, if they require one."),
 ];
+pub const CLUSTER_FIELDS: &[Field] = &[f("addresses", Ty::List(&Ty::Text("host:port"), true))
+    .req()
+    .doc("Some of the cluster's nodes (one that answers is enough).")];
 pub const LIMIT_FIELDS: &[Field] = &[
     f("maxHeaderSize", Ty::Size),
     f("maxHeaders", Ty::Int(1, 256)),
@@ -213,25 +218,31 @@ pub fn decode_storage(d: &mut Decoder, node: &Node, path: &str) -> Option<RedisS
     let r = d.required(&f, "redis", path)?;
     let g = d.map(r, &rpath, REDIS_FIELDS)?;
     let before = d.errors.len();
-    let address = match (g.get("address"), g.get("sentinel")) {
-        (Some(n), None) => {
-            host_port(d, n, &join(&rpath, "address"), true).map(|(a, tls)| (a, tls, None))
+    let given: Vec<(&str, &Node)> = ["address", "sentinel", "cluster"]
+        .into_iter()
+        .filter_map(|k| Some((k, g.get(k)?)))
+        .collect();
+    let address = match given.as_slice() {
+        [("address", n)] => host_port(d, n, &join(&rpath, "address"), true)
+            .map(|(a, tls)| (a, tls, None, Vec::new())),
+        [("sentinel", n)] => decode_sentinel(d, n, &join(&rpath, "sentinel"))
+            .map(|s| (String::new(), false, Some(s), Vec::new())),
+        [(_, n)] => {
+            decode_cluster(d, n, &join(&rpath, "cluster")).map(|c| (String::new(), false, None, c))
         }
-        (None, Some(n)) => decode_sentinel(d, n, &join(&rpath, "sentinel"))
-            .map(|s| (String::new(), false, Some(s))),
-        (Some(_), Some(n)) => {
-            d.error(
-                n.pos,
-                &join(&rpath, "sentinel"),
-                "give `address` (one server) or `sentinel` (which finds the master), not both",
-            );
-            None
-        }
-        (None, None) => {
+        [] => {
             d.error(
                 r.pos,
                 &rpath,
-                "missing `address` (host:port) or `sentinel` (addresses and masterName)",
+                "missing `address` (host:port), `sentinel` (addresses and masterName) or `cluster` (addresses)",
+            );
+            None
+        }
+        [.., (last, n)] => {
+            d.error(
+                n.pos,
+                &join(&rpath, last),
+                "give one of `address` (one server), `sentinel` (which finds the master) or `cluster` (its nodes), not several",
             );
             None
         }
@@ -252,13 +263,23 @@ pub fn decode_storage(d: &mut Decoder, node: &Node, path: &str) -> Option<RedisS
         Some(n) => d.duration(n, &join(&rpath, "timeout"), false),
         None => Some(std::time::Duration::from_millis(500)),
     };
+    if let (Some(n), Some(db), true) = (g.get("db"), db, g.get("cluster").is_some()) {
+        if db != 0 {
+            d.error(
+                n.pos,
+                &join(&rpath, "db"),
+                "Redis Cluster has only database 0",
+            );
+        }
+    }
     if d.errors.len() > before {
         return None;
     }
-    let (address, rediss, sentinel) = address?;
+    let (address, rediss, sentinel, cluster) = address?;
     Some(RedisSettings {
         address,
         sentinel,
+        cluster,
         username,
         password,
         db: db?,
@@ -279,9 +300,9 @@ fn host_port(d: &mut Decoder, n: &Node, field: &str, url: bool) -> Option<(Strin
             .trim_end_matches('/'),
         false => text.as_str(),
     };
-    let ok = bare
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    let ok = bare.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !h.contains(['/', ' ']) && p.parse::<u16>().is_ok_and(|p| p > 0)
+    });
     if !ok {
         d.error(
             n.pos,
@@ -293,31 +314,47 @@ fn host_port(d: &mut Decoder, n: &Node, field: &str, url: bool) -> Option<(Strin
     Some((bare.to_string(), text.starts_with("rediss://")))
 }
 
+/// A non-empty list of `host:port` (`addresses` of a Sentinel or cluster).
+fn addresses(d: &mut Decoder, list: &Node, field: &str, what: &str) -> Vec<String> {
+    let before = d.errors.len();
+    let mut out = Vec::new();
+    for (i, item) in d
+        .list(list, field, true)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        if let Some((a, _)) = host_port(d, item, &format!("{field}[{i}]"), false) {
+            out.push(a);
+        }
+    }
+    if out.is_empty() && d.errors.len() == before {
+        d.error(
+            list.pos,
+            field,
+            format!("at least one {what} address is required"),
+        );
+    }
+    out
+}
+
+/// `sharedStorage.redis.cluster`.
+fn decode_cluster(d: &mut Decoder, node: &Node, path: &str) -> Option<Vec<String>> {
+    let f = d.map(node, path, CLUSTER_FIELDS)?;
+    let before = d.errors.len();
+    let list = d.required(&f, "addresses", path)?;
+    let out = addresses(d, list, &join(path, "addresses"), "cluster node");
+    (d.errors.len() == before).then_some(out)
+}
+
 /// `sharedStorage.redis.sentinel`.
 fn decode_sentinel(d: &mut Decoder, node: &Node, path: &str) -> Option<crate::store::Sentinel> {
     let f = d.map(node, path, SENTINEL_FIELDS)?;
     let before = d.errors.len();
-    let mut addresses = Vec::new();
-    if let Some(list) = d.required(&f, "addresses", path) {
-        let field = join(path, "addresses");
-        for (i, item) in d
-            .list(list, &field, true)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            if let Some((a, _)) = host_port(d, item, &format!("{field}[{i}]"), false) {
-                addresses.push(a);
-            }
-        }
-        if addresses.is_empty() && d.errors.len() == before {
-            d.error(
-                list.pos,
-                &field,
-                "at least one Sentinel address is required",
-            );
-        }
-    }
+    let addresses = match d.required(&f, "addresses", path) {
+        Some(list) => addresses(d, list, &join(path, "addresses"), "Sentinel"),
+        None => Vec::new(),
+    };
     let master_name = d
         .required(&f, "masterName", path)
         .and_then(|n| d.string(n, &join(path, "masterName")));

@@ -170,7 +170,8 @@ pub fn config_tree(c: &Config) -> Value {
                           "username": r.username, "password": r.password.as_ref().map(|_| crate::policy::REDACTED),
                           "sentinel": r.sentinel.as_ref().map(|s| json!({
                               "addresses": s.addresses, "masterName": s.master_name, "username": s.username,
-                              "password": s.password.as_ref().map(|_| crate::policy::REDACTED)}))},
+                              "password": s.password.as_ref().map(|_| crate::policy::REDACTED)})),
+                          "cluster": (!r.cluster.is_empty()).then(|| json!({"addresses": r.cluster}))},
             })),
             "trustedProxies": s.trusted_proxies.nets().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             "tracing": s.tracing.as_ref().map(|t| json!({

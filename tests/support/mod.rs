@@ -1374,6 +1374,8 @@ pub struct RedisServer {
     password: Option<String>,
     /// More arguments (`--replicaof host port`).
     extra: Vec<String>,
+    /// Its working directory (a replica writes the master's data there).
+    dir: TempDir,
 }
 
 impl RedisServer {
@@ -1387,6 +1389,33 @@ impl RedisServer {
             child: None,
             password: password.map(str::to_string),
             extra: Vec::new(),
+            dir: temp_dir("redis"),
+        };
+        r.restart();
+        r
+    }
+
+    /// A server that speaks only TLS (`--tls-port`), with this certificate
+    /// chain and key; clients are not asked for certificates.
+    pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
+        let port = free_port();
+        let mut r = RedisServer {
+            port,
+            child: None,
+            password: None,
+            extra: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            dir: temp_dir("redis"),
         };
         r.restart();
         r
@@ -1403,6 +1432,7 @@ impl RedisServer {
                 "127.0.0.1".into(),
                 master_port.to_string(),
             ],
+            dir: temp_dir("redis"),
         };
         r.restart();
         r
@@ -1420,6 +1450,8 @@ impl RedisServer {
             String::new(),
             "--appendonly".into(),
             "no".into(),
+            "--dir".into(),
+            self.dir.display().to_string(),
             // a replica is sent the data at once, not after 5 s
             "--repl-diskless-sync-delay".into(),
             "0".into(),
@@ -1524,6 +1556,191 @@ impl Drop for RedisSentinel {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real Redis Cluster: `masters` × (1 + `replicas`) `redis-server`s in
+/// cluster mode (node timeout 1 s, so a dead master's replica takes over
+/// within seconds), joined with `redis-cli --cluster create`; killed on
+/// drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    /// The CA file when the nodes speak TLS.
+    ca: Option<PathBuf>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        Self::start_with(masters, replicas, None)
+    }
+
+    /// A cluster whose nodes speak only TLS (clients, the cluster bus,
+    /// replication) with this CA, certificate and key, and announce
+    /// themselves as `localhost` (the name on the certificate).
+    pub fn start_tls(masters: usize, replicas: usize, tls: [&Path; 3]) -> RedisCluster {
+        Self::start_with(masters, replicas, Some(tls))
+    }
+
+    fn start_with(masters: usize, replicas: usize, tls: Option<[&Path; 3]>) -> RedisCluster {
+        let dir = temp_dir("redis-cluster");
+        let mut taken = Vec::new();
+        let tls_args = |port: u16| -> Vec<String> {
+            let Some([ca, cert, key]) = tls else {
+                return Vec::new();
+            };
+            let port = port.to_string();
+            let files = [ca, cert, key].map(|p| p.display().to_string());
+            [
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+                "--tls-ca-cert-file",
+                &files[0],
+                "--tls-cert-file",
+                &files[1],
+                "--tls-key-file",
+                &files[2],
+                "--tls-auth-clients",
+                "no",
+                "--cluster-announce-hostname",
+                "localhost",
+                "--cluster-preferred-endpoint-type",
+                "hostname",
+            ]
+            .map(str::to_string)
+            .to_vec()
+        };
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| {
+                let port = free_port_besides(&taken);
+                let bus = free_port_besides(&[&taken[..], &[port]].concat());
+                taken.extend([port, bus]);
+                let mut extra: Vec<String> = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                    "--cluster-config-file",
+                    &dir.join(format!("nodes-{port}.conf")).display().to_string(),
+                    "--cluster-node-timeout",
+                    "1000",
+                ]
+                .map(str::to_string)
+                .to_vec();
+                extra.extend(tls_args(port));
+                let mut r = RedisServer {
+                    port,
+                    child: None,
+                    password: None,
+                    extra,
+                    dir: temp_dir("redis"),
+                };
+                r.restart();
+                r
+            })
+            .collect();
+        let ca = tls.map(|[ca, ..]| ca.to_path_buf());
+        let out = Command::new("redis-cli")
+            .args(Self::tls_cli(&ca))
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(RedisServer::address))
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster {
+            nodes,
+            ca,
+            _dir: dir,
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "every node sees the cluster ok",
+            || {
+                cluster.nodes.iter().all(|n| {
+                    cluster
+                        .cli(n.port, &["cluster", "info"])
+                        .contains("cluster_state:ok")
+                })
+            },
+        );
+        wait_until(Duration::from_secs(30), "every replica in sync", || {
+            cluster.masters().len() == masters
+                && cluster.nodes.iter().all(|n| {
+                    let role = cluster.cli(n.port, &["role"]);
+                    role.starts_with("master") || role.contains("\nconnected\n")
+                })
+        });
+        cluster
+    }
+
+    /// `redis-cli -p PORT ARGS...`'s output.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(Self::tls_cli(&self.ca))
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `redis-cli`'s TLS arguments for a cluster with this CA.
+    fn tls_cli(ca: &Option<PathBuf>) -> Vec<String> {
+        match ca {
+            Some(ca) => vec!["--tls".into(), "--cacert".into(), ca.display().to_string()],
+            None => Vec::new(),
+        }
+    }
+
+    /// The ports of the masters serving slots, as a live node sees them.
+    pub fn masters(&self) -> Vec<u16> {
+        let Some(live) = self.nodes.iter().find(|n| n.child.is_some()) else {
+            return Vec::new();
+        };
+        self.cli(live.port, &["cluster", "nodes"])
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail") && l.split(' ').count() > 8)
+            .filter_map(|l| l.split(' ').nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
+            .collect()
+    }
+
+    /// The keys on the node at `port` that match `pattern`.
+    pub fn keys(&self, port: u16, pattern: &str) -> Vec<String> {
+        self.cli(port, &["--scan", "--pattern", pattern])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The node at `port`.
+    pub fn node(&mut self, port: u16) -> &mut RedisServer {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of the cluster")
+    }
+
+    /// `[\"host:port\", ...]` of every node, for a config.
+    pub fn addresses(&self) -> String {
+        let all: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.address()))
+            .collect();
+        format!("[{}]", all.join(", "))
     }
 }
 

@@ -201,7 +201,7 @@ spec:
     );
     let e = load_str("flex.yaml", &both).expect_err("both").to_string();
     assert!(
-        e.contains("give `address` (one server) or `sentinel`"),
+        e.contains("sharedStorage.redis.sentinel: give one of `address` (one server), `sentinel`"),
         "{e}"
     );
     let neither = text[..text.find("      sentinel:").expect("sentinel")].to_string();
@@ -209,8 +209,76 @@ spec:
         .expect_err("neither")
         .to_string();
     assert!(
-        e.contains("missing `address` (host:port) or `sentinel`"),
+        e.contains(
+            "missing `address` (host:port), `sentinel` (addresses and masterName) or `cluster`"
+        ),
         "{e}"
+    );
+}
+
+#[test]
+fn shared_storage_in_a_redis_cluster() {
+    let text = format!(
+        "{INSTANCE}  policies:
+    - policyRef: {{name: rate-limiting-flex}}
+      config: {{rateLimits: [{{maximumRequests: 3, timePeriodInMilliseconds: 2000}}]}}
+---
+apiVersion: gateway.mulesoft.com/v1alpha1
+kind: Configuration
+metadata: {{name: storage}}
+spec:
+  sharedStorage:
+    redis:
+      password: data-pw
+      cluster:
+        addresses: [\"10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]
+"
+    );
+    let e = load_str("flex.yaml", &text).expect_err("a URL").to_string();
+    assert!(
+        e.contains("cluster.addresses[1]: \"redis://10.0.0.2:7000\" is not host:port"),
+        "{e}"
+    );
+    let c = load(&text.replace("redis://", ""));
+    let p = &c.listeners[0].routes[0].policies;
+    let PolicyConfig::RateLimit(r) = &p[0].config else {
+        panic!("{p:?}")
+    };
+    let redis = r.redis.as_ref().expect("redis");
+    assert_eq!(redis.cluster, ["10.0.0.1:7000", "10.0.0.2:7000"]);
+    assert_eq!(
+        (redis.address.as_str(), redis.sentinel.is_none()),
+        ("", true)
+    );
+    assert_eq!(redis.describe(), "cluster 10.0.0.1:7000, 10.0.0.2:7000");
+    for (change, message) in [
+        (
+            "      address: \"127.0.0.1:6379\"\n",
+            "sharedStorage.redis.cluster: give one of `address` (one server), `sentinel` (which finds the master) or `cluster` (its nodes), not several",
+        ),
+        ("      DB: 2\n", "sharedStorage.redis.db: Redis Cluster has only database 0"),
+    ] {
+        let e = load_str(
+            "flex.yaml",
+            &text.replace("      password: data-pw\n", change),
+        )
+        .expect_err(message)
+        .to_string();
+        assert!(e.contains(message), "{e}");
+    }
+    let empty = text.replace("[\"10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]", "[]");
+    let e = load_str("flex.yaml", &empty)
+        .expect_err("empty")
+        .to_string();
+    assert!(
+        e.contains("cluster.addresses: at least one cluster node address is required"),
+        "{e}"
+    );
+    // database 0 written out is fine
+    load(
+        &text
+            .replace("      password: data-pw\n", "      db: 0\n")
+            .replace("redis://", ""),
     );
 }
 

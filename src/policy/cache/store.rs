@@ -425,9 +425,11 @@ pub fn shared(scope: &str, redis: Arc<Redis>, max_entries: usize) -> &'static Sh
     let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
     let id = (scope.to_string(), redis.address());
     let store = *all.entry(id).or_insert_with(|| {
+        // a cluster keeps a scope's entries and index on one node
+        let prefix = format!("flexgw:cache:{}", redis.tag(scope));
         Box::leak(Box::new(Shared {
             redis,
-            prefix: format!("flexgw:cache:{scope}"),
+            prefix,
             max_entries: AtomicUsize::new(max_entries),
         }))
     });

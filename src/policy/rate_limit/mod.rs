@@ -368,16 +368,21 @@ impl RateLimiter {
     ) -> Result<Verdict, String> {
         let limits = self.local.limits();
         let key = String::from_utf8_lossy(key);
+        let scope = &self.config.scope;
+        // in a cluster a client's keys share a slot (the script reads them
+        // all), and clients spread over the nodes
+        let tagged = redis
+            .clustered()
+            .then(|| redis.tag(&format!("{scope}:{key}")).into_owned());
         let keys: Vec<String> = limits
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                format!(
-                    "flexgw:rl:{}:{i}:{}:{}:{key}",
-                    self.config.scope,
-                    l.period_ms,
-                    now / l.period_ms
-                )
+                let window = now / l.period_ms;
+                match &tagged {
+                    None => format!("flexgw:rl:{scope}:{i}:{}:{window}:{key}", l.period_ms),
+                    Some(t) => format!("flexgw:rl:{t}:{i}:{}:{window}", l.period_ms),
+                }
             })
             .collect();
         let args: Vec<u64> = limits
