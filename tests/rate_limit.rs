@@ -407,6 +407,52 @@ fn redis_over_tls_is_verified_against_the_trusted_authorities() {
     }
 }
 
+/// Requests to `/busy/x` on each gateway (a thread each, the key cycling
+/// over `keys` values) until [`Load::finish`], which asserts that every
+/// one was allowed.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(usize, Vec<u16>)>>,
+}
+
+impl Load {
+    fn start(ports: [u16; 2], keys: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = ports
+            .into_iter()
+            .map(|port| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(port);
+                    let (mut ok, mut other, mut n) = (0usize, Vec::new(), 0usize);
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let key = format!("load-{}", n % keys);
+                        match c.request("GET", "/busy/x", &[("x-key", &key)], b"").status {
+                            200 => ok += 1,
+                            s => other.push(s),
+                        }
+                    }
+                    (ok, other)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let (ok, other) = t.join().expect("load thread");
+            assert!(ok > 50, "{ok} requests under load");
+            assert!(
+                other.is_empty(),
+                "requests refused during the failover: {other:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_sentinel_failover_under_load_is_followed_and_counts_stay_shared() {
     fresh_window(Duration::from_secs(600), Duration::from_secs(90));
@@ -441,25 +487,7 @@ fn a_sentinel_failover_under_load_is_followed_and_counts_stay_shared() {
     assert!(shown.contains("\"masterName\":\"mymaster\""), "{shown}");
 
     // load on both gateways while the master dies and the replica takes over
-    let stop = Arc::new(AtomicBool::new(false));
-    let load: Vec<_> = [g1.port, g2.port]
-        .into_iter()
-        .map(|port| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut c = Client::connect(port);
-                let (mut ok, mut other) = (0usize, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    let r = c.request("GET", "/busy/x", &[("x-key", "load")], b"");
-                    match r.status {
-                        200 => ok += 1,
-                        s => other.push(s),
-                    }
-                }
-                (ok, other)
-            })
-        })
-        .collect();
+    let load = Load::start([g1.port, g2.port], 1);
     std::thread::sleep(Duration::from_millis(300));
     master.kill();
     wait_until(
@@ -470,15 +498,7 @@ fn a_sentinel_failover_under_load_is_followed_and_counts_stay_shared() {
     // both gateways count through the new master
     wait_shared(&mut a, &mut b, "shared counting through the new master");
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        let (ok, other) = t.join().expect("load thread");
-        assert!(ok > 50, "{ok} requests under load");
-        assert!(
-            other.is_empty(),
-            "requests refused during the failover: {other:?}"
-        );
-    }
+    load.finish();
     // what was counted before the failover was replicated: k1 stays spent
     assert_eq!(
         a.request("GET", "/closed/x", &[("x-key", "k1")], b"")
@@ -525,27 +545,7 @@ fn a_redis_cluster_spreads_clients_over_its_nodes_and_survives_a_master_failover
     assert_eq!(g1.metric("flexgw_shared_storage_errors_total"), 0.0);
 
     // load on both gateways while one master dies and its replica takes over
-    let stop = Arc::new(AtomicBool::new(false));
-    let load: Vec<_> = [g1.port, g2.port]
-        .into_iter()
-        .map(|port| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut c = Client::connect(port);
-                let (mut ok, mut other, mut n) = (0usize, Vec::new(), 0usize);
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let key = format!("load-{}", n % 16);
-                    let r = c.request("GET", "/busy/x", &[("x-key", key.as_str())], b"");
-                    match r.status {
-                        200 => ok += 1,
-                        s => other.push(s),
-                    }
-                }
-                (ok, other)
-            })
-        })
-        .collect();
+    let load = Load::start([g1.port, g2.port], 16);
     std::thread::sleep(Duration::from_millis(300));
     let masters = cluster.masters();
     let victim = masters[0];
@@ -572,15 +572,7 @@ fn a_redis_cluster_spreads_clients_over_its_nodes_and_survives_a_master_failover
         })
     });
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        let (ok, other) = t.join().expect("load thread");
-        assert!(ok > 50, "{ok} requests under load");
-        assert!(
-            other.is_empty(),
-            "requests refused during the failover: {other:?}"
-        );
-    }
+    load.finish();
     // what was counted before the failover was replicated: spent stays spent
     for k in 0..30 {
         let key = format!("k{k}");

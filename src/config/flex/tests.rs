@@ -162,9 +162,10 @@ spec:
     );
 }
 
-#[test]
-fn flex_shared_storage_with_redis_sentinel() {
-    let text = format!(
+/// A rate-limited API and a `Configuration` whose `sharedStorage.redis`
+/// holds `redis` (its lines indented under it).
+fn with_storage(redis: &str) -> String {
+    format!(
         "{INSTANCE}  policies:
     - policyRef: {{name: rate-limiting-flex}}
       config: {{rateLimits: [{{maximumRequests: 3, timePeriodInMilliseconds: 2000}}]}}
@@ -175,20 +176,32 @@ metadata: {{name: storage}}
 spec:
   sharedStorage:
     redis:
-      password: data-pw
+{redis}"
+    )
+}
+
+/// The shared storage the first route's rate limit was given.
+fn limit_storage(c: &Config) -> &crate::store::RedisSettings {
+    let p = &c.listeners[0].routes[0].policies;
+    let PolicyConfig::RateLimit(r) = &p[0].config else {
+        panic!("{p:?}")
+    };
+    r.redis.as_ref().expect("redis")
+}
+
+#[test]
+fn flex_shared_storage_with_redis_sentinel() {
+    let text = with_storage(
+        "      password: data-pw
       DB: 2
       sentinel:
         addresses: [\"10.0.0.1:26379\", \"10.0.0.2:26379\"]
         masterName: mymaster
         password: sentinel-pw
-"
+",
     );
     let c = load(&text);
-    let p = &c.listeners[0].routes[0].policies;
-    let PolicyConfig::RateLimit(r) = &p[0].config else {
-        panic!("{p:?}")
-    };
-    let redis = r.redis.as_ref().expect("redis");
+    let redis = limit_storage(&c);
     let s = redis.sentinel.as_ref().expect("sentinel");
     assert_eq!(s.addresses, ["10.0.0.1:26379", "10.0.0.2:26379"]);
     assert_eq!(s.master_name, "mymaster");
@@ -218,21 +231,11 @@ spec:
 
 #[test]
 fn shared_storage_in_a_redis_cluster() {
-    let text = format!(
-        "{INSTANCE}  policies:
-    - policyRef: {{name: rate-limiting-flex}}
-      config: {{rateLimits: [{{maximumRequests: 3, timePeriodInMilliseconds: 2000}}]}}
----
-apiVersion: gateway.mulesoft.com/v1alpha1
-kind: Configuration
-metadata: {{name: storage}}
-spec:
-  sharedStorage:
-    redis:
-      password: data-pw
+    let text = with_storage(
+        "      password: data-pw
       cluster:
         addresses: [\"10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]
-"
+",
     );
     let e = load_str("flex.yaml", &text).expect_err("a URL").to_string();
     assert!(
@@ -240,11 +243,7 @@ spec:
         "{e}"
     );
     let c = load(&text.replace("redis://", ""));
-    let p = &c.listeners[0].routes[0].policies;
-    let PolicyConfig::RateLimit(r) = &p[0].config else {
-        panic!("{p:?}")
-    };
-    let redis = r.redis.as_ref().expect("redis");
+    let redis = limit_storage(&c);
     assert_eq!(redis.cluster, ["10.0.0.1:7000", "10.0.0.2:7000"]);
     assert_eq!(
         (redis.address.as_str(), redis.sentinel.is_none()),
