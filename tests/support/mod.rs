@@ -1484,6 +1484,52 @@ impl RedisServer {
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// `INFO replication` of this server.
+    pub fn replication(&self) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "info", "replication"])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+/// From a master's `INFO replication`: its replication offset (how much it
+/// has sent its replicas) and the offset each replica has acknowledged
+/// (0 until it is online). After a full sync a master streams writes only
+/// once the replica's first acknowledgement comes, up to a second later:
+/// a master killed before its replicas acknowledged an offset loses what
+/// it wrote up to there.
+pub fn offsets(info: &str) -> (u64, Vec<u64>) {
+    let master = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("master_repl_offset:"))
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    let replicas = info
+        .lines()
+        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+        .map(|l| {
+            let online = l.contains("state=online");
+            l.split(',')
+                .find_map(|kv| kv.strip_prefix("offset="))
+                .and_then(|o| o.trim().parse().ok())
+                .filter(|_| online)
+                .unwrap_or(0)
+        })
+        .collect();
+    (master, replicas)
+}
+
+/// Wait until every replica has acknowledged what the master had sent
+/// when this was called (`info` reads the master's `INFO replication`).
+pub fn wait_replicated(what: &str, info: impl Fn() -> String) {
+    let (target, _) = offsets(&info());
+    wait_until(Duration::from_secs(10), what, || {
+        let (_, replicas) = offsets(&info());
+        !replicas.is_empty() && replicas.iter().all(|o| *o >= target)
+    });
 }
 
 impl Drop for RedisServer {
@@ -1502,7 +1548,18 @@ pub struct RedisSentinel {
 }
 
 impl RedisSentinel {
+    /// (Another process may take the port between `free_port` and the
+    /// Sentinel's bind: then it exits, and it is started on another.)
     pub fn start(master_port: u16) -> RedisSentinel {
+        for _ in 0..3 {
+            if let Some(s) = Self::try_start(master_port) {
+                return s;
+            }
+        }
+        panic!("the Sentinel did not start on three ports");
+    }
+
+    fn try_start(master_port: u16) -> Option<RedisSentinel> {
         let dir = temp_dir("sentinel");
         let port = free_port();
         let conf = dir.join("sentinel.conf");
@@ -1523,14 +1580,17 @@ impl RedisSentinel {
             .spawn()
             .expect("redis-server --sentinel");
         let pid = child.id();
+        let mut child = child;
+        let mut exited = false;
         wait_until(Duration::from_secs(10), "the Sentinel accepts", || {
-            listens(pid, port) && port_open(port)
+            exited = matches!(child.try_wait(), Ok(Some(_)));
+            exited || (listens(pid, port) && port_open(port))
         });
-        RedisSentinel {
+        (!exited).then_some(RedisSentinel {
             port,
             child,
             _dir: dir,
-        }
+        })
     }
 
     /// What the Sentinel says about `mymaster` (`redis-cli`'s lines).
@@ -1715,6 +1775,14 @@ impl RedisCluster {
             .filter(|l| l.contains("master") && !l.contains("fail") && l.split(' ').count() > 8)
             .filter_map(|l| l.split(' ').nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
             .collect()
+    }
+
+    /// Wait until the replicas of the master at `port` have acknowledged
+    /// what it had sent ([`wait_replicated`]).
+    pub fn wait_replicated(&self, port: u16) {
+        wait_replicated("the replicas acknowledge the writes", || {
+            self.cli(port, &["info", "replication"])
+        });
     }
 
     /// The keys on the node at `port` that match `pattern`.
