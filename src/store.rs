@@ -177,6 +177,10 @@ impl Redis {
         self.settings.describe()
     }
 
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
     /// `part` of a key as a hash tag (`{part}`) in a cluster, as is
     /// otherwise. A script's keys must all be on one node of a cluster:
     /// they share a tag. Outside a cluster keys keep the form they always

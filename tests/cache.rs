@@ -363,6 +363,55 @@ fn distributed_entries_are_shared_through_a_redis_cluster_over_tls() {
     assert!(holders[0] >= 3, "entries and the index: {holders:?}");
 }
 
+#[test]
+fn a_reload_that_changes_the_shared_storage_moves_the_cache_there() {
+    let redis = RedisServer::start();
+    let backend = backend();
+    let policies =
+        "    - policyRef: {name: http-caching-flex}\n      config: {distributed: true}\n";
+    let api = flex_api("shop", "{port}", &backend.url(), policies);
+    let server = SERVER_ONLY.replace(
+        "  server:\n",
+        &format!(
+            "  server:\n    sharedStorage: {{redis: {{address: \"{}\", db: 0, timeout: 500ms}}}}\n",
+            redis.address()
+        ),
+    );
+    let gw = Gateway::start_files(&[("api.yaml", api), ("server.yaml", server)], &[]);
+    gw.wait_ready();
+    let mut c = gw.connect();
+    let first = c.get("/api/products/1");
+    assert_eq!(n(&c.get("/api/products/1")), n(&first), "stored in db 0");
+    // database 1 from now on (as a deploy writes a file)
+    let file = gw.dir.join("server.yaml");
+    let text = std::fs::read_to_string(&file).expect("server.yaml");
+    std::fs::write(gw.dir.join("server.tmp"), text.replace("db: 0", "db: 1")).expect("write");
+    std::fs::rename(gw.dir.join("server.tmp"), &file).expect("rename");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        gw.admin("/config").text().contains("\"db\":1")
+    });
+    let after = c.get("/api/products/1");
+    assert_ne!(n(&after), n(&first), "db 1 has no entry yet");
+    assert_eq!(n(&c.get("/api/products/1")), n(&after), "stored in db 1");
+    assert_eq!(backend.count(), 2);
+    let keys = |db: &str| {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &redis.port.to_string(),
+                "-n",
+                db,
+                "--scan",
+                "--pattern",
+                "flexgw:cache:*",
+            ])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert!(keys("1") >= 2, "the entry and its index in db 1");
+}
+
 /// Two gateways (with `env`) sharing the cache through
 /// `sharedStorage.redis: STORAGE`; `/config` names it as `shown`.
 fn shared_through(storage: &str, shown: &str, env: &[(&str, &str)]) {

@@ -16,7 +16,7 @@
 //! streams to the client whole (we do not use `pingora-cache`'s own size
 //! limit, which cuts such a response off mid-body).
 
-use crate::store::Redis;
+use crate::store::{Redis, RedisSettings};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
@@ -463,10 +463,12 @@ pub struct Shared {
 
 /// The shared store of a policy instance (`scope`) in this Redis.
 pub fn shared(scope: &str, redis: Arc<Redis>, max_entries: usize) -> &'static Shared {
-    type Stores = HashMap<(String, String), &'static Shared>;
+    type Stores = HashMap<(String, RedisSettings), &'static Shared>;
     static ALL: LazyLock<Mutex<Stores>> = LazyLock::new(Default::default);
     let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
-    let id = (scope.to_string(), redis.address());
+    // by the whole settings: a reload that changes the database, the
+    // credentials or the servers gets a store on the new ones
+    let id = (scope.to_string(), redis.settings().clone());
     let store = *all.entry(id).or_insert_with(|| {
         // a cluster keeps a scope's entries and index on one node
         let prefix = format!("flexgw:cache:{}", redis.tag(scope));
