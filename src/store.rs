@@ -237,11 +237,17 @@ impl Redis {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        if !self.settings.cluster.is_empty() {
-            let conn = Connection::Cluster(self.cluster().await?);
-            *slot = Some(conn.clone());
-            return Ok(conn);
-        }
+        let conn = match self.clustered() {
+            true => Connection::Cluster(self.cluster().await?),
+            false => Connection::One(self.server().await?),
+        };
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// A connection to the one server: `address`, or the master the
+    /// Sentinels name (and that agrees it is the master).
+    async fn server(&self) -> Result<ConnectionManager, String> {
         let address = match &self.settings.sentinel {
             Some(s) => self.master(s).await?,
             None => self.settings.address.clone(),
@@ -265,8 +271,6 @@ impl Redis {
                 return Err(format!("{address} is not the master (yet)"));
             }
         }
-        let conn = Connection::One(conn);
-        *slot = Some(conn.clone());
         Ok(conn)
     }
 

@@ -394,22 +394,11 @@ fn a_reload_that_changes_the_shared_storage_moves_the_cache_there() {
     assert_ne!(n(&after), n(&first), "db 1 has no entry yet");
     assert_eq!(n(&c.get("/api/products/1")), n(&after), "stored in db 1");
     assert_eq!(backend.count(), 2);
-    let keys = |db: &str| {
-        let out = std::process::Command::new("redis-cli")
-            .args([
-                "-p",
-                &redis.port.to_string(),
-                "-n",
-                db,
-                "--scan",
-                "--pattern",
-                "flexgw:cache:*",
-            ])
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).lines().count()
-    };
-    assert!(keys("1") >= 2, "the entry and its index in db 1");
+    let in_db1 = redis.cli(&["-n", "1", "--scan", "--pattern", "flexgw:cache:*"]);
+    assert!(
+        in_db1.lines().count() >= 2,
+        "the entry and its index in db 1"
+    );
 }
 
 /// Two gateways (with `env`) sharing the cache through

@@ -89,12 +89,7 @@ fn the_window_resets() {
     let mut c = gw.connect();
     // three requests in one 1-second window (a slow machine may straddle
     // two: then again, in the next window)
-    let second = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs()
-    };
+    let second = || window_of(Duration::from_secs(1));
     let r = loop {
         // at the start of the next window (50 ms into it)
         fresh_window(Duration::from_secs(1), Duration::from_millis(1001));
@@ -203,18 +198,21 @@ fn every_limit_of_a_policy_must_pass() {
     assert_eq!(backend.count(), 5);
 }
 
-/// Wait (up to 15 s) until a fresh key counted at `a` is seen counted at
-/// `b`: the two gateways share their counts again.
-fn wait_shared(a: &mut Client, b: &mut Client, what: &str) {
+/// Wait (up to 15 s) until `keys` fresh keys counted at `a` are each seen
+/// counted at `b`: the two gateways share their counts again (with many
+/// keys, on every node of a cluster).
+fn wait_shared(a: &mut Client, b: &mut Client, what: &str, keys: usize) {
     let mut n = 0;
     wait_until(Duration::from_secs(15), what, || {
         n += 1;
-        let key = format!("probe-{n}");
-        let h = [("x-key", key.as_str())];
-        a.request("GET", "/closed/x", &h, b"").status == 200
-            && b.request("GET", "/closed/x", &h, b"")
-                .header("x-ratelimit-remaining")
-                == Some("2")
+        (0..keys).all(|k| {
+            let key = format!("probe-{n}-{k}");
+            let h = [("x-key", key.as_str())];
+            a.request("GET", "/closed/x", &h, b"").status == 200
+                && b.request("GET", "/closed/x", &h, b"")
+                    .header("x-ratelimit-remaining")
+                    == Some("2")
+        })
     });
 }
 
@@ -258,7 +256,7 @@ fn two_gateways_share_a_limit_through_redis_and_survive_its_loss() {
 
     // Redis back (empty): shared counting resumes by itself
     redis.restart();
-    wait_shared(&mut a, &mut b, "shared counting again");
+    wait_shared(&mut a, &mut b, "shared counting again", 1);
     assert_eq!(alternate(&mut a, &mut b, "/open/x", "k3", 10), 4);
     assert_eq!(alternate(&mut a, &mut b, "/closed/x", "k3", 10), 4);
 }
@@ -352,11 +350,7 @@ fn redis_with_a_password_from_the_environment() {
 
 /// The current window of `/closed/*`'s 10-minute limit.
 fn window() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        / 600
+    window_of(Duration::from_secs(600))
 }
 
 /// Whether the window is still the one counted in at `spent` (a slow run
@@ -538,7 +532,7 @@ fn a_sentinel_failover_under_load_is_followed_and_counts_stay_shared() {
         || sentinel.master_port() == Some(replica.port),
     );
     // both gateways count through the new master
-    wait_shared(&mut a, &mut b, "shared counting through the new master");
+    wait_shared(&mut a, &mut b, "shared counting through the new master", 1);
     std::thread::sleep(Duration::from_millis(300));
     load.finish();
     // what was counted before the failover was replicated: k1 stays spent
@@ -607,18 +601,7 @@ fn a_redis_cluster_spreads_clients_over_its_nodes_and_survives_a_master_failover
         },
     );
     // both gateways count through the new master: fresh keys on every node
-    let mut round = 0;
-    wait_until(Duration::from_secs(15), "shared counting again", || {
-        round += 1;
-        (0..30).all(|k| {
-            let key = format!("after-{round}-{k}");
-            let h = [("x-key", key.as_str())];
-            a.request("GET", "/closed/x", &h, b"").status == 200
-                && b.request("GET", "/closed/x", &h, b"")
-                    .header("x-ratelimit-remaining")
-                    == Some("2")
-        })
-    });
+    wait_shared(&mut a, &mut b, "shared counting again", 30);
     std::thread::sleep(Duration::from_millis(300));
     load.finish();
     // what was counted before the failover was replicated: spent stays spent

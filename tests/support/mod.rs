@@ -234,15 +234,25 @@ fn stop(child: &mut Child) {
 /// agrees on them): a test that needs `needed` of one `period` window
 /// waits for the next window when the current one ends sooner.
 pub fn fresh_window(period: Duration, needed: Duration) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+    let now = now_ms();
     let period_ms = period.as_millis() as u64;
     let left = period_ms - now % period_ms;
     if left < needed.as_millis() as u64 {
         std::thread::sleep(Duration::from_millis(left + 50));
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+/// Which window of `period` (counted from the Unix epoch, as the rate
+/// limiter counts them) it is now.
+pub fn window_of(period: Duration) -> u64 {
+    now_ms() / period.as_millis() as u64
 }
 
 /// A running gateway process.
@@ -1384,54 +1394,43 @@ impl RedisServer {
     }
 
     pub fn start_with_password(password: Option<&str>) -> RedisServer {
-        let mut r = RedisServer {
-            port: free_port(),
-            child: None,
-            password: password.map(str::to_string),
-            extra: Vec::new(),
-            dir: temp_dir("redis"),
-        };
-        r.restart();
-        r
+        Self::launch(free_port(), password, Vec::new())
     }
 
     /// A server that speaks only TLS (`--tls-port`), with this certificate
     /// chain and key; clients are not asked for certificates.
     pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
         let port = free_port();
-        let mut r = RedisServer {
-            port,
-            child: None,
-            password: None,
-            extra: vec![
-                "--port".into(),
-                "0".into(),
-                "--tls-port".into(),
-                port.to_string(),
-                "--tls-cert-file".into(),
-                cert.display().to_string(),
-                "--tls-key-file".into(),
-                key.display().to_string(),
-                "--tls-auth-clients".into(),
-                "no".into(),
-            ],
-            dir: temp_dir("redis"),
-        };
-        r.restart();
-        r
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let extra = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-auth-clients",
+            "no",
+        ];
+        Self::launch(port, None, extra.map(str::to_string).to_vec())
     }
 
     /// A replica of the server on `master_port`.
     pub fn start_replica_of(master_port: u16) -> RedisServer {
+        let extra = ["--replicaof", "127.0.0.1", &master_port.to_string()];
+        Self::launch(free_port(), None, extra.map(str::to_string).to_vec())
+    }
+
+    /// Started on `port` with these more arguments, in a directory of its
+    /// own.
+    fn launch(port: u16, password: Option<&str>, extra: Vec<String>) -> RedisServer {
         let mut r = RedisServer {
-            port: free_port(),
+            port,
             child: None,
-            password: None,
-            extra: vec![
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master_port.to_string(),
-            ],
+            password: password.map(str::to_string),
+            extra,
             dir: temp_dir("redis"),
         };
         r.restart();
@@ -1485,14 +1484,26 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// `redis-cli -p PORT ARGS...`'s output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(&[], self.port, args)
+    }
+
     /// `INFO replication` of this server.
     pub fn replication(&self) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "info", "replication"])
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).to_string()
+        self.cli(&["info", "replication"])
     }
+}
+
+/// `redis-cli [TLS...] -p PORT ARGS...`'s output.
+pub fn redis_cli(tls: &[String], port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(tls)
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// From a master's `INFO replication`: its replication offset (how much it
@@ -1595,12 +1606,7 @@ impl RedisSentinel {
 
     /// What the Sentinel says about `mymaster` (`redis-cli`'s lines).
     pub fn ask(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "sentinel"])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).to_string()
+        redis_cli(&[], self.port, &[&["sentinel"], args].concat())
     }
 
     /// The master's port, as the Sentinel names it.
@@ -1694,15 +1700,7 @@ impl RedisCluster {
                 .map(str::to_string)
                 .to_vec();
                 extra.extend(tls_args(port));
-                let mut r = RedisServer {
-                    port,
-                    child: None,
-                    password: None,
-                    extra,
-                    dir: temp_dir("redis"),
-                };
-                r.restart();
-                r
+                RedisServer::launch(port, None, extra)
             })
             .collect();
         let ca = tls.map(|[ca, ..]| ca.to_path_buf());
@@ -1748,13 +1746,7 @@ impl RedisCluster {
 
     /// `redis-cli -p PORT ARGS...`'s output.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(Self::tls_cli(&self.ca))
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).to_string()
+        redis_cli(&Self::tls_cli(&self.ca), port, args)
     }
 
     /// `redis-cli`'s TLS arguments for a cluster with this CA.

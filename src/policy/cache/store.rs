@@ -114,8 +114,9 @@ impl Head {
 /// alive, and memory would be ten times and more what `maxCacheSize`
 /// counts for small responses.
 fn compact(h: &ResponseHeader) -> ResponseHeader {
+    let case = h.has_case();
     let mut pairs: Vec<(&[u8], &HeaderValue)> = Vec::with_capacity(h.headers.len());
-    match h.has_case() {
+    match case {
         true => pairs.extend(h.case_header_iter().map(|(n, v)| (n.as_slice(), v))),
         false => pairs.extend(h.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v))),
     }
@@ -125,7 +126,7 @@ fn compact(h: &ResponseHeader) -> ResponseHeader {
         buf.extend_from_slice(v.as_bytes());
     }
     let buf = buf.freeze();
-    let build = match h.has_case() {
+    let build = match case {
         true => ResponseHeader::build,
         false => ResponseHeader::build_no_case,
     };
